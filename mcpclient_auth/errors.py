@@ -1,0 +1,419 @@
+"""One typed error hierarchy, rooted at :class:`McpClientAuthError`.
+
+Every error has a stable machine-readable ``code`` (used in ledger entries, JSON-RPC error data and
+RFC 9457 problem documents) and a human-readable message. Messages never contain a token, a secret or
+a private key: callers pass *descriptions* ("the ECT", "kid 'abc…'"), never the credential itself.
+
+    try:
+        Mandate.verify(token, trust)
+    except TokenExpired:
+        ...
+    except McpClientAuthError as exc:
+        log.warning("rejected: %s (%s)", exc, exc.code)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class McpClientAuthError(Exception):
+    """Root of every error raised by mcpclient-auth.
+
+    ``code`` is stable across releases; ``details`` holds safe, structured context (never secrets).
+    """
+
+    code: str = "mcpclient_auth_error"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.details: dict[str, Any] = details
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description (for ledgers, problem documents and JSON-RPC error data)."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        for key, value in self.details.items():
+            if isinstance(value, str | int | float | bool) or value is None:
+                out[key] = value
+            elif isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+                out[key] = list(value)
+        return out
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class ConfigurationError(McpClientAuthError, ValueError):
+    """An unsafe or contradictory configuration, refused at construction time."""
+
+    code = "configuration_error"
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+class KeyMaterialError(McpClientAuthError):
+    """Base for key problems: unreadable key material or an unknown key id."""
+
+    code = "key_error"
+
+
+class KeyFormatError(KeyMaterialError, ValueError):
+    """A key file or JWK could not be read, or holds an unsupported key type."""
+
+    code = "key_format_invalid"
+
+
+class UnknownKey(KeyMaterialError):
+    """A ``kid``/``keyid`` that the trust store does not hold."""
+
+    code = "unknown_key"
+
+
+# --- compact tokens (JWS / JWT) --------------------------------------------------------------------
+
+
+class TokenError(McpClientAuthError):
+    """Base for every ACT / ECT / execution-record verification failure."""
+
+    code = "token_invalid"
+
+
+class MalformedToken(TokenError, ValueError):
+    """Not a well-formed compact JWS (three base64url parts, JSON header and payload)."""
+
+    code = "token_malformed"
+
+
+class InvalidTokenType(TokenError):
+    """The ``typ`` header is not the one expected (e.g. an ECT presented as a mandate)."""
+
+    code = "token_type_invalid"
+
+
+class AlgorithmNotAllowed(TokenError):
+    """The ``alg`` header is outside the allowlist (``none``, HS*, RS*, ...)."""
+
+    code = "algorithm_not_allowed"
+
+
+class TokenSignatureInvalid(TokenError):
+    """The JWS signature does not verify with the key named by ``kid``."""
+
+    code = "token_signature_invalid"
+
+
+class TokenExpired(TokenError):
+    """``exp`` is in the past (beyond the allowed clock skew)."""
+
+    code = "token_expired"
+
+
+class TokenNotYetValid(TokenError):
+    """``iat`` (or ``nbf``) is in the future beyond the allowed clock skew, or the token is too old."""
+
+    code = "token_not_yet_valid"
+
+
+class AudienceMismatch(TokenError):
+    """The verifier is not among the token's ``aud``."""
+
+    code = "audience_mismatch"
+
+
+class ClaimsInvalid(TokenError, ValueError):
+    """A required claim is missing or has the wrong type or format."""
+
+    code = "claims_invalid"
+
+
+class ExtensionTooLarge(ClaimsInvalid):
+    """An ECT ``ect_ext`` object exceeds the size or nesting limits."""
+
+    code = "ect_ext_too_large"
+
+
+class ReplayDetected(TokenError):
+    """A ``jti`` (or signature ``nonce``) was already seen within its validity window."""
+
+    code = "replay_detected"
+
+
+# --- mandates and delegation -----------------------------------------------------------------------
+
+
+class MandateError(TokenError):
+    """Base for mandate semantics errors (capabilities, delegation, phase)."""
+
+    code = "mandate_invalid"
+
+
+class CapabilityNotGranted(MandateError):
+    """An action (e.g. an execution record's ``exec_act``) is not among the mandate's ``cap``."""
+
+    code = "capability_not_granted"
+
+
+class DelegationError(MandateError):
+    """A delegation chain is broken (issuer/holder mismatch, depth, expiry beyond the parent)."""
+
+    code = "delegation_invalid"
+
+
+class PrivilegeEscalation(DelegationError):
+    """A sub-mandate claims capabilities its parent does not hold."""
+
+    code = "privilege_escalation"
+
+
+class PhaseError(MandateError):
+    """A phase-1 mandate used where a phase-2 record is expected, or the other way round."""
+
+    code = "phase_invalid"
+
+
+# --- runtime refusals on the request path -----------------------------------------------------------
+
+
+class MandateDenied(McpClientAuthError):
+    """A call was refused locally, before anything was sent, because the mandate does not allow it."""
+
+    code = "mandate_denied"
+
+    def __init__(self, message: str, *, action: str | None = None, **details: Any) -> None:
+        super().__init__(message, action=action, **details)
+        self.action = action
+
+
+class ActionMappingError(MandateDenied):
+    """A tool name that cannot be mapped to a legal action name; refused, never rewritten."""
+
+    code = "invalid_action"
+
+
+class JsonRpcError(McpClientAuthError, ValueError):
+    """A request body on the MCP endpoint that is not valid JSON-RPC 2.0."""
+
+    code = "jsonrpc_malformed"
+
+
+class PrincipalMismatch(McpClientAuthError):
+    """A run bound to one principal was asked to act for another."""
+
+    code = "principal_mismatch"
+
+
+class RunClosed(McpClientAuthError):
+    """A request was made through a run that has already been closed."""
+
+    code = "run_closed"
+
+
+# --- HTTP message signatures and digests -----------------------------------------------------------
+
+
+class SignatureError(McpClientAuthError):
+    """Base for RFC 9421 / RFC 9530 failures."""
+
+    code = "signature_invalid"
+
+
+class SignatureMissing(SignatureError):
+    """No ``Signature`` / ``Signature-Input`` (or no label of the expected profile)."""
+
+    code = "signature_missing"
+
+
+class SignatureMalformed(SignatureError, ValueError):
+    """``Signature-Input`` / ``Signature`` is not a valid structured-field dictionary."""
+
+    code = "signature_malformed"
+
+
+class SignatureInvalid(SignatureError):
+    """The signature does not verify over the reconstructed signature base."""
+
+    code = "signature_invalid"
+
+
+class SignatureExpired(SignatureError):
+    """``expires`` has passed, or ``created`` is older than the verifier's max age (or in the future)."""
+
+    code = "signature_expired"
+
+
+class SignaturePolicyError(SignatureError):
+    """A required component, tag or parameter is missing or wrong for the profile."""
+
+    code = "signature_policy_violation"
+
+
+class SignatureReplay(SignatureError):
+    """A signature ``nonce`` was already seen."""
+
+    code = "nonce_replayed"
+
+
+class DigestError(SignatureError):
+    """``Content-Digest`` is missing, malformed, or does not match the body."""
+
+    code = "content_digest_mismatch"
+
+
+class ComponentError(SignatureError, ValueError):
+    """A covered component is absent or its value cannot be canonicalised (CR/LF, non-ASCII)."""
+
+    code = "component_invalid"
+
+
+# --- authorization (token sources) ------------------------------------------------------------------
+
+
+class AuthorizationError(McpClientAuthError):
+    """Base for failures to obtain or use a user's access token.
+
+    ``reason`` is one of ``missing_subject_token``, ``exchange_rejected``, ``exchange_unavailable``,
+    ``invalid_response``, ``upstream_rejected``; ``retryable`` says whether trying later may help.
+    """
+
+    code = "authorization_failed"
+    reason: str = "authorization_failed"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        retryable: bool | None = None,
+        **details: Any,
+    ) -> None:
+        if reason is not None:
+            self.reason = reason
+        if retryable is not None:
+            self.retryable = retryable
+        super().__init__(message, reason=self.reason, retryable=self.retryable, **details)
+
+
+class MissingSubjectToken(AuthorizationError):
+    """The principal has no subject token (or assertion) to exchange."""
+
+    code = "token_exchange_failed"
+    reason = "missing_subject_token"
+    retryable = False
+
+
+class TokenExchangeRejected(AuthorizationError):
+    """The identity provider refused the grant (``invalid_grant``, ``invalid_client``, 4xx)."""
+
+    code = "token_exchange_failed"
+    reason = "exchange_rejected"
+    retryable = False
+
+
+class TokenExchangeUnavailable(AuthorizationError):
+    """The identity provider could not be reached or kept failing (connect/read errors, 429, 5xx)."""
+
+    code = "token_exchange_failed"
+    reason = "exchange_unavailable"
+    retryable = True
+
+
+class InvalidTokenResponse(AuthorizationError):
+    """The identity provider answered 200 with something that is not a usable token response."""
+
+    code = "token_exchange_failed"
+    reason = "invalid_response"
+    retryable = False
+
+
+class UpstreamUnauthorized(AuthorizationError):
+    """The MCP server kept rejecting the user's token (401 after one re-obtain)."""
+
+    code = "upstream_unauthorized"
+    reason = "upstream_rejected"
+    retryable = False
+
+
+class InsufficientScope(AuthorizationError):
+    """The MCP server asked for more scope than one step-up could obtain (403 ``insufficient_scope``)."""
+
+    code = "insufficient_scope"
+    reason = "upstream_rejected"
+    retryable = False
+
+
+# --- ledger and DAG ------------------------------------------------------------------------------
+
+
+class LedgerError(McpClientAuthError):
+    """Base for ledger I/O and format errors."""
+
+    code = "ledger_error"
+
+
+class LedgerFormatError(LedgerError, ValueError):
+    """A ledger line that is not a valid v1 entry."""
+
+    code = "ledger_malformed"
+
+
+class DagError(McpClientAuthError):
+    """An execution DAG violation (unknown predecessor, cycle, too many predecessors)."""
+
+    code = "dag_invalid"
+
+
+__all__ = [
+    "ActionMappingError",
+    "AlgorithmNotAllowed",
+    "AudienceMismatch",
+    "AuthorizationError",
+    "CapabilityNotGranted",
+    "ClaimsInvalid",
+    "ComponentError",
+    "ConfigurationError",
+    "DagError",
+    "DelegationError",
+    "DigestError",
+    "ExtensionTooLarge",
+    "InsufficientScope",
+    "InvalidTokenResponse",
+    "InvalidTokenType",
+    "JsonRpcError",
+    "KeyFormatError",
+    "KeyMaterialError",
+    "LedgerError",
+    "LedgerFormatError",
+    "MalformedToken",
+    "MandateDenied",
+    "MandateError",
+    "McpClientAuthError",
+    "MissingSubjectToken",
+    "PhaseError",
+    "PrincipalMismatch",
+    "PrivilegeEscalation",
+    "ReplayDetected",
+    "RunClosed",
+    "SignatureError",
+    "SignatureExpired",
+    "SignatureInvalid",
+    "SignatureMalformed",
+    "SignatureMissing",
+    "SignaturePolicyError",
+    "SignatureReplay",
+    "TokenError",
+    "TokenExchangeRejected",
+    "TokenExchangeUnavailable",
+    "TokenExpired",
+    "TokenNotYetValid",
+    "TokenSignatureInvalid",
+    "UnknownKey",
+    "UpstreamUnauthorized",
+]

@@ -1,0 +1,549 @@
+"""Signing identities and trust stores.
+
+An :class:`Identity` is a private key with a name, an algorithm and a ``kid`` (the RFC 7638 JWK
+thumbprint of its public key). A :class:`TrustStore` holds public keys by ``kid``; every verifier in
+the SDK resolves keys through one.
+
+    agent = Identity.generate("ES256", name="agent-1")
+    agent.save("keys/agent.jwk")                 # private JWK, file mode 0600
+    trust = TrustStore([agent])                  # or TrustStore.from_jwks("keys/jwks.json")
+    sig = agent.sign(b"data")
+    trust.get(agent.kid).verify(b"data", sig)    # True
+
+Algorithms live in an explicit registry (``ALGORITHMS``): ``ES256`` (P-256, raw r||s signatures) and
+``EdDSA`` (Ed25519). Nothing else is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from ._encoding import b64url_decode, b64url_encode
+from .errors import KeyFormatError, UnknownKey
+
+__all__ = ["ALGORITHMS", "Identity", "PublicKey", "SigningAlgorithm", "TrustStore", "jwk_thumbprint"]
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKeyObject = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+# --- algorithm registry ------------------------------------------------------------------------------
+
+
+class SigningAlgorithm:
+    """One JOSE signing algorithm: key generation, raw signatures, JWK (de)serialisation."""
+
+    name: ClassVar[str]
+    #: The RFC 9421 algorithm name for HTTP message signatures made with this key type.
+    http_name: ClassVar[str]
+    signature_size: ClassVar[int]
+
+    def generate(self) -> PrivateKey:
+        raise NotImplementedError
+
+    def sign(self, key: PrivateKey, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
+        raise NotImplementedError
+
+    def owns(self, key: PrivateKey | PublicKeyObject) -> bool:
+        raise NotImplementedError
+
+    def public_members(self, key: PublicKeyObject) -> dict[str, str]:
+        """The required public JWK members, in RFC 7638 (lexicographic) order."""
+        raise NotImplementedError
+
+    def public_from_jwk(self, jwk: Mapping[str, Any]) -> PublicKeyObject:
+        raise NotImplementedError
+
+    def private_from_jwk(self, jwk: Mapping[str, Any]) -> PrivateKey:
+        raise NotImplementedError
+
+    def private_members(self, key: PrivateKey) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class _ES256(SigningAlgorithm):
+    name = "ES256"
+    http_name = "ecdsa-p256-sha256"
+    signature_size = 64
+    _ecdsa = ec.ECDSA(hashes.SHA256())
+
+    def generate(self) -> PrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def sign(self, key: PrivateKey, data: bytes) -> bytes:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(key.sign(data, self._ecdsa))
+        # JWS and RFC 9421 both use the fixed-width raw form r||s, never DER.
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
+        if not isinstance(key, ec.EllipticCurvePublicKey) or len(signature) != 64:
+            return False
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        der = encode_dss_signature(r, s)
+        try:
+            key.verify(der, data, self._ecdsa)
+        except InvalidSignature:
+            return False
+        return True
+
+    def owns(self, key: PrivateKey | PublicKeyObject) -> bool:
+        return isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
+            key.curve, ec.SECP256R1
+        )
+
+    def public_members(self, key: PublicKeyObject) -> dict[str, str]:
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        numbers = key.public_numbers()
+        return {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": b64url_encode(numbers.x.to_bytes(32, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(32, "big")),
+        }
+
+    def public_from_jwk(self, jwk: Mapping[str, Any]) -> PublicKeyObject:
+        if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+            raise KeyFormatError("ES256 needs an EC P-256 JWK")
+        x, y = _coord(jwk, "x", 32), _coord(jwk, "y", 32)
+        try:
+            return ec.EllipticCurvePublicNumbers(
+                int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+            ).public_key()
+        except ValueError:
+            raise KeyFormatError("the JWK's point is not on the P-256 curve") from None
+
+    def private_from_jwk(self, jwk: Mapping[str, Any]) -> PrivateKey:
+        public = self.public_from_jwk(jwk)
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        d = _coord(jwk, "d", 32)
+        try:
+            key = ec.derive_private_key(int.from_bytes(d, "big"), ec.SECP256R1())
+        except ValueError:
+            raise KeyFormatError("the JWK's private value is not a valid P-256 scalar") from None
+        if key.public_key().public_numbers() != public.public_numbers():
+            raise KeyFormatError("the JWK's private and public parts do not match")
+        return key
+
+    def private_members(self, key: PrivateKey) -> dict[str, str]:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return {"d": b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))}
+
+
+class _EdDSA(SigningAlgorithm):
+    name = "EdDSA"
+    http_name = "ed25519"
+    signature_size = 64
+
+    def generate(self) -> PrivateKey:
+        return ed25519.Ed25519PrivateKey.generate()
+
+    def sign(self, key: PrivateKey, data: bytes) -> bytes:
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        return key.sign(data)
+
+    def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
+        if not isinstance(key, ed25519.Ed25519PublicKey) or len(signature) != 64:
+            return False
+        try:
+            key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    def owns(self, key: PrivateKey | PublicKeyObject) -> bool:
+        return isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey)
+
+    def public_members(self, key: PublicKeyObject) -> dict[str, str]:
+        assert isinstance(key, ed25519.Ed25519PublicKey)
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw)}
+
+    def public_from_jwk(self, jwk: Mapping[str, Any]) -> PublicKeyObject:
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            raise KeyFormatError("EdDSA needs an OKP Ed25519 JWK")
+        return ed25519.Ed25519PublicKey.from_public_bytes(_coord(jwk, "x", 32))
+
+    def private_from_jwk(self, jwk: Mapping[str, Any]) -> PrivateKey:
+        public = self.public_from_jwk(jwk)
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(_coord(jwk, "d", 32))
+        raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        if key.public_key().public_bytes(*raw) != public.public_bytes(*raw):
+            raise KeyFormatError("the JWK's private and public parts do not match")
+        return key
+
+    def private_members(self, key: PrivateKey) -> dict[str, str]:
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        raw = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return {"d": b64url_encode(raw)}
+
+
+#: The only algorithms the SDK signs or verifies with. ``Ed25519`` is accepted as an alias of ``EdDSA``.
+ALGORITHMS: dict[str, SigningAlgorithm] = {"ES256": _ES256(), "EdDSA": _EdDSA()}
+_ALIASES = {"Ed25519": "EdDSA"}
+
+
+def _algorithm(name: str) -> SigningAlgorithm:
+    try:
+        return ALGORITHMS[_ALIASES.get(name, name)]
+    except (KeyError, TypeError):
+        raise KeyFormatError(f"unsupported algorithm {name!r}; use one of {sorted(ALGORITHMS)}") from None
+
+
+def _algorithm_for(key: PrivateKey | PublicKeyObject) -> SigningAlgorithm:
+    for algorithm in ALGORITHMS.values():
+        if algorithm.owns(key):
+            return algorithm
+    raise KeyFormatError("unsupported key type; use an EC P-256 or an Ed25519 key")
+
+
+def _coord(jwk: Mapping[str, Any], member: str, size: int) -> bytes:
+    value = jwk.get(member)
+    if not isinstance(value, str):
+        raise KeyFormatError(f"JWK member {member!r} is missing")
+    try:
+        raw = b64url_decode(value)
+    except ValueError:
+        raise KeyFormatError(f"JWK member {member!r} is not base64url") from None
+    if len(raw) != size:
+        raise KeyFormatError(f"JWK member {member!r} has the wrong length")
+    return raw
+
+
+def jwk_thumbprint(public_members: Mapping[str, str]) -> str:
+    """RFC 7638 thumbprint: base64url(SHA-256) over the required members, sorted, no whitespace."""
+    canonical = json.dumps(dict(sorted(public_members.items())), separators=(",", ":"))
+    return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+# --- public keys -----------------------------------------------------------------------------------
+
+
+class PublicKey:
+    """A verification key: algorithm, ``kid`` and optional name. Safe to print and to share."""
+
+    __slots__ = ("_algorithm", "_key", "_members", "kid", "name")
+
+    def __init__(self, key: PublicKeyObject, *, kid: str | None = None, name: str | None = None) -> None:
+        self._algorithm = _algorithm_for(key)
+        self._key = key
+        self._members = self._algorithm.public_members(key)
+        #: The RFC 7638 thumbprint unless the JWK named another ``kid``.
+        self.kid: str = kid or jwk_thumbprint(self._members)
+        self.name: str | None = name
+
+    @property
+    def alg(self) -> str:
+        return self._algorithm.name
+
+    @property
+    def http_alg(self) -> str:
+        """The RFC 9421 algorithm name (``ecdsa-p256-sha256`` or ``ed25519``)."""
+        return self._algorithm.http_name
+
+    @property
+    def key(self) -> PublicKeyObject:
+        """The ``cryptography`` public key object."""
+        return self._key
+
+    @property
+    def thumbprint(self) -> str:
+        return jwk_thumbprint(self._members)
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        """True when ``signature`` (raw r||s for ES256) is valid over ``data``."""
+        return self._algorithm.verify(self._key, data, signature)
+
+    def to_jwk(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = dict(self._members)
+        jwk.update(kid=self.kid, alg=self.alg, use="sig")
+        if self.name:
+            jwk["name"] = self.name
+        return jwk
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
+        if not isinstance(jwk, Mapping):
+            raise KeyFormatError("a JWK must be a JSON object")
+        algorithm = _algorithm(str(jwk.get("alg") or _default_alg(jwk)))
+        kid = jwk.get("kid")
+        name = jwk.get("name")
+        return cls(
+            algorithm.public_from_jwk(jwk),
+            kid=kid if isinstance(kid, str) and kid else None,
+            name=name if isinstance(name, str) else None,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other._members == self._members and other.kid == self.kid
+
+    def __hash__(self) -> int:
+        return hash((self.kid, tuple(self._members.items())))
+
+    def __repr__(self) -> str:
+        return f"PublicKey(alg={self.alg!r}, kid={self.kid!r}, name={self.name!r})"
+
+
+def _default_alg(jwk: Mapping[str, Any]) -> str:
+    if jwk.get("kty") == "OKP":
+        return "EdDSA"
+    if jwk.get("kty") == "EC":
+        return "ES256"
+    raise KeyFormatError("unsupported JWK key type; use EC P-256 or OKP Ed25519")
+
+
+# --- identities --------------------------------------------------------------------------------------
+
+
+class Identity:
+    """A private signing key with a name, an algorithm and a ``kid``.
+
+    ``repr()`` and ``str()`` never show key material. ``name`` defaults to the ``kid``; it is what
+    mandates use as ``sub`` (agents) or ``iss`` (users).
+    """
+
+    __slots__ = ("_algorithm", "_key", "_public", "name")
+
+    def __init__(self, key: PrivateKey, *, name: str | None = None, kid: str | None = None) -> None:
+        self._algorithm = _algorithm_for(key)
+        self._key = key
+        self._public = PublicKey(key.public_key(), kid=kid, name=name)
+        self.name: str = name or self._public.kid
+        self._public.name = self.name
+
+    # construction ---------------------------------------------------------------------------------
+
+    @classmethod
+    def generate(cls, alg: str = "ES256", *, name: str | None = None) -> Identity:
+        """A fresh key pair. ``alg`` is ``"ES256"`` (default) or ``"EdDSA"``."""
+        return cls(_algorithm(alg).generate(), name=name)
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any] | str) -> Identity:
+        """From a private JWK (a dict or its JSON text)."""
+        if isinstance(jwk, str):
+            try:
+                jwk = json.loads(jwk)
+            except ValueError:
+                raise KeyFormatError("the private key is not valid JWK JSON") from None
+        if not isinstance(jwk, Mapping):
+            raise KeyFormatError("a JWK must be a JSON object")
+        if "d" not in jwk:
+            raise KeyFormatError("the JWK has no private part ('d'); this is a public key")
+        algorithm = _algorithm(str(jwk.get("alg") or _default_alg(jwk)))
+        kid, name = jwk.get("kid"), jwk.get("name")
+        return cls(
+            algorithm.private_from_jwk(jwk),
+            name=name if isinstance(name, str) and name else None,
+            kid=kid if isinstance(kid, str) and kid else None,
+        )
+
+    @classmethod
+    def from_pem(
+        cls, pem: bytes | str, *, password: bytes | None = None, name: str | None = None
+    ) -> Identity:
+        """From a PKCS#8 / SEC1 PEM private key (EC P-256 or Ed25519)."""
+        data = pem.encode("ascii") if isinstance(pem, str) else pem
+        try:
+            key = serialization.load_pem_private_key(data, password=password)
+        except (ValueError, TypeError):
+            raise KeyFormatError("could not read the PEM private key (wrong format or password)") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise KeyFormatError("unsupported key type; use an EC P-256 or an Ed25519 key")
+        return cls(key, name=name)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, password: bytes | None = None) -> Identity:
+        """From a file holding a private JWK (JSON) or a PEM private key."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise KeyFormatError(f"cannot read key file {os.fspath(path)!r}: {exc.strerror}") from None
+        if data.lstrip().startswith(b"{"):
+            return cls.from_jwk(data.decode("utf-8", "replace"))
+        return cls.from_pem(data, password=password)
+
+    # use ----------------------------------------------------------------------------------------------
+
+    @property
+    def kid(self) -> str:
+        return self._public.kid
+
+    @property
+    def alg(self) -> str:
+        """The JOSE algorithm (``ES256`` or ``EdDSA``)."""
+        return self._algorithm.name
+
+    @property
+    def http_alg(self) -> str:
+        """The RFC 9421 algorithm (``ecdsa-p256-sha256`` or ``ed25519``)."""
+        return self._algorithm.http_name
+
+    @property
+    def public(self) -> PublicKey:
+        return self._public
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """The ``cryptography`` private key object (for interop; keep it out of logs)."""
+        return self._key
+
+    def sign(self, data: bytes) -> bytes:
+        """A raw signature over ``data`` (r||s for ES256, 64 bytes either way)."""
+        return self._algorithm.sign(self._key, data)
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        return self._public.verify(data, signature)
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public JWK with ``kid``, ``alg``, ``use`` and ``name``."""
+        return self._public.to_jwk()
+
+    def private_jwk(self) -> dict[str, Any]:
+        """The private JWK. Handle with care: it is the key."""
+        jwk = self.public_jwk()
+        jwk.update(self._algorithm.private_members(self._key))
+        return jwk
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the private JWK to ``path``, created with mode 0600 (never group/world readable)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(self.private_jwk(), indent=2).encode("utf-8") + b"\n"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        return target
+
+    def __repr__(self) -> str:
+        return f"Identity(name={self.name!r}, alg={self.alg!r}, kid={self.kid!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        # Pickling would copy the private key into places nobody audits (caches, task queues).
+        raise TypeError("Identity objects hold a private key and cannot be pickled; use save()/load()")
+
+
+# --- trust stores --------------------------------------------------------------------------------
+
+
+class TrustStore:
+    """Public keys by ``kid``; the only place verifiers look keys up.
+
+        TrustStore([agent, user])                   # identities or public keys or JWK dicts
+        TrustStore.from_jwks("keys/jwks.json")      # a JWKS file (or a dict)
+        TrustStore.from_directory("keys/")          # every *.jwk / *.json holding a JWK or JWKS
+    """
+
+    def __init__(self, keys: Iterable[Identity | PublicKey | Mapping[str, Any]] = ()) -> None:
+        self._keys: dict[str, PublicKey] = {}
+        for key in keys:
+            self.add(key)
+
+    def add(self, key: Identity | PublicKey | Mapping[str, Any]) -> PublicKey:
+        if isinstance(key, Identity):
+            public = key.public
+        elif isinstance(key, PublicKey):
+            public = key
+        else:
+            public = PublicKey.from_jwk(key)
+        existing = self._keys.get(public.kid)
+        if existing is not None and existing != public:
+            raise KeyFormatError(f"two different keys claim kid {public.kid!r}")
+        self._keys[public.kid] = public
+        return public
+
+    @classmethod
+    def from_jwks(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> TrustStore:
+        """From a JWKS (``{"keys": [...]}``), given as a dict or a file path."""
+        if isinstance(source, Mapping):
+            document: Any = source
+        else:
+            try:
+                document = json.loads(Path(source).read_text("utf-8"))
+            except OSError as exc:
+                raise KeyFormatError(f"cannot read JWKS {os.fspath(source)!r}: {exc.strerror}") from None
+            except ValueError:
+                raise KeyFormatError(f"JWKS {os.fspath(source)!r} is not valid JSON") from None
+        keys = document.get("keys") if isinstance(document, Mapping) else None
+        if not isinstance(keys, list):
+            raise KeyFormatError("a JWKS must be an object with a 'keys' array")
+        # A JWKS is public material: strip private members if someone exported them by mistake.
+        return cls([{k: v for k, v in jwk.items() if k != "d"} for jwk in keys if isinstance(jwk, Mapping)])
+
+    @classmethod
+    def from_directory(cls, path: str | os.PathLike[str]) -> TrustStore:
+        """Every ``*.jwk`` / ``*.json`` file in ``path`` holding a JWK or a JWKS (public parts only)."""
+        store = cls()
+        directory = Path(path)
+        if not directory.is_dir():
+            raise KeyFormatError(f"{os.fspath(path)!r} is not a directory")
+        for file in sorted(directory.iterdir()):
+            if file.suffix not in (".jwk", ".json") or not file.is_file():
+                continue
+            try:
+                document = json.loads(file.read_text("utf-8"))
+            except (OSError, ValueError):
+                raise KeyFormatError(f"{file.name!r} is not a readable JWK/JWKS file") from None
+            jwks = document.get("keys") if isinstance(document, dict) else None
+            for jwk in jwks if isinstance(jwks, list) else [document]:
+                if isinstance(jwk, Mapping):
+                    store.add({k: v for k, v in jwk.items() if k != "d"})
+        return store
+
+    def get(self, kid: str) -> PublicKey:
+        """The key for ``kid``; raises :class:`UnknownKey` when absent."""
+        try:
+            return self._keys[kid]
+        except (KeyError, TypeError):
+            shown = kid[:16] + "…" if isinstance(kid, str) and len(kid) > 16 else kid
+            raise UnknownKey(f"no trusted key with kid {shown!r}", kid=str(shown)) from None
+
+    def to_jwks(self) -> dict[str, Any]:
+        return {"keys": [key.to_jwk() for key in self._keys.values()]}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.to_jwks(), indent=2) + "\n", "utf-8")
+        return target
+
+    @property
+    def kids(self) -> list[str]:
+        return list(self._keys)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._keys
+
+    def __iter__(self) -> Iterator[PublicKey]:
+        return iter(self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"TrustStore({len(self._keys)} keys)"
