@@ -370,15 +370,63 @@ class DagError(McpClientAuthError):
     code = "dag_invalid"
 
 
+# --- tokens: additions -----------------------------------------------------------------------------
+
+
+class CriticalHeaderUnsupported(TokenError):
+    """The JWS header declares a ``crit`` extension this verifier does not understand (RFC 7515)."""
+
+    code = "token_crit_unsupported"
+
+
+class KeyBindingMismatch(TokenError):
+    """A token is signed by a key other than the one a mandate binds (``cnf.jkt``)."""
+
+    code = "key_binding_mismatch"
+
+
+# --- authorization: additions ---------------------------------------------------------------------
+
+
+class NoTokenForPrincipal(AuthorizationError):
+    """A static token source has no (usable) token for this principal; never another user's token.
+
+    ``reason`` is ``unknown_principal`` (no entry), ``token_expired`` (the configured token expired)
+    or ``lookup_failed`` (the lookup callable raised).
+    """
+
+    code = "no_token_for_principal"
+    reason = "unknown_principal"
+    retryable = False
+
+
+class ChallengeMalformed(AuthorizationError, ValueError):
+    """A ``WWW-Authenticate`` header that is not a valid RFC 9110 challenge list."""
+
+    code = "www_authenticate_malformed"
+    reason = "invalid_challenge"
+    retryable = False
+
+
+class ResourceMetadataError(AuthorizationError):
+    """RFC 9728 protected-resource metadata that could not be fetched or is not acceptable."""
+
+    code = "resource_metadata_invalid"
+    reason = "invalid_resource_metadata"
+    retryable = False
+
+
 __all__ = [
     "ActionMappingError",
     "AlgorithmNotAllowed",
     "AudienceMismatch",
     "AuthorizationError",
     "CapabilityNotGranted",
+    "ChallengeMalformed",
     "ClaimsInvalid",
     "ComponentError",
     "ConfigurationError",
+    "CriticalHeaderUnsupported",
     "DagError",
     "DelegationError",
     "DigestError",
@@ -387,6 +435,7 @@ __all__ = [
     "InvalidTokenResponse",
     "InvalidTokenType",
     "JsonRpcError",
+    "KeyBindingMismatch",
     "KeyFormatError",
     "KeyMaterialError",
     "LedgerError",
@@ -396,10 +445,12 @@ __all__ = [
     "MandateError",
     "McpClientAuthError",
     "MissingSubjectToken",
+    "NoTokenForPrincipal",
     "PhaseError",
     "PrincipalMismatch",
     "PrivilegeEscalation",
     "ReplayDetected",
+    "ResourceMetadataError",
     "RunClosed",
     "SignatureError",
     "SignatureExpired",

@@ -1,7 +1,186 @@
-"""``mcpclient-auth ledger ...`` (placeholder; owned by the ledger work)."""
+"""``mcpclient-auth ledger ...``: verify, show, summarise and draw ledgers.
+
+    mcpclient-auth ledger verify ledger.jsonl --jwks keys/jwks.json [--json] [--jobs 4] [--allow-unsealed]
+    mcpclient-auth ledger show ledger.jsonl [--run R] [--kind ect] [--tool search]
+    mcpclient-auth ledger runs ledger.jsonl [--jwks keys/jwks.json]
+    mcpclient-auth ledger graph ledger.jsonl [--run R] --format html -o dag.html
+
+Exit codes: 0 ok, 1 a check failed (``verify``, or ``runs --jwks``), 2 usage errors (missing file,
+unreadable JWKS, unknown kind). ``--run`` takes a run id or a unique-enough prefix of one.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import KeyFormatError, LedgerError
+from ..keys import TrustStore
+from ..ledger.format import KINDS
+from ..ledger.reader import LedgerReader
+from ..ledger.render import Row, build_graphs, run_line, table_rows, to_dot, to_html, to_mermaid
+from ..ledger.verify import Report, verify_ledger
+
+__all__ = ["app"]
 
 app = typer.Typer(help="Verify, show and draw ledgers.", no_args_is_help=True)
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+    html = "html"
+
+
+_RENDERERS = {GraphFormat.mermaid: to_mermaid, GraphFormat.dot: to_dot, GraphFormat.html: to_html}
+
+
+def _usage_error(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _reader(path: Path) -> LedgerReader:
+    if not path.is_file():
+        raise _usage_error(f"no ledger file at {os.fspath(path)!r}")
+    return LedgerReader(path)
+
+
+def _trust(path: Path) -> TrustStore:
+    try:
+        return TrustStore.from_directory(path) if path.is_dir() else TrustStore.from_jwks(path)
+    except KeyFormatError as exc:
+        raise _usage_error(f"{exc.code}: {exc}") from None
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped into a file or a grep: do not squeeze the table into 80 columns.
+    return console if console.is_terminal else Console(width=200)
+
+
+def _print_report(report: Report, path: Path) -> None:
+    typer.echo(
+        f"{os.fspath(path)}: {report.entries} entries, {len(report.runs)} runs, "
+        f"{report.tokens_verified} tokens verified"
+    )
+    for summary in report.runs.values():
+        typer.echo("  " + run_line(summary))
+    for recovery in report.recoveries:
+        typer.echo(
+            f"  recovered: line {recovery.line} ({recovery.torn_bytes} bytes, torn) was closed by "
+            f"the recovery record at seq {recovery.seq}"
+        )
+    if report.torn_tail is not None:
+        torn = report.torn_tail
+        typer.echo(f"  torn tail: {torn.length} bytes at offset {torn.offset} (line {torn.number})")
+    for failure in report.failures:
+        where = f"seq {failure.seq}" if failure.seq is not None else (
+            f"line {failure.line}" if failure.line is not None else "run"
+        )
+        subject = f" jti {failure.jti}" if failure.jti else ""
+        run = f" run {failure.run[:8]}" if failure.run else ""
+        typer.echo(f"  FAIL {failure.check} at {where}{run}{subject}: {failure.reason}")
+    if report.ok:
+        typer.echo("OK: every check holds")
+    else:
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(report.checks().items()))
+        typer.echo(f"FAILED: {len(report.failures)} failures ({counts})")
+
+
+@app.command("verify")
+def verify(
+    file: Path = typer.Argument(..., help="The ledger (JSONL)."),
+    jwks: Path = typer.Option(..., "--jwks", help="Trusted public keys: a JWKS file or a directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Processes for signature verification."),
+    allow_unsealed: bool = typer.Option(False, "--allow-unsealed", help="Accept runs without a seal."),
+    skew: int = typer.Option(60, "--skew", min=0, help="Clock skew tolerance in seconds."),
+) -> None:
+    """Check every line, token and run; exit 0 only when everything holds."""
+    reader = _reader(file)
+    trust = _trust(jwks)
+    try:
+        report = verify_ledger(reader, trust, skew=skew, jobs=jobs, allow_unsealed=allow_unsealed)
+    except LedgerError as exc:
+        raise _usage_error(f"{exc.code}: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report, file)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("show")
+def show(
+    file: Path = typer.Argument(..., help="The ledger (JSONL)."),
+    run: str | None = typer.Option(None, "--run", help="Only this run (id or prefix)."),
+    kind: str | None = typer.Option(None, "--kind", help=f"Only this kind: {', '.join(KINDS)}."),
+    tool: str | None = typer.Option(None, "--tool", help="Only calls of this tool (and their responses)."),
+) -> None:
+    """A table of entries: seq, time, run, kind, method/tool, status, duration, principal."""
+    if kind is not None and kind not in KINDS:
+        raise _usage_error(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    reader = _reader(file)
+    table = Table(*Row.COLUMNS, header_style="bold")
+    count = 0
+    for row in table_rows(reader.entries(), run=run, kind=kind, tool=tool):
+        table.add_row(*row.cells())
+        count += 1
+    console = _console()
+    console.print(table)
+    console.print(f"{count} {'entry' if count == 1 else 'entries'}")
+    for problem in reader.problems:
+        note = " (recovered)" if problem.recovered else ""
+        typer.echo(f"warning: line {problem.number}: {problem.reason}{note}", err=True)
+
+
+@app.command("runs")
+def runs(
+    file: Path = typer.Argument(..., help="The ledger (JSONL)."),
+    jwks: Path | None = typer.Option(None, "--jwks", help="Verify the runs against these keys."),
+    allow_unsealed: bool = typer.Option(False, "--allow-unsealed", help="Accept runs without a seal."),
+) -> None:
+    """One line per run: purpose, principal, calls, denials, status, sealed, verified."""
+    reader = _reader(file)
+    ok = True
+    if jwks is not None:
+        report = verify_ledger(reader, _trust(jwks), allow_unsealed=allow_unsealed)
+        summaries = list(report.runs.values())
+        ok = report.ok
+    else:
+        summaries = reader.runs()  # verified stays "-": nothing was checked
+    for summary in summaries:
+        typer.echo(run_line(summary))
+    if not summaries:
+        typer.echo("no runs")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("graph")
+def graph(
+    file: Path = typer.Argument(..., help="The ledger (JSONL)."),
+    fmt: GraphFormat = typer.Option(..., "--format", help="mermaid, dot or html (self-contained SVG)."),
+    run: str | None = typer.Option(None, "--run", help="Only this run (id or prefix)."),
+    out: Path | None = typer.Option(None, "-o", "--output", help="Write here instead of standard output."),
+) -> None:
+    """Draw the execution DAG of each run: mandate, tool calls, session calls, denials, record."""
+    reader = _reader(file)
+    graphs = build_graphs(reader.entries(), run=run)
+    if run is not None and not graphs:
+        raise _usage_error(f"no run matching {run!r}")
+    text = _RENDERERS[fmt](graphs)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    # Run ids, principals and tool names are not for everyone: owner-only, like the ledger.
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    typer.echo(f"wrote {os.fspath(out)} ({len(graphs)} runs)")

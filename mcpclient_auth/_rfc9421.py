@@ -1,0 +1,404 @@
+"""Generic RFC 9421 machinery: the algorithm registry, ``Signature-Input`` parsing, sign and verify.
+
+This layer knows nothing of profiles; :mod:`mcpclient_auth.httpsig` builds the ``mcp`` and ``wimse``
+profiles on it (and signs its fixed profiles on a faster, direct path).
+
+    parsed = parse_signatures(message)["sig1"]          # ParsedSignature (label, components, params, ...)
+    verify_signature(message, parsed, public_key, "ecdsa-p256-sha256")   # SignatureInvalid unless valid
+    created = create_signature(message, label="sig1", components=["@method", "@authority"],
+                               params={"created": 1618884473, "keyid": "k"}, key=private_key,
+                               algorithm="ed25519")
+    created.headers     # {"Signature-Input": 'sig1=("@method" "@authority");created=...', "Signature": ...}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac as _hmac
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from . import _sfv
+from ._components import ComponentId, HttpMessage, signature_base
+from .errors import (
+    SignatureInvalid,
+    SignatureMalformed,
+    SignatureMissing,
+    SignaturePolicyError,
+)
+
+__all__ = [
+    "HTTP_SIGNATURE_ALGORITHMS",
+    "CreatedSignature",
+    "HttpSignatureAlgorithm",
+    "ParsedSignature",
+    "create_signature",
+    "http_signature_algorithm",
+    "parse_signature_fields",
+    "parse_signatures",
+    "serialize_signature_params",
+    "verify_signature",
+]
+
+
+# --- algorithms ---------------------------------------------------------------------------------------
+
+
+class HttpSignatureAlgorithm:
+    """One RFC 9421 §3.3 signature algorithm over raw signature-base bytes."""
+
+    name: ClassVar[str]
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
+        raise NotImplementedError
+
+
+class _Ecdsa(HttpSignatureAlgorithm):
+    # RFC 9421 §3.3.4/§3.3.5: the signature is r||s, each left-padded to the curve size (not DER).
+    curve: ClassVar[type[ec.EllipticCurve]]
+    size: ClassVar[int]
+    hash: ClassVar[type[hashes.HashAlgorithm]]
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, self.curve):
+            raise SignaturePolicyError(f"{self.name} needs a matching EC private key")
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(self.hash())))
+        return r.to_bytes(self.size, "big") + s.to_bytes(self.size, "big")
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, self.curve):
+            return False
+        if len(signature) != 2 * self.size:
+            return False
+        r = int.from_bytes(signature[: self.size], "big")
+        s = int.from_bytes(signature[self.size :], "big")
+        try:
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(self.hash()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class _EcdsaP256(_Ecdsa):
+    name = "ecdsa-p256-sha256"
+    curve = ec.SECP256R1
+    size = 32
+    hash = hashes.SHA256
+
+
+class _EcdsaP384(_Ecdsa):
+    name = "ecdsa-p384-sha384"
+    curve = ec.SECP384R1
+    size = 48
+    hash = hashes.SHA384
+
+
+class _Ed25519(HttpSignatureAlgorithm):
+    name = "ed25519"
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise SignaturePolicyError("ed25519 needs an Ed25519 private key")
+        return key.sign(data)
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
+        if not isinstance(key, ed25519.Ed25519PublicKey) or len(signature) != 64:
+            return False
+        try:
+            key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+
+class _Rsa(HttpSignatureAlgorithm):
+    hash: ClassVar[type[hashes.HashAlgorithm]]
+
+    def _padding(self) -> padding.AsymmetricPadding:
+        raise NotImplementedError
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise SignaturePolicyError(f"{self.name} needs an RSA private key")
+        return key.sign(data, self._padding(), self.hash())
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
+        if not isinstance(key, rsa.RSAPublicKey):
+            return False
+        try:
+            key.verify(signature, data, self._padding(), self.hash())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class _RsaPssSha512(_Rsa):
+    name = "rsa-pss-sha512"
+    hash = hashes.SHA512
+
+    def _padding(self) -> padding.AsymmetricPadding:
+        # RFC 9421 §3.3.1: MGF1 with SHA-512 and a 64-byte salt.
+        return padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
+
+
+class _RsaV15Sha256(_Rsa):
+    name = "rsa-v1_5-sha256"
+    hash = hashes.SHA256
+
+    def _padding(self) -> padding.AsymmetricPadding:
+        return padding.PKCS1v15()
+
+
+class _HmacSha256(HttpSignatureAlgorithm):
+    name = "hmac-sha256"
+
+    def sign(self, key: Any, data: bytes) -> bytes:
+        if not isinstance(key, bytes) or not key:
+            raise SignaturePolicyError("hmac-sha256 needs a shared secret (bytes)")
+        return _hmac.new(key, data, hashlib.sha256).digest()
+
+    def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
+        if not isinstance(key, bytes) or not key:
+            return False
+        return _hmac.compare_digest(_hmac.new(key, data, hashlib.sha256).digest(), signature)
+
+
+#: The RFC 9421 §3.3 algorithms by their registered names. The SDK's profiles sign only with
+#: ``ecdsa-p256-sha256`` and ``ed25519``; the others are here for conformance and verification.
+HTTP_SIGNATURE_ALGORITHMS: dict[str, HttpSignatureAlgorithm] = {
+    algorithm.name: algorithm
+    for algorithm in (
+        _EcdsaP256(),
+        _EcdsaP384(),
+        _Ed25519(),
+        _RsaPssSha512(),
+        _RsaV15Sha256(),
+        _HmacSha256(),
+    )
+}
+
+
+def http_signature_algorithm(name: str) -> HttpSignatureAlgorithm:
+    """The registered algorithm ``name``; :class:`SignaturePolicyError` for anything else."""
+    try:
+        return HTTP_SIGNATURE_ALGORITHMS[name]
+    except (KeyError, TypeError):
+        raise SignaturePolicyError(f"unsupported HTTP signature algorithm {str(name)[:40]!r}") from None
+
+
+# --- Signature-Input / Signature ---------------------------------------------------------------------
+
+_INT_PARAMS = frozenset({"created", "expires"})
+_STR_PARAMS = frozenset({"nonce", "alg", "keyid", "tag"})
+_MAX_SF_INTEGER = 999_999_999_999_999
+_LABEL = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+
+
+@dataclass(frozen=True)
+class ParsedSignature:
+    """One labelled signature read from ``Signature-Input`` + ``Signature``.
+
+    ``signature_params`` is the serialised inner list (what goes after ``"@signature-params": ``).
+    """
+
+    label: str
+    components: tuple[ComponentId, ...]
+    params: Mapping[str, Any]
+    signature: bytes = field(repr=False)
+    signature_params: str = field(repr=False)
+
+    @property
+    def created(self) -> int | None:
+        value = self.params.get("created")
+        return value if type(value) is int else None
+
+    @property
+    def expires(self) -> int | None:
+        value = self.params.get("expires")
+        return value if type(value) is int else None
+
+    @property
+    def nonce(self) -> str | None:
+        return self._str("nonce")
+
+    @property
+    def keyid(self) -> str | None:
+        return self._str("keyid")
+
+    @property
+    def alg(self) -> str | None:
+        return self._str("alg")
+
+    @property
+    def tag(self) -> str | None:
+        return self._str("tag")
+
+    @property
+    def covered(self) -> tuple[str, ...]:
+        """The serialised component identifiers, in signed order."""
+        return tuple(cid.text for cid in self.components)
+
+    def _str(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return value if type(value) is str else None
+
+
+def serialize_signature_params(components: Sequence[ComponentId], params: Mapping[str, Any]) -> str:
+    """``("@method" "@path");created=1;keyid="k"`` — the value after the label in ``Signature-Input``."""
+    _check_params(params)
+    try:
+        return "(" + " ".join(cid.text for cid in components) + ")" + _sfv.serialize_params(dict(params))
+    except _sfv.StructuredFieldError:
+        raise SignatureMalformed("signature parameters cannot be serialised") from None
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    for name, value in params.items():
+        if name in _INT_PARAMS and (type(value) is not int or not 0 <= value <= _MAX_SF_INTEGER):
+            raise SignatureMalformed(f"signature parameter {name!r} must be a non-negative integer")
+        if name in _STR_PARAMS and type(value) is not str:
+            raise SignatureMalformed(f"signature parameter {name!r} must be an sf-string")
+
+
+def parse_signature_fields(signature_input: str | None, signature: str | None) -> dict[str, ParsedSignature]:
+    """Parse ``Signature-Input`` and ``Signature`` values into ``{label: ParsedSignature}``.
+
+    Raises :class:`SignatureMissing` when either is absent or empty, :class:`SignatureMalformed` for
+    anything that is not a pair of well-formed dictionaries with the same labels, and
+    :class:`ComponentError` for component identifiers this implementation cannot resolve.
+    """
+    if not signature_input or not signature:
+        raise SignatureMissing("the request carries no Signature-Input / Signature")
+    try:
+        inputs = _sfv.parse_dictionary(signature_input)
+    except _sfv.StructuredFieldError as exc:
+        raise SignatureMalformed(f"Signature-Input is not a structured-field dictionary: {exc}") from None
+    try:
+        values = _sfv.parse_dictionary(signature)
+    except _sfv.StructuredFieldError as exc:
+        raise SignatureMalformed(f"Signature is not a structured-field dictionary: {exc}") from None
+    if not inputs or not values:
+        raise SignatureMissing("the request carries no Signature-Input / Signature")
+    if inputs.keys() != values.keys():
+        raise SignatureMalformed("Signature-Input and Signature name different labels")
+    parsed: dict[str, ParsedSignature] = {}
+    for label, member in inputs.items():
+        parsed[label] = _parse_one(label, member, values[label])
+    return parsed
+
+
+def _parse_one(label: str, member: _sfv.Member, value: _sfv.Member) -> ParsedSignature:
+    items, params = member
+    if not isinstance(items, list):
+        raise SignatureMalformed(f"Signature-Input member {label!r} is not an inner list")
+    signature = value[0]
+    if not isinstance(signature, bytes):
+        raise SignatureMalformed(f"Signature member {label!r} is not a byte sequence")
+    components: list[ComponentId] = []
+    seen: set[tuple[str, frozenset[tuple[str, Any]]]] = set()
+    for name, item_params in items:
+        cid = ComponentId.from_item(name, item_params)
+        if cid.identity in seen:
+            raise SignatureMalformed(f"Signature-Input {label!r} covers {cid.text} twice")
+        seen.add(cid.identity)
+        components.append(cid)
+    _check_params(params)
+    text = serialize_signature_params(components, params)
+    return ParsedSignature(label, tuple(components), dict(params), signature, text)
+
+
+def parse_signatures(message: Any) -> dict[str, ParsedSignature]:
+    """Every signature on ``message`` (an :class:`HttpMessage` or anything it adapts)."""
+    view = HttpMessage.of(message)
+    return parse_signature_fields(view.header("signature-input"), view.header("signature"))
+
+
+# --- sign / verify -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatedSignature:
+    """The output of :func:`create_signature`: what to put into ``Signature-Input`` / ``Signature``."""
+
+    label: str
+    signature_params: str
+    signature: bytes
+    base: bytes = field(repr=False)
+
+    @property
+    def signature_input_member(self) -> str:
+        return f"{self.label}={self.signature_params}"
+
+    @property
+    def signature_member(self) -> str:
+        return f"{self.label}=:{base64.b64encode(self.signature).decode('ascii')}:"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Signature-Input": self.signature_input_member, "Signature": self.signature_member}
+
+
+def _components(components: Sequence[ComponentId | str]) -> list[ComponentId]:
+    return [c if isinstance(c, ComponentId) else ComponentId.parse(c) for c in components]
+
+
+def create_signature(
+    message: Any,
+    *,
+    label: str,
+    components: Sequence[ComponentId | str],
+    params: Mapping[str, Any],
+    key: Any,
+    algorithm: str,
+    structured_fields: Mapping[str, str] | None = None,
+) -> CreatedSignature:
+    """Sign ``message`` over ``components`` with ``params`` in the given order (generic path).
+
+    ``components`` are :class:`ComponentId` or their text (``'"@query-param";name="Pet"'``, ``"date"``).
+    ``key`` is a ``cryptography`` private key (or the secret bytes for ``hmac-sha256``).
+    """
+    view = HttpMessage.of(message)
+    if not isinstance(label, str) or _LABEL.fullmatch(label) is None:
+        raise SignatureMalformed("a signature label must be an sf-key (lowercase, e.g. 'sig1')")
+    cids = _components(components)
+    text = serialize_signature_params(cids, params)
+    base = signature_base(view, cids, text, structured_fields=structured_fields)
+    return CreatedSignature(label, text, http_signature_algorithm(algorithm).sign(key, base), base)
+
+
+def verify_signature(
+    message: Any,
+    parsed: ParsedSignature,
+    key: Any,
+    algorithm: str,
+    *,
+    structured_fields: Mapping[str, str] | None = None,
+) -> bytes:
+    """Verify one parsed signature with ``key``; return the signature base.
+
+    Raises :class:`SignaturePolicyError` when the signed ``alg`` names another algorithm,
+    :class:`ComponentError` when a covered component cannot be resolved, and
+    :class:`SignatureInvalid` when the signature does not verify. Time, tag and replay policy belong
+    to the caller (see :class:`mcpclient_auth.httpsig.RequestVerifier`).
+    """
+    implementation = http_signature_algorithm(algorithm)
+    if parsed.alg is not None and parsed.alg != algorithm:
+        raise SignaturePolicyError("the signed 'alg' does not match the verification key's algorithm")
+    view = HttpMessage.of(message)
+    base = signature_base(
+        view, parsed.components, parsed.signature_params, structured_fields=structured_fields
+    )
+    if not implementation.verify(key, base, parsed.signature):
+        raise SignatureInvalid(f"signature {parsed.label!r} does not verify")
+    return base

@@ -1,0 +1,675 @@
+"""ACT (draft-nennemann-act): mandates, delegation and execution records.
+
+One token kind (``typ: act+jwt``) in two phases, told apart by their claims:
+
+* **Phase 1, the mandate** — a user (or a delegating agent) authorises an agent (``sub``) to perform
+  named capabilities (``cap``) for a task (``task.purpose``) at some audience (``aud``) until ``exp``.
+  When the agent is given as a key, ``cnf.jkt`` binds the mandate to that key (RFC 7800).
+* **Phase 2, the execution record** — the same ``jti``, re-signed by the agent after the run, with
+  ``exec_act``, ``pred``, ``inp_hash``, ``out_hash`` and ``status`` added.
+
+    mandate = Mandate.issue(user, agent=agent, audience="https://mcp.example/mcp",
+                            purpose="Answer HR questions", capabilities=["mcp.get_office_locations"])
+    Mandate.verify(mandate.token, trust, audience="https://mcp.example/mcp").allows("mcp.search")
+    sub = mandate.delegate(agent, agent=helper, capabilities=["mcp.get_office_locations"])
+    verify_delegation_chain([mandate.token, sub.token], trust)
+    record = ExecutionRecord.issue(agent, mandate, exec_act="mcp.get_office_locations",
+                                   pred=[last_ect_jti], out_hash=sha256_b64url(output), status="completed")
+
+Unknown claims (and unknown members of ``task`` and ``cap`` entries) are kept untouched: they appear
+in ``claims`` after decoding and are carried into records and sub-mandates.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from . import jose
+from ._claims import (
+    audience_list,
+    check_action,
+    check_audience,
+    check_hash,
+    check_preds,
+    check_times,
+    check_uuid,
+    new_uuid4,
+    now_seconds,
+    optional_str,
+    require_int,
+    require_object,
+    require_str,
+)
+from ._encoding import sha256_b64url
+from .errors import (
+    CapabilityNotGranted,
+    ClaimsInvalid,
+    DelegationError,
+    InvalidTokenType,
+    KeyBindingMismatch,
+    PhaseError,
+    PrivilegeEscalation,
+    TokenNotYetValid,
+)
+from .keys import Identity, PublicKey, TrustStore
+
+__all__ = [
+    "DEFAULT_MANDATE_TTL",
+    "DEFAULT_MAX_DEPTH",
+    "RECORD_STATUSES",
+    "ExecutionRecord",
+    "Mandate",
+    "verify_delegation_chain",
+]
+
+DEFAULT_MANDATE_TTL = 900
+#: Default bound on delegation hops when verifying a chain (the root mandate is depth 0).
+DEFAULT_MAX_DEPTH = 4
+RECORD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+#: Claims whose presence makes an ACT a phase-2 execution record.
+_PHASE2_MARKERS = ("exec_act", "status")
+_PHASE2_CLAIMS = frozenset({"exec_act", "status", "inp_hash", "out_hash"})
+#: Claims the SDK computes when it issues a mandate; ``**extra`` may not set them.
+_COMPUTED = frozenset({"iss", "sub", "aud", "iat", "exp", "jti", "task", "cap", "cnf", "del"})
+
+Capability = str | Mapping[str, Any]
+Agent = Identity | PublicKey | str
+
+
+# --- claim helpers -------------------------------------------------------------------------------
+
+
+def _normalize_caps(capabilities: Capability | Sequence[Capability]) -> list[dict[str, Any]]:
+    """``["mcp.a", {"action": "mcp.b", "constraints": {...}}]`` -> a valid ``cap`` array."""
+    items: Sequence[Capability] = [capabilities] if isinstance(capabilities, str | Mapping) else capabilities
+    return _parse_caps([{"action": c} if isinstance(c, str) else dict(c) for c in items])
+
+
+def _parse_caps(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise ClaimsInvalid("claim 'cap' must be a list of capabilities", claim="cap")
+    seen: set[str] = set()
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise ClaimsInvalid("each 'cap' entry must be an object with an 'action'", claim="cap")
+        action = check_action(entry.get("action"), "cap.action")
+        if "constraints" in entry and not isinstance(entry["constraints"], dict):
+            raise ClaimsInvalid("'cap' constraints must be a JSON object", claim="cap")
+        if action in seen:
+            raise ClaimsInvalid(f"capability {action!r} is listed twice", claim="cap")
+        seen.add(action)
+    return value
+
+
+def _parse_delegation(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ClaimsInvalid("claim 'del' must be a JSON object", claim="del")
+    depth, chain = value.get("depth"), value.get("chain")
+    if type(depth) is not int or depth < 0:
+        raise ClaimsInvalid("'del.depth' must be a non-negative integer", claim="del")
+    if not isinstance(chain, list) or len(chain) != depth:
+        raise ClaimsInvalid("'del.chain' must list one entry per delegation hop", claim="del")
+    for link in chain:
+        if not isinstance(link, dict) or not all(isinstance(link.get(k), str) for k in ("jti", "iss", "sub")):
+            raise ClaimsInvalid("each 'del.chain' entry needs 'jti', 'iss' and 'sub'", claim="del")
+    if "max_depth" in value and (type(value["max_depth"]) is not int or value["max_depth"] < 0):
+        raise ClaimsInvalid("'del.max_depth' must be a non-negative integer", claim="del")
+    return value
+
+
+def _sub_for(agent: Agent) -> tuple[str, str | None]:
+    """``(sub, cnf.jkt)`` for an agent given as a key (bound) or as a bare name (unbound)."""
+    if isinstance(agent, Identity):
+        return agent.name, agent.public.thumbprint
+    if isinstance(agent, PublicKey):
+        return agent.name or agent.kid, agent.thumbprint
+    if isinstance(agent, str) and agent:
+        return agent, None
+    raise ClaimsInvalid("the agent must be an Identity, a PublicKey or a non-empty name", claim="sub")
+
+
+def _issued_at(now: float | None) -> int:
+    return int(now_seconds(now))
+
+
+def _new_jti(jti: str | None) -> str:
+    return new_uuid4() if jti is None else check_uuid(jti)
+
+
+# --- the shared ACT view ---------------------------------------------------------------------------
+
+
+class _ActToken:
+    """Validated view of an ``act+jwt`` token; subclasses fix the phase."""
+
+    __slots__ = ("_actions", "aud", "claims", "header", "signer", "task", "token")
+
+    #: True for execution records (phase 2), False for mandates (phase 1).
+    _phase2: ClassVar[bool]
+    _kind: ClassVar[str]
+
+    def __init__(
+        self, token: str, header: dict[str, Any], claims: dict[str, Any], signer: PublicKey | None = None
+    ) -> None:
+        if any(marker in claims for marker in _PHASE2_MARKERS) != self._phase2:
+            actual = "an execution record" if not self._phase2 else "a mandate"
+            raise PhaseError(f"expected {self._kind}, got {actual}")
+        self.token = token
+        self.header = header
+        self.claims = claims
+        #: The key that verified the token (``None`` when only decoded or just issued).
+        self.signer = signer
+        require_str(claims, "iss")
+        require_str(claims, "sub")
+        self.aud: list[str] = audience_list(claims.get("aud"))
+        require_int(claims, "iat")
+        require_int(claims, "exp")
+        check_uuid(claims.get("jti"))
+        self.task = require_object(claims, "task")
+        if not isinstance(self.task.get("purpose"), str) or not self.task["purpose"]:
+            raise ClaimsInvalid("'task.purpose' must be a non-empty string", claim="task")
+        self._actions = {entry["action"]: entry for entry in _parse_caps(claims.get("cap"))}
+        optional_str(claims, "wid")
+        if "cnf" in claims:
+            cnf = require_object(claims, "cnf")
+            if "jkt" in cnf and (not isinstance(cnf["jkt"], str) or not cnf["jkt"]):
+                raise ClaimsInvalid("'cnf.jkt' must be a key thumbprint", claim="cnf")
+        if "del" in claims:
+            _parse_delegation(claims["del"])
+
+    @classmethod
+    def _decode(cls, token: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        jws = jose.decode(token)
+        if jws.typ != jose.ACT_TYP:
+            raise InvalidTokenType(f"the token's typ is not {jose.ACT_TYP}")
+        return token, jws.header, jws.claims
+
+    # claims -------------------------------------------------------------------------------------
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+    @property
+    def iss(self) -> str:
+        return str(self.claims["iss"])
+
+    @property
+    def sub(self) -> str:
+        return str(self.claims["sub"])
+
+    @property
+    def iat(self) -> int:
+        return int(self.claims["iat"])
+
+    @property
+    def exp(self) -> int:
+        return int(self.claims["exp"])
+
+    @property
+    def purpose(self) -> str:
+        return str(self.task["purpose"])
+
+    @property
+    def cap(self) -> list[dict[str, Any]]:
+        """The ``cap`` array as issued (with constraints and unknown members)."""
+        return list(self._actions.values())
+
+    @property
+    def capabilities(self) -> list[str]:
+        """The granted action names, in issue order."""
+        return list(self._actions)
+
+    @property
+    def wid(self) -> str | None:
+        value = self.claims.get("wid")
+        return value if isinstance(value, str) else None
+
+    @property
+    def agent_kid(self) -> str | None:
+        """``cnf.jkt``: the RFC 7638 thumbprint of the agent key this mandate binds, if any."""
+        cnf = self.claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        return jkt if isinstance(jkt, str) else None
+
+    @property
+    def delegation(self) -> dict[str, Any] | None:
+        """The ``del`` claim: ``{"depth", "chain": [{"jti", "iss", "sub"}, ...], "max_depth"?}``."""
+        value = self.claims.get("del")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def depth(self) -> int:
+        """Delegation depth: 0 for a mandate issued by the user, +1 per hop."""
+        return int(self.delegation["depth"]) if self.delegation else 0
+
+    @property
+    def max_depth(self) -> int | None:
+        """A delegation bound the issuer put into ``del.max_depth``, if any."""
+        value = self.delegation.get("max_depth") if self.delegation else None
+        return value if isinstance(value, int) else None
+
+    def allows(self, action: str) -> bool:
+        """Whether ``action`` (e.g. ``mcp.search``) is one of the granted capabilities."""
+        return action in self._actions
+
+    def constraints(self, action: str) -> dict[str, Any] | None:
+        """The ``constraints`` object of a granted capability (``None`` if unconstrained or not granted)."""
+        entry = self._actions.get(action)
+        value = entry.get("constraints") if entry else None
+        return value if isinstance(value, dict) else None
+
+    def binds(self, key: Identity | PublicKey) -> bool:
+        """True when ``cnf.jkt`` names exactly this key."""
+        public = key.public if isinstance(key, Identity) else key
+        return self.agent_kid is not None and public.thumbprint == self.agent_kid
+
+    def _check_holder(self, key: Identity | PublicKey, error: type[Exception]) -> None:
+        """``key`` must be the agent's: the bound key when ``cnf.jkt`` is set, else a key named ``sub``."""
+        if self.agent_kid is not None:
+            if not self.binds(key):
+                raise error(f"the key is not the agent key this {self._kind} binds (cnf.jkt)")
+        elif key.name != self.sub:
+            raise error(f"the key's name is not this {self._kind}'s subject")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(jti={self.jti!r}, iss={self.iss!r}, sub={self.sub!r}, "
+            f"capabilities={self.capabilities!r})"
+        )
+
+
+# --- phase 1: mandates -------------------------------------------------------------------------------
+
+
+class Mandate(_ActToken):
+    """A phase-1 ACT: who may do what, for which task, for whom, until when. See the module docs."""
+
+    __slots__ = ()
+    _phase2 = False
+    _kind = "mandate"
+
+    def __init__(
+        self, token: str, header: dict[str, Any], claims: dict[str, Any], signer: PublicKey | None = None
+    ) -> None:
+        super().__init__(token, header, claims, signer)
+        if self.exp <= self.iat:
+            raise ClaimsInvalid("claim 'exp' must be later than 'iat'", claim="exp")
+        if "pred" in claims:
+            check_preds(claims["pred"])
+
+    @classmethod
+    def issue(
+        cls,
+        issuer: Identity,
+        *,
+        agent: Agent,
+        audience: str | Sequence[str],
+        purpose: str,
+        capabilities: Capability | Sequence[Capability],
+        ttl: int = DEFAULT_MANDATE_TTL,
+        now: float | None = None,
+        jti: str | None = None,
+        wid: str | None = None,
+        task: Mapping[str, Any] | None = None,
+        max_delegation_depth: int | None = None,
+        **extra: Any,
+    ) -> Mandate:
+        """Sign a mandate as ``issuer`` (``iss`` = ``issuer.name``) for ``agent``.
+
+            Mandate.issue(user, agent=agent, audience="https://mcp.example/mcp", purpose="...",
+                          capabilities=["mcp.search", {"action": "mcp.fetch", "constraints": {...}}])
+
+        ``agent``: an :class:`Identity` or :class:`PublicKey` (``sub`` = its name, ``cnf.jkt`` = its
+        thumbprint, binding the agent key) or a plain name (``sub`` only, no key binding).
+        ``task`` adds members next to ``purpose``; ``max_delegation_depth`` limits later delegation
+        (``del.max_depth``); ``**extra`` adds further claims (``oversight``, ``pred``, ...).
+        """
+        sub, jkt = _sub_for(agent)
+        if type(ttl) is not int or ttl <= 0:
+            raise ClaimsInvalid("a mandate's ttl must be a positive number of seconds", claim="exp")
+        clash = (_COMPUTED | _PHASE2_CLAIMS).intersection(extra)
+        if clash:
+            raise ClaimsInvalid(f"claims {sorted(clash)} cannot be set as extras", claim=sorted(clash)[0])
+        aud = audience_list(audience if isinstance(audience, str) else list(audience))
+        iat = _issued_at(now)
+        claims: dict[str, Any] = {
+            "iss": issuer.name,
+            "sub": sub,
+            "aud": aud[0] if len(aud) == 1 else aud,
+            "iat": iat,
+            "exp": iat + ttl,
+            "jti": _new_jti(jti),
+            "task": {"purpose": purpose, **{k: v for k, v in (task or {}).items() if k != "purpose"}},
+            "cap": _normalize_caps(capabilities),
+        }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
+        if wid is not None:
+            claims["wid"] = wid
+        if max_delegation_depth is not None:
+            claims["del"] = {"depth": 0, "chain": [], "max_depth": max_delegation_depth}
+        claims.update(extra)
+        return cls._sign(issuer, claims)
+
+    @classmethod
+    def _sign(cls, signer: Identity, claims: dict[str, Any]) -> Mandate:
+        # Validate before signing, so issue() can never hand out a token that verify() refuses.
+        unsigned = cls("", {}, claims)
+        try:
+            token = jose.encode(signer, jose.ACT_TYP, claims)
+        except (TypeError, ValueError):
+            raise ClaimsInvalid("the mandate's claims are not JSON-serialisable") from None
+        unsigned.token = token
+        unsigned.header = {"alg": signer.alg, "typ": jose.ACT_TYP, "kid": signer.kid}
+        return unsigned
+
+    @classmethod
+    def decode(cls, token: str) -> Mandate:
+        """Parse and validate the claims **without** checking the signature or the time."""
+        return cls(*cls._decode(token))
+
+    @classmethod
+    def verify(
+        cls,
+        token: str,
+        trust: TrustStore,
+        *,
+        audience: str | Sequence[str] | None = None,
+        now: float | None = None,
+        skew: float = 60,
+        verify_time: bool = True,
+    ) -> Mandate:
+        """Verify signature, phase, claims, time and (when given) audience of one mandate.
+
+        A delegated mandate verified alone proves only its own signature; use
+        :func:`verify_delegation_chain` with its ancestors to check the delegation.
+        """
+        jws = jose.verify(token, trust, typs=(jose.ACT_TYP,))
+        mandate = cls(token, jws.header, jws.claims, jws.key)
+        if verify_time:
+            check_times(mandate.iat, mandate.exp, now=now, skew=skew)
+        check_audience(mandate.aud, audience)
+        return mandate
+
+    def delegate(
+        self,
+        holder: Identity,
+        *,
+        agent: Agent,
+        capabilities: Capability | Sequence[Capability],
+        ttl: int | None = None,
+        purpose: str | None = None,
+        audience: str | Sequence[str] | None = None,
+        now: float | None = None,
+        jti: str | None = None,
+    ) -> Mandate:
+        """A sub-mandate issued by the current holder (this mandate's agent) to ``agent``.
+
+            sub = mandate.delegate(agent, agent=helper, capabilities=["mcp.search"], ttl=300)
+
+        ``iss`` = this mandate's ``sub``; ``del`` records the chain; ``cap`` and ``aud`` must be subsets
+        of this mandate's (:class:`PrivilegeEscalation` otherwise); ``exp`` is clamped to this mandate's.
+        A constrained capability keeps its constraints (they are opaque, so they cannot be loosened).
+        Other claims (``task`` members, ``wid``, ``oversight``, unknown ones) are inherited.
+        """
+        self._check_holder(holder, DelegationError)
+        if self.max_depth is not None and self.depth + 1 > self.max_depth:
+            raise DelegationError(f"this mandate may be delegated at most {self.max_depth} times")
+        caps = _normalize_caps(capabilities)
+        for entry in caps:
+            parent = self._actions.get(entry["action"])
+            if parent is None:
+                raise PrivilegeEscalation(
+                    f"cannot delegate {entry['action']!r}: the mandate does not grant it",
+                    action=entry["action"],
+                )
+            if "constraints" in parent:
+                if "constraints" not in entry:
+                    entry["constraints"] = parent["constraints"]
+                elif entry["constraints"] != parent["constraints"]:
+                    raise PrivilegeEscalation(
+                        f"cannot change the constraints of {entry['action']!r} when delegating",
+                        action=entry["action"],
+                    )
+        if audience is None:
+            aud = self.aud
+        else:
+            aud = audience_list(audience if isinstance(audience, str) else list(audience))
+            if not set(aud) <= set(self.aud):
+                raise PrivilegeEscalation("cannot delegate to an audience the mandate does not name")
+        iat = _issued_at(now)
+        exp = self.exp if ttl is None else min(iat + ttl, self.exp)
+        if exp <= iat:
+            raise DelegationError("the mandate has expired; it cannot be delegated")
+        sub, jkt = _sub_for(agent)
+        link = {"jti": self.jti, "iss": self.iss, "sub": self.sub}
+        delegation: dict[str, Any] = {
+            "depth": self.depth + 1,
+            "chain": [*(self.delegation or {}).get("chain", []), link],
+        }
+        if self.max_depth is not None:
+            delegation["max_depth"] = self.max_depth
+        claims: dict[str, Any] = {
+            "iss": self.sub,
+            "sub": sub,
+            "aud": aud[0] if len(aud) == 1 else aud,
+            "iat": iat,
+            "exp": exp,
+            "jti": _new_jti(jti),
+            "task": {**self.task, "purpose": purpose if purpose is not None else self.purpose},
+            "cap": caps,
+        }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
+        claims["del"] = delegation
+        # Inherit everything else (wid, oversight, unknown members); a sub-mandate is no DAG node of
+        # its parent's, so the parent's pred is not copied.
+        for name, value in self.claims.items():
+            if name not in _COMPUTED and name != "pred":
+                claims[name] = value
+        return self._sign(holder, claims)
+
+
+def _check_link(parent: Mandate, child: Mandate, *, skew: float) -> None:
+    if child.iss != parent.sub:
+        raise DelegationError("a sub-mandate's issuer is not its parent's subject")
+    if parent.agent_kid is not None and (child.signer is None or not parent.binds(child.signer)):
+        raise DelegationError("a sub-mandate is not signed by the agent key its parent binds")
+    expected_chain = [
+        *(parent.delegation or {}).get("chain", []),
+        {"jti": parent.jti, "iss": parent.iss, "sub": parent.sub},
+    ]
+    delegation = child.delegation
+    if delegation is None or delegation["depth"] != parent.depth + 1:
+        raise DelegationError("a sub-mandate's delegation depth does not follow its parent's")
+    if [{k: link.get(k) for k in ("jti", "iss", "sub")} for link in delegation["chain"]] != expected_chain:
+        raise DelegationError("a sub-mandate's delegation chain does not name its parent")
+    if parent.max_depth is not None and child.max_depth != parent.max_depth:
+        raise DelegationError("a sub-mandate dropped or changed its parent's delegation bound")
+    for entry in child.cap:
+        granted = parent._actions.get(entry["action"])
+        if granted is None:
+            raise PrivilegeEscalation(
+                f"a sub-mandate grants {entry['action']!r}, which its parent does not",
+                action=entry["action"],
+            )
+        if "constraints" in granted and entry.get("constraints") != granted["constraints"]:
+            raise PrivilegeEscalation(
+                f"a sub-mandate changes the constraints of {entry['action']!r}", action=entry["action"]
+            )
+    if not set(child.aud) <= set(parent.aud):
+        raise PrivilegeEscalation("a sub-mandate names an audience its parent does not")
+    if child.exp > parent.exp:
+        raise DelegationError("a sub-mandate expires after its parent")
+    if child.iat + skew < parent.iat:
+        raise DelegationError("a sub-mandate was issued before its parent")
+
+
+def verify_delegation_chain(
+    tokens: Sequence[str],
+    trust: TrustStore,
+    *,
+    audience: str | Sequence[str] | None = None,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    now: float | None = None,
+    skew: float = 60,
+    verify_time: bool = True,
+) -> list[Mandate]:
+    """Verify a delegation chain, root (the user's mandate) first, and return the mandates.
+
+        root, sub = verify_delegation_chain([mandate.token, sub.token], trust, audience=server)
+
+    Every token is verified as a mandate; then each link: issuer = parent's subject, signed by the
+    parent's bound agent key, ``del`` names the parent, depth ≤ ``max_depth`` (and any
+    ``del.max_depth``), ``cap`` and ``aud`` within the parent's (:class:`PrivilegeEscalation`), ``exp``
+    not beyond the parent's. ``audience`` is checked on the last mandate.
+    """
+    if isinstance(tokens, str) or not tokens:
+        raise DelegationError("a delegation chain is a non-empty list of mandates")
+    if len(tokens) - 1 > max_depth:
+        raise DelegationError(f"the delegation chain is deeper than {max_depth}")
+    mandates = [Mandate.verify(token, trust, now=now, skew=skew, verify_time=verify_time) for token in tokens]
+    if mandates[0].depth != 0:
+        raise DelegationError("a delegation chain must start at a mandate that is not delegated")
+    for parent, child in itertools.pairwise(mandates):
+        _check_link(parent, child, skew=skew)
+    bound = mandates[0].max_depth
+    if bound is not None and mandates[-1].depth > bound:
+        raise DelegationError(f"the root mandate allows at most {bound} delegations")
+    check_audience(mandates[-1].aud, audience)
+    return mandates
+
+
+# --- phase 2: execution records ------------------------------------------------------------------------
+
+
+class ExecutionRecord(_ActToken):
+    """A phase-2 ACT: the mandate's claims, re-signed by the agent with what the run did.
+
+    A record is evidence, not authority: its ``exp`` (inherited from the mandate) is not enforced, so
+    a run that ends after its mandate expired still gets a verifiable record. ``iat`` is when it was
+    signed and must not lie in the future.
+    """
+
+    __slots__ = ()
+    _phase2 = True
+    _kind = "execution record"
+
+    def __init__(
+        self, token: str, header: dict[str, Any], claims: dict[str, Any], signer: PublicKey | None = None
+    ) -> None:
+        super().__init__(token, header, claims, signer)
+        status = claims.get("status")
+        if status not in RECORD_STATUSES:
+            raise ClaimsInvalid(f"'status' must be one of {sorted(RECORD_STATUSES)}", claim="status")
+        if "exec_act" in claims:
+            action = check_action(claims["exec_act"])
+            if action not in self._actions:
+                raise CapabilityNotGranted(
+                    f"the record's exec_act {action!r} is not among the mandate's capabilities",
+                    action=action,
+                )
+        check_preds(claims.get("pred"))
+        inp_hash = check_hash(claims.get("inp_hash"), "inp_hash")
+        check_hash(claims.get("out_hash"), "out_hash")
+        if inp_hash != sha256_b64url(self.purpose.encode("utf-8")):
+            raise ClaimsInvalid("'inp_hash' is not the hash of the task purpose", claim="inp_hash")
+
+    @property
+    def exec_act(self) -> str | None:
+        value = self.claims.get("exec_act")
+        return value if isinstance(value, str) else None
+
+    @property
+    def pred(self) -> list[str]:
+        return list(self.claims["pred"])
+
+    @property
+    def inp_hash(self) -> str:
+        return str(self.claims["inp_hash"])
+
+    @property
+    def out_hash(self) -> str:
+        return str(self.claims["out_hash"])
+
+    @property
+    def status(self) -> str:
+        return str(self.claims["status"])
+
+    @classmethod
+    def issue(
+        cls,
+        agent: Identity,
+        mandate: Mandate,
+        *,
+        exec_act: str | None,
+        pred: Sequence[str],
+        out_hash: str,
+        status: str,
+        now: float | None = None,
+    ) -> ExecutionRecord:
+        """Sign the record of a finished run as the mandate's agent.
+
+            ExecutionRecord.issue(agent, mandate, exec_act="mcp.search", pred=frontier,
+                                  out_hash=sha256_b64url(output.encode()), status="completed")
+
+        ``exec_act`` is the run's last tool action (``None`` when no tool was called) and must be
+        granted (:class:`CapabilityNotGranted`); ``inp_hash`` is computed from the task purpose.
+        """
+        mandate._check_holder(agent, KeyBindingMismatch)
+        if exec_act is not None and not mandate.allows(check_action(exec_act)):
+            raise CapabilityNotGranted(
+                f"exec_act {exec_act!r} is not among the mandate's capabilities", action=exec_act
+            )
+        claims = {name: value for name, value in mandate.claims.items() if name not in _PHASE2_CLAIMS}
+        claims["iat"] = _issued_at(now)
+        if exec_act is not None:
+            claims["exec_act"] = exec_act
+        claims["pred"] = check_preds(pred if isinstance(pred, str) else list(pred))
+        claims["inp_hash"] = sha256_b64url(mandate.purpose.encode("utf-8"))
+        claims["out_hash"] = out_hash
+        claims["status"] = status
+        record = cls("", {}, claims)  # validates before signing
+        record.token = jose.encode(agent, jose.ACT_TYP, claims)
+        record.header = {"alg": agent.alg, "typ": jose.ACT_TYP, "kid": agent.kid}
+        return record
+
+    @classmethod
+    def decode(cls, token: str) -> ExecutionRecord:
+        """Parse and validate the claims **without** checking the signature or the time."""
+        return cls(*cls._decode(token))
+
+    @classmethod
+    def verify(
+        cls,
+        token: str,
+        trust: TrustStore,
+        *,
+        mandate: Mandate | None = None,
+        now: float | None = None,
+        skew: float = 60,
+        verify_time: bool = True,
+    ) -> ExecutionRecord:
+        """Verify a record: signature, phase, claims, the agent key binding and, given the mandate,
+        that the record repeats the mandate's claims (same ``jti``, same ``cap``, ...).
+
+        The signer must be the key ``cnf.jkt`` names or, for a mandate without ``cnf``, a trusted key
+        whose ``name`` is the mandate's ``sub`` (:class:`KeyBindingMismatch` otherwise).
+        """
+        jws = jose.verify(token, trust, typs=(jose.ACT_TYP,))
+        record = cls(token, jws.header, jws.claims, jws.key)
+        assert jws.key is not None  # set by jose.verify
+        record._check_holder(jws.key, KeyBindingMismatch)
+        if verify_time and record.iat > now_seconds(now) + skew:
+            raise TokenNotYetValid("the record was issued in the future ('iat' beyond the clock skew)")
+        if mandate is not None:
+            if record.jti != mandate.jti:
+                raise ClaimsInvalid("the record's jti is not its mandate's", claim="jti")
+            for name, value in mandate.claims.items():
+                if name != "iat" and record.claims.get(name) != value:
+                    raise ClaimsInvalid(f"the record does not repeat its mandate's {name!r}", claim=name)
+        return record

@@ -1,0 +1,84 @@
+"""Per-user authorization: where a run gets the user's access token for an MCP server (DESIGN §4).
+
+    from mcpclient_auth.authz import TokenExchange
+    source = TokenExchange("https://idp/token", client_id="agent", client_secret=secret,
+                           audience="api://mcp", scopes=["mcp.read"])
+    token = await source.get_token(Principal(id="alice", subject_token=sso_token))
+    token.authorization_header()                    # 'Bearer ...'
+    source.invalidate(principal, token=token)       # after a 401 invalid_token; re-obtain once
+
+Sources: :class:`StaticTokens` (a per-user mapping or lookup), :class:`TokenExchange` (RFC 8693),
+:class:`EntraOnBehalfOf` (Entra OBO), :class:`ClientCredentials` (a service token). The token-endpoint
+sources share a :class:`TokenCache` design: TTL ``expires_in - 30 s``, LRU-bounded, single-flight,
+one retry for transient failures, typed errors (:class:`~mcpclient_auth.errors.AuthorizationError`).
+"""
+
+from __future__ import annotations
+
+from ._http import SIGNING_HOOK_MARKER
+from .base import (
+    ACCESS_TOKEN_TYPE,
+    DEFAULT_SKEW,
+    ID_TOKEN_TYPE,
+    JWT_TOKEN_TYPE,
+    REFRESH_TOKEN_TYPE,
+    SAML1_TOKEN_TYPE,
+    SAML2_TOKEN_TYPE,
+    AccessToken,
+    TokenSource,
+    normalise_scopes,
+)
+from .cache import CacheKey, TokenCache
+from .client_auth import (
+    CLIENT_AUTH_METHODS,
+    ClientAuthentication,
+    ClientSecretBasic,
+    ClientSecretPost,
+    NoClientAuthentication,
+    PrivateKeyJwt,
+    client_authentication,
+)
+from .client_credentials import CLIENT_CREDENTIALS_GRANT, ClientCredentials
+from .entra import JWT_BEARER_GRANT, EntraOnBehalfOf
+from .exchange import TOKEN_EXCHANGE_GRANT, TokenExchange
+from .resource_metadata import ResourceMetadata, fetch_resource_metadata, well_known_metadata_url
+from .static import StaticTokens, TokenLookup
+from .www_authenticate import BearerChallenge, Challenge, bearer_challenge, parse_challenges
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "CLIENT_AUTH_METHODS",
+    "CLIENT_CREDENTIALS_GRANT",
+    "DEFAULT_SKEW",
+    "ID_TOKEN_TYPE",
+    "JWT_BEARER_GRANT",
+    "JWT_TOKEN_TYPE",
+    "REFRESH_TOKEN_TYPE",
+    "SAML1_TOKEN_TYPE",
+    "SAML2_TOKEN_TYPE",
+    "SIGNING_HOOK_MARKER",
+    "TOKEN_EXCHANGE_GRANT",
+    "AccessToken",
+    "BearerChallenge",
+    "CacheKey",
+    "Challenge",
+    "ClientAuthentication",
+    "ClientCredentials",
+    "ClientSecretBasic",
+    "ClientSecretPost",
+    "EntraOnBehalfOf",
+    "NoClientAuthentication",
+    "PrivateKeyJwt",
+    "ResourceMetadata",
+    "StaticTokens",
+    "TokenCache",
+    "TokenExchange",
+    "TokenLookup",
+    "TokenSource",
+    "bearer_challenge",
+    "client_authentication",
+    "fetch_resource_metadata",
+    "normalise_scopes",
+    "parse_challenges",
+    "well_known_metadata_url",
+]

@@ -1,0 +1,39 @@
+"""The tamper-evident JSONL ledger: format, writer, reader, verifier and renderers.
+
+    with Ledger("ledger.jsonl") as ledger:              # writer (0600, O_APPEND, flock per line)
+        ledger.append(run=run_id, kind="ect", jti=ect.jti, token=ect.token, meta={...})
+        ledger.seal(run_id, agent)
+    for entry in Ledger.open("ledger.jsonl").entries():  # reader
+        ...
+    report = verify_ledger("ledger.jsonl", trust)       # verifier: .ok, .failures, .runs
+
+See ``docs/internals.md`` ("Ledger") and DESIGN §5 and §6 for the format and the checks.
+"""
+
+from __future__ import annotations
+
+from .format import GENESIS_PREV, KINDS, LedgerEntry, encode_line, line_hash, parse_line
+from .reader import LedgerReader, LineProblem, RawLine, RunSummary, TornTail
+from .verify import CHECKS, Failure, Recovery, Report, verify_ledger
+from .writer import DURABILITY, Ledger
+
+__all__ = [
+    "CHECKS",
+    "DURABILITY",
+    "GENESIS_PREV",
+    "KINDS",
+    "Failure",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerReader",
+    "LineProblem",
+    "RawLine",
+    "Recovery",
+    "Report",
+    "RunSummary",
+    "TornTail",
+    "encode_line",
+    "line_hash",
+    "parse_line",
+    "verify_ledger",
+]

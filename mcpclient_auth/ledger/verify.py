@@ -1,0 +1,735 @@
+"""Offline ledger verification (DESIGN §6): every line, every token, every run.
+
+    report = verify_ledger("ledger.jsonl", TrustStore.from_jwks("jwks.json"))
+    report.ok                      # True only when every check holds
+    for failure in report.failures:
+        print(failure.seq, failure.check, failure.reason)
+    report.runs["<run id>"].verified
+    json.dumps(report.to_dict())
+
+Each failure names the check that caught it (:data:`CHECKS`). One streaming pass reads the file:
+
+- **lines** — each line parses (``line_malformed``); ``seq`` counts up by one (``seq_gap``); ``prev`` is
+  the hash of the previous line's bytes (``chain_broken``); a last line without newline is a
+  ``torn_tail`` (reported as such; the complete lines before it are judged on their own). A torn or
+  unreadable line immediately followed by the writer's recovery record (``ledger_recovered``, whose
+  ``torn_hash`` is that line's hash) is a reported recovery, not a failure.
+- **tokens** — mandates, ECTs, records and seals are verified against the trust store (typ, alg
+  allowlist, kid, signature, claims; ``token_invalid`` / ``unknown_key`` / ``record_invalid`` /
+  ``seal_invalid``) with ``verify_time=False``: they are checked long after they expired, so their
+  times are checked against the entry's ``ts`` instead (``token_time``).
+- **runs** — the run starts with its mandate (``mandate_missing``); ids are unique (``duplicate_jti``);
+  every ``pred`` is an earlier mandate or ECT of the same run (``pred_unknown``), not newer than its
+  child beyond the skew (``pred_newer``), and the DAG is acyclic (``dag_cycle``); a tool call's
+  ``exec_act`` is in the mandate's ``cap`` (``cap_violation``; session actions ``mcp.rpc.*`` are
+  allowed); the ECT issuer is the mandate's agent, and its key the bound one when the mandate has
+  ``cnf.jkt`` (``ect_issuer_mismatch``); the record keeps the mandate ``jti``
+  (``record_jti_mismatch``); the seal's ``count`` and ``last`` match the file (``seal_mismatch``);
+  nothing follows the seal (``entry_after_seal``); every run is sealed (``run_unsealed``, unless
+  ``allow_unsealed``).
+
+Memory is per run (the run's node ids and their ``iat``), released when the run's seal is read.
+With ``jobs > 1`` the line pass (parse, ``seq``, chain, seals' place in the file) still runs once,
+in this process; each run, once its seal is read, goes whole to one of ``jobs`` worker processes,
+which does the run's token verifications — the expensive part — and its DAG checks. Workers get
+the trust store as a JWKS and at most ``2 * jobs`` batches are in flight, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import jose
+from ..act import ExecutionRecord, Mandate
+from ..dag import check_dag
+from ..ect import ExecutionContextToken
+from ..errors import (
+    AlgorithmNotAllowed,
+    CriticalHeaderUnsupported,
+    InvalidTokenType,
+    LedgerError,
+    MalformedToken,
+    McpClientAuthError,
+    TokenSignatureInvalid,
+    UnknownKey,
+)
+from ..keys import TrustStore
+from .format import GENESIS_PREV, LEDGER_VERSION, NO_RUN, LedgerEntry, parse_ts
+from .reader import LedgerReader, RawLine, RunSummary, TornTail, summarize
+
+__all__ = ["CHECKS", "Failure", "Recovery", "Report", "verify_ledger"]
+
+#: Every check the verifier runs, by the name failures carry.
+CHECKS: dict[str, str] = {
+    "line_malformed": "a line is not a valid v1 ledger entry",
+    "torn_tail": "the last line has no newline: a write did not finish",
+    "seq_gap": "seq does not count up by one from the previous entry",
+    "chain_broken": "prev is not the hash of the previous line",
+    "duplicate_jti": "a token id appears twice in a run (or a run has two mandates or records)",
+    "token_invalid": "a token fails typ, alg, kid, signature or claim checks",
+    "unknown_key": "a token is signed by a key that is not in the trust store",
+    "token_time": "a token was logged outside its validity, or a call outlived its mandate",
+    "entry_mismatch": "an entry's jti, run or wid disagrees with its token, or a response answers no call",
+    "mandate_missing": "a run's entries do not start with its mandate",
+    "pred_unknown": "a pred is not an earlier mandate or ECT of the same run",
+    "pred_newer": "a predecessor was issued after its child (beyond the clock skew)",
+    "dag_cycle": "the run's execution DAG has a cycle",
+    "dag_invalid": "the run's execution DAG breaks another rule (duplicate or too many preds)",
+    "cap_violation": "a tool call's exec_act is not among the mandate's capabilities",
+    "ect_issuer_mismatch": "an ECT is not issued (or not signed) by the mandate's agent",
+    "record_jti_mismatch": "the execution record's jti is not the mandate's",
+    "record_invalid": "the execution record does not match its mandate or its claims are invalid",
+    "run_unsealed": "a run has no seal",
+    "seal_invalid": "a seal's signature, type or signer is wrong",
+    "seal_mismatch": "a seal's run, count or last line hash disagrees with the file",
+    "entry_after_seal": "a run has entries after its seal",
+}
+
+_SESSION_PREFIX = "mcp.rpc."
+#: Token errors that mean "this is not a valid signature by a trusted key", whatever the token kind.
+_SIGNATURE_ERRORS: tuple[type[McpClientAuthError], ...] = (
+    MalformedToken,
+    InvalidTokenType,
+    AlgorithmNotAllowed,
+    TokenSignatureInvalid,
+    CriticalHeaderUnsupported,
+)
+#: The check a failed verification of each token kind reports (signature-level failures of a record
+#: are still ``token_invalid``; a seal's are ``seal_invalid``).
+_KIND_CHECK = {
+    "mandate": "token_invalid",
+    "ect": "token_invalid",
+    "record": "record_invalid",
+    "seal": "seal_invalid",
+}
+_SIGNATURE_CHECK = {**_KIND_CHECK, "record": "token_invalid"}
+#: Entries of finished runs sent to a worker process at a time.
+_BATCH_ENTRIES = 2000
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed check. ``seq``/``jti``/``run`` are ``None`` when the line did not say."""
+
+    seq: int | None
+    jti: str | None
+    run: str | None
+    check: str
+    reason: str
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "jti": self.jti,
+            "run": self.run,
+            "check": self.check,
+            "reason": self.reason,
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """A torn line that a writer closed with a recovery record (at ``seq``)."""
+
+    seq: int
+    line: int
+    torn_bytes: int
+    last_good_seq: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "line": self.line,
+            "torn_bytes": self.torn_bytes,
+            "last_good_seq": self.last_good_seq,
+        }
+
+
+@dataclass(slots=True)
+class Report:
+    """The verification result. ``ok`` only when there is no failure at all."""
+
+    failures: list[Failure] = field(default_factory=list)
+    runs: dict[str, RunSummary] = field(default_factory=dict)
+    torn_tail: TornTail | None = None
+    recoveries: list[Recovery] = field(default_factory=list)
+    entries: int = 0
+    lines: int = 0
+    tokens_verified: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def checks(self) -> dict[str, int]:
+        """Failure counts by check name."""
+        counts: dict[str, int] = {}
+        for failure in self.failures:
+            counts[failure.check] = counts.get(failure.check, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        torn = self.torn_tail
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "lines": self.lines,
+            "tokens_verified": self.tokens_verified,
+            "checks": self.checks(),
+            "failures": [f.to_dict() for f in self.failures],
+            "runs": [summary.to_dict() for summary in self.runs.values()],
+            "torn_tail": None
+            if torn is None
+            else {"offset": torn.offset, "length": torn.length, "hash": torn.hash, "line": torn.number},
+            "recoveries": [r.to_dict() for r in self.recoveries],
+        }
+
+
+# --- token checks ------------------------------------------------------------------------------------
+
+
+def _verify_seal(token: str, trust: TrustStore, mandate: Mandate | None) -> jose.DecodedJWS:
+    return jose.verify(token, trust, typs=(jose.SEAL_TYP,))
+
+
+#: Full verification (signature and claims, not time) per token kind; each raises its typed error.
+#: ``mandate`` is the run's mandate, which a record must repeat (None: check the record alone).
+_VERIFY: dict[str, Callable[[str, TrustStore, Mandate | None], Any]] = {
+    "mandate": lambda token, trust, _: Mandate.verify(token, trust, verify_time=False),
+    "ect": lambda token, trust, _: ExecutionContextToken.verify(
+        token, trust, verify_time=False, max_age=None
+    ),
+    "record": lambda token, trust, mandate: ExecutionRecord.verify(
+        token, trust, mandate=mandate, verify_time=False
+    ),
+    "seal": _verify_seal,
+}
+#: Parsing without the signature, per token kind (to keep checking a run around a bad signature).
+_DECODE: dict[str, Callable[[str], Any]] = {
+    "mandate": Mandate.decode,
+    "ect": ExecutionContextToken.decode,
+    "record": ExecutionRecord.decode,
+    "seal": jose.decode,
+}
+
+
+def _check_for(kind: str, exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, UnknownKey):
+        check = "unknown_key"
+    elif isinstance(exc, _SIGNATURE_ERRORS):
+        check = _SIGNATURE_CHECK[kind]
+    else:
+        check = _KIND_CHECK[kind]
+    if isinstance(exc, McpClientAuthError):
+        return check, f"{kind}: {exc.code}: {exc.message}"
+    # Foreign exceptions are bugs somewhere below us, but a verifier reports; it never dies on
+    # hostile input. The message is the exception type only (it could quote token bytes).
+    return check, f"{kind}: internal_error: {type(exc).__name__}"
+
+
+# --- one run -------------------------------------------------------------------------------------------
+
+
+class _RunChecker:
+    """Every check that concerns one run, fed its entries in file order.
+
+    State is the run's own: node ids with their ``iat`` and the DAG edges, dropped with the checker.
+    Runs in this process (``jobs=1``) or in a worker process (``jobs>1``), identically.
+    """
+
+    def __init__(self, run: str, trust: TrustStore, skew: float) -> None:
+        self.run = run
+        self.trust = trust
+        self.skew = skew
+        self.failures: list[Failure] = []
+        self.summary = RunSummary(run)
+        self.tokens_verified = 0
+        self.sealed = False
+        self.mandate: Mandate | None = None
+        self._mandate_seen = False
+        self._missing_reported = False
+        self._record_seen = False
+        self._count = 0
+        #: jti -> iat (None when unknown) of the mandate and every ECT of the run, in file order.
+        self._iat: dict[str, int | None] = {}
+        #: ECT jti -> pred, for the cycle check when a forward reference was seen.
+        self._nodes: dict[str, list[str]] = {}
+        #: (seq, child jti, pred) for preds that were not yet known when their child was read.
+        self._forward: list[tuple[int, str, str]] = []
+        self._kid_binding: dict[tuple[str, str], bool] = {}
+        self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
+            "mandate": self._mandate,
+            "ect": self._ect,
+            "response": self._response,
+            "record": self._record,
+            "seal": self._seal,
+            "denial": self._nothing,
+            "error": self._nothing,
+        }
+
+    def fail(self, entry: LedgerEntry | None, check: str, reason: str, *, jti: str | None = None) -> None:
+        seq = entry.seq if entry is not None else None
+        self.failures.append(Failure(seq, jti or (entry.jti if entry else None), self.run, check, reason))
+
+    def feed(self, entry: LedgerEntry) -> None:
+        summarize(self.summary, entry)
+        if not self._mandate_seen and entry.kind != "mandate" and not self._missing_reported:
+            self._missing_reported = True
+            self.fail(entry, "mandate_missing", "the run's first entry is not its mandate")
+        self._handlers[entry.kind](entry)
+        if entry.kind != "seal":
+            self._count += 1
+
+    # tokens --------------------------------------------------------------------------------------
+
+    def _token(self, entry: LedgerEntry, mandate: Mandate | None = None) -> Any:
+        """The entry's token, verified; on failure the failure is recorded and the *unverified*
+        token returned (so one bad signature neither hides the structural problems around it nor
+        cascades into pred_unknown for its children), or None when it does not even parse."""
+        token = entry.token
+        if not token:
+            self.fail(entry, _KIND_CHECK[entry.kind], f"a {entry.kind} entry without a token")
+            return None
+        self.tokens_verified += 1
+        try:
+            return _VERIFY[entry.kind](token, self.trust, mandate)
+        except Exception as exc:  # see _check_for: report, never crash
+            self.fail(entry, *_check_for(entry.kind, exc))
+        try:
+            return _DECODE[entry.kind](token)
+        except Exception:  # already reported above
+            return None
+
+    def _times(self, entry: LedgerEntry, iat: int, exp: int | None) -> None:
+        ts = parse_ts(entry.ts)
+        if iat > ts + self.skew:
+            self.fail(entry, "token_time", f"the {entry.kind} token was issued after it was logged")
+        if exp is not None and ts > exp + self.skew:
+            self.fail(entry, "token_time", f"the {entry.kind} token was logged after it expired")
+
+    def _bound_key(self, kid: Any, jkt: str) -> bool:
+        """Whether the key named ``kid`` is the one a mandate's ``cnf.jkt`` binds."""
+        if not isinstance(kid, str):
+            return False
+        if kid == jkt:
+            return True
+        cached = self._kid_binding.get((kid, jkt))
+        if cached is None:
+            cached = kid in self.trust and self.trust.get(kid).thumbprint == jkt
+            self._kid_binding[(kid, jkt)] = cached
+        return cached
+
+    # entries by kind -------------------------------------------------------------------------------
+
+    def _nothing(self, entry: LedgerEntry) -> None:
+        """Denials and errors carry no token; they are counted in the run summary."""
+
+    def _mandate(self, entry: LedgerEntry) -> None:
+        if self._mandate_seen:
+            self.fail(entry, "duplicate_jti", "a second mandate entry in the run")
+            return
+        self._mandate_seen = True
+        mandate = self._token(entry)
+        if not isinstance(mandate, Mandate):
+            return
+        if mandate.jti != self.run or entry.jti != mandate.jti:
+            self.fail(entry, "entry_mismatch", "the run id and the entry's jti must be the mandate's jti")
+        self._times(entry, mandate.iat, mandate.exp)
+        self.mandate = mandate
+        self._iat[mandate.jti] = mandate.iat
+
+    def _ect(self, entry: LedgerEntry) -> None:
+        ect = self._token(entry)
+        if not isinstance(ect, ExecutionContextToken):
+            if entry.jti and entry.jti not in self._iat:
+                self._iat[entry.jti] = None  # a known id: its children do not cascade into pred_unknown
+            return
+        jti = ect.jti
+        if entry.jti != jti:
+            self.fail(entry, "entry_mismatch", "the entry's jti is not its ECT's jti")
+        if jti in self._iat:
+            self.fail(entry, "duplicate_jti", "this ECT id appears earlier in the run")
+        if ect.wid is not None and ect.wid != self.run:
+            self.fail(entry, "entry_mismatch", "the ECT's wid is not the entry's run")
+        mandate = self.mandate
+        if mandate is not None:
+            if ect.iss != mandate.sub:
+                self.fail(entry, "ect_issuer_mismatch", "the ECT's iss is not the mandate's sub (the agent)")
+            jkt = mandate.agent_kid
+            if jkt is not None and not self._bound_key(ect.header.get("kid"), jkt):
+                self.fail(entry, "ect_issuer_mismatch", "the ECT is not signed by the key the mandate binds")
+            action = ect.exec_act
+            if not action.startswith(_SESSION_PREFIX) and not mandate.allows(action):
+                self.fail(entry, "cap_violation", f"exec_act {action!r} is not among the mandate's cap")
+            if ect.iat > mandate.exp + self.skew:
+                self.fail(entry, "token_time", "the call was made after its mandate expired")
+        self._times(entry, ect.iat, ect.exp)
+        for parent in ect.pred:
+            if parent not in self._iat:
+                self._forward.append((entry.seq, jti, parent))
+                continue
+            parent_iat = self._iat[parent]
+            if parent_iat is not None and parent_iat > ect.iat + self.skew:
+                self.fail(entry, "pred_newer", f"predecessor {parent} was issued after this token")
+        self._iat.setdefault(jti, ect.iat)
+        self._nodes.setdefault(jti, ect.pred)
+
+    def _response(self, entry: LedgerEntry) -> None:
+        if entry.jti is None or entry.jti == self.run or entry.jti not in self._iat:
+            self.fail(entry, "entry_mismatch", "the response answers no earlier ECT of its run")
+
+    def _record(self, entry: LedgerEntry) -> None:
+        if self._record_seen:
+            self.fail(entry, "duplicate_jti", "a second execution record in the run")
+        self._record_seen = True
+        mandate = self.mandate
+        try:
+            jti: str | None = ExecutionRecord.decode(entry.token or "").jti
+        except Exception:  # reported by _token below
+            jti = None
+        if jti is not None and (jti != self.run or (mandate is not None and jti != mandate.jti)):
+            self.fail(entry, "record_jti_mismatch", "the record's jti is not the mandate's jti")
+            mandate = None  # check its signature alone: comparing it with the mandate says nothing new
+        record = self._token(entry, mandate)
+        if not isinstance(record, ExecutionRecord):
+            return
+        self._times(entry, record.iat, None)
+        for parent in record.pred:
+            if parent not in self._iat:
+                self.fail(entry, "pred_unknown", f"the record's pred {parent} is no earlier ECT of the run")
+
+    def _seal(self, entry: LedgerEntry) -> None:
+        self.sealed = True
+        jws = self._token(entry)
+        claims = jws.claims if isinstance(jws, jose.DecodedJWS) else None
+        if claims is None:
+            return
+        count, last, iat = claims.get("count"), claims.get("last"), claims.get("iat")
+        if claims.get("run") != self.run:
+            self.fail(entry, "seal_mismatch", "the seal names another run")
+        if count != self._count:
+            reason = f"the seal covers {count!r} entries, the file has {self._count}"
+            self.fail(entry, "seal_mismatch", reason)
+        if last != entry.prev:
+            self.fail(entry, "seal_mismatch", "the seal's last line hash is not the line before it")
+        if type(iat) is int:
+            self._times(entry, iat, None)
+        else:
+            self.fail(entry, "seal_invalid", "the seal has no integer 'iat'")
+        jkt = self.mandate.agent_kid if self.mandate is not None else None
+        if jkt is not None and not self._bound_key(jws.header.get("kid"), jkt):
+            self.fail(entry, "seal_invalid", "the seal is not signed by the run's agent key")
+
+    def finish(self) -> _RunResult:
+        """End of the run (its seal, or the end of the file): settle forward references."""
+        if self._forward:
+            self._settle_forward()
+        return _RunResult(self.run, self.failures, self.summary, self.tokens_verified, self.sealed)
+
+    def _settle_forward(self) -> None:
+        # Forward references only exist in damaged ledgers: sort them into cycles and unknown ids.
+        roots = {self.mandate.jti} if self.mandate is not None else set()
+        on_cycle: set[str] = set()
+        for jti, problem in check_dag(self._nodes, known_roots=roots):
+            if problem.startswith("cycle") or "itself" in problem:
+                on_cycle.add(jti)
+                self.fail(None, "dag_cycle", problem, jti=jti)
+            elif not problem.startswith("unknown"):
+                self.fail(None, "dag_invalid", problem, jti=jti)
+        for seq, child, parent in self._forward:
+            if child in on_cycle and parent in on_cycle:
+                continue
+            where = "a later entry" if parent in self._iat else "no mandate or ECT of the run"
+            self.failures.append(Failure(seq, child, self.run, "pred_unknown", f"pred {parent} is {where}"))
+
+
+@dataclass(frozen=True, slots=True)
+class _RunResult:
+    run: str
+    failures: list[Failure]
+    summary: RunSummary
+    tokens_verified: int
+    sealed: bool
+
+
+# --- where the runs are checked ---------------------------------------------------------------------
+
+
+class _InlineRuns:
+    """jobs=1: each run is checked here, entry by entry, as the file is read."""
+
+    def __init__(self, trust: TrustStore, skew: float, done: Callable[[_RunResult], None]) -> None:
+        self._trust, self._skew, self._done = trust, skew, done
+        self._open: dict[str, _RunChecker] = {}
+
+    def feed(self, entry: LedgerEntry) -> None:
+        checker = self._open.get(entry.run)
+        if checker is None:
+            checker = self._open[entry.run] = _RunChecker(entry.run, self._trust, self._skew)
+        checker.feed(entry)
+        if entry.kind == "seal":
+            del self._open[entry.run]
+            self._done(checker.finish())
+
+    def close(self) -> None:
+        for checker in self._open.values():
+            self._done(checker.finish())
+        self._open.clear()
+
+
+#: An entry as sent to a worker: (seq, ts, kind, jti, token, meta, prev) — cheaper to pickle than
+#: the dataclass, and the run id is sent once per run.
+_Wire = tuple[int, str, str, "str | None", "str | None", dict[str, Any], str]
+
+_WORKER_TRUST: TrustStore | None = None
+
+
+def _init_worker(jwks: dict[str, Any]) -> None:
+    global _WORKER_TRUST
+    _WORKER_TRUST = TrustStore.from_jwks(jwks)
+
+
+def _check_runs(runs: list[tuple[str, list[_Wire]]], skew: float) -> list[_RunResult]:
+    """Worker side: check whole runs (tokens and structure), return their results."""
+    trust = _WORKER_TRUST
+    assert trust is not None, "worker not initialised"
+    results = []
+    for run, wires in runs:
+        checker = _RunChecker(run, trust, skew)
+        for seq, ts, kind, jti, token, meta, prev in wires:
+            checker.feed(LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev))
+        results.append(checker.finish())
+    return results
+
+
+class _PooledRuns:
+    """jobs>1: entries are grouped by run here; each finished run (its seal read, or the file ended)
+    is checked in a worker process. Whole runs travel together, so each worker holds the full state
+    of the runs it checks and nothing is shared."""
+
+    def __init__(self, trust: TrustStore, skew: float, jobs: int, done: Callable[[_RunResult], None]) -> None:
+        self._skew, self._done = skew, done
+        self._open: dict[str, list[_Wire]] = {}
+        self._ready: list[tuple[str, list[_Wire]]] = []
+        self._ready_entries = 0
+        self._pending: set[Future[list[_RunResult]]] = set()
+        self._max_pending = 2 * jobs  # back-pressure: memory stays bounded however large the file
+        self._pool = ProcessPoolExecutor(
+            max_workers=jobs,
+            # spawn: a fork of a threaded process (servers, event loops) can inherit held locks.
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(trust.to_jwks(),),
+        )
+
+    def feed(self, entry: LedgerEntry) -> None:
+        wires = self._open.get(entry.run)
+        if wires is None:
+            wires = self._open[entry.run] = []
+        wires.append((entry.seq, entry.ts, entry.kind, entry.jti, entry.token, entry.meta, entry.prev))
+        if entry.kind == "seal":
+            self._ready.append((entry.run, self._open.pop(entry.run)))
+            self._ready_entries += len(wires)
+            if self._ready_entries >= _BATCH_ENTRIES:
+                self._submit()
+
+    def _submit(self) -> None:
+        if not self._ready:
+            return
+        while len(self._pending) >= self._max_pending:
+            self._harvest(wait(self._pending, return_when=FIRST_COMPLETED).done)
+        self._pending.add(self._pool.submit(_check_runs, self._ready, self._skew))
+        self._ready, self._ready_entries = [], 0
+
+    def _harvest(self, done: Iterable[Future[list[_RunResult]]]) -> None:
+        for future in list(done):
+            self._pending.discard(future)
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                raise LedgerError("a verification worker process died") from None
+            for result in results:
+                self._done(result)
+
+    def close(self) -> None:
+        try:
+            self._ready.extend(self._open.items())  # runs without a seal, at the end of the file
+            self._open.clear()
+            self._submit()
+            self._harvest(wait(self._pending).done)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- the file ------------------------------------------------------------------------------------------
+
+
+class _Verifier:
+    """The line pass (parse, seq, chain, torn tail, recoveries) and the routing of entries to runs."""
+
+    def __init__(self, trust: TrustStore, *, skew: float, jobs: int, allow_unsealed: bool) -> None:
+        self.allow_unsealed = allow_unsealed
+        self.report = Report()
+        self.runs: _InlineRuns | _PooledRuns
+        if jobs > 1:
+            self.runs = _PooledRuns(trust, skew, jobs, self._run_done)
+        else:
+            self.runs = _InlineRuns(trust, skew, self._run_done)
+        self.sealed: set[str] = set()
+
+    def fail(self, entry: LedgerEntry | None, check: str, reason: str, *, line: int | None = None) -> None:
+        self.report.failures.append(
+            Failure(
+                entry.seq if entry else None,
+                entry.jti if entry else None,
+                (entry.run or None) if entry else None,
+                check,
+                reason,
+                line,
+            )
+        )
+
+    def run(self, lines: Iterable[RawLine]) -> Report:
+        expected_prev = GENESIS_PREV
+        last_seq = 0
+        pending: RawLine | None = None  # an unreadable line, waiting to see if a recovery follows
+        previous: RawLine | None = None
+        try:
+            for line in lines:
+                self.report.lines += 1
+                if pending is not None:
+                    self._judge_unreadable(pending, line)
+                    pending = None
+                if not line.terminated:
+                    self.report.torn_tail = TornTail(line.offset, line.length, line.hash, line.number)
+                    self.fail(
+                        None,
+                        "torn_tail",
+                        f"the last line ({line.length} bytes, after seq {last_seq}) has no newline",
+                        line=line.number,
+                    )
+                    break
+                entry = line.entry
+                if entry is None:
+                    pending = previous = line
+                    expected_prev = line.hash
+                    continue
+                self.report.entries += 1
+                if entry.is_recovery and previous is not None and previous.entry is not None:
+                    self._parsable_torn(previous, entry)
+                number = line.number
+                if entry.prev != expected_prev:
+                    self.fail(entry, "chain_broken", "prev is not the hash of the previous line", line=number)
+                if entry.seq != last_seq + 1:
+                    self.fail(entry, "seq_gap", f"expected seq {last_seq + 1}, not {entry.seq}", line=number)
+                expected_prev, last_seq = line.hash, entry.seq
+                previous = line
+                self._route(entry)
+            if pending is not None:
+                self._judge_unreadable(pending, None)
+        finally:
+            self.runs.close()
+        report = self.report
+        report.failures.sort(key=_failure_order)
+        # A run is verified when no failure at all names it (chain and seq failures on its lines too).
+        for summary in report.runs.values():
+            summary.verified = True
+        for failure in report.failures:
+            if failure.run in report.runs:
+                report.runs[failure.run].verified = False
+        return report
+
+    def _judge_unreadable(self, bad: RawLine, following: RawLine | None) -> None:
+        recovery = following.entry if following is not None else None
+        if (
+            recovery is not None
+            and recovery.is_recovery
+            and recovery.meta.get("torn_hash") == bad.hash
+            and recovery.meta.get("torn_bytes") == bad.length
+        ):
+            last_good = recovery.meta.get("last_good_seq")
+            good = last_good if isinstance(last_good, int) else None
+            self.report.recoveries.append(Recovery(recovery.seq, bad.number, bad.length, good))
+            return
+        self.fail(None, "line_malformed", f"line {bad.number}: {bad.error}", line=bad.number)
+
+    def _parsable_torn(self, previous: RawLine, recovery: LedgerEntry) -> None:
+        # A line that was complete but lost its newline: the writer closed it and recorded that.
+        if recovery.meta.get("torn_hash") == previous.hash:
+            last_good = recovery.meta.get("last_good_seq")
+            good = last_good if isinstance(last_good, int) else None
+            self.report.recoveries.append(Recovery(recovery.seq, previous.number, previous.length, good))
+
+    def _route(self, entry: LedgerEntry) -> None:
+        run = entry.run
+        if run == NO_RUN:
+            if not entry.is_recovery:
+                self.fail(entry, "entry_mismatch", f"a {entry.kind} entry without a run")
+            return
+        if run in self.sealed:
+            self.fail(entry, "entry_after_seal", f"a {entry.kind} entry after the run's seal")
+            return
+        if run not in self.report.runs:
+            self.report.runs[run] = RunSummary(run)  # holds the run's place in file order
+        if entry.kind == "seal":
+            self.sealed.add(run)
+        self.runs.feed(entry)
+
+    def _run_done(self, result: _RunResult) -> None:
+        report = self.report
+        report.tokens_verified += result.tokens_verified
+        report.failures.extend(result.failures)
+        if not result.sealed and not self.allow_unsealed:
+            report.failures.append(Failure(None, None, result.run, "run_unsealed", "the run has no seal"))
+        report.runs[result.run] = result.summary
+
+
+def _failure_order(failure: Failure) -> int:
+    # File order; run-level failures (no line, no seq) last.
+    if failure.seq is not None:
+        return failure.seq
+    return failure.line if failure.line is not None else 1 << 62
+
+
+def verify_ledger(
+    path_or_ledger: str | os.PathLike[str] | LedgerReader | Any,
+    trust: TrustStore | Mapping[str, Any],
+    *,
+    skew: float = 60,
+    jobs: int = 1,
+    allow_unsealed: bool = False,
+) -> Report:
+    """Verify a ledger file against ``trust`` (a :class:`TrustStore` or a JWKS dict).
+
+        report = verify_ledger("ledger.jsonl", trust, jobs=4)
+        report.ok, report.failures, report.runs, report.torn_tail, report.recoveries
+
+    ``path_or_ledger``: a path, a :class:`LedgerReader` or a :class:`~.writer.Ledger` (its file is
+    read). ``jobs`` > 1 verifies signatures in that many processes. ``allow_unsealed`` accepts runs
+    without a seal (runs still in progress, or whose writer crashed).
+    """
+    if isinstance(path_or_ledger, LedgerReader):
+        reader = path_or_ledger
+    elif isinstance(path_or_ledger, str | os.PathLike):
+        reader = LedgerReader(path_or_ledger)
+    elif isinstance(getattr(path_or_ledger, "path", None), Path):
+        reader = LedgerReader(path_or_ledger.path)
+    else:
+        raise LedgerError("verify_ledger needs a path, a LedgerReader or a Ledger")
+    store = trust if isinstance(trust, TrustStore) else TrustStore.from_jwks(trust)
+    if type(jobs) is not int or jobs < 1:
+        raise LedgerError("jobs must be a positive integer")
+    verifier = _Verifier(store, skew=skew, jobs=jobs, allow_unsealed=allow_unsealed)
+    return verifier.run(reader.lines())

@@ -1,0 +1,530 @@
+"""``AgentRun``: one mandate -> one run -> one phase-2 record.
+
+A run owns everything its calls share: the agent key, the mandate, the endpoint scope, the action
+policy, the DAG frontier, the request signer and the ledger writer. Hand its factory to an MCP
+client and every JSON-RPC call the agent makes is authorised, chained, signed and recorded:
+
+    run = AgentRun(agent=agent, issuer=user, purpose="Answer HR questions",
+                   capabilities=["mcp.get_office_locations"],
+                   endpoint="http://127.0.0.1:8000/mcp", ledger="ledger.jsonl",
+                   principal=Principal(id="alice"))
+    async with run:
+        async with streamablehttp_client(run.endpoints[0],
+                                         httpx_client_factory=run.httpx_client_factory()) as (r, w, _):
+            async with ClientSession(r, w) as session:
+                await session.initialize()
+                await session.call_tool("get_office_locations", {})
+    # leaving `async with run` wrote the phase-2 record and the seal (status "failed" on an error)
+
+    run.install(existing_client)        # an httpx.AsyncClient / httpx.Client you already have
+    await run.close(output="final answer", status="completed")   # explicit close, idempotent
+
+Creating the run writes its ``mandate`` ledger entry. The hooks (:mod:`.hooks`) call into the run's
+private per-call methods below; they are synchronous and do no network I/O, except
+:meth:`AgentRun._authorization`, the one place where a user access token is fetched (the next
+issue's 401/403 handling slots in there and in :mod:`.factory`'s transport).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._encoding import compact_json, sha256_b64url
+from .act import ExecutionRecord, Mandate
+from .dag import Frontier
+from .ect import ExecutionContextToken
+from .errors import (
+    ConfigurationError,
+    JsonRpcError,
+    McpClientAuthError,
+    RunClosed,
+    TokenExpired,
+)
+from .httpsig import RequestSigner
+from .jsonrpc import Call, NotJsonRpc, parse
+from .keys import Identity
+from .ledger.writer import Ledger
+from .policy import ActionPolicy, McpActionPolicy, check_call
+from .principal import Principal
+from .scope import Endpoint, EndpointScope
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .authz.base import AccessToken, TokenSource
+    from .factory import McpHttpClientFactory
+    from .ledger.format import LedgerEntry
+
+__all__ = ["MANDATE_HEADER", "MANDATE_HEADER_MODES", "AgentRun", "RecordStatus"]
+
+MANDATE_HEADER = "ACT-Mandate"
+#: Where the mandate travels: its own header (default), or ``Authorization: Bearer <ACT>`` for peers
+#: that expect the authors' proof-of-concept carriage (only without a user token source).
+MANDATE_HEADER_MODES = ("act-mandate", "authorization")
+RecordStatus = Literal["completed", "failed", "cancelled"]
+_STATUSES = frozenset({"completed", "failed", "cancelled"})
+#: Seconds a mandate must still be valid for a call to be sent (a server checks ``exp`` on arrival).
+_EXPIRY_MARGIN = 5
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """One signed request of a run, from its request hook to the end of its response."""
+
+    run: AgentRun
+    call: Call | None
+    action: str | None
+    jti: str | None
+    pred: list[str]
+    url: str
+    token: str | None = field(default=None, repr=False)
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    @property
+    def is_tool_call(self) -> bool:
+        return self.call is not None and self.call.is_tool_call
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the request hook puts on the wire: header values to overwrite, and the in-flight call."""
+
+    # may hold the user's access token: never in repr()
+    headers: dict[str, str] = field(repr=False)
+    inflight: InFlight | None
+
+
+def _as_bytes(output: Any) -> bytes:
+    if output is None:
+        return b""
+    if isinstance(output, bytes):
+        return output
+    if isinstance(output, str):
+        return output.encode("utf-8")
+    return compact_json(output)
+
+
+class AgentRun:
+    """One agent run under one mandate. See the module docstring.
+
+    Keyword arguments:
+
+    - ``agent``: the agent's :class:`~mcpclient_auth.keys.Identity` (signs ECTs, requests, the record).
+    - ``issuer`` *or* ``mandate``: mint the mandate now, signed by ``issuer`` (the user or delegator),
+      from ``purpose`` and ``capabilities``; or use a compact mandate issued elsewhere (its ``sub`` /
+      ``cnf.jkt`` must name ``agent``).
+    - ``endpoint``: the MCP endpoint URL(s) this run signs for; nothing else is touched.
+    - ``ledger``: a path or a :class:`~mcpclient_auth.ledger.writer.Ledger` (``durability`` applies
+      to a path only).
+    - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``).
+    - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
+      (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
+      are asked of it.
+    - ``audience``: the MCP server id(s) for the mandate ``aud`` / ECT ``aud`` (default: the
+      endpoint URLs) and, when a single string, the signature's ``wimse-aud``.
+    - ``ect_header`` (default ``Execution-Context``), ``mandate_header`` (``"act-mandate"`` |
+      ``"authorization"``), ``policy`` (default :class:`~mcpclient_auth.policy.McpActionPolicy`),
+      ``mandate_ttl``, ``ect_ttl``.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: Identity,
+        endpoint: str | Sequence[str],
+        ledger: str | os.PathLike[str] | Ledger,
+        issuer: Identity | None = None,
+        mandate: str | Mandate | None = None,
+        purpose: str | None = None,
+        capabilities: Sequence[str | Mapping[str, Any]] | None = None,
+        principal: Principal | None = None,
+        token_source: TokenSource | None = None,
+        scopes: Sequence[str] | None = None,
+        audience: str | Sequence[str] | None = None,
+        ect_header: str = "Execution-Context",
+        mandate_header: str = "act-mandate",
+        durability: str | None = None,
+        policy: ActionPolicy | None = None,
+        mandate_ttl: int = 900,
+        ect_ttl: int = 600,
+    ) -> None:
+        if not isinstance(agent, Identity):
+            raise ConfigurationError("agent must be an Identity (the agent's private key)")
+        if mandate_header not in MANDATE_HEADER_MODES:
+            raise ConfigurationError(f"mandate_header must be one of {', '.join(MANDATE_HEADER_MODES)}")
+        if mandate_header == "authorization" and token_source is not None:
+            raise ConfigurationError(
+                "mandate_header='authorization' puts the mandate in Authorization, which the user token "
+                "from token_source needs: use the default 'act-mandate' with a token source"
+            )
+        self.agent = agent
+        self.scope = EndpointScope(endpoint)
+        self.policy: ActionPolicy = policy if policy is not None else McpActionPolicy()
+        self.token_source = token_source
+        self.scopes = list(scopes) if scopes is not None else None
+        self.ect_header = ect_header
+        self.mandate_header = mandate_header
+        self.ect_ttl = ect_ttl
+        configured = [audience] if isinstance(audience, str) else list(audience or [])
+        self.mandate = self._resolve_mandate(issuer, mandate, purpose, capabilities, configured, mandate_ttl)
+        self.audiences: list[str] = configured or list(self.mandate.aud)
+        self.principal = principal if principal is not None else Principal(id=self.mandate.iss)
+        if not isinstance(self.principal, Principal):
+            raise ConfigurationError("principal must be a Principal")
+        self.frontier = Frontier(self.mandate.jti)
+        self.signer = RequestSigner(
+            agent, "mcp", ect_header=ect_header, audience=audience if isinstance(audience, str) else None
+        )
+        self._owns_ledger = not isinstance(ledger, Ledger)
+        if isinstance(ledger, Ledger):
+            if durability is not None:
+                raise ConfigurationError("durability applies to a ledger path; the Ledger given has its own")
+            self.ledger = ledger
+        else:
+            self.ledger = Ledger(ledger, durability=durability or "flush")
+        self._lock = threading.Lock()
+        self._inflight: dict[int, InFlight] = {}
+        self._last_action: str | None = None
+        self._closed = False
+        self.record: ExecutionRecord | None = None
+        self._mandate_header_value = self.mandate.token
+        self._static_headers = self._build_static_headers()
+        self.ledger.append(
+            run=self.id,
+            kind="mandate",
+            jti=self.mandate.jti,
+            token=self.mandate.token,
+            meta={"principal": self.principal.id, "endpoints": self.scope.urls, "agent": agent.kid},
+        )
+
+    # --- construction -----------------------------------------------------------------------------
+
+    def _resolve_mandate(
+        self,
+        issuer: Identity | None,
+        mandate: str | Mandate | None,
+        purpose: str | None,
+        capabilities: Sequence[str | Mapping[str, Any]] | None,
+        audience: list[str],
+        ttl: int,
+    ) -> Mandate:
+        if (issuer is None) == (mandate is None):
+            raise ConfigurationError("give exactly one of issuer= (mint a mandate) or mandate= (use one)")
+        if issuer is not None:
+            if not purpose:
+                raise ConfigurationError("purpose= is required to mint a mandate")
+            if capabilities is None:
+                raise ConfigurationError("capabilities= is required to mint a mandate (may be empty)")
+            return Mandate.issue(
+                issuer,
+                agent=self.agent,
+                audience=audience or self.scope.urls,
+                purpose=purpose,
+                capabilities=list(capabilities),
+                ttl=ttl,
+            )
+        resolved = mandate if isinstance(mandate, Mandate) else Mandate.decode(str(mandate))
+        if resolved.agent_kid is not None:
+            if not resolved.binds(self.agent):
+                raise ConfigurationError("the mandate binds another agent key (cnf.jkt) than agent=")
+        elif resolved.sub != self.agent.name:
+            raise ConfigurationError("the mandate's subject (sub) is not the agent's name")
+        if purpose is not None and purpose != resolved.purpose:
+            raise ConfigurationError("purpose= differs from the mandate's task.purpose")
+        if capabilities is not None:
+            raise ConfigurationError("capabilities come from the mandate; do not pass capabilities=")
+        missing = [a for a in audience if a not in resolved.aud]
+        if missing:
+            raise ConfigurationError(f"audience {missing[0]!r} is not among the mandate's aud")
+        if resolved.exp <= time.time():
+            raise TokenExpired("the mandate has expired")
+        return resolved
+
+    def _build_static_headers(self) -> dict[str, str]:
+        if self.mandate_header == "authorization":
+            return {"Authorization": f"Bearer {self._mandate_header_value}"}
+        return {MANDATE_HEADER: self._mandate_header_value}
+
+    # --- public surface ---------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The run id: the mandate's ``jti`` (also every ECT's ``wid``)."""
+        return self.mandate.jti
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.scope.urls
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"AgentRun(id={self.id!r}, principal={self.principal.id!r}, "
+            f"endpoints={self.endpoints!r}, {state})"
+        )
+
+    def httpx_client_factory(self, **options: Any) -> McpHttpClientFactory:
+        """A factory with mcp's ``McpHttpClientFactory`` shape, for ``streamablehttp_client`` and
+        ``MultiServerMCPClient`` connections: ``(headers=None, timeout=None, auth=None, **kwargs)``.
+
+        Its clients answer refusals locally as JSON-RPC errors (see :mod:`.factory`)."""
+        from .factory import httpx_client_factory
+
+        return httpx_client_factory(self, **options)
+
+    def install(self, client: httpx.AsyncClient | httpx.Client, *, answer_locally: bool = False) -> None:
+        """Add this run's hooks to a client you already have (appended, existing hooks kept)."""
+        from .factory import install
+
+        install(client, self, answer_locally=answer_locally)
+
+    def activate(self) -> Any:
+        """``with run.activate():`` — select this run for calls made through multi-run clients."""
+        from .hooks import use_run
+
+        return use_run(self)
+
+    async def close(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
+        """Write the phase-2 record (``out_hash`` = SHA-256 of ``output``) and seal the run. Idempotent."""
+        return self.close_sync(output=output, status=status)
+
+    def close_sync(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
+        """:meth:`close` for synchronous code (the work is local file I/O only)."""
+        if status not in _STATUSES:
+            raise ConfigurationError(f"status must be one of {sorted(_STATUSES)}")
+        with self._lock:
+            if self.record is not None:
+                return self.record
+            self._closed = True
+            leftovers = [item for item in self._inflight.values() if not item.finished]
+            for item in leftovers:
+                item.finished = True
+            self._inflight.clear()
+        for item in leftovers:
+            self.ledger.append(
+                run=self.id,
+                kind="error",
+                jti=item.jti,
+                meta={
+                    "code": "incomplete",
+                    "jti": item.jti,
+                    "message": "no complete response before the run closed",
+                },
+            )
+        record = ExecutionRecord.issue(
+            self.agent,
+            self.mandate,
+            exec_act=self._last_action,
+            pred=self.frontier.current(),
+            out_hash=sha256_b64url(_as_bytes(output)),
+            status=status,
+        )
+        meta: dict[str, Any] = {"status": status, "out_hash": record.out_hash}
+        if record.exec_act is not None:
+            meta["exec_act"] = record.exec_act
+        self.ledger.append(run=self.id, kind="record", jti=record.jti, token=record.token, meta=meta)
+        self.ledger.seal(self.id, self.agent)
+        with self._lock:
+            self.record = record
+        if self._owns_ledger:
+            self.ledger.close()
+        return record
+
+    async def __aenter__(self) -> AgentRun:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close_sync(status=_status_for(exc))
+
+    def __enter__(self) -> AgentRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close_sync(status=_status_for(exc))
+
+    # --- the per-call pipeline (called by hooks.py) -------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunClosed(f"run {self.id} is closed; start a new AgentRun for more calls")
+
+    def _classify(self, method: str, body: bytes, content_type: str | None) -> Call | None:
+        """Parse the body; ``None`` for a body-less request (GET/DELETE: signed, but not a call).
+
+        Raises (after a ``denial`` entry) for malformed JSON-RPC, or a POST that is not JSON-RPC.
+        """
+        result: Call | NotJsonRpc
+        try:
+            result = parse(body, content_type=content_type)
+            if isinstance(result, NotJsonRpc) and method in ("POST", "PUT", "PATCH"):
+                raise JsonRpcError(f"refusing to sign a {method} to the MCP endpoint that is not JSON-RPC")
+        except McpClientAuthError as exc:
+            self._deny(None, None, exc)
+            raise
+        return result if isinstance(result, Call) else None
+
+    def _authorize_call(self, call: Call) -> str:
+        """The call's action if the policy and the mandate allow it; else a ``denial`` entry and raise."""
+        try:
+            if self.mandate.exp <= time.time() + _EXPIRY_MARGIN:
+                raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
+            return check_call(self.policy, call, self.mandate)
+        except McpClientAuthError as exc:
+            self._deny(call, getattr(exc, "action", None), exc)
+            raise
+
+    def _deny(self, call: Call | None, action: str | None, exc: McpClientAuthError) -> None:
+        meta: dict[str, Any] = {
+            "method": call.method if call else None,
+            "tool": call.tool if call else None,
+            "id": call.id if call else None,
+            "action": action,
+            "code": exc.code,
+            "principal": self.principal.id,
+        }
+        self.ledger.append(run=self.id, kind="denial", meta=meta)
+
+    async def _authorization(self, call: Call | None, endpoint: Endpoint) -> str | None:
+        """The ``Authorization`` value for this request: the user's token from the token source.
+
+        ``None`` when the run has no token source (the mandate or the caller's own auth then decides).
+        This is where per-user authorization plugs in; a failure refuses the call like a denial.
+        """
+        if self.token_source is None:
+            return None
+        try:
+            token: AccessToken = await self.token_source.get_token(
+                self.principal, audience=self._token_audience(endpoint), scopes=self.scopes
+            )
+            return token.authorization_header()
+        except McpClientAuthError as exc:
+            self._deny(call, None, exc)
+            raise
+
+    def _token_audience(self, endpoint: Endpoint) -> str | None:
+        # None = the token source's configured audience. Per-endpoint audiences (one run, several
+        # MCP servers, one token each) belong to the authz wiring of the next issue.
+        return None
+
+    def _ect_audience(self, endpoint: Endpoint) -> list[str]:
+        if endpoint.url in self.audiences:
+            return [endpoint.url]
+        return self.audiences
+
+    def _prepare(
+        self,
+        call: Call | None,
+        action: str | None,
+        body: bytes,
+        endpoint: Endpoint,
+        url: str,
+        authorization: str | None,
+    ) -> Prepared:
+        """Mint the ECT (for a call) and return the headers to set; registers the call in flight."""
+        headers = dict(self._static_headers)
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        if call is None or action is None:
+            return Prepared(headers, None)
+        pred = self.frontier.begin() if call.is_tool_call else self.frontier.session_pred()
+        ect = ExecutionContextToken.mint(
+            self.agent,
+            audience=self._ect_audience(endpoint),
+            exec_act=action,
+            pred=pred,
+            wid=self.id,
+            inp_hash=sha256_b64url(body),
+            ttl=self.ect_ttl,
+        )
+        headers[self.ect_header] = ect.token
+        inflight = InFlight(self, call, action, ect.jti, pred, url, ect.token)
+        return Prepared(headers, inflight)
+
+    def _sent(self, inflight: InFlight) -> None:
+        """The request was signed: write its ``ect`` entry and track it until its response ends."""
+        call = inflight.call
+        assert call is not None
+        meta: dict[str, Any] = {
+            "method": call.method,
+            "id": call.id,
+            "url": inflight.url,
+            "action": inflight.action,
+        }
+        if call.tool is not None:
+            meta["tool"] = call.tool
+        meta["principal"] = self.principal.id
+        with self._lock:
+            if self._closed:
+                raise RunClosed(f"run {self.id} closed while the call was being prepared")
+            self._inflight[id(inflight)] = inflight
+        self.ledger.append(run=self.id, kind="ect", jti=inflight.jti, token=inflight.token, meta=meta)
+
+    def _claim(self, inflight: InFlight) -> bool:
+        """Take the right to write the one outcome entry of ``inflight`` (False if already written)."""
+        with self._lock:
+            if inflight.finished:
+                return False
+            inflight.finished = True
+            self._inflight.pop(id(inflight), None)
+            return True
+
+    def _response(
+        self, inflight: InFlight, *, status: int, out_hash: str, nbytes: int, completed: bool
+    ) -> LedgerEntry | None:
+        """Write the ``response`` entry; a tool call whose answer arrived joins the frontier."""
+        if not self._claim(inflight):
+            return None
+        duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
+        call = inflight.call
+        entry = self.ledger.append(
+            run=self.id,
+            kind="response",
+            jti=inflight.jti,
+            meta={
+                "status": status,
+                "out_hash": out_hash,
+                "duration_ms": duration_ms,
+                "id": call.id if call else None,
+                "bytes": nbytes,
+            },
+        )
+        if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
+            self.frontier.complete(inflight.jti, inflight.pred)
+            self._last_action = inflight.action
+        return entry
+
+    def _error(self, inflight: InFlight, code: str, message: str) -> LedgerEntry | None:
+        """Write the ``error`` entry of a call that got no usable response."""
+        if not self._claim(inflight):
+            return None
+        return self.ledger.append(
+            run=self.id,
+            kind="error",
+            jti=inflight.jti,
+            meta={"code": code, "jti": inflight.jti, "message": message},
+        )
+
+
+def _status_for(exc: BaseException | None) -> RecordStatus:
+    if exc is None:
+        return "completed"
+    import asyncio
+
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "cancelled"
+    return "failed"

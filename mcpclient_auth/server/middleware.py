@@ -1,0 +1,237 @@
+"""A pure ASGI middleware that verifies mcpclient-auth requests before an MCP server sees them.
+
+    from starlette.middleware import Middleware
+    from mcpclient_auth.server import McpAuthMiddleware
+
+    app = mcp.http_app(path="/mcp", middleware=[
+        Middleware(McpAuthMiddleware, trust=trust, audience="http://127.0.0.1:8000/mcp"),
+    ])
+
+Inside a tool, :func:`verified_request` returns what the request proved (principal, mandate, ECT):
+
+    from fastmcp.server.dependencies import get_http_request
+    who = verified_request(get_http_request()).principal
+
+Failures are answered with RFC 9457 ``application/problem+json``: 401 for missing or invalid
+credentials, 403 for valid credentials asking for an action the mandate does not grant. The body of a
+POST is buffered (bounded), verified and replayed to the app unchanged; the SSE ``GET`` is verified
+from its headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from ..errors import McpClientAuthError
+from ..keys import TrustStore
+from ..ledger import Ledger
+from ..policy import ActionPolicy
+from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, VerifiedRequest, http_status_for
+
+__all__ = ["PROBLEM_TYPE_PREFIX", "STATE_KEY", "McpAuthMiddleware", "verified_request"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: ``scope["state"][STATE_KEY]`` holds the :class:`VerifiedRequest` of an accepted request.
+STATE_KEY = "mcpclient_auth"
+#: Problem ``type`` URIs are URNs: stable identifiers that point at no network location.
+PROBLEM_TYPE_PREFIX = "urn:mcpclient-auth:problem:"
+
+_log = logging.getLogger("mcpclient_auth.server")
+
+
+def verified_request(request_or_scope: Any) -> VerifiedRequest | None:
+    """The :class:`VerifiedRequest` for a Starlette ``Request`` (or an ASGI scope), if verified."""
+    scope = getattr(request_or_scope, "scope", request_or_scope)
+    state = scope.get("state") if isinstance(scope, MutableMapping) else None
+    value = state.get(STATE_KEY) if isinstance(state, MutableMapping) else None
+    return value if isinstance(value, VerifiedRequest) else None
+
+
+class McpAuthMiddleware:
+    """Verify every request to the MCP endpoint(s); pass everything else through untouched.
+
+    ``paths`` are the protected MCP paths (default ``("/mcp",)``; the legacy SSE ``/messages/`` path
+    can be added). ``public_url`` is the origin clients use (``https://hr.example``) when the server
+    sits behind a proxy; otherwise the request's ``Host`` header and scheme are used, because the
+    signature covers the URI the *client* sent to.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trust: TrustStore,
+        audience: str,
+        paths: Sequence[str] = ("/mcp",),
+        public_url: str | None = None,
+        max_age: int = 60,
+        skew: int = 60,
+        policy: ActionPolicy | None = None,
+        require_ect: bool = True,
+        ect_header: str = "Execution-Context",
+        mandate_header: str = "ACT-Mandate",
+        max_body_bytes: int = 4 * 1024 * 1024,
+        ledger: Ledger | str | None = None,
+        passthrough_prefixes: Sequence[str] = ("/.well-known/",),
+    ) -> None:
+        self.app = app
+        self.paths = tuple(p.rstrip("/") or "/" for p in paths)
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.max_body_bytes = max_body_bytes
+        self.passthrough_prefixes = tuple(passthrough_prefixes)
+        self.verifier = McpRequestVerifier(
+            trust,
+            audience=audience,
+            max_age=max_age,
+            skew=skew,
+            policy=policy,
+            require_ect=require_ect,
+            ect_header=ect_header,
+            mandate_header=mandate_header,
+        )
+        self.ledger = Ledger(ledger) if isinstance(ledger, str) else ledger
+        self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._protected(scope):
+            await self.app(scope, receive, send)
+            return
+        method = str(scope.get("method", "GET")).upper()
+        if method == "OPTIONS":  # CORS preflight carries no credentials by design
+            await self.app(scope, receive, send)
+            return
+
+        body = b""
+        if method in ("POST", "PUT", "PATCH"):
+            buffered = await self._read_body(receive)
+            if buffered is None:
+                await _problem(send, 413, "body_too_large", "The request body exceeds the allowed size.")
+                return
+            body = buffered
+            receive = _replay(body, receive)
+
+        request = IncomingRequest(method, self._url(scope), IncomingHeaders(scope.get("headers", [])), body)
+        try:
+            verified = self.verifier.verify(request, now=time.time())
+        except McpClientAuthError as exc:
+            status = http_status_for(exc)
+            _log.info("rejected %s %s: %s (%s)", method, scope.get("path"), exc.code, status)
+            self._audit_denial(request, exc, status)
+            await _problem(send, status, exc.code, exc.message)
+            return
+
+        scope.setdefault("state", {})[STATE_KEY] = verified
+        self._audit_accept(request, verified)
+        await self.app(scope, receive, send)
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _protected(self, scope: Scope) -> bool:
+        path = str(scope.get("path", ""))
+        if path.startswith(self.passthrough_prefixes):
+            return False
+        trimmed = path.rstrip("/") or "/"
+        return any(trimmed == p or trimmed.startswith(p + "/") for p in self.paths)
+
+    def _url(self, scope: Scope) -> str:
+        path = scope.get("raw_path") or str(scope.get("path", "")).encode("utf-8")
+        target = path.decode("latin-1") if isinstance(path, bytes) else str(path)
+        query = scope.get("query_string", b"")
+        if query:
+            target += "?" + (query.decode("latin-1") if isinstance(query, bytes) else str(query))
+        if self.public_url:
+            return self.public_url + target
+        host = ""
+        for name, value in scope.get("headers", []):
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        if not host:
+            server = scope.get("server") or ("localhost", None)
+            host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}{target}"
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _audit_accept(self, request: IncomingRequest, verified: VerifiedRequest) -> None:
+        if self.ledger is None or verified.mandate is None:
+            return
+        run = verified.mandate.jti
+        if run not in self._ledgered_mandates:
+            self.ledger.append(run=run, kind="mandate", jti=run, token=verified.mandate.token, meta={})
+            self._ledgered_mandates[run] = None
+            while len(self._ledgered_mandates) > 10_000:
+                self._ledgered_mandates.popitem(last=False)
+        if verified.ect is not None:
+            meta: dict[str, Any] = {"method": request.method, "url": request.url.split("?", 1)[0]}
+            if verified.call is not None:
+                meta.update(rpc=verified.call.method, id=verified.call.id, tool=verified.call.tool)
+            meta.update(action=verified.action, principal=verified.principal)
+            self.ledger.append(run=run, kind="ect", jti=verified.ect.jti, token=verified.ect.token, meta=meta)
+
+    def _audit_denial(self, request: IncomingRequest, error: McpClientAuthError, status: int) -> None:
+        if self.ledger is None:
+            return
+        url = request.url.split("?", 1)[0]
+        meta = {"method": request.method, "url": url, "code": error.code, "status": status}
+        self.ledger.append(run="unverified", kind="denial", meta=meta)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the buffered body to the app once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _problem(send: Send, status: int, code: str, detail: str) -> None:
+    """An RFC 9457 problem document; ``detail`` is an SDK error message (never holds credentials)."""
+    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 413: "Content Too Large"}
+    document = {
+        "type": PROBLEM_TYPE_PREFIX + code,
+        "title": titles.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(payload)).encode("ascii")),
+    ]
+    if status == 401:
+        # RFC 9110 wants a challenge on 401; say which signature profile we expect.
+        headers.append((b"www-authenticate", b'HTTPSig realm="mcp", tag="mcpclient-auth/1"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -1,0 +1,285 @@
+"""Pure verification of one incoming MCP request: signature, digest, mandate, ECT and policy.
+
+This is the core the ASGI middleware (:mod:`mcpclient_auth.server.middleware`) wraps; it does no I/O,
+so it can be used from any framework:
+
+    verifier = McpRequestVerifier(trust, audience="https://hr.example/mcp")
+    verified = verifier.verify(IncomingRequest("POST", url, headers, body))
+    verified.principal, verified.mandate.capabilities, verified.ect.exec_act
+
+Each failure raises a typed :class:`~mcpclient_auth.errors.McpClientAuthError`; :func:`http_status_for`
+maps it to 401 (missing or invalid credentials) or 403 (valid credentials, action not allowed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._encoding import sha256_b64url
+from ..act import Mandate
+from ..ect import ExecutionContextToken
+from ..errors import (
+    CapabilityNotGranted,
+    ClaimsInvalid,
+    JsonRpcError,
+    McpClientAuthError,
+    SignatureMissing,
+    SignaturePolicyError,
+    TokenError,
+)
+from ..httpsig import RequestVerifier, VerifiedSignature
+from ..jose import ACT_TYP
+from ..jose import decode as decode_jws
+from ..jsonrpc import Call, NotJsonRpc, parse
+from ..keys import TrustStore
+from ..policy import ActionPolicy, McpActionPolicy
+from ..replay import ReplayCache
+
+__all__ = [
+    "IncomingHeaders",
+    "IncomingRequest",
+    "McpRequestVerifier",
+    "VerifiedRequest",
+    "http_status_for",
+]
+
+
+class IncomingHeaders(Mapping[str, str]):
+    """Case-insensitive, read-only request headers; repeated fields are joined with ``", "``."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, pairs: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
+        fields: dict[str, str] = {}
+        for raw_name, raw_value in pairs:
+            name = (raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name).lower()
+            value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
+            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Any:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        # Header *names* only: values carry tokens and signatures.
+        return f"IncomingHeaders({sorted(self._fields)})"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """The request as the server received it (the shape :class:`RequestVerifier` reads)."""
+
+    method: str
+    url: str
+    headers: IncomingHeaders
+    content: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRequest:
+    """What a verified request proved; tools read it to learn who asked and under which mandate."""
+
+    signature: VerifiedSignature
+    mandate: Mandate | None
+    ect: ExecutionContextToken | None
+    call: Call | None
+    action: str | None
+    #: The user (mandate ``iss``) on whose behalf the agent acts.
+    principal: str | None
+    #: The agent (mandate ``sub``).
+    agent: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Policy failures: the caller proved who it is, but may not do this. Everything else is 401.
+_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted,)
+
+
+def http_status_for(error: McpClientAuthError) -> int:
+    """401 for missing/invalid credentials, 403 for policy failures, 400 for malformed JSON-RPC."""
+    if isinstance(error, JsonRpcError):
+        return 400
+    if isinstance(error, _FORBIDDEN):
+        return 403
+    return 401
+
+
+class _MandateCache:
+    """Verified mandates by token text (bounded LRU): a run sends the same mandate on every call."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._entries: OrderedDict[str, Mandate] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Mandate | None:
+        with self._lock:
+            mandate = self._entries.get(token)
+            if mandate is not None:
+                self._entries.move_to_end(token)
+            return mandate
+
+    def put(self, token: str, mandate: Mandate) -> None:
+        with self._lock:
+            self._entries[token] = mandate
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
+class McpRequestVerifier:
+    """Verifies requests made through :class:`~mcpclient_auth.AgentRun` (profile ``mcp``).
+
+    Checks, in order: RFC 9421 signature (and with it Content-Digest, max age, nonce replay), the
+    mandate (signature, expiry, audience = this server), the ECT (signature, audience, expiry, jti
+    replay, ``inp_hash`` = body hash, ``iss`` = mandate ``sub``, ``wid`` = mandate ``jti``, signed by
+    the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
+    is in the mandate's ``cap``).
+    """
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        *,
+        audience: str,
+        max_age: int = 60,
+        skew: int = 60,
+        policy: ActionPolicy | None = None,
+        require_mandate: bool = True,
+        require_ect: bool = True,
+        ect_header: str = "Execution-Context",
+        mandate_header: str = "ACT-Mandate",
+        replay_cache_size: int = 100_000,
+    ) -> None:
+        self.trust = trust
+        self.audience = audience
+        self.skew = skew
+        self.policy: ActionPolicy = policy or McpActionPolicy()
+        self.require_mandate = require_mandate
+        self.require_ect = require_ect
+        self.ect_header = ect_header
+        self.mandate_header = mandate_header
+        self._jti_cache = ReplayCache(max_entries=replay_cache_size)
+        self._signatures = RequestVerifier(
+            trust,
+            profile="mcp",
+            max_age=max_age,
+            skew=skew,
+            nonce_cache=ReplayCache(max_entries=replay_cache_size),
+            audience=audience,
+            ect_header=ect_header,
+        )
+        self._mandates = _MandateCache()
+
+    def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
+        now = time.time() if now is None else now
+        body = request.content
+        signature = self._signatures.verify(request, body=body, now=now)
+        mandate = self._mandate(request.headers, now)
+        if mandate is not None and mandate.agent_kid and signature.keyid != mandate.agent_kid:
+            raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")
+
+        call: Call | None = None
+        action: str | None = None
+        if request.method.upper() == "POST":
+            parsed = parse(body)
+            if not isinstance(parsed, NotJsonRpc):
+                call = parsed
+                action = self.policy.action_for(call)
+        ect = self._ect(request.headers, body, mandate, signature, action, now)
+        needs_cap = call is not None and action is not None and self.policy.requires_capability(call, action)
+        if needs_cap and (mandate is None or not mandate.allows(str(action))):
+            raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+        return VerifiedRequest(
+            signature=signature,
+            mandate=mandate,
+            ect=ect,
+            call=call,
+            action=action,
+            principal=mandate.iss if mandate else None,
+            agent=mandate.sub if mandate else None,
+        )
+
+    # --- pieces -------------------------------------------------------------------------------------
+
+    def _mandate(self, headers: Mapping[str, str], now: float) -> Mandate | None:
+        token = headers.get(self.mandate_header)
+        if token is None:
+            # Peer-compatibility mode: the mandate travels as the bearer token.
+            authorization = headers.get("authorization", "")
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() == "bearer" and _looks_like_act(credential.strip()):
+                token = credential.strip()
+        if token is None:
+            if self.require_mandate:
+                raise SignatureMissing(f"no {self.mandate_header} header", code="mandate_missing")
+            return None
+        cached = self._mandates.get(token)
+        if cached is not None:
+            # Signature and audience were checked when cached; time is checked on every use.
+            if cached.exp + self.skew < now:
+                Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
+            return cached
+        mandate = Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
+        self._mandates.put(token, mandate)
+        return mandate
+
+    def _ect(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        mandate: Mandate | None,
+        signature: VerifiedSignature,
+        action: str | None,
+        now: float,
+    ) -> ExecutionContextToken | None:
+        token = headers.get(self.ect_header)
+        if token is None:
+            # GET (SSE) and DELETE carry no ECT: they are not JSON-RPC calls.
+            if self.require_ect and action is not None:
+                raise SignatureMissing(
+                    f"no {self.ect_header} header on a JSON-RPC call", code="ect_missing"
+                )
+            return None
+        ect = ExecutionContextToken.verify(
+            token, self.trust, audience=self.audience, now=now, skew=self.skew, replay=self._jti_cache
+        )
+        if ect.inp_hash != sha256_b64url(body):
+            raise ClaimsInvalid(
+                "the ECT's inp_hash does not match the request body", code="inp_hash_mismatch"
+            )
+        if action is not None and ect.exec_act != action:
+            raise ClaimsInvalid(
+                "the ECT's exec_act does not match the JSON-RPC call", code="exec_act_mismatch"
+            )
+        if ect.header.get("kid") != signature.keyid:
+            raise ClaimsInvalid(
+                "the ECT and the HTTP signature were made by different keys", code="key_mismatch"
+            )
+        if mandate is not None:
+            if ect.iss != mandate.sub:
+                raise ClaimsInvalid("the ECT's issuer is not the mandate's agent", code="ect_issuer_mismatch")
+            if ect.wid is not None and ect.wid != mandate.jti:
+                raise ClaimsInvalid("the ECT belongs to another run (wid)", code="ect_run_mismatch")
+        return ect
+
+
+def _looks_like_act(token: str) -> bool:
+    try:
+        return decode_jws(token).header.get("typ") == ACT_TYP
+    except (TokenError, ValueError):
+        return False

@@ -1,0 +1,228 @@
+"""TokenCache: TTL with skew, LRU bound, single-flight, failures never cached (issue [authz])."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import pytest
+
+from mcpclient_auth.authz import AccessToken, CacheKey, TokenCache
+from mcpclient_auth.errors import TokenExchangeUnavailable
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def key(name: str = "alice", scopes: tuple[str, ...] = ("mcp.read",)) -> CacheKey:
+    return CacheKey("https://idp/token", "grant", "client", name, f"digest-{name}", None, ("api://mcp",), (), scopes)
+
+
+def token(value: str, expires_at: float | None) -> AccessToken:
+    return AccessToken(value, expires_at=expires_at)
+
+
+class Counting:
+    """A token factory that counts calls and can be held open or made to fail."""
+
+    def __init__(self, clock: FakeClock, *, fail: BaseException | None = None) -> None:
+        self.calls = 0
+        self.clock = clock
+        self.fail = fail
+        self.release = asyncio.Event()
+
+    def __call__(self) -> Awaitable[AccessToken]:
+        self.calls += 1
+        return self._run(self.calls)
+
+    async def _run(self, n: int) -> AccessToken:
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return token(f"tok-{n}", self.clock.now + 3600)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_hit_until_expires_at_minus_skew() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock, skew=30)
+    cache.put(key(), token("t", clock.now + 100))
+    clock.now += 69.9
+    assert cache.get(key()) is not None
+    clock.now += 0.1
+    assert cache.get(key()) is None
+    assert key() not in cache  # the expired entry was dropped, not kept around
+
+
+def test_unknown_expiry_uses_the_unknown_expiry_ttl() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock, unknown_expiry_ttl=50)
+    cache.put(key(), token("t", None))
+    clock.now += 49
+    assert cache.get(key()) is not None
+    clock.now += 1
+    assert cache.get(key()) is None
+
+
+def test_a_token_living_less_than_the_skew_is_not_stored() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock, skew=30)
+    cache.put(key(), token("t", clock.now + 30))
+    assert len(cache) == 0
+
+
+def test_lru_bound() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock, max_entries=3)
+    for name in ("a", "b", "c"):
+        cache.put(key(name), token(name, clock.now + 3600))
+    assert cache.get(key("a")) is not None  # "a" is now the most recently used
+    cache.put(key("d"), token("d", clock.now + 3600))
+    assert len(cache) == 3
+    assert key("b") not in cache
+    assert all(k in cache for k in (key("a"), key("c"), key("d")))
+    for i in range(100):
+        cache.put(key(f"u{i}"), token("x", clock.now + 3600))
+    assert len(cache) == 3
+
+
+def test_invalidate_only_the_given_token() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    cache.put(key(), token("new", clock.now + 3600))
+    assert cache.invalidate(key(), token=token("old", None)) is False
+    assert cache.get(key()) is not None
+    assert cache.invalidate(key(), token=token("new", None)) is True
+    assert cache.get(key()) is None
+    assert cache.invalidate(key()) is False
+
+
+def test_different_keys_do_not_share_entries() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    cache.put(key("alice"), token("alice-token", clock.now + 3600))
+    assert cache.get(key("bob")) is None
+    assert cache.get(key("alice", scopes=("mcp.write",))) is None
+    assert cache.get(key("alice")) == token("alice-token", clock.now + 3600)
+
+
+async def test_concurrent_misses_share_one_request() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    factory = Counting(clock)
+    tasks = [asyncio.create_task(cache.fetch(key(), factory)) for _ in range(100)]
+    await settle()
+    assert factory.calls == 1 and cache.in_flight == 1
+    factory.release.set()
+    results = await asyncio.gather(*tasks)
+    assert {t.token for t in results} == {"tok-1"}
+    assert cache.in_flight == 0
+    assert (await cache.fetch(key(), factory)).token == "tok-1"  # now a hit
+    assert factory.calls == 1
+
+
+async def test_different_keys_fly_separately() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    factory = Counting(clock)
+    factory.release.set()
+    a, b = await asyncio.gather(cache.fetch(key("a"), factory), cache.fetch(key("b"), factory))
+    assert factory.calls == 2 and a.token != b.token
+
+
+async def test_waiters_of_a_failed_flight_all_get_the_error_and_nothing_is_cached() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    failure = TokenExchangeUnavailable("idp down")
+    factory = Counting(clock, fail=failure)
+    tasks = [asyncio.create_task(cache.fetch(key(), factory)) for _ in range(20)]
+    await settle()
+    factory.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert factory.calls == 1
+    assert all(r is failure for r in results)
+    assert len(cache) == 0 and cache.in_flight == 0
+    factory.fail = None  # the next call tries again
+    assert (await cache.fetch(key(), factory)).token == "tok-2"
+    assert factory.calls == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_request_for_the_others() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    factory = Counting(clock)
+    leader = asyncio.create_task(cache.fetch(key(), factory))
+    follower = asyncio.create_task(cache.fetch(key(), factory))
+    await settle()
+    leader.cancel()
+    await settle()
+    assert leader.cancelled()
+    factory.release.set()
+    assert (await follower).token == "tok-1"
+    assert factory.calls == 1
+    assert cache.get(key()) is not None
+
+
+async def test_a_flight_whose_waiters_all_left_still_fills_the_cache() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    factory = Counting(clock)
+    waiter = asyncio.create_task(cache.fetch(key(), factory))
+    await settle()
+    waiter.cancel()
+    factory.release.set()
+    await settle()
+    assert cache.get(key()) is not None and cache.in_flight == 0
+
+
+async def test_invalidate_does_not_cancel_a_flight() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    factory = Counting(clock)
+    first = asyncio.create_task(cache.fetch(key(), factory))
+    await settle()
+    cache.invalidate(key())
+    second = asyncio.create_task(cache.fetch(key(), factory))
+    await settle()
+    factory.release.set()
+    assert (await first).token == (await second).token == "tok-1"
+    assert factory.calls == 1
+
+
+async def test_short_lived_tokens_reach_the_waiters_but_are_not_kept() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock, skew=30)
+
+    def factory() -> Awaitable[AccessToken]:
+        async def run() -> AccessToken:
+            return token("short", clock.now + 10)
+
+        return run()
+
+    assert (await cache.fetch(key(), factory)).token == "short"
+    assert len(cache) == 0
+
+
+def test_invalid_configuration() -> None:
+    with pytest.raises(ValueError):
+        TokenCache(max_entries=0)
+    with pytest.raises(ValueError):
+        TokenCache(skew=-1)
+
+
+def test_repr_shows_counts_only() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    cache.put(key(), token("SECRET-ACCESS-TOKEN", clock.now + 3600))
+    assert "SECRET-ACCESS-TOKEN" not in repr(cache)
+    assert "entries=1" in repr(cache)
+

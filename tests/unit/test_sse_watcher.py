@@ -1,0 +1,84 @@
+"""sse.ResponseWatcher: completion of a JSON-RPC call inside a text/event-stream, chunk by chunk."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcpclient_auth.sse import ResponseWatcher
+
+
+def event(obj: object, newline: str = "\n") -> bytes:
+    return f"event: message{newline}data: {json.dumps(obj)}{newline}{newline}".encode()
+
+
+PROGRESS = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1, "result": "x"}}
+RESULT = {"jsonrpc": "2.0", "id": 5, "result": {"content": []}}
+
+
+def feed_all(watcher: ResponseWatcher, chunks: list[bytes]) -> list[bool]:
+    return [watcher.feed(c) for c in chunks]
+
+
+def test_notifications_do_not_complete_the_call() -> None:
+    w = ResponseWatcher(5)
+    assert not w.feed(event(PROGRESS) * 3)
+    assert w.feed(event(RESULT))
+
+
+def test_completion_is_reported_only_when_the_event_is_dispatched() -> None:
+    w = ResponseWatcher(5)
+    raw = event(RESULT)
+    assert not w.feed(raw[:-1])  # the blank line has not arrived yet
+    assert w.feed(raw[-1:])
+    assert w.done and w.feed(b"more")  # stays done
+
+
+def test_other_ids_and_server_requests_are_ignored() -> None:
+    w = ResponseWatcher(5)
+    assert not w.feed(event({"jsonrpc": "2.0", "id": 6, "result": {}}))
+    assert not w.feed(event({"jsonrpc": "2.0", "id": "5", "result": {}}))  # a string id is another id
+    assert not w.feed(event({"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage", "params": {}}))
+    assert w.feed(event({"jsonrpc": "2.0", "id": 5, "error": {"code": -1, "message": "no"}}))
+
+
+def test_multi_line_data_and_comments() -> None:
+    w = ResponseWatcher("abc")
+    raw = b': keep-alive\ndata: {"jsonrpc":"2.0",\ndata: "id":"abc","result":{}}\nid: 7\n\n'
+    assert w.feed(raw)
+
+
+def test_garbage_never_raises() -> None:
+    w = ResponseWatcher(1)
+    assert not w.feed(b"data: {not json\n\ndata: [1,2]\n\n\xff\xfe\n\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    notifications=st.integers(min_value=0, max_value=3),
+)
+def test_any_chunking_and_line_ending_completes_exactly_at_the_end_of_the_response(
+    newline: str, cuts: list[int], notifications: int
+) -> None:
+    raw = event(PROGRESS, newline) * notifications + event(RESULT, newline)
+    points = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
+    chunks = [raw[a:b] for a, b in itertools.pairwise(points)]
+    w = ResponseWatcher(5)
+    results = feed_all(w, chunks)
+    assert results[-1] is True
+    # never earlier than the chunk that carries the final blank line
+    first_true = results.index(True)
+    assert sum(len(c) for c in chunks[: first_true + 1]) >= len(raw) - (1 if newline == "\r\n" else 0)
+
+
+def test_huge_single_line_event_in_many_chunks() -> None:
+    payload = {"jsonrpc": "2.0", "id": 1, "result": {"text": "x" * 2_000_000}}
+    raw = event(payload)
+    w = ResponseWatcher(1)
+    results = [w.feed(raw[i : i + 1000]) for i in range(0, len(raw), 1000)]
+    assert results[-1] and not any(results[:-1])
