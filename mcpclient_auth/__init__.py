@@ -73,4 +73,5 @@ __all__ = [
     "use_run",
     "verify_content_digest",
     "verify_delegation_chain",
+    "verify_ledger",
 ]
