@@ -3,7 +3,9 @@
     python samples/langgraph_agent.py [--out DIR]
 
 The chat model is scripted (no API key needed): it asks for the office locations, then searches the
-handbook, then answers. Swap in any LangChain chat model that supports tool calling.
+handbook, then answers. To let a real model choose instead, install its LangChain provider package
+and set ``MCPCLIENT_AUTH_MODEL`` (e.g. ``MCPCLIENT_AUTH_MODEL=openai:gpt-4o-mini`` with
+``OPENAI_API_KEY``); nothing else changes.
 """
 
 from __future__ import annotations
@@ -11,38 +13,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hr_server import running_hr_server
-from langchain.agents import create_agent
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from langchain_mcp_adapters.client import MultiServerMCPClient
 
-from mcpclient_auth.adapters.langgraph import RefusalInterceptor, connection, narrow_tools
+from mcpclient_auth.demo.agent import ask, tool_call
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.run import AgentRun
 
-
-class ScriptedModel(GenericFakeChatModel):
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedModel:  # type: ignore[override]
-        return self
-
-
-def _call(name: str, args: dict[str, Any], call_id: str) -> AIMessage:
-    return AIMessage(
-        content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}]
-    )
+SCRIPT = [
+    tool_call("get_office_locations", {}, "call-1"),
+    tool_call("search", {"query": "relocation"}, "call-2"),
+    AIMessage(content="Offices: Berlin, Lisbon, Toronto; see the relocation pages."),
+]
 
 
 async def main(out: Path) -> int:
     user = Identity.generate("ES256", name="alice")
     agent_key = Identity.generate("ES256", name="hr-agent")
+    trust = TrustStore([user, agent_key])
     ledger = out / "ledger.jsonl"
-    with running_hr_server() as url:
+    with running_hr_server(trust) as url:
         run = AgentRun(
             agent=agent_key,
             issuer=user,
@@ -51,31 +44,16 @@ async def main(out: Path) -> int:
             endpoint=url,
             ledger=ledger,
         )
-        async with run:
-            client = MultiServerMCPClient(
-                {"hr": connection(run)},  # type: ignore[dict-item]
-                tool_interceptors=[RefusalInterceptor()],  # a refusal becomes a tool error the model reads
-            )
-            tools = narrow_tools(await client.get_tools(), run)  # get_employee_salary is never offered
-            print("tools offered to the model:", [t.name for t in tools])
-            model = ScriptedModel(
-                messages=iter(
-                    [
-                        _call("get_office_locations", {}, "call-1"),
-                        _call("search", {"query": "relocation"}, "call-2"),
-                        AIMessage(content="Offices: Berlin, Lisbon, Toronto; see the relocation pages."),
-                    ]
-                )
-            )
-            agent = create_agent(model, tools)
-            result = await agent.ainvoke({"messages": [{"role": "user", "content": run.mandate.purpose}]})
-            answer = result["messages"][-1].content
-            print("answer:", answer)
-            await run.close(output=answer)
+        async with run:  # leaving the block writes the phase-2 record and seals the run
+            # narrow=True: get_employee_salary is never offered to the model
+            result = await ask(run, run.mandate.purpose, script=SCRIPT, narrow=True)
+            print("tools offered to the model:", result.offered)
+            print("answer:", result.answer)
+            await run.close(output=result.answer)
 
     for entry in Ledger.open(ledger).entries():
         print(f"{entry.seq:3} {entry.kind:9} {entry.meta.get('tool') or entry.meta.get('method') or ''}")
-    report = verify_ledger(ledger, TrustStore([user, agent_key]))
+    report = verify_ledger(ledger, trust)
     print("ledger verified:", report.ok, "->", ledger)
     return 0 if report.ok else 1
 

@@ -2,9 +2,10 @@
 
     python samples/plain_session.py [--out DIR]
 
-Generates a user and an agent key, starts the sample HR server locally, runs one agent run with a
-mandate for ``get_office_locations`` and ``search``, shows that ``get_employee_salary`` is refused
-before anything is sent, closes the run (phase-2 record + seal) and verifies the ledger.
+Generates a user and an agent key, starts the sample HR server (which verifies every request)
+locally, runs one agent run with a mandate for ``get_office_locations`` and ``search``, shows that
+``get_employee_salary`` is refused before anything is sent, closes the run (phase-2 record + seal)
+and verifies the ledger.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from hr_server import running_hr_server
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
 from mcpclient_auth.adapters.mcp_session import refusal_from_mcp_error
@@ -30,7 +31,7 @@ async def main(out: Path) -> int:
     user = Identity.generate("ES256", name="alice")
     agent = Identity.generate("ES256", name="hr-agent")
     ledger = out / "ledger.jsonl"
-    with running_hr_server() as url:
+    with running_hr_server(TrustStore([user, agent])) as url:
         run = AgentRun(
             agent=agent,
             issuer=user,  # alice signs the mandate now
@@ -42,7 +43,8 @@ async def main(out: Path) -> int:
         )
         async with (
             run,  # leaving the block writes the phase-2 record and seals the run
-            streamablehttp_client(url, httpx_client_factory=run.httpx_client_factory()) as (read, write, _),
+            run.httpx_client_factory()() as http,  # an httpx client that signs for this run
+            streamable_http_client(url, http_client=http) as (read, write, _),
             ClientSession(read, write) as session,
         ):
             await session.initialize()

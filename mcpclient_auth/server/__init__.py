@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .middleware import PROBLEM_TYPE_PREFIX, STATE_KEY, McpAuthMiddleware, verified_request
-from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, VerifiedRequest, http_status_for
+from .verify import (
+    IncomingHeaders,
+    IncomingRequest,
+    McpRequestVerifier,
+    Rejection,
+    VerifiedRequest,
+    http_status_for,
+)
 
 __all__ = [
     "PROBLEM_TYPE_PREFIX",
@@ -12,6 +19,7 @@ __all__ = [
     "IncomingRequest",
     "McpAuthMiddleware",
     "McpRequestVerifier",
+    "Rejection",
     "VerifiedRequest",
     "http_status_for",
     "verified_request",

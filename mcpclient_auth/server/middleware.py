@@ -16,22 +16,28 @@ Failures are answered with RFC 9457 ``application/problem+json``: 401 for missin
 credentials, 403 for valid credentials asking for an action the mandate does not grant. The body of a
 POST is buffered (bounded), verified and replayed to the app unchanged; the SSE ``GET`` is verified
 from its headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouched.
+
+``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once,
+each accepted ECT, and each refusal whose mandate verified (earlier refusals cannot be filed under a
+run, so they are only logged). The server cannot seal a client's run: verify it with
+``verify_ledger(path, trust, allow_unsealed=True)``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from ..errors import McpClientAuthError
+from ..act import Mandate
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
-from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, VerifiedRequest, http_status_for
+from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection, VerifiedRequest
 
 __all__ = ["PROBLEM_TYPE_PREFIX", "STATE_KEY", "McpAuthMiddleware", "verified_request"]
 
@@ -80,8 +86,9 @@ class McpAuthMiddleware:
         require_ect: bool = True,
         ect_header: str = "Execution-Context",
         mandate_header: str = "ACT-Mandate",
+        require_key_binding: bool = True,
         max_body_bytes: int = 4 * 1024 * 1024,
-        ledger: Ledger | str | None = None,
+        ledger: Ledger | str | os.PathLike[str] | None = None,
         passthrough_prefixes: Sequence[str] = ("/.well-known/",),
     ) -> None:
         self.app = app
@@ -96,10 +103,11 @@ class McpAuthMiddleware:
             skew=skew,
             policy=policy,
             require_ect=require_ect,
+            require_key_binding=require_key_binding,
             ect_header=ect_header,
             mandate_header=mandate_header,
         )
-        self.ledger = Ledger(ledger) if isinstance(ledger, str) else ledger
+        self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
         self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,13 +129,12 @@ class McpAuthMiddleware:
             receive = _replay(body, receive)
 
         request = IncomingRequest(method, self._url(scope), IncomingHeaders(scope.get("headers", [])), body)
-        try:
-            verified = self.verifier.verify(request, now=time.time())
-        except McpClientAuthError as exc:
-            status = http_status_for(exc)
-            _log.info("rejected %s %s: %s (%s)", method, scope.get("path"), exc.code, status)
-            self._audit_denial(request, exc, status)
-            await _problem(send, status, exc.code, exc.message)
+        verified = self.verifier.check(request, now=time.time())
+        if isinstance(verified, Rejection):
+            error, status = verified.error, verified.status
+            _log.info("rejected %s %s: %s (%s)", method, scope.get("path"), error.code, status)
+            self._audit_denial(request, verified)
+            await _problem(send, status, error.code, error.message)
             return
 
         scope.setdefault("state", {})[STATE_KEY] = verified
@@ -177,28 +184,55 @@ class McpAuthMiddleware:
                 break
         return b"".join(chunks)
 
-    def _audit_accept(self, request: IncomingRequest, verified: VerifiedRequest) -> None:
-        if self.ledger is None or verified.mandate is None:
-            return
-        run = verified.mandate.jti
+    def _audit_mandate(self, mandate: Mandate) -> str:
+        """File the mandate once per run (per process) so the run's later entries verify against it."""
+        run = mandate.jti
         if run not in self._ledgered_mandates:
-            self.ledger.append(run=run, kind="mandate", jti=run, token=verified.mandate.token, meta={})
+            assert self.ledger is not None
+            self.ledger.append(
+                run=run, kind="mandate", jti=run, token=mandate.token, meta={"agent": mandate.sub}
+            )
             self._ledgered_mandates[run] = None
             while len(self._ledgered_mandates) > 10_000:
                 self._ledgered_mandates.popitem(last=False)
+        return run
+
+    def _audit_accept(self, request: IncomingRequest, verified: VerifiedRequest) -> None:
+        if self.ledger is None or verified.mandate is None:
+            return
+        run = self._audit_mandate(verified.mandate)
         if verified.ect is not None:
-            meta: dict[str, Any] = {"method": request.method, "url": request.url.split("?", 1)[0]}
+            # Same meta as the client's ``ect`` entries (internals.md), so one renderer reads both.
+            meta: dict[str, Any] = {"method": verified.call.method if verified.call else None}
             if verified.call is not None:
-                meta.update(rpc=verified.call.method, id=verified.call.id, tool=verified.call.tool)
-            meta.update(action=verified.action, principal=verified.principal)
+                meta["id"] = verified.call.id
+                if verified.call.tool is not None:
+                    meta["tool"] = verified.call.tool
+            meta.update(url=_without_query(request.url), action=verified.action, principal=verified.principal)
             self.ledger.append(run=run, kind="ect", jti=verified.ect.jti, token=verified.ect.token, meta=meta)
 
-    def _audit_denial(self, request: IncomingRequest, error: McpClientAuthError, status: int) -> None:
-        if self.ledger is None:
+    def _audit_denial(self, request: IncomingRequest, rejection: Rejection) -> None:
+        # Only a rejection whose mandate verified can be filed under a run: the ledger verifier
+        # insists every run starts with a valid mandate. Anything earlier is logged, not ledgered.
+        if self.ledger is None or rejection.mandate is None:
             return
-        url = request.url.split("?", 1)[0]
-        meta = {"method": request.method, "url": url, "code": error.code, "status": status}
-        self.ledger.append(run="unverified", kind="denial", meta=meta)
+        run = self._audit_mandate(rejection.mandate)
+        call = rejection.call
+        meta = {
+            "method": call.method if call else None,
+            "tool": call.tool if call else None,
+            "id": call.id if call else None,
+            "action": rejection.action,
+            "code": rejection.error.code,
+            "principal": rejection.mandate.iss,
+            "status": rejection.status,
+            "url": _without_query(request.url),
+        }
+        self.ledger.append(run=run, kind="denial", meta=meta)
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0]
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -27,6 +27,7 @@ from ..errors import (
     CapabilityNotGranted,
     ClaimsInvalid,
     JsonRpcError,
+    MandateDenied,
     McpClientAuthError,
     SignatureMissing,
     SignaturePolicyError,
@@ -44,6 +45,7 @@ __all__ = [
     "IncomingHeaders",
     "IncomingRequest",
     "McpRequestVerifier",
+    "Rejection",
     "VerifiedRequest",
     "http_status_for",
 ]
@@ -106,7 +108,25 @@ class VerifiedRequest:
 
 
 # Policy failures: the caller proved who it is, but may not do this. Everything else is 401.
-_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted,)
+_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused request: the error, and what *was* proven before it (for the audit ledger).
+
+    ``mandate`` is set only when the mandate verified (signature, time, audience) before the failure;
+    an audit entry may then be filed under that mandate's run.
+    """
+
+    error: McpClientAuthError
+    mandate: Mandate | None = None
+    call: Call | None = None
+    action: str | None = None
+
+    @property
+    def status(self) -> int:
+        return http_status_for(self.error)
 
 
 def http_status_for(error: McpClientAuthError) -> int:
@@ -149,6 +169,11 @@ class McpRequestVerifier:
     replay, ``inp_hash`` = body hash, ``iss`` = mandate ``sub``, ``wid`` = mandate ``jti``, signed by
     the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
     is in the mandate's ``cap``).
+
+    A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
+    :class:`Identity`); ``require_key_binding=False`` accepts name-only mandates from peers that cannot
+    bind keys. The nonce and ECT ``jti`` replay caches live in this object: run one verifier per
+    process, and with several worker processes expect replay protection per worker only.
     """
 
     def __init__(
@@ -161,6 +186,7 @@ class McpRequestVerifier:
         policy: ActionPolicy | None = None,
         require_mandate: bool = True,
         require_ect: bool = True,
+        require_key_binding: bool = True,
         ect_header: str = "Execution-Context",
         mandate_header: str = "ACT-Mandate",
         replay_cache_size: int = 100_000,
@@ -171,6 +197,7 @@ class McpRequestVerifier:
         self.policy: ActionPolicy = policy or McpActionPolicy()
         self.require_mandate = require_mandate
         self.require_ect = require_ect
+        self.require_key_binding = require_key_binding
         self.ect_header = ect_header
         self.mandate_header = mandate_header
         self._jti_cache = ReplayCache(max_entries=replay_cache_size)
@@ -186,24 +213,39 @@ class McpRequestVerifier:
         self._mandates = _MandateCache()
 
     def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
+        """The :class:`VerifiedRequest`, or raise the typed error of the first check that failed."""
+        outcome = self.check(request, now=now)
+        if isinstance(outcome, Rejection):
+            raise outcome.error
+        return outcome
+
+    def check(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
+        """Like :meth:`verify`, but a failure is returned as a :class:`Rejection` (never raised)."""
         now = time.time() if now is None else now
         body = request.content
-        signature = self._signatures.verify(request, body=body, now=now)
-        mandate = self._mandate(request.headers, now)
-        if mandate is not None and mandate.agent_kid and signature.keyid != mandate.agent_kid:
-            raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")
-
+        mandate: Mandate | None = None
         call: Call | None = None
         action: str | None = None
-        if request.method.upper() == "POST":
-            parsed = parse(body)
-            if not isinstance(parsed, NotJsonRpc):
+        try:
+            signature = self._signatures.verify(request, body=body, now=now)
+            mandate = self._mandate(request.headers, now)
+            if mandate is not None:
+                self._check_binding(mandate, signature)
+            if request.method.upper() == "POST":
+                parsed = parse(body, content_type=request.headers.get("content-type"))
+                if isinstance(parsed, NotJsonRpc):
+                    # Fail closed: a POST that is no JSON-RPC message would skip the ECT and cap checks.
+                    raise JsonRpcError("a POST to the MCP endpoint must carry one JSON-RPC message")
                 call = parsed
                 action = self.policy.action_for(call)
-        ect = self._ect(request.headers, body, mandate, signature, action, now)
-        needs_cap = call is not None and action is not None and self.policy.requires_capability(call, action)
-        if needs_cap and (mandate is None or not mandate.allows(str(action))):
-            raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+            ect = self._ect(request.headers, body, mandate, signature, action, now)
+            needs_cap = (
+                call is not None and action is not None and self.policy.requires_capability(call, action)
+            )
+            if needs_cap and (mandate is None or not mandate.allows(str(action))):
+                raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+        except McpClientAuthError as exc:
+            return Rejection(exc, mandate, call, action)
         return VerifiedRequest(
             signature=signature,
             mandate=mandate,
@@ -213,6 +255,18 @@ class McpRequestVerifier:
             principal=mandate.iss if mandate else None,
             agent=mandate.sub if mandate else None,
         )
+
+    def _check_binding(self, mandate: Mandate, signature: VerifiedSignature) -> None:
+        # Without a key binding any trusted key could act on the mandate (the ECT's ``iss`` is only
+        # a name), so an unbound mandate is refused unless explicitly allowed.
+        if mandate.agent_kid is None:
+            if self.require_key_binding:
+                raise SignaturePolicyError(
+                    "the mandate binds no agent key (cnf.jkt); refused", code="mandate_unbound"
+                )
+            return
+        if signature.keyid != mandate.agent_kid:
+            raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")
 
     # --- pieces -------------------------------------------------------------------------------------
 
@@ -251,9 +305,7 @@ class McpRequestVerifier:
         if token is None:
             # GET (SSE) and DELETE carry no ECT: they are not JSON-RPC calls.
             if self.require_ect and action is not None:
-                raise SignatureMissing(
-                    f"no {self.ect_header} header on a JSON-RPC call", code="ect_missing"
-                )
+                raise SignatureMissing(f"no {self.ect_header} header on a JSON-RPC call", code="ect_missing")
             return None
         ect = ExecutionContextToken.verify(
             token, self.trust, audience=self.audience, now=now, skew=self.skew, replay=self._jti_cache

@@ -1,0 +1,162 @@
+"""``mcpclient-auth demo``: the whole model, end to end, on one machine, offline.
+
+    result = await run_demo(Path("/tmp/demo"))
+    result.report.ok, result.ledger, result.dag_html
+
+1. keys for two users (a manager and an employee) and one agent, plus ``keys/jwks.json``;
+2. the sample HR server behind :class:`~mcpclient_auth.server.McpAuthMiddleware` on a free 127.0.0.1
+   port (uvicorn in a thread), with its own audit ledger;
+3. the LangGraph agent (scripted model) asks the same question for each user: the manager's mandate
+   grants ``mcp.get_employee_salary``, the employee's does not — that call is refused locally, before
+   anything is sent, and the refusal is a ``denial`` in the ledger;
+4. both runs are closed (phase-2 record + seal), both ledgers verified, the DAG drawn to ``dag.html``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from langchain_core.messages import AIMessage
+
+from ..keys import Identity, TrustStore
+from ..ledger import Ledger, verify_ledger
+from ..ledger.render import build_graphs, to_html
+from ..ledger.verify import Report
+from ..principal import Principal
+from ..run import AgentRun
+from .agent import AgentAnswer, ask, tool_call
+from .hr import hr_app
+from .serving import free_port, running
+
+__all__ = ["QUESTION", "USERS", "DemoResult", "DemoUser", "run_demo", "write_keys"]
+
+QUESTION = "Where are our offices, and what does Bob earn?"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A user of the demo and what their mandate grants."""
+
+    name: str
+    role: str
+    capabilities: tuple[str, ...]
+    #: The scripted model's final answer for this user.
+    answer: str
+
+
+USERS = (
+    DemoUser(
+        "maria",
+        "manager",
+        ("mcp.get_office_locations", "mcp.get_employee_salary"),
+        "Offices: Berlin, Lisbon, Toronto. Bob earns 98,000 a year.",
+    ),
+    DemoUser(
+        "erik",
+        "employee",
+        ("mcp.get_office_locations",),
+        "Offices: Berlin, Lisbon, Toronto. Salaries are outside my mandate for you.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Where the demo left its files, and what it found."""
+
+    out: Path
+    keys: Path
+    jwks: Path
+    ledger: Path
+    server_ledger: Path
+    dag_html: Path
+    report: Report
+    server_report: Report
+    answers: dict[str, AgentAnswer]
+    runs: dict[str, str]
+
+
+def write_keys(directory: Path, users: tuple[DemoUser, ...] = USERS) -> tuple[dict[str, Identity], Identity]:
+    """Generate one key per user and one for the agent (``*.jwk``, 0600) and the public ``jwks.json``."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    identities = {user.name: Identity.generate("ES256", name=user.name) for user in users}
+    agent = Identity.generate("ES256", name="hr-agent")
+    for name, identity in (*identities.items(), ("agent", agent)):
+        identity.save(directory / f"{name}.jwk")
+    trust = TrustStore([*identities.values(), agent])
+    jwks = directory / "jwks.json"
+    jwks.write_text(json.dumps(trust.to_jwks(), indent=2) + "\n", encoding="utf-8")
+    return identities, agent
+
+
+def _script(user: DemoUser) -> list[AIMessage]:
+    return [
+        tool_call("get_office_locations", {}, "call-1"),
+        tool_call("get_employee_salary", {"employee": "bob"}, "call-2"),
+        AIMessage(content=user.answer),
+    ]
+
+
+async def _ask_and_close(run: AgentRun, user: DemoUser) -> AgentAnswer:
+    async with run:  # leaving the block writes the phase-2 record and seals the run
+        answer = await ask(run, QUESTION, script=_script(user))
+        await run.close(output=answer.answer)
+    return answer
+
+
+def run_demo(out: Path) -> DemoResult:
+    """Run the demo, keeping everything under ``out``; a failed verification is in the reports."""
+    out.mkdir(parents=True, exist_ok=True)
+    keys_dir = out / "keys"
+    identities, agent = write_keys(keys_dir)
+    trust = TrustStore([*identities.values(), agent])
+    ledger_path = out / "ledger.jsonl"
+    server_ledger_path = out / "server-ledger.jsonl"
+    for stale in (ledger_path, server_ledger_path):  # a rerun into the same DIR starts afresh
+        if stale.exists():
+            stale.unlink()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    server_ledger = Ledger(server_ledger_path)
+    ledger = Ledger(ledger_path)
+    answers: dict[str, AgentAnswer] = {}
+    runs: dict[str, str] = {}
+    try:
+        with running(hr_app(trust, audience=url, ledger=server_ledger), port):
+            for user in USERS:
+                run = AgentRun(
+                    agent=agent,
+                    issuer=identities[user.name],
+                    purpose=f"Answer HR questions for {user.name} ({user.role})",
+                    capabilities=list(user.capabilities),
+                    endpoint=url,
+                    ledger=ledger,
+                    principal=Principal(id=user.name),
+                )
+                answers[user.name] = asyncio.run(_ask_and_close(run, user))
+                runs[user.name] = run.id
+    finally:
+        ledger.close()
+        server_ledger.close()
+
+    dag_html = out / "dag.html"
+    graphs = build_graphs(Ledger.open(ledger_path).entries())
+    dag_html.write_text(to_html(graphs, title="mcpclient-auth demo"), encoding="utf-8")
+    os.chmod(dag_html, 0o600)
+    return DemoResult(
+        out=out,
+        keys=keys_dir,
+        jwks=keys_dir / "jwks.json",
+        ledger=ledger_path,
+        server_ledger=server_ledger_path,
+        dag_html=dag_html,
+        report=verify_ledger(ledger_path, trust),
+        server_report=verify_ledger(server_ledger_path, trust, allow_unsealed=True),
+        answers=answers,
+        runs=runs,
+    )
