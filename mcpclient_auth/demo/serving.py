@@ -34,12 +34,14 @@ class _ThreadServer(uvicorn.Server):
 
 
 @contextmanager
-def running(app: Any, port: int, *, startup_timeout: float = 15.0) -> Iterator[None]:
-    """Serve ``app`` on ``127.0.0.1:port`` for the duration of the block."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", timeout_graceful_shutdown=2
-    )
-    server = _ThreadServer(config)
+def running(app: Any, port: int, *, startup_timeout: float = 15.0, **config: Any) -> Iterator[None]:
+    """Serve ``app`` on ``127.0.0.1:port`` for the duration of the block.
+
+    ``config`` overrides :class:`uvicorn.Config` options (``log_level``, ``lifespan``, ...).
+    """
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "auto", "timeout_graceful_shutdown": 2}
+    options.update(config)
+    server = _ThreadServer(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
