@@ -68,9 +68,11 @@ class Frontier:
             self._frontier[jti] = None
 
     def current(self) -> list[str]:
-        """The frontier now (empty when no tool call has completed): the phase-2 record's ``pred``."""
+        """The frontier now, capped at ``max_preds`` like :meth:`begin` (empty when no tool call has
+        completed): the phase-2 record's ``pred``. Tokens may name at most 100 predecessors, so after
+        more than that completed concurrently the record names the oldest ones."""
         with self._lock:
-            return list(self._frontier)
+            return list(self._frontier)[: self.max_preds]
 
 
 def check_dag(

@@ -23,15 +23,16 @@ wrapper also records an ``error`` ledger entry when the network request itself f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from ._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
 from .authz._http import SIGNING_HOOK_MARKER
+from .authz.retry import check_installable, compose_auth, wrap_upstream
 from .errors import ConfigurationError
-from .hooks import EXTENSION_INFLIGHT, EXTENSION_REFUSAL, LocalRefusal, RunHooks, error_code_for
-from .run import InFlight
+from .hooks import HttpLibrary, RunHooks, library_for, library_named
 
 if TYPE_CHECKING:
     from .run import AgentRun
@@ -41,6 +42,7 @@ __all__ = [
     "LocalAnswerTransport",
     "McpHttpClientFactory",
     "SyncLocalAnswerTransport",
+    "httpx2_client_factory",
     "httpx_client_factory",
     "install",
     "multi_run_client_factory",
@@ -62,72 +64,7 @@ class McpHttpClientFactory(Protocol):
     ) -> httpx.AsyncClient: ...
 
 
-def _local_response(request: httpx.Request, refusal: LocalRefusal) -> httpx.Response:
-    return httpx.Response(
-        200,
-        headers={"content-type": "application/json", "x-mcpclient-auth-refusal": refusal.error.code},
-        content=refusal.body,
-        request=request,
-    )
-
-
-def _record_failure(request: httpx.Request, exc: BaseException) -> None:
-    inflight = request.extensions.get(EXTENSION_INFLIGHT)
-    if isinstance(inflight, InFlight) and not inflight.finished:
-        inflight.run._error(inflight, error_code_for(exc), type(exc).__name__)
-
-
-def _refusal_for(request: httpx.Request, hooks: RunHooks) -> LocalRefusal | None:
-    refusal = request.extensions.get(EXTENSION_REFUSAL)
-    if isinstance(refusal, LocalRefusal) and refusal.hooks is hooks:
-        return refusal
-    return None
-
-
-class LocalAnswerTransport(httpx.AsyncBaseTransport):
-    """Wraps a transport: answers refused requests locally; records network failures."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, hooks: RunHooks) -> None:
-        self.inner = inner
-        #: Read by :meth:`RunHooks._answers_locally`: this transport answers for these hooks.
-        self.mcpclient_auth_hooks = hooks
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        refusal = _refusal_for(request, self.mcpclient_auth_hooks)
-        if refusal is not None:
-            return _local_response(request, refusal)
-        try:
-            return await self.inner.handle_async_request(request)
-        except BaseException as exc:
-            _record_failure(request, exc)
-            raise
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class SyncLocalAnswerTransport(httpx.BaseTransport):
-    """The synchronous twin of :class:`LocalAnswerTransport`."""
-
-    def __init__(self, inner: httpx.BaseTransport, hooks: RunHooks) -> None:
-        self.inner = inner
-        self.mcpclient_auth_hooks = hooks
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        refusal = _refusal_for(request, self.mcpclient_auth_hooks)
-        if refusal is not None:
-            return _local_response(request, refusal)
-        try:
-            return self.inner.handle_request(request)
-        except BaseException as exc:
-            _record_failure(request, exc)
-            raise
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def _wrap_transports(client: httpx.AsyncClient | httpx.Client, hooks: RunHooks) -> None:
+def _wrap_transports(client: Any, hooks: RunHooks) -> None:
     """Wrap the client's default transport and every mounted one (proxies included).
 
     httpx keeps them in ``_transport`` and ``_mounts`` (stable since 0.24, pinned <1 here); if that
@@ -137,15 +74,11 @@ def _wrap_transports(client: httpx.AsyncClient | httpx.Client, hooks: RunHooks) 
     mounts = getattr(client, "_mounts", None)
     if transport is None or not isinstance(mounts, dict):
         raise ConfigurationError("this httpx version does not expose its transports; cannot answer locally")
-    wrap: Callable[[Any], Any]
-    if isinstance(client, httpx.AsyncClient):
+    library = hooks.library
+    make = library.async_transport if isinstance(client, library.async_client) else library.sync_transport
 
-        def wrap(inner: Any) -> Any:
-            return LocalAnswerTransport(inner, hooks)
-    else:
-
-        def wrap(inner: Any) -> Any:
-            return SyncLocalAnswerTransport(inner, hooks)
+    def wrap(inner: Any) -> Any:
+        return make(inner, hooks)
 
     client._transport = wrap(transport)
     for pattern, mounted in list(mounts.items()):
@@ -177,24 +110,44 @@ def httpx_client_factory(run: AgentRun | None, *, answer_locally: bool = True) -
 
     ``answer_locally=False`` makes refusals raise the typed exception instead (plain httpx use).
     """
+    library = library_named("httpx")
+    factory: McpHttpClientFactory = _client_factory(library, run, answer_locally=answer_locally)
+    return factory
+
+
+def httpx2_client_factory(run: AgentRun | None, *, answer_locally: bool = True) -> Any:
+    """:func:`httpx_client_factory` for httpx2 (mcp 2.x, fastmcp 4): the factory returns an
+    ``httpx2.AsyncClient`` (imported on first use) carrying the same hooks.
+
+        client = httpx2_client_factory(run)()
+        async with client, Client(streamable_http_client(url, http_client=client)) as mcp: ...
+        StreamableHttpTransport(url, httpx_client_factory=httpx2_client_factory(run))   # fastmcp 4
+    """
+    return _client_factory(library_named("httpx2"), run, answer_locally=answer_locally)
+
+
+def _client_factory(library: HttpLibrary, run: AgentRun | None, *, answer_locally: bool) -> Any:
+    """The one factory body, for either library (the hooks and transports come from ``library``)."""
 
     def factory(
         headers: dict[str, str] | None = None,
-        timeout: httpx.Timeout | None = None,
-        auth: httpx.Auth | None = None,
+        timeout: Any = None,
+        auth: Any = None,
         **kwargs: Any,
-    ) -> httpx.AsyncClient:
+    ) -> Any:
         _refuse_authorization_header(headers)
-        hooks = RunHooks(run, answer_locally=answer_locally)
+        auth = compose_auth(run, auth, library=library.name)  # 401/403 handling; refuses a 2nd auth
+        hooks = RunHooks(run, answer_locally=answer_locally, library=library)
         event_hooks = _merged_hooks(kwargs.pop("event_hooks", None), hooks.on_request, hooks.on_response)
-        client = httpx.AsyncClient(
+        client = library.async_client(
             headers=headers,
-            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+            timeout=library.default_timeout() if timeout is None else timeout,
             auth=auth,
             event_hooks=event_hooks,
             **kwargs,
         )
         if answer_locally:
+            wrap_upstream(client)  # innermost: a final 401/403 becomes a local JSON-RPC refusal
             _wrap_transports(client, hooks)
         else:
             hooks.bind(client)
@@ -208,21 +161,24 @@ def multi_run_client_factory(*, answer_locally: bool = True) -> McpHttpClientFac
     return httpx_client_factory(None, answer_locally=answer_locally)
 
 
-def install(
-    client: httpx.AsyncClient | httpx.Client, run: AgentRun | None, *, answer_locally: bool = False
-) -> RunHooks:
-    """Append ``run``'s hooks to an existing client (async or sync); returns the hooks.
+def install(client: Any, run: AgentRun | None, *, answer_locally: bool = False) -> RunHooks:
+    """Append ``run``'s hooks to an existing client (async or sync, httpx or httpx2); returns the hooks.
 
     With ``answer_locally=True`` the client's transports are wrapped as in the factory, so refusals of
     JSON-RPC requests come back as local JSON-RPC errors; by default they raise the typed exception.
     """
-    if not isinstance(client, httpx.AsyncClient | httpx.Client):
-        raise ConfigurationError("install() takes an httpx.AsyncClient or httpx.Client")
+    try:
+        library = library_for(client)
+    except ConfigurationError:
+        library = None
+    if library is None or not isinstance(client, library.async_client | library.sync_client):
+        raise ConfigurationError("install() takes an httpx/httpx2 AsyncClient or Client")
     existing = client.event_hooks
     if any(getattr(hook, SIGNING_HOOK_MARKER, False) for hook in existing.get("request", [])):
         raise ConfigurationError("this client already carries mcpclient-auth hooks")
-    hooks = RunHooks(run, answer_locally=answer_locally)
-    if isinstance(client, httpx.AsyncClient):
+    check_installable(client, run, answer_locally=answer_locally)  # adds RunAuth for token sources
+    hooks = RunHooks(run, answer_locally=answer_locally, library=library)
+    if isinstance(client, library.async_client):
         client.event_hooks = _merged_hooks(existing, hooks.on_request, hooks.on_response)
     else:
         if run is not None and run.token_source is not None:

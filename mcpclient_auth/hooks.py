@@ -1,4 +1,4 @@
-"""httpx event hooks that authorise, chain, sign and record every MCP call of a run.
+"""httpx / httpx2 event hooks that authorise, chain, sign and record every MCP call of a run.
 
 You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 :meth:`AgentRun.install` put a :class:`RunHooks` on a client. What the hooks do, per request:
@@ -25,21 +25,32 @@ One client can serve several runs: the run is chosen per call from a context var
         ...                             # requests through a multi-run client act for this run
 
 falling back to the run the client was built for. In mcp 1.x the context must be set when the
-session is *opened* (its transport tasks copy the context then).
+session is *opened* (its transport tasks copy the context then); mcp 2.x sends every request in the
+context of the call that made it.
+
+**One core, two HTTP libraries.** Everything here is library-neutral: the hooks only touch
+``request.method``, ``str(request.url)``, ``request.headers``, ``request.extensions`` and
+``aread()``/``read()``, which httpx 0.28 and its fork httpx2 share. The few objects that must be
+instances of the *request's* library — the transport wrapper that answers refusals locally, the
+hashing byte stream, the local ``Response`` — come from an :class:`HttpLibrary` entry built by the thin
+per-library modules (:mod:`._httpx`, :mod:`._httpx2`; httpx2 is imported only when used):
+
+    library_for(client)          # -> the HttpLibrary of an httpx or httpx2 client/request/response
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import functools
 import hashlib
+import importlib
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from ._encoding import b64url_encode
 from .authz._http import SIGNING_HOOK_MARKER
@@ -56,10 +67,18 @@ if TYPE_CHECKING:
 __all__ = [
     "EXTENSION_INFLIGHT",
     "EXTENSION_REFUSAL",
+    "AsyncHashingStream",
+    "AsyncLocalAnswer",
+    "HttpLibrary",
     "LocalRefusal",
+    "ResponseTracker",
     "RunHooks",
+    "SyncHashingStream",
+    "SyncLocalAnswer",
+    "bind_library",
     "current_run",
     "error_code_for",
+    "library_for",
     "use_run",
 ]
 
@@ -69,6 +88,10 @@ _EXTENSION_STAMP = "mcpclient_auth.stamp"
 _OUR_EXTENSIONS = (EXTENSION_INFLIGHT, EXTENSION_REFUSAL, _EXTENSION_STAMP)
 _SIGNATURE_HEADERS = ("Signature", "Signature-Input", "Content-Digest")
 _SSE = "text/event-stream"
+
+#: An ``httpx.Request`` or ``httpx2.Request`` (same shape, unrelated classes); likewise responses.
+_Request = Any
+_Response = Any
 
 _CURRENT_RUN: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_run", default=None)
 
@@ -97,21 +120,99 @@ class LocalRefusal:
     error: McpClientAuthError
 
 
+#: Exception class names shared by httpx and httpx2 (distinct, unrelated hierarchies) -> ledger code.
+#: The first match along the exception's MRO wins, so ``ReadTimeout`` is a timeout, not a transport error.
+_ERROR_CODES = {"TimeoutException": "timeout", "TransportError": "transport_error"}
+
+
 def error_code_for(exc: BaseException) -> str:
-    """The ledger ``error`` code of a failed request or response stream."""
+    """The ledger ``error`` code of a failed request or response stream (httpx or httpx2)."""
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.TransportError):
-        return "transport_error"
+    for cls in type(exc).__mro__:
+        if cls.__module__.partition(".")[0] in _LIBRARY_MODULES and cls.__name__ in _ERROR_CODES:
+            return _ERROR_CODES[cls.__name__]
     return "stream_error"
+
+
+# --- the per-library registry ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLibrary:
+    """The classes of one HTTP library (httpx or httpx2) that the library-neutral core needs.
+
+    Made once per library by :func:`bind_library` (in :mod:`._httpx` / :mod:`._httpx2`); look one up
+    with :func:`library_for`.
+    """
+
+    name: str
+    async_client: type[Any]
+    sync_client: type[Any]
+    #: ``(inner, hooks)``: a transport of this library answering refusals locally
+    async_transport: type[AsyncLocalAnswer]
+    sync_transport: type[SyncLocalAnswer]
+    #: ``(inner, tracker)``: a byte stream of this library hashing what passes
+    async_stream: type[AsyncHashingStream]
+    sync_stream: type[SyncHashingStream]
+    #: ``(status, headers=..., content=..., request=...)`` of this library
+    response: Callable[..., Any]
+    #: ``() -> Timeout``: mcp's defaults (30 s, 300 s for reads) as this library's Timeout
+    default_timeout: Callable[[], Any]
+
+
+def bind_library(module: Any) -> HttpLibrary:
+    """Bind the core's mixins to ``module``'s base classes (httpx and httpx2 share the API shape).
+
+    The library-bound classes must subclass *that* library's bases: its client checks
+    ``isinstance(response.stream, AsyncByteStream)`` against its own classes, and httpx2 classes are
+    not subclasses of httpx ones. Called once per library, at import of its adapter module.
+    """
+    name = module.__name__
+    adapter = _LIBRARY_MODULES[name]
+
+    def bound(mixin: type[Any], base: type[Any], cls_name: str) -> Any:
+        namespace = {"__module__": adapter, "__qualname__": cls_name, "__doc__": mixin.__doc__}
+        return type(cls_name, (mixin, base), namespace)
+
+    return HttpLibrary(
+        name=name,
+        async_client=module.AsyncClient,
+        sync_client=module.Client,
+        async_transport=bound(AsyncLocalAnswer, module.AsyncBaseTransport, "LocalAnswerTransport"),
+        sync_transport=bound(SyncLocalAnswer, module.BaseTransport, "SyncLocalAnswerTransport"),
+        async_stream=bound(AsyncHashingStream, module.AsyncByteStream, "HashingAsyncStream"),
+        sync_stream=bound(SyncHashingStream, module.SyncByteStream, "HashingSyncStream"),
+        response=module.Response,
+        default_timeout=functools.partial(module.Timeout, 30.0, read=300.0),
+    )
+
+
+#: Top-level module name of a client/request/response class -> the module holding its HttpLibrary.
+_LIBRARY_MODULES = {"httpx": "mcpclient_auth._httpx", "httpx2": "mcpclient_auth._httpx2"}
+
+
+def library_named(name: str) -> HttpLibrary:
+    """The :class:`HttpLibrary` for ``"httpx"`` or ``"httpx2"`` (imports that adapter on first use)."""
+    module = _LIBRARY_MODULES.get(name)
+    if module is None:
+        raise ConfigurationError(f"unsupported HTTP library {name!r} (supported: httpx, httpx2)")
+    library: HttpLibrary = importlib.import_module(module).LIBRARY
+    return library
+
+
+def library_for(obj: Any) -> HttpLibrary:
+    """The :class:`HttpLibrary` an httpx/httpx2 object (client, request, response...) belongs to.
+
+    Dispatches on the class's top-level module: httpx2 classes are not subclasses of httpx ones.
+    """
+    return library_named(type(obj).__module__.partition(".")[0])
 
 
 # --- response side ------------------------------------------------------------------------------
 
 
-class _ResponseTracker:
+class ResponseTracker:
     """Hashes a response body as it streams and writes the call's outcome exactly once."""
 
     __slots__ = ("_bytes", "_hash", "_inflight", "_status", "_watcher")
@@ -159,10 +260,28 @@ class _ResponseTracker:
         )
 
 
-class _HashingAsyncStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, tracker: _ResponseTracker) -> None:
+_ResponseTracker = ResponseTracker  # the name stack-A code used
+
+
+class _StreamWrapper:
+    """What both hashing streams share: the inner stream, the tracker, and ``elapsed``.
+
+    httpx2's ``Response.elapsed`` reads ``response.stream.elapsed`` (httpx 0.28 sets it on the response
+    instead), so a wrapper must pass the inner stream's value through or ``elapsed`` raises after close.
+    """
+
+    def __init__(self, inner: Any, tracker: ResponseTracker) -> None:
         self._inner = inner
         self._tracker = tracker
+
+    @property
+    def elapsed(self) -> datetime.timedelta | None:
+        return getattr(self._inner, "elapsed", None)
+
+
+class AsyncHashingStream(_StreamWrapper):
+    """Wraps ``response.stream``, hashing the body as the client reads it (mixed into each library's
+    ``AsyncByteStream`` by :func:`bind_library`)."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -180,16 +299,16 @@ class _HashingAsyncStream(httpx.AsyncByteStream):
         self._tracker.eof()
 
     async def aclose(self) -> None:
+        # mcp 2.x closes an SSE response right after the answer event, without exhausting it: the
+        # outcome must be written here (idempotently), not only at end-of-iteration.
         try:
             await self._inner.aclose()
         finally:
             self._tracker.closed()
 
 
-class _HashingSyncStream(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, tracker: _ResponseTracker) -> None:
-        self._inner = inner
-        self._tracker = tracker
+class SyncHashingStream(_StreamWrapper):
+    """The synchronous twin of :class:`AsyncHashingStream` (mixed into ``SyncByteStream``)."""
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -210,7 +329,7 @@ class _HashingSyncStream(httpx.SyncByteStream):
             self._tracker.closed()
 
 
-def _tracker_for(response: httpx.Response) -> _ResponseTracker | None:
+def _tracker_for(response: Any) -> ResponseTracker | None:
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
         return None
@@ -223,13 +342,83 @@ def _tracker_for(response: httpx.Response) -> _ResponseTracker | None:
         and response.headers.get("content-type", "").lower().startswith(_SSE)
     ):
         watcher = ResponseWatcher(call.id)
-    return _ResponseTracker(inflight, response.status_code, watcher)
+    return ResponseTracker(inflight, response.status_code, watcher)
+
+
+# --- transport side -------------------------------------------------------------------------------
+
+
+def _refusal_for(request: Any, hooks: RunHooks) -> LocalRefusal | None:
+    refusal = request.extensions.get(EXTENSION_REFUSAL)
+    if isinstance(refusal, LocalRefusal) and refusal.hooks is hooks:
+        return refusal
+    return None
+
+
+def _local_response(request: Any, refusal: LocalRefusal) -> Any:
+    # Built with the request's own library: its client asserts the response stream's type.
+    return refusal.hooks.library.response(
+        200,
+        headers={"content-type": "application/json", "x-mcpclient-auth-refusal": refusal.error.code},
+        content=refusal.body,
+        request=request,
+    )
+
+
+def _record_failure(request: Any, exc: BaseException) -> None:
+    inflight = request.extensions.get(EXTENSION_INFLIGHT)
+    if isinstance(inflight, InFlight) and not inflight.finished:
+        inflight.run._error(inflight, error_code_for(exc), type(exc).__name__)
+
+
+class _TransportWrapper:
+    def __init__(self, inner: Any, hooks: RunHooks) -> None:
+        self.inner = inner
+        #: Read by :meth:`RunHooks._answers_locally`: this transport answers for these hooks.
+        self.mcpclient_auth_hooks = hooks
+
+
+class AsyncLocalAnswer(_TransportWrapper):
+    """Wraps a transport: answers refused requests locally; records network failures (async).
+
+    :func:`bind_library` mixes it into each library's ``AsyncBaseTransport``.
+    """
+
+    async def handle_async_request(self, request: Any) -> Any:
+        refusal = _refusal_for(request, self.mcpclient_auth_hooks)
+        if refusal is not None:
+            return _local_response(request, refusal)
+        try:
+            return await self.inner.handle_async_request(request)
+        except BaseException as exc:
+            _record_failure(request, exc)
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class SyncLocalAnswer(_TransportWrapper):
+    """The synchronous twin of :class:`AsyncLocalAnswer` (mixed into ``BaseTransport``)."""
+
+    def handle_request(self, request: Any) -> Any:
+        refusal = _refusal_for(request, self.mcpclient_auth_hooks)
+        if refusal is not None:
+            return _local_response(request, refusal)
+        try:
+            return self.inner.handle_request(request)
+        except BaseException as exc:
+            _record_failure(request, exc)
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 # --- request side -------------------------------------------------------------------------------
 
 
-def _scrub(request: httpx.Request) -> None:
+def _scrub(request: _Request) -> None:
     """Remove what an earlier hop of this request got from us (headers and markers).
 
     httpx copies headers and shares ``extensions`` when it builds a redirect or retry request, so
@@ -256,15 +445,22 @@ class RunHooks:
     :meth:`bind`), otherwise the typed exception is raised — a refused request never leaves.
     """
 
-    def __init__(self, run: AgentRun | None, *, answer_locally: bool = False) -> None:
+    def __init__(
+        self, run: AgentRun | None, *, answer_locally: bool = False, library: HttpLibrary | None = None
+    ) -> None:
         self.run = run
         self.answer_locally = answer_locally
-        self._client: weakref.ReferenceType[httpx.AsyncClient | httpx.Client] | None = None
+        #: the HTTP library of the client these hooks sit on (default httpx; install() sets it)
+        self.library = library if library is not None else library_named("httpx")
+        self._client: weakref.ReferenceType[Any] | None = None
 
     def __repr__(self) -> str:
-        return f"RunHooks(run={self.run!r}, answer_locally={self.answer_locally})"
+        return (
+            f"RunHooks(run={self.run!r}, answer_locally={self.answer_locally}, library={self.library.name!r})"
+        )
 
-    def bind(self, client: httpx.AsyncClient | httpx.Client) -> None:
+    def bind(self, client: Any) -> None:
+        """Remember the (httpx or httpx2) client, to ask which transport would carry a request."""
         self._client = weakref.ref(client)
 
     def select(self) -> AgentRun:
@@ -276,9 +472,9 @@ class RunHooks:
             )
         return run
 
-    # async flavour (httpx.AsyncClient) ---------------------------------------------------------------
+    # async flavour (AsyncClient) -------------------------------------------------------------------------
 
-    async def on_request(self, request: httpx.Request) -> None:
+    async def on_request(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
         endpoint = run.scope.match(str(request.url))
@@ -296,14 +492,14 @@ class RunHooks:
             return
         self._apply(run, request, body, endpoint, call, action, authorization)
 
-    async def on_response(self, response: httpx.Response) -> None:
+    async def on_response(self, response: _Response) -> None:
         tracker = _tracker_for(response)
         if tracker is not None:
-            response.stream = _HashingAsyncStream(response.stream, tracker)  # type: ignore[arg-type]
+            response.stream = self.library.async_stream(response.stream, tracker)
 
-    # sync flavour (httpx.Client) ------------------------------------------------------------------------
+    # sync flavour (Client) ------------------------------------------------------------------------------
 
-    def on_request_sync(self, request: httpx.Request) -> None:
+    def on_request_sync(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
         endpoint = run.scope.match(str(request.url))
@@ -322,17 +518,17 @@ class RunHooks:
             return
         self._apply(run, request, body, endpoint, call, action, None)
 
-    def on_response_sync(self, response: httpx.Response) -> None:
+    def on_response_sync(self, response: _Response) -> None:
         tracker = _tracker_for(response)
         if tracker is not None:
-            response.stream = _HashingSyncStream(response.stream, tracker)  # type: ignore[arg-type]
+            response.stream = self.library.sync_stream(response.stream, tracker)
 
     # shared ---------------------------------------------------------------------------------------------
 
     def _apply(
         self,
         run: AgentRun,
-        request: httpx.Request,
+        request: _Request,
         body: bytes,
         endpoint: Endpoint,
         call: Call | None,
@@ -359,7 +555,7 @@ class RunHooks:
         else:
             request.extensions = extensions
 
-    def _refuse(self, request: httpx.Request, call: Call | None, exc: McpClientAuthError) -> None:
+    def _refuse(self, request: _Request, call: Call | None, exc: McpClientAuthError) -> None:
         if (
             self.answer_locally
             and call is not None
@@ -373,7 +569,7 @@ class RunHooks:
             return
         raise exc
 
-    def _answers_locally(self, request: httpx.Request) -> bool:
+    def _answers_locally(self, request: _Request) -> bool:
         """True only when the transport that would carry ``request`` is our wrapper for these hooks."""
         client = self._client() if self._client is not None else None
         if client is None:

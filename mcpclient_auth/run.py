@@ -21,8 +21,21 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
 
 Creating the run writes its ``mandate`` ledger entry. The hooks (:mod:`.hooks`) call into the run's
 private per-call methods below; they are synchronous and do no network I/O, except
-:meth:`AgentRun._authorization`, the one place where a user access token is fetched (the next
-issue's 401/403 handling slots in there and in :mod:`.factory`'s transport).
+:meth:`AgentRun._authorization`, the one place where a user access token is fetched. The 401 / 403
+handling around it (re-obtain once, step up once) is :mod:`.authz.retry`'s ``RunAuth``, which
+factory-built and installed async clients carry.
+
+Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
+is for with :func:`acting_for`, and a run bound to someone else refuses its requests
+(``PrincipalMismatch``). Service credentials for tool discovery (``discovery_token_source``) are used
+only in sessions opened inside ``with run.discovery():``, never in a session that makes tool calls:
+
+    run = AgentRun(..., principal=Principal(id="alice", subject_token=sso_token),
+                   token_source=TokenExchange(...), discovery_token_source=ClientCredentials(...))
+    with run.discovery():
+        tools = await client.get_tools()        # every request: the service token; listings only
+    with acting_for("alice"), run.activate():
+        ...                                     # tool-call sessions: alice's exchanged token
 """
 
 from __future__ import annotations
@@ -30,7 +43,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +58,7 @@ from .errors import (
     ConfigurationError,
     JsonRpcError,
     McpClientAuthError,
+    PrincipalMismatch,
     RunClosed,
     TokenExpired,
 )
@@ -61,7 +77,15 @@ if TYPE_CHECKING:
     from .factory import McpHttpClientFactory
     from .ledger.format import LedgerEntry
 
-__all__ = ["MANDATE_HEADER", "MANDATE_HEADER_MODES", "AgentRun", "RecordStatus"]
+__all__ = [
+    "DISCOVERY_METHODS",
+    "MANDATE_HEADER",
+    "MANDATE_HEADER_MODES",
+    "AgentRun",
+    "RecordStatus",
+    "acting_for",
+    "current_principal",
+]
 
 MANDATE_HEADER = "ACT-Mandate"
 #: Where the mandate travels: its own header (default), or ``Authorization: Bearer <ACT>`` for peers
@@ -71,6 +95,40 @@ RecordStatus = Literal["completed", "failed", "cancelled"]
 _STATUSES = frozenset({"completed", "failed", "cancelled"})
 #: Seconds a mandate must still be valid for a call to be sent (a server checks ``exp`` on arrival).
 _EXPIRY_MARGIN = 5
+#: What a discovery session (service credentials, :meth:`AgentRun.discovery`) may send: session set-up,
+#: listings and notifications. Tool calls, reads and prompts act for the user: never with the service token.
+DISCOVERY_METHODS = frozenset(
+    {"initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
+)
+
+_ACTING_FOR: ContextVar[str | None] = ContextVar("mcpclient_auth_acting_for", default=None)
+_DISCOVERY: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_discovery", default=None)
+
+
+@contextmanager
+def acting_for(principal: Principal | str) -> Iterator[str]:
+    """Declare whom the calls made in this context are for; a run bound to anyone else refuses them.
+
+    with acting_for(request_user):          # e.g. from your web framework's auth
+        with use_run(run_for[request_user.id]):
+            ...                             # a mix-up of runs is refused (PrincipalMismatch)
+
+    Like :func:`~mcpclient_auth.hooks.use_run`, in mcp 1.x it must be set when a session is
+    *opened* (its transport tasks copy the context then): it then applies to every request of it.
+    """
+    principal_id = principal.id if isinstance(principal, Principal) else principal
+    if not isinstance(principal_id, str) or not principal_id:
+        raise ConfigurationError("acting_for() takes a Principal or a non-empty principal id")
+    token = _ACTING_FOR.set(principal_id)
+    try:
+        yield principal_id
+    finally:
+        _ACTING_FOR.reset(token)
+
+
+def current_principal() -> str | None:
+    """The principal id declared with :func:`acting_for` in this context, if any."""
+    return _ACTING_FOR.get()
 
 
 @dataclass(slots=True, eq=False)
@@ -126,7 +184,14 @@ class AgentRun:
     - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``).
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
-      are asked of it.
+      are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
+      on 403 ``insufficient_scope`` (:mod:`.authz.retry`).
+    - ``discovery_token_source``: a service source (e.g. :class:`~mcpclient_auth.authz.ClientCredentials`)
+      for *discovery sessions* only: sessions opened inside ``with run.discovery():`` carry the service
+      token on every request and may only list (:data:`DISCOVERY_METHODS`); every other session carries
+      the user's token. The two never mix within one MCP session.
+    - ``discover_resource_metadata``: on a 401 naming RFC 9728 ``resource_metadata``, fetch it
+      (anonymously) and ask the token source for its ``resource`` as the audience.
     - ``audience``: the MCP server id(s) for the mandate ``aud`` / ECT ``aud`` (default: the
       endpoint URLs) and, when a single string, the signature's ``wimse-aud``.
     - ``ect_header`` (default ``Execution-Context``), ``mandate_header`` (``"act-mandate"`` |
@@ -147,6 +212,8 @@ class AgentRun:
         principal: Principal | None = None,
         token_source: TokenSource | None = None,
         scopes: Sequence[str] | None = None,
+        discovery_token_source: TokenSource | None = None,
+        discover_resource_metadata: bool = False,
         audience: str | Sequence[str] | None = None,
         ect_header: str = "Execution-Context",
         mandate_header: str = "act-mandate",
@@ -159,7 +226,8 @@ class AgentRun:
             raise ConfigurationError("agent must be an Identity (the agent's private key)")
         if mandate_header not in MANDATE_HEADER_MODES:
             raise ConfigurationError(f"mandate_header must be one of {', '.join(MANDATE_HEADER_MODES)}")
-        if mandate_header == "authorization" and token_source is not None:
+        uses_tokens = token_source is not None or discovery_token_source is not None
+        if mandate_header == "authorization" and uses_tokens:
             raise ConfigurationError(
                 "mandate_header='authorization' puts the mandate in Authorization, which the user token "
                 "from token_source needs: use the default 'act-mandate' with a token source"
@@ -169,6 +237,11 @@ class AgentRun:
         self.policy: ActionPolicy = policy if policy is not None else McpActionPolicy()
         self.token_source = token_source
         self.scopes = list(scopes) if scopes is not None else None
+        self.discovery_token_source = discovery_token_source
+        self.discover_resource_metadata = bool(discover_resource_metadata)
+        # per (endpoint url, source): scopes after a successful step-up; audiences found via RFC 9728
+        self._stepped_scopes: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._audiences_found: dict[str, str] = {}
         self.ect_header = ect_header
         self.mandate_header = mandate_header
         self.ect_ttl = ect_ttl
@@ -295,6 +368,28 @@ class AgentRun:
 
         return use_run(self)
 
+    @contextmanager
+    def discovery(self) -> Iterator[AgentRun]:
+        """``with run.discovery():`` — sessions opened here are *discovery sessions*: every request
+        carries the service token from ``discovery_token_source`` and only listings are allowed
+        (:data:`DISCOVERY_METHODS`; a tool call is refused with ``PrincipalMismatch``). Also selects
+        this run (:meth:`activate`). Sessions opened outside use the user's token throughout.
+
+            with run.discovery():
+                tools = await client.get_tools()        # service token: initialize, tools/list
+            await tools[0].ainvoke({...})               # a new session: the user's token
+        """
+        if self.discovery_token_source is None:
+            raise ConfigurationError("run.discovery() needs AgentRun(discovery_token_source=...)")
+        from .hooks import use_run
+
+        token = _DISCOVERY.set(self)
+        try:
+            with use_run(self):
+                yield self
+        finally:
+            _DISCOVERY.reset(token)
+
     async def close(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
         """Write the phase-2 record (``out_hash`` = SHA-256 of ``output``) and seal the run. Idempotent."""
         return self.close_sync(output=output, status=status)
@@ -381,6 +476,7 @@ class AgentRun:
     def _authorize_call(self, call: Call) -> str:
         """The call's action if the policy and the mandate allow it; else a ``denial`` entry and raise."""
         try:
+            self._check_principal()
             if self.mandate.exp <= time.time() + _EXPIRY_MARGIN:
                 raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
             return check_call(self.policy, call, self.mandate)
@@ -399,27 +495,82 @@ class AgentRun:
         }
         self.ledger.append(run=self.id, kind="denial", meta=meta)
 
+    def _check_principal(self) -> None:
+        """Refuse a call made on behalf of someone other than the run's principal (:func:`acting_for`)."""
+        acting = _ACTING_FOR.get()
+        if acting is not None and acting != self.principal.id:
+            raise PrincipalMismatch(
+                f"run {self.id} acts for principal {self.principal.id!r}, not for {acting!r}",
+                principal=self.principal.id,
+                requested=acting,
+            )
+
+    def _source_for(self, call: Call | None) -> TokenSource | None:
+        """The token source for this request: the service source in a discovery session, else the user's."""
+        if _DISCOVERY.get() is not self:
+            return self.token_source
+        if call is not None and not (call.kind == "notification" or call.method in DISCOVERY_METHODS):
+            raise PrincipalMismatch(
+                f"a discovery session (service credentials) may only list; {call.method or 'a response'!r} "
+                "must be sent in a session that carries the user's token",
+                principal=self.principal.id,
+                method=call.method,
+            )
+        return self.discovery_token_source
+
     async def _authorization(self, call: Call | None, endpoint: Endpoint) -> str | None:
         """The ``Authorization`` value for this request: the user's token from the token source.
 
         ``None`` when the run has no token source (the mandate or the caller's own auth then decides).
-        This is where per-user authorization plugs in; a failure refuses the call like a denial.
+        A failure refuses the call like a denial. Under :class:`~.authz.retry.RunAuth` the token used
+        is recorded for the 401/403 handling, and a step-up's scopes are asked for.
         """
-        if self.token_source is None:
-            return None
+        from .authz.retry import current_attempt
+
         try:
-            token: AccessToken = await self.token_source.get_token(
-                self.principal, audience=self._token_audience(endpoint), scopes=self.scopes
-            )
-            return token.authorization_header()
+            if call is None:
+                self._check_principal()  # calls were checked in _authorize_call
+            source = self._source_for(call)
+            if source is None:
+                return None
+            attempt = current_attempt()
+            if attempt is not None and attempt.foreign_auth:
+                raise ConfigurationError(
+                    "this client has its own auth= while the run has a token source: two sources of "
+                    "Authorization; build the client without auth="
+                )
+            audience = self._token_audience(endpoint)
+            if attempt is not None and attempt.scopes is not None:
+                scopes: Sequence[str] | None = list(attempt.scopes)
+            else:
+                remembered = self._stepped_scopes.get((endpoint.url, id(source)))
+                scopes = list(remembered) if remembered is not None else self.scopes
+            token: AccessToken = await source.get_token(self.principal, audience=audience, scopes=scopes)
+            header = token.authorization_header()
+            if attempt is not None:
+                attempt.used(self, source, self.principal, endpoint, call, audience, scopes, token)
+            return header
         except McpClientAuthError as exc:
             self._deny(call, None, exc)
             raise
 
     def _token_audience(self, endpoint: Endpoint) -> str | None:
-        # None = the token source's configured audience. Per-endpoint audiences (one run, several
-        # MCP servers, one token each) belong to the authz wiring of the next issue.
-        return None
+        # None = the token source's configured audience, unless RFC 9728 metadata named the resource.
+        return self._audiences_found.get(endpoint.url)
+
+    def _remember_scopes(self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]) -> None:
+        """After a successful step-up: ask ``source`` for these scopes at ``endpoint`` from now on."""
+        with self._lock:
+            self._stepped_scopes[(endpoint.url, id(source))] = tuple(scopes)
+
+    async def _discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None:
+        """RFC 9728: fetch ``metadata_url`` anonymously; its ``resource`` (which must be this endpoint)
+        becomes the audience asked of the token source for this endpoint."""
+        from .authz.resource_metadata import fetch_resource_metadata
+
+        metadata = await fetch_resource_metadata(metadata_url, expected_resource=endpoint.url)
+        with self._lock:
+            self._audiences_found[endpoint.url] = metadata.resource
 
     def _ect_audience(self, endpoint: Endpoint) -> list[str]:
         if endpoint.url in self.audiences:

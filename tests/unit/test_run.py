@@ -106,6 +106,21 @@ def test_close_is_idempotent_and_the_record_of_a_run_without_calls(
         make(keys, tmp_path / "x").close_sync(status="done")  # type: ignore[arg-type]
 
 
+def test_close_after_more_than_100_parallel_completions_names_at_most_100_preds(
+    keys: tuple[Identity, Identity], tmp_path: Path
+) -> None:
+    # 150 tool calls that all began before any completed: the frontier holds 150 leaves, but a token
+    # may name at most 100 predecessors, so the record names the oldest 100 and still verifies.
+    run = make(keys, tmp_path)
+    pred = run.frontier.begin()
+    leaves = [f"call-{i}" for i in range(150)]
+    for jti in leaves:
+        run.frontier.complete(jti, pred)
+    record = run.close_sync(output="done")
+    assert record.pred == leaves[:100]
+    ExecutionRecord.verify(record.token, _trust(keys), mandate=run.mandate)
+
+
 def test_requests_after_close_raise_run_closed(keys: tuple[Identity, Identity], tmp_path: Path) -> None:
     run = make(keys, tmp_path)
     run.close_sync()

@@ -1,0 +1,106 @@
+"""``langchain.mcp.MCPAdapter`` (beta) over a signed fastmcp 4 client, with per-user run selection.
+
+    client = signed_client(None, url)                      # multi-run: the run is chosen per tool call
+    adapter = MCPAdapter(client)
+    with use_run(setup_run):                               # the adapter's own list opens a session
+        tools = await adapter.list_tools()
+    agent = create_agent(model, tools, context_schema=UserContext,
+                         middleware=[RunMiddleware(lambda runtime: runs[runtime.context.user])])
+    await agent.ainvoke({"messages": [...]}, context=UserContext("alice"))
+
+- :func:`signed_client` — a ``fastmcp.Client`` whose ``StreamableHttpTransport`` builds its httpx2
+  clients with :func:`~mcpclient_auth.factory.httpx2_client_factory` (fastmcp calls the factory per
+  connection and appends its own session-id hook; ours stay).
+- :class:`RunMiddleware` — LangChain agent middleware: selects the run for each tool call from the
+  LangGraph runtime (``request.runtime.context``) — mcp 2.x sends each request in the context of the
+  call that made it, so the selection reaches that call's requests even on a session held open for
+  several users — and turns a local refusal (-32003) into an error ``ToolMessage`` the model can read
+  (``langchain.mcp`` would let the ``MCPError`` end the agent run), or re-raises it as the typed
+  exception with ``raise_refusals=True``.
+
+Legacy (stateful) servers: a held session's setup requests act for the run selected when it was
+opened, and a server that binds a session to its first principal refuses other users on it — there,
+don't hold the adapter open (each tool call then opens its own session) or use one client per user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from langchain.agents.middleware import AgentMiddleware
+from langchain_core.messages import ToolMessage
+
+from ..errors import ConfigurationError
+from ..factory import httpx2_client_factory
+from ..hooks import use_run
+from .mcp2 import refusal_from_error
+
+if TYPE_CHECKING:
+    from ..run import AgentRun
+
+__all__ = ["RunMiddleware", "refusal_message", "signed_client"]
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+def signed_client(run: AgentRun | None, url: str | None = None, **client_kwargs: Any) -> Any:
+    """A ``fastmcp.Client`` for ``url`` (default: the run's first endpoint) carrying ``run``'s hooks.
+
+    ``run=None``: a multi-run client (give ``url``; :class:`RunMiddleware` or ``use_run`` selects).
+    ``client_kwargs`` go to ``fastmcp.Client`` (``mode="legacy"``, ``timeout`` ...).
+    """
+    from fastmcp import Client
+    from fastmcp.client.transports import StreamableHttpTransport
+
+    if url is None:
+        if run is None:
+            raise ConfigurationError("signed_client(None, ...) needs url=")
+        url = run.endpoints[0]
+    elif run is not None and run.scope.match(url) is None:
+        raise ConfigurationError("signed_client(url=...) must be one of the run's endpoints")
+    transport = StreamableHttpTransport(url, httpx_client_factory=httpx2_client_factory(run))
+    return Client(transport, **client_kwargs)
+
+
+def refusal_message(code: str, message: str) -> str:
+    """What the model reads when a call was refused before it was sent (no retry will help)."""
+    return f"Refused by the agent's authorisation layer, not sent ({code}): {message}. Do not retry."
+
+
+class RunMiddleware(AgentMiddleware):
+    """Agent middleware: run selection per tool call and local refusals (see the module docstring).
+
+    ``select(runtime) -> AgentRun`` names the run (``None``: keep whatever is selected already, e.g.
+    a single-run client).
+    """
+
+    def __init__(
+        self, select: Callable[[Any], AgentRun] | None = None, *, raise_refusals: bool = False
+    ) -> None:
+        super().__init__()
+        self._select = select
+        self.raise_refusals = raise_refusals
+
+    async def awrap_tool_call(self, request: Any, handler: Handler) -> Any:
+        if self._select is None:
+            return await self._call(request, handler)
+        with use_run(self._select(getattr(request, "runtime", None))):
+            return await self._call(request, handler)
+
+    async def _call(self, request: Any, handler: Handler) -> Any:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            refusal = refusal_from_error(exc)
+            if refusal is None:
+                raise
+            if self.raise_refusals:
+                raise refusal from exc
+            tool_call = request.tool_call
+            return ToolMessage(
+                content=refusal_message(refusal.code, refusal.message),
+                tool_call_id=tool_call["id"],
+                name=tool_call["name"],
+                status="error",
+            )

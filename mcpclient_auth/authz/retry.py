@@ -1,0 +1,404 @@
+"""401 / 403 handling for the user's token: re-obtain once, step up once, then fail typed.
+
+A client built by :meth:`AgentRun.httpx_client_factory` carries a :class:`RunAuth` (an
+``httpx.Auth``). httpx runs the client's event hooks on *every* request an auth flow yields, so each
+resend goes through the run's request hook again: a fresh token from the token source, a fresh ECT,
+a fresh signature and its own ``ect`` ledger entry. Per request:
+
+- ``401`` with ``error="invalid_token"`` -> ``invalidate(..., token=<the token sent>)``, re-obtain,
+  resend once (many requests failing with the same stale token cause one re-obtain); a second 401 ->
+  :class:`~mcpclient_auth.errors.UpstreamUnauthorized`;
+- ``403`` with ``error="insufficient_scope" scope="a b"`` -> one step-up: the token is re-obtained for
+  the union of the scopes asked, granted and demanded, and the run asks for that union from then on;
+  a second 403 -> :class:`~mcpclient_auth.errors.InsufficientScope`;
+- optional RFC 9728 (``AgentRun(discover_resource_metadata=True)``): a 401 naming
+  ``resource_metadata`` makes the run fetch that document anonymously (no token, no signature), check
+  that its ``resource`` is the endpoint, and ask the token source for that audience on the resend.
+
+**How a final failure reaches the caller.** For a JSON-RPC request with an id sent through a
+factory-built client, :class:`UpstreamRefusalTransport` (the innermost transport) answers it locally
+as a -32003 JSON-RPC error carrying the typed error's code (``upstream_unauthorized`` /
+``insufficient_scope``), after writing the server's real answer (``response`` entry, its status) and
+a ``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.mcp_session.RunSession`
+raises the typed error. Anything else (notifications, GET/DELETE, clients without our transport)
+gets the typed exception raised from the auth flow.
+
+The flow and the run's hook talk through one context variable (:func:`current_attempt`): the flow
+and the hooks run in the same task, one request at a time, so no request object has to carry it.
+
+    factory = run.httpx_client_factory()    # composes RunAuth; passing auth= as well is an error
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .._encoding import sha256_b64url
+from ..errors import (
+    AuthorizationError,
+    ChallengeMalformed,
+    ConfigurationError,
+    InsufficientScope,
+    UpstreamUnauthorized,
+)
+from .www_authenticate import BearerChallenge, bearer_challenge
+
+if TYPE_CHECKING:
+    from ..jsonrpc import Call
+    from ..principal import Principal
+    from ..run import AgentRun
+    from ..scope import Endpoint
+    from .base import AccessToken, TokenSource
+
+__all__ = [
+    "Attempt",
+    "RunAuth",
+    "UpstreamRefusalTransport",
+    "compose_auth",
+    "current_attempt",
+    "wrap_upstream",
+]
+
+#: Verdicts on one response (see :func:`verdict`).
+PASS, REOBTAIN, STEP_UP, FAIL = "pass", "reobtain", "step_up", "fail"
+#: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
+_MAX_ERROR_BODY = 64 * 1024
+_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+_ATTEMPT: ContextVar[Attempt | None] = ContextVar("mcpclient_auth_authz_attempt", default=None)
+
+
+def current_attempt() -> Attempt | None:
+    """The :class:`Attempt` of the request our auth flow is sending in this context, if any."""
+    return _ATTEMPT.get()
+
+
+@dataclass(eq=False)
+class Attempt:
+    """Shared state of one request across its (at most two) sends.
+
+    The flow sets ``scopes`` (a step-up) and ``final``; the run's request hook records, per send,
+    what it used (:meth:`used`). ``foreign_auth`` marks a request whose ``Authorization`` belongs to
+    the caller's own ``auth=`` (a run with a token source refuses it: two sources of Authorization).
+    """
+
+    foreign_auth: bool = False
+    scopes: tuple[str, ...] | None = None
+    final: bool = False
+    run: AgentRun | None = None
+    source: TokenSource | None = None
+    principal: Principal | None = None
+    endpoint: Endpoint | None = None
+    call: Call | None = None
+    audience: str | None = None
+    asked_scopes: tuple[str, ...] | None = None
+    # the access token sent with the latest send: never in repr()
+    token: AccessToken | None = field(default=None, repr=False)
+
+    def used(
+        self,
+        run: AgentRun,
+        source: TokenSource,
+        principal: Principal,
+        endpoint: Endpoint,
+        call: Call | None,
+        audience: str | None,
+        scopes: Sequence[str] | None,
+        token: AccessToken,
+    ) -> None:
+        """Called by the run's hook once it has the token for this send."""
+        self.run, self.source, self.principal = run, source, principal
+        self.endpoint, self.call = endpoint, call
+        self.audience = audience
+        self.asked_scopes = tuple(scopes) if scopes is not None else None
+        self.token = token
+
+    def release(self) -> None:
+        """Drop the references to the run, its source and principal once the request is over."""
+        self.run = self.source = self.principal = None
+        self.endpoint = self.call = None
+        self.token = None  # never keep a user credential alive past its request
+
+    def give_up(self, status: int, challenge: BearerChallenge | None) -> AuthorizationError:
+        """The final verdict: forget a token the server called invalid (the next call re-obtains
+        instead of failing with it again), and return the typed error."""
+        if (
+            status == 401
+            and self.source is not None
+            and self.principal is not None
+            and self.token is not None
+        ):
+            self.source.invalidate(
+                self.principal, audience=self.audience, scopes=self.asked_scopes, token=self.token
+            )
+        return self.failure(status, challenge)
+
+    def failure(self, status: int, challenge: BearerChallenge | None) -> AuthorizationError:
+        """The typed error for a final 401/403 (no header text except a validated error code)."""
+        principal = self.principal.id if self.principal is not None else None
+        code = challenge.error if challenge is not None and challenge.error else None
+        code = code if code is not None and _SAFE_CODE.fullmatch(code) else None
+        if status == 403:
+            return InsufficientScope(
+                "the MCP server requires more scope than the token carries"
+                + (" after one step-up" if self.final else " (and names nothing more to ask for)"),
+                status=status,
+                error=code,
+                scopes=list(challenge.scopes) if challenge is not None else [],
+                principal=principal,
+            )
+        return UpstreamUnauthorized(
+            f"the MCP server rejected the access token for principal {principal!r} (HTTP 401)"
+            + (" after one re-obtain" if self.final else ""),
+            status=status,
+            error=code,
+            principal=principal,
+        )
+
+
+def _challenge(response: Any) -> BearerChallenge | None:
+    try:
+        return bearer_challenge(response.headers.get_list("www-authenticate"))
+    except ChallengeMalformed:
+        return None
+
+
+def verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | None]:
+    """What to do about ``response`` to a send that carried the run's token.
+
+    ``PASS`` (not our business: no token of ours on it, or not an authorization failure), ``REOBTAIN``
+    (401 invalid_token, or a 401 naming resource metadata when the run discovers it), ``STEP_UP``
+    (403 insufficient_scope demanding scopes not yet asked for) or ``FAIL``.
+    """
+    status = response.status_code
+    if attempt.token is None or status not in (401, 403):
+        return PASS, None
+    challenge = _challenge(response)
+    if status == 401:
+        if attempt.final or challenge is None:
+            return FAIL, challenge
+        if challenge.error == "invalid_token":
+            return REOBTAIN, challenge
+        discovers = attempt.run is not None and attempt.run.discover_resource_metadata
+        if discovers and challenge.resource_metadata is not None:
+            return REOBTAIN, challenge
+        return FAIL, challenge
+    if challenge is None or challenge.error != "insufficient_scope":
+        return PASS, challenge  # a 403 for another reason (a signature or mandate rejection)
+    if attempt.final or not set(challenge.scopes) - set(_held_scopes(attempt)):
+        return FAIL, challenge  # nothing more to ask for: a step-up cannot help
+    return STEP_UP, challenge
+
+
+def _held_scopes(attempt: Attempt) -> Iterable[str]:
+    held: set[str] = set(attempt.asked_scopes or ())
+    if attempt.token is not None:
+        held |= attempt.token.scopes
+    if attempt.asked_scopes is None:  # the source's defaults were asked for
+        held |= set(getattr(attempt.source, "scopes", ()) or ())
+    return held
+
+
+class RunAuth(httpx.Auth):
+    """The ``auth=`` of factory-built clients: 401/403 handling for the run's token (module docstring).
+
+    ``inner``: the caller's own ``httpx.Auth`` on a multi-run client; its flow is driven unchanged, and
+    a run with a token source refuses requests made under it (two sources of ``Authorization``).
+    """
+
+    def __init__(self, inner: httpx.Auth | None = None) -> None:
+        self.inner = inner
+
+    @property
+    def requires_request_body(self) -> bool:  # type: ignore[override]
+        return bool(self.inner is not None and self.inner.requires_request_body)
+
+    @property
+    def requires_response_body(self) -> bool:  # type: ignore[override]
+        return bool(self.inner is not None and self.inner.requires_response_body)
+
+    def __repr__(self) -> str:
+        return f"RunAuth(inner={type(self.inner).__name__ if self.inner is not None else None})"
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        attempt = Attempt(foreign_auth=self.inner is not None)
+        reset = _ATTEMPT.set(attempt)
+        try:
+            if self.inner is not None:
+                flow = self.inner.async_auth_flow(request)
+                try:
+                    outgoing = await flow.__anext__()
+                    while True:
+                        response = yield outgoing
+                        try:
+                            outgoing = await flow.asend(response)
+                        except StopAsyncIteration:
+                            return
+                finally:
+                    await flow.aclose()
+            response = yield request
+            action, challenge = verdict(attempt, response)
+            if action == PASS:
+                return
+            if action == FAIL:
+                raise attempt.give_up(response.status_code, challenge)
+            assert challenge is not None
+            await self._prepare_resend(attempt, action, challenge)
+            attempt.final = True
+            response = yield request
+            action, challenge = verdict(attempt, response)
+            if action != PASS:
+                raise attempt.give_up(response.status_code, challenge)
+            if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
+                # The step-up worked: ask for these scopes from now on instead of failing every call once.
+                attempt.run._remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
+        finally:
+            with contextlib.suppress(ValueError):  # reset from another context: nothing to undo there
+                _ATTEMPT.reset(reset)
+            # If the reset could not happen (the flow was finalised in another context), the variable
+            # may still hold this attempt in a long-lived context: let it hold nothing heavy.
+            attempt.release()
+
+    @staticmethod
+    async def _prepare_resend(attempt: Attempt, action: str, challenge: BearerChallenge) -> None:
+        run, source, principal, endpoint = attempt.run, attempt.source, attempt.principal, attempt.endpoint
+        assert run is not None and source is not None and principal is not None and endpoint is not None
+        if action == STEP_UP:
+            attempt.scopes = tuple(sorted(set(_held_scopes(attempt)) | set(challenge.scopes)))
+            return
+        if run.discover_resource_metadata and challenge.resource_metadata is not None:
+            await run._discover_audience(endpoint, challenge.resource_metadata)
+        source.invalidate(
+            principal, audience=attempt.audience, scopes=attempt.asked_scopes, token=attempt.token
+        )
+        attempt.token = None
+
+
+class UpstreamRefusalTransport(httpx.AsyncBaseTransport):
+    """Innermost transport of factory-built clients: a *final* 401/403 for a JSON-RPC request with an
+    id becomes a local JSON-RPC refusal (see the module docstring); everything else passes through."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        attempt = _ATTEMPT.get()
+        if attempt is None or attempt.token is None or response.status_code not in (401, 403):
+            return response
+        action, challenge = verdict(attempt, response)
+        call = attempt.call
+        if action != FAIL or call is None or call.kind != "request" or call.id is None:
+            return response
+        from ..hooks import EXTENSION_INFLIGHT
+        from ..refusal import refusal_body
+        from ..run import InFlight
+
+        inflight = request.extensions.get(EXTENSION_INFLIGHT)
+        if not isinstance(inflight, InFlight):
+            return response
+        error = attempt.give_up(response.status_code, challenge)
+        body = await _read_capped(response)
+        run = inflight.run
+        run._response(
+            inflight,
+            status=response.status_code,
+            out_hash=sha256_b64url(body),
+            nbytes=len(body),
+            completed=False,
+        )
+        run._deny(call, inflight.action, error)
+        return httpx.Response(
+            200,
+            headers={"content-type": "application/json", "x-mcpclient-auth-refusal": error.code},
+            content=refusal_body(call.id, error),
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > _MAX_ERROR_BODY:
+                break
+            chunks.append(chunk)
+    except httpx.HTTPError:
+        pass  # the status is what matters; a broken error body is hashed as far as it came
+    finally:
+        await response.aclose()
+    return b"".join(chunks)
+
+
+def _uses_tokens(run: AgentRun) -> bool:
+    return run.token_source is not None or run.discovery_token_source is not None
+
+
+def compose_auth(run: AgentRun | None, auth: Any, *, library: str = "httpx") -> Any:
+    """The ``auth=`` for a factory-built client of ``run`` (``None``: a multi-run client).
+
+    Raises :class:`ConfigurationError` when ``auth`` would be a second source of ``Authorization``
+    (the run has a token source, or puts its mandate in ``Authorization``).
+    """
+    if run is not None:
+        if auth is not None and _uses_tokens(run):
+            raise ConfigurationError(
+                "auth= together with a run that has a token source: two sources of Authorization; "
+                "let the token source provide the user's token (or drop it and keep your auth=)"
+            )
+        if auth is not None and run.mandate_header == "authorization":
+            raise ConfigurationError(
+                "auth= together with mandate_header='authorization': two sources of Authorization"
+            )
+        if not _uses_tokens(run) or library != "httpx":
+            return auth
+        return RunAuth()
+    if library != "httpx":
+        return auth
+    return RunAuth(inner=auth)
+
+
+def wrap_upstream(client: Any) -> None:
+    """Put :class:`UpstreamRefusalTransport` under every transport of ``client`` (before our outer
+    wrapper goes on). Only for httpx clients whose auth is a :class:`RunAuth`."""
+    if not isinstance(client, httpx.AsyncClient) or not isinstance(client.auth, RunAuth):
+        return
+    transport = getattr(client, "_transport", None)
+    mounts = getattr(client, "_mounts", None)
+    if transport is None or not isinstance(mounts, dict):
+        return  # no local answers then: the auth flow raises the typed error instead
+    client._transport = UpstreamRefusalTransport(transport)
+    for pattern, mounted in list(mounts.items()):
+        if mounted is not None:
+            mounts[pattern] = UpstreamRefusalTransport(mounted)
+
+
+def check_installable(client: Any, run: AgentRun | None, *, answer_locally: bool = False) -> None:
+    """``install()``: a run with a token source refuses a client that already authenticates
+    (``auth=`` or an ``Authorization`` default header): two sources of ``Authorization``. Otherwise an
+    ``httpx.AsyncClient`` gets :class:`RunAuth` (and, with ``answer_locally``, the upstream refusal
+    transport), so installed clients re-obtain and step up like factory-built ones."""
+    if run is None or not _uses_tokens(run):
+        return
+    headers = getattr(client, "headers", None) or {}
+    if getattr(client, "auth", None) is not None or "authorization" in headers:
+        raise ConfigurationError(
+            "this client already sends Authorization (auth= or a default header) and the run has a "
+            "token source: two sources of Authorization"
+        )
+    if isinstance(client, httpx.AsyncClient):
+        client.auth = RunAuth()
+        if answer_locally:
+            wrap_upstream(client)

@@ -1,0 +1,130 @@
+"""A minimal OAuth 2.1 authorization server for mcp's ``OAuthClientProvider`` (authorization code + PKCE,
+dynamic client registration, RFC 9728 / RFC 8414 metadata), mounted on the MCP server's origin.
+
+    server = AuthorizationServer(access_token="oauth-at-...")
+    hr_server(extra_routes=server.routes())          # next to the guarded FastMCP app
+    provider = OAuthClientProvider(url, metadata, storage, redirect_handler=server.browser.visit,
+                                   callback_handler=server.browser.callback)
+    server.requests                                  # (method, path) of every OAuth request
+
+``Browser`` plays the user: it follows the authorization URL with its own plain client and reads
+``code`` and ``state`` from the redirect, so the provider's callback gets what a real one would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Browser:
+    """Scripted redirect/callback handlers for the authorization-code flow."""
+
+    visited: list[str] = field(default_factory=list)
+    _result: tuple[str, str | None] | None = None
+
+    async def visit(self, authorization_url: str) -> None:
+        self.visited.append(authorization_url)
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            answer = await client.get(authorization_url)
+        assert answer.status_code == 302, answer.text
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        self._result = (query["code"][0], query.get("state", [None])[0])
+
+    async def callback(self) -> tuple[str, str | None]:
+        assert self._result is not None, "the authorization URL was never visited"
+        result, self._result = self._result, None
+        return result
+
+
+@dataclass
+class AuthorizationServer:
+    access_token: str
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    browser: Browser = field(default_factory=Browser)
+    _codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, redirect_uri)
+    _clients: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append((request.method, request.url.path))
+
+    @staticmethod
+    def _base(request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}"
+
+    async def _resource_metadata(self, request: Request) -> Response:
+        self._record(request)
+        base = self._base(request)
+        return JSONResponse({"resource": f"{base}/mcp", "authorization_servers": [base]})
+
+    async def _server_metadata(self, request: Request) -> Response:
+        self._record(request)
+        base = self._base(request)
+        return JSONResponse(
+            {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/authorize",
+                "token_endpoint": f"{base}/token",
+                "registration_endpoint": f"{base}/register",
+                "response_types_supported": ["code"],
+                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["none"],
+            }
+        )
+
+    async def _register(self, request: Request) -> Response:
+        self._record(request)
+        metadata = await request.json()
+        client_id = "client-" + secrets.token_hex(4)
+        with self._lock:
+            self._clients.add(client_id)
+        metadata.update({"client_id": client_id, "token_endpoint_auth_method": "none"})
+        return JSONResponse(metadata, status_code=201)
+
+    async def _authorize(self, request: Request) -> Response:
+        self._record(request)
+        query = request.query_params
+        if query.get("client_id") not in self._clients or query.get("code_challenge_method") != "S256":
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        code = secrets.token_urlsafe(16)
+        with self._lock:
+            self._codes[code] = (query["code_challenge"], query["redirect_uri"])
+        target = query["redirect_uri"] + "?" + urlencode({"code": code, "state": query.get("state", "")})
+        return RedirectResponse(target, status_code=302)
+
+    async def _token(self, request: Request) -> Response:
+        self._record(request)
+        form = await request.form()
+        with self._lock:
+            issued = self._codes.pop(str(form.get("code", "")), None)
+        if form.get("grant_type") != "authorization_code" or issued is None:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        challenge, redirect_uri = issued
+        verifier = str(form.get("code_verifier", ""))
+        computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if computed != challenge or form.get("redirect_uri") != redirect_uri:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        return JSONResponse({"access_token": self.access_token, "token_type": "Bearer", "expires_in": 3600})
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/.well-known/oauth-protected-resource/mcp", self._resource_metadata),
+            Route("/.well-known/oauth-protected-resource", self._resource_metadata),
+            Route("/.well-known/oauth-authorization-server", self._server_metadata),
+            Route("/register", self._register, methods=["POST"]),
+            Route("/authorize", self._authorize),
+            Route("/token", self._token, methods=["POST"]),
+        ]
