@@ -23,6 +23,8 @@ wrapper also records an ``error`` ledger entry when the network request itself f
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -126,6 +128,12 @@ def httpx2_client_factory(run: AgentRun | None, *, answer_locally: bool = True) 
     return _client_factory(library_named("httpx2"), run, answer_locally=answer_locally)
 
 
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    """The system's default verifying context (what httpx builds per client), built once."""
+    return ssl.create_default_context()
+
+
 def _client_factory(library: HttpLibrary, run: AgentRun | None, *, answer_locally: bool) -> Any:
     """The one factory body, for either library (the hooks and transports come from ``library``)."""
 
@@ -139,6 +147,10 @@ def _client_factory(library: HttpLibrary, run: AgentRun | None, *, answer_locall
         auth = compose_auth(run, auth, library=library.name)  # 401/403 handling; refuses a 2nd auth
         hooks = RunHooks(run, answer_locally=answer_locally, library=library)
         event_hooks = _merged_hooks(kwargs.pop("event_hooks", None), hooks.on_request, hooks.on_response)
+        if "verify" not in kwargs:
+            # Building an SSL context costs ~25 ms of CPU, and langchain-mcp-adapters asks for a new
+            # client on every tool call: share one default context (it is read-only once built).
+            kwargs["verify"] = _default_ssl_context()
         client = library.async_client(
             headers=headers,
             timeout=library.default_timeout() if timeout is None else timeout,

@@ -241,3 +241,20 @@ def test_no_credential_in_reprs(keys: tuple[Identity, Identity], tmp_path: Path)
     for text in (repr(prepared), repr(prepared.inflight), repr(run), repr(run.principal)):
         assert "user-secret-token" not in text
         assert run.mandate.token not in text
+
+
+def _ssl_context_of(client: httpx.AsyncClient) -> object:
+    transport: object = client._transport
+    while hasattr(transport, "inner"):  # our wrappers keep the real transport as .inner
+        transport = transport.inner
+    return transport._pool._ssl_context  # type: ignore[attr-defined]
+
+
+def test_factory_clients_share_one_ssl_context_unless_verify_is_given(
+    keys: tuple[Identity, Identity], tmp_path: Path
+) -> None:
+    # langchain-mcp-adapters builds a client per tool call; a fresh SSL context each time costs ~25 ms.
+    factory = make(keys, tmp_path).httpx_client_factory()
+    first, second = factory(), factory()
+    assert _ssl_context_of(first) is _ssl_context_of(second)
+    assert _ssl_context_of(factory(verify=False)) is not _ssl_context_of(first)
