@@ -22,7 +22,14 @@ from . import errors
 from ._encoding import compact_json
 from .errors import McpClientAuthError
 
-__all__ = ["REFUSAL_CODE", "error_class_for", "error_from_jsonrpc", "is_refusal", "refusal_body"]
+__all__ = [
+    "REFUSAL_CODE",
+    "error_class_for",
+    "error_from_jsonrpc",
+    "is_refusal",
+    "refusal_body",
+    "refusal_text",
+]
 
 #: The JSON-RPC ``error.code`` of every local refusal (implementation-defined server-error range).
 REFUSAL_CODE = -32003
@@ -95,3 +102,11 @@ def error_from_jsonrpc(error: Mapping[str, Any]) -> McpClientAuthError | None:
         exc = cls(message)
     exc.code = code
     return exc
+
+
+def refusal_text(code: str, message: str) -> str:
+    """What a model reads when a call was refused locally (shared by the LangChain adapters)."""
+    return (
+        f"This tool call was refused before it was sent ({code}): {message}. "
+        "It is outside what this agent is authorised to do; do not retry it."
+    )

@@ -34,12 +34,13 @@ from langchain_core.messages import ToolMessage
 from ..errors import ConfigurationError
 from ..factory import httpx2_client_factory
 from ..hooks import use_run
+from ..refusal import refusal_text
 from .mcp2 import refusal_from_error
 
 if TYPE_CHECKING:
     from ..run import AgentRun
 
-__all__ = ["RunMiddleware", "refusal_message", "signed_client"]
+__all__ = ["RunMiddleware", "signed_client"]
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -61,11 +62,6 @@ def signed_client(run: AgentRun | None, url: str | None = None, **client_kwargs:
         raise ConfigurationError("signed_client(url=...) must be one of the run's endpoints")
     transport = StreamableHttpTransport(url, httpx_client_factory=httpx2_client_factory(run))
     return Client(transport, **client_kwargs)
-
-
-def refusal_message(code: str, message: str) -> str:
-    """What the model reads when a call was refused before it was sent (no retry will help)."""
-    return f"Refused by the agent's authorisation layer, not sent ({code}): {message}. Do not retry."
 
 
 class RunMiddleware(AgentMiddleware):
@@ -99,7 +95,7 @@ class RunMiddleware(AgentMiddleware):
                 raise refusal from exc
             tool_call = request.tool_call
             return ToolMessage(
-                content=refusal_message(refusal.code, refusal.message),
+                content=refusal_text(refusal.code, refusal.message),
                 tool_call_id=tool_call["id"],
                 name=tool_call["name"],
                 status="error",

@@ -26,6 +26,7 @@ from ..errors import ActionMappingError
 from ..hooks import use_run
 from ..jsonrpc import Call
 from ..policy import ActionPolicy, CapabilitySet, McpActionPolicy
+from ..refusal import refusal_text
 from .mcp_session import refusal_from_mcp_error
 
 if TYPE_CHECKING:
@@ -80,14 +81,6 @@ def narrow_tools(
         if not policy.requires_capability(call, action) or mandate.allows(action):
             kept.append(tool)
     return kept
-
-
-def refusal_text(code: str, message: str) -> str:
-    """What the model reads when a call was refused locally."""
-    return (
-        f"This tool call was refused before it was sent ({code}): {message}. "
-        "It is outside what this agent is authorised to do; do not retry it."
-    )
 
 
 class RefusalInterceptor:
