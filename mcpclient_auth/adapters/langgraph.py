@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,7 +27,9 @@ from ..errors import ActionMappingError
 from ..hooks import use_run
 from ..jsonrpc import Call
 from ..policy import ActionPolicy, CapabilitySet, McpActionPolicy
+from ..principal import Principal
 from ..refusal import refusal_text
+from ..run import acting_for
 from .mcp_session import refusal_from_mcp_error
 
 if TYPE_CHECKING:
@@ -106,12 +109,27 @@ class RefusalInterceptor:
 
 class RunSelector:
     """Tool interceptor: ``select(runtime)`` names the run for this call (e.g. from
-    ``runtime.context``); the call's session is opened inside that selection."""
+    ``runtime.context``); the call's session is opened inside that selection.
 
-    def __init__(self, select: Callable[[Any], AgentRun]) -> None:
+    With ``principal=`` (``principal(runtime) -> user id``, e.g. ``lambda rt: rt.context.user_id``)
+    the call is also declared as made for that user (:func:`~mcpclient_auth.run.acting_for`), so a
+    ``select`` that returns another user's run is refused instead of sending with their token.
+    """
+
+    def __init__(
+        self,
+        select: Callable[[Any], AgentRun],
+        *,
+        principal: Callable[[Any], Principal | str] | None = None,
+    ) -> None:
         self._select = select
+        self._principal = principal
 
     async def __call__(self, request: Any, handler: Handler) -> Any:
-        run = self._select(getattr(request, "runtime", None))
-        with use_run(run):
+        runtime = getattr(request, "runtime", None)
+        run = self._select(runtime)
+        with contextlib.ExitStack() as stack:
+            if self._principal is not None:
+                stack.enter_context(acting_for(self._principal(runtime)))
+            stack.enter_context(use_run(run))
             return await handler(request)

@@ -62,7 +62,9 @@ async def failed_setup(run: AgentRun) -> list[BaseException]:
 _SSL = ssl.create_default_context()
 
 
-def client_for(env: AuthzEnv, runs: dict[str, AgentRun]) -> MultiServerMCPClient:
+def client_for(
+    env: AuthzEnv, runs: dict[str, AgentRun], *, principal: Any = None
+) -> MultiServerMCPClient:
     factory = multi_run_client_factory()
 
     def per_call_factory(**options: Any) -> Any:
@@ -77,7 +79,10 @@ def client_for(env: AuthzEnv, runs: dict[str, AgentRun]) -> MultiServerMCPClient
     }
     return MultiServerMCPClient(
         {"hr": connection},  # type: ignore[dict-item]
-        tool_interceptors=[RunSelector(lambda runtime: runs[runtime["user"]]), RefusalInterceptor()],
+        tool_interceptors=[
+            RunSelector(lambda runtime: runs[runtime["user"]], principal=principal),
+            RefusalInterceptor(),
+        ],
     )
 
 
@@ -147,6 +152,25 @@ async def test_a_run_refuses_a_call_made_for_another_principal(env: AuthzEnv, tm
     denials = entries(tmp_path / "alice.jsonl", kind="denial")
     assert [(d.meta["code"], d.meta["principal"]) for d in denials] == [("principal_mismatch", USERS[0])] * 2
     assert [d.meta["method"] for d in denials] == ["initialize", "initialize"]
+
+
+async def test_run_selector_declares_the_user_from_the_runtime_and_refuses_a_mixed_up_run(
+    env: AuthzEnv, tmp_path: Path
+) -> None:
+    alice = env.run(USERS[0], tmp_path / "alice.jsonl", token_source=env.exchange())
+    # a buggy selector that always returns alice's run; the user comes from LangGraph's runtime
+    client = client_for(env, {USERS[0]: alice, USERS[1]: alice}, principal=lambda runtime: runtime["user"])
+    with alice.activate():
+        search: Any = next(t for t in await client.get_tools() if t.name == "search")
+    env.gate.seen.clear()
+    with pytest.raises(BaseException) as info:
+        await search.coroutine(runtime={"user": USERS[1]}, query="not yours")
+    refusals = [refusal_from_mcp_error(e) for e in leaves(info.value) if isinstance(e, McpError)]
+    assert [r.code for r in refusals if r is not None] == ["principal_mismatch"]
+    assert env.gate.calls() == []  # nothing of user01's call reached the server
+    assert "results for" in str(await search.coroutine(runtime={"user": USERS[0]}, query="mine"))
+    await alice.close()
+    assert [c.arguments["query"] for c in env.gate.calls()] == ["mine"]
 
 
 async def test_discovery_sessions_use_the_service_token_and_tool_calls_the_users(
