@@ -27,6 +27,7 @@ from .authz import (
 from .digest import content_digest, verify_content_digest
 from .ect import ExecutionContextToken
 from .errors import McpClientAuthError
+from .factory import multi_run_client_factory
 from .hooks import current_run, use_run
 from .httpsig import RequestSigner, RequestVerifier, SignatureResult, VerifiedSignature
 from .keys import Identity, PublicKey, TrustStore
@@ -34,7 +35,7 @@ from .ledger import Ledger, LedgerReader, Report, verify_ledger
 from .policy import ActionPolicy, McpActionPolicy
 from .principal import Principal
 from .replay import ReplayCache
-from .run import AgentRun
+from .run import AgentRun, acting_for
 from .wit import WorkloadIdentityToken
 
 __version__ = "0.1.0"
@@ -68,8 +69,10 @@ __all__ = [
     "VerifiedSignature",
     "WorkloadIdentityToken",
     "__version__",
+    "acting_for",
     "content_digest",
     "current_run",
+    "multi_run_client_factory",
     "use_run",
     "verify_content_digest",
     "verify_delegation_chain",
