@@ -56,10 +56,15 @@ from .dag import Frontier
 from .ect import ExecutionContextToken
 from .errors import (
     ConfigurationError,
+    InvalidTokenResponse,
     JsonRpcError,
     McpClientAuthError,
+    MissingSubjectToken,
+    NoTokenForPrincipal,
     PrincipalMismatch,
     RunClosed,
+    TokenExchangeRejected,
+    TokenExchangeUnavailable,
     TokenExpired,
 )
 from .httpsig import RequestSigner
@@ -95,6 +100,14 @@ RecordStatus = Literal["completed", "failed", "cancelled"]
 _STATUSES = frozenset({"completed", "failed", "cancelled"})
 #: Seconds a mandate must still be valid for a call to be sent (a server checks ``exp`` on arrival).
 _EXPIRY_MARGIN = 5
+#: Failures to obtain the user's token: recorded as ``error`` entries, not ``denial`` (see ``_deny``).
+_TOKEN_UNAVAILABLE = (
+    MissingSubjectToken,
+    TokenExchangeRejected,
+    TokenExchangeUnavailable,
+    InvalidTokenResponse,
+    NoTokenForPrincipal,
+)
 #: What a discovery session (service credentials, :meth:`AgentRun.discovery`) may send: session set-up,
 #: listings and notifications. Tool calls, reads and prompts act for the user: never with the service token.
 DISCOVERY_METHODS = frozenset(
@@ -485,6 +498,9 @@ class AgentRun:
             raise
 
     def _deny(self, call: Call | None, action: str | None, exc: McpClientAuthError) -> None:
+        """Record a refused call: a ``denial`` when someone decided (the mandate, the principal
+        binding, the MCP server), an ``error`` when what the call needs could not be had (the
+        identity provider failed or had no token for the user)."""
         meta: dict[str, Any] = {
             "method": call.method if call else None,
             "tool": call.tool if call else None,
@@ -493,7 +509,8 @@ class AgentRun:
             "code": exc.code,
             "principal": self.principal.id,
         }
-        self.ledger.append(run=self.id, kind="denial", meta=meta)
+        kind = "error" if isinstance(exc, _TOKEN_UNAVAILABLE) else "denial"
+        self.ledger.append(run=self.id, kind=kind, meta=meta)
 
     def _check_principal(self) -> None:
         """Refuse a call made on behalf of someone other than the run's principal (:func:`acting_for`)."""

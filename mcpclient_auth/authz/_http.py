@@ -68,6 +68,9 @@ DEFAULT_RETRY_BACKOFF = 0.3
 DEFAULT_TIMEOUT = 10.0
 #: Token responses are a few KiB; a bound keeps a hostile or broken endpoint from costing memory.
 MAX_RESPONSE_BYTES = 256 * 1024
+#: Larger ``expires_in`` values are refused: no real token lives 136 years, and an unbounded integer
+#: would overflow the float arithmetic of ``expires_at`` (an untyped ``OverflowError``).
+MAX_EXPIRES_IN = 2**32
 #: Attribute that the request-signing hooks carry. A client with such a hook must never be used
 #: for identity-provider requests (it would sign and ledger them, and may add a bearer token).
 SIGNING_HOOK_MARKER = "__mcpclient_auth_signing_hook__"
@@ -296,7 +299,7 @@ def parse_token_response(
     expires_in = data.get("expires_in")
     if expires_in is None:
         expires_at = None
-    elif type(expires_in) is int and expires_in >= 0:
+    elif type(expires_in) is int and 0 <= expires_in <= MAX_EXPIRES_IN:
         expires_at = now + expires_in
     else:
         raise InvalidTokenResponse(f"the {what} response has an invalid expires_in", field="expires_in")

@@ -24,7 +24,8 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   ``exec_act`` is in the mandate's ``cap`` (``cap_violation``; session actions ``mcp.rpc.*`` are
   allowed); the ECT issuer is the mandate's agent, and its key the bound one when the mandate has
   ``cnf.jkt`` (``ect_issuer_mismatch``); the record keeps the mandate ``jti``
-  (``record_jti_mismatch``); the seal's ``count`` and ``last`` match the file (``seal_mismatch``);
+  (``record_jti_mismatch``); the seal's ``count`` and ``last`` match the file and its line's meta
+  and ``ts`` match what it signs (``seal_mismatch``, ``token_time``);
   nothing follows the seal (``entry_after_seal``); every run is sealed (``run_unsealed``, unless
   ``allow_unsealed``).
 
@@ -424,8 +425,15 @@ class _RunChecker:
             self.fail(entry, "seal_mismatch", reason)
         if last != entry.prev:
             self.fail(entry, "seal_mismatch", "the seal's last line hash is not the line before it")
+        # A seal is often the file's last line, which no later ``prev`` covers: its unsigned meta
+        # must repeat exactly what the signature says (else it could be edited unseen).
+        if entry.meta != {"count": count}:
+            self.fail(entry, "seal_mismatch", "the seal entry's meta is not exactly the signed count")
         if type(iat) is int:
-            self._times(entry, iat, None)
+            # A seal is signed and logged in one step, and nothing after it covers its line: its
+            # ``ts`` must match the signed ``iat`` (within the skew) in both directions.
+            if abs(parse_ts(entry.ts) - iat) > self.skew + 1:
+                self.fail(entry, "token_time", "the seal was logged at another time than it was signed")
         else:
             self.fail(entry, "seal_invalid", "the seal has no integer 'iat'")
         jkt = self.mandate.agent_kid if self.mandate is not None else None

@@ -178,8 +178,10 @@ async def test_two_503s_refuse_the_call_retryable_and_nothing_reaches_the_server
     assert error.code == "token_exchange_failed"
     assert_no_secrets(*error_texts(error), path.read_text(), caplog.text)
     assert "failed (HTTP 503), attempt 2 of 2" in caplog.text
-    denial = entries(path, kind="denial")
-    assert [(d.meta["tool"], d.meta["code"]) for d in denial] == [("search", "token_exchange_failed")]
+    # the IdP failed: a fault (``error``), not a decision (``denial``)
+    assert entries(path, kind="denial") == []
+    errors = entries(path, kind="error")
+    assert [(e.meta["tool"], e.meta["code"]) for e in errors] == [("search", "token_exchange_failed")]
 
 
 async def test_invalid_grant_is_not_retried(env: AuthzEnv, tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ async def test_user_tokens_from_a_token_source(env: Env, tmp_path: Path) -> None
         response = await client.post(env.url, json=INITIALIZE)
         assert response.json()["error"]["data"]["code"] == "no_token_for_principal"
     assert env.state.requests == []  # fail closed: nothing sent without the user's token
-    assert entries(tmp_path / "bob.jsonl", kind="denial")[0].meta["code"] == "no_token_for_principal"
+    assert entries(tmp_path / "bob.jsonl", kind="error")[0].meta["code"] == "no_token_for_principal"
 
 
 async def test_a_network_failure_is_an_error_entry_and_does_not_join_the_dag(env: Env, tmp_path: Path) -> None:
