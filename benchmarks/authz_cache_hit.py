@@ -27,7 +27,7 @@ async def _measure(calls: int, scopes: list[str] | None) -> list[float]:
     )
     principal = Principal(id="alice", subject_token="user-token-" + "x" * 800)
     key = source._key(principal, None, scopes)
-    source.cache.put(key, AccessToken("issued", expires_at=time.time() + 3600, scopes=key.scopes))
+    source.cache.put(key, AccessToken("issued", expires_at=time.time() + 3600, scopes=frozenset(key.scopes)))
     assert (await source.get_token(principal, scopes=scopes)).token == "issued"
     samples: list[float] = []
     clock = time.perf_counter_ns

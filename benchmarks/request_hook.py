@@ -34,7 +34,12 @@ HEADERS = {
 
 
 def _body(i: int) -> bytes:
-    message = {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "search", "arguments": {}}}
+    message = {
+        "jsonrpc": "2.0",
+        "id": i,
+        "method": "tools/call",
+        "params": {"name": "search", "arguments": {}},
+    }
     filler = 1024 - len(json.dumps(message, separators=(",", ":")))
     message["params"]["arguments"] = {"query": "x" * (filler - len('"query":""'))}  # type: ignore[index]
     return json.dumps(message, separators=(",", ":")).encode()
@@ -55,7 +60,9 @@ async def _measure(calls: int, alg: str, durability: str) -> list[float]:
         )
         hooks = RunHooks(run)
         warmup = 200
-        requests = [httpx.Request("POST", URL, content=_body(i), headers=HEADERS) for i in range(calls + warmup)]
+        requests = [
+            httpx.Request("POST", URL, content=_body(i), headers=HEADERS) for i in range(calls + warmup)
+        ]
         assert len(requests[0].content) == 1024
         samples: list[float] = []
         clock = time.perf_counter_ns
@@ -75,7 +82,10 @@ def main() -> None:
     parser.add_argument("--durability", default="flush", choices=["none", "flush", "fsync"])
     args = parser.parse_args()
     samples = sorted(asyncio.run(_measure(args.calls, args.alg, args.durability)))
-    p = lambda q: samples[min(len(samples) - 1, int(len(samples) * q))]  # noqa: E731
+
+    def p(q: float) -> float:
+        return samples[min(len(samples) - 1, int(len(samples) * q))]
+
     print(
         f"request hook, 1 KB tools/call, {args.alg}, durability={args.durability}: "
         f"median {statistics.median(samples):.0f} µs, p90 {p(0.90):.0f} µs, p99 {p(0.99):.0f} µs "

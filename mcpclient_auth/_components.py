@@ -234,6 +234,8 @@ def check_value(name: str, value: str) -> str:
 
 # --- component identifiers ---------------------------------------------------------------------------
 
+_NO_PARAMS: frozenset[tuple[str, Any]] = frozenset()
+
 #: Parameters a component identifier may carry, and where (RFC 9421 §2.1, §2.2.8, §2.4).
 _FLAG_PARAMS = frozenset({"sf", "bs", "req", "tr"})
 _STRING_PARAMS = frozenset({"key", "name"})
@@ -306,11 +308,13 @@ class ComponentId:
 
     @property
     def param_map(self) -> dict[str, Any]:
-        return dict(self.params)
+        return dict(self.params) if self.params else {}
 
     @property
     def identity(self) -> tuple[str, frozenset[tuple[str, Any]]]:
-        return self.name, frozenset(self.params)
+        # Read dozens of times per verified request (coverage and duplicate checks); most components
+        # have no parameters, so share one empty set instead of building one per read.
+        return self.name, frozenset(self.params) if self.params else _NO_PARAMS
 
     @property
     def is_derived(self) -> bool:

@@ -14,6 +14,8 @@ small helpers here, so the hot path never walks ``http-sf``'s generic serializer
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from typing import Any, TypeAlias, cast
 
 import http_sf
@@ -57,12 +59,98 @@ def _refuse_duplicate(key: str, context: str) -> None:
     raise StructuredFieldError(f"repeated {context} key {key!r}")
 
 
+# --- fast path ---------------------------------------------------------------------------------------
+#
+# Verifying a request parses three dictionaries (Signature-Input, Signature, Content-Digest), and the
+# generic parser walks them byte by byte. The values our own signers write have one narrow canonical
+# shape, so a strict regular subset of RFC 8941 is recognised directly: members separated by ", ",
+# each ``key=`` an inner list of plain sf-strings, an sf-binary (canonical padding), an integer or an
+# sf-string without escapes, followed by ``;key=integer`` / ``;key="string"`` parameters. Anything
+# else — whitespace variants, escapes, tokens, decimals, booleans, item parameters, repeated keys,
+# non-canonical base64 — is left to ``http-sf``, which decides. The fast path therefore never accepts
+# a value the full parser would refuse, and returns exactly what it would return (a test holds it to
+# that on generated inputs).
+
+_KEY = rb"[a-z*][a-z0-9_\-.*]*"
+_STRING = rb'"[ !#-\[\]-~]*"'
+_INTEGER = rb"-?[0-9]{1,15}"
+_PARAM = re.compile(rb";(" + _KEY + rb")=(?:(" + _INTEGER + rb")|" + _STRING + rb")")
+_MEMBER = re.compile(
+    rb"(" + _KEY + rb")="
+    rb"(?:\(((?:" + _STRING + rb"(?: " + _STRING + rb")*)?)\)"  # 2: inner list of sf-strings
+    rb"|:([A-Za-z0-9+/]*={0,2}):"  # 3: sf-binary
+    rb"|(" + _INTEGER + rb")"  # 4: integer
+    rb"|(" + _STRING + rb"))"  # 5: sf-string
+    rb"((?:;" + _KEY + rb"=(?:" + _INTEGER + rb"|" + _STRING + rb"))*)"  # 6: parameters
+)
+_INNER_STRING = re.compile(rb'"([ !#-\[\]-~]*)"')
+
+
+def _fast_params(text: bytes) -> Params | None:
+    params: Params = {}
+    for match in _PARAM.finditer(text):
+        name = match.group(1).decode("ascii")
+        if name in params:
+            return None  # repeated: the full parser refuses it with the right message
+        integer = match.group(2)
+        params[name] = (
+            int(integer) if integer is not None else match.group(0)[len(name) + 3 : -1].decode("ascii")
+        )
+    return params
+
+
+def _fast_dictionary(data: bytes) -> dict[str, Member] | None:
+    """The dictionary in ``data`` if it has the narrow shape above, else ``None`` (use http-sf)."""
+    out: dict[str, Member] = {}
+    pos, end = 0, len(data)
+    while True:
+        match = _MEMBER.match(data, pos)
+        if match is None:
+            return None
+        key = match.group(1).decode("ascii")
+        if key in out:
+            return None
+        params = _fast_params(match.group(6)) if match.group(6) else {}
+        if params is None:
+            return None
+        member: Member
+        if match.group(2) is not None:  # an inner list (possibly empty)
+            items = match.group(2)
+            member = ([(m.group(1).decode("ascii"), {}) for m in _INNER_STRING.finditer(items)], params)
+        elif match.group(3) is not None:
+            encoded = match.group(3)
+            if len(encoded) % 4:
+                return None
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                return None
+            if base64.b64encode(raw) != encoded:
+                return None  # non-canonical bits or padding: let the full parser judge
+            member = (raw, params)
+        elif match.group(4) is not None:
+            member = (int(match.group(4)), params)
+        else:
+            member = (match.group(5)[1:-1].decode("ascii"), params)
+        out[key] = member
+        pos = match.end()
+        if pos == end:
+            return out
+        if data[pos : pos + 2] != b", " or pos + 2 >= end:
+            return None
+        pos += 2
+
+
 def parse_dictionary(value: str | bytes) -> dict[str, Member]:
     """Parse an RFC 8941 dictionary; raise :class:`StructuredFieldError` on anything malformed.
 
     Members are normalised to ``(bare_item, params)`` or ``([items], params)``; a key without a value
     is ``(True, params)``. Repeated dictionary keys and repeated parameter names are refused.
     """
+    if type(value) is str and value.isascii():
+        fast = _fast_dictionary(value.encode("ascii"))
+        if fast is not None:
+            return fast
     try:
         data = value.encode("ascii") if isinstance(value, str) else bytes(value)
         parsed = http_sf.parse(data, tltype="dictionary", on_duplicate_key=_refuse_duplicate)
@@ -111,8 +199,36 @@ def serialize_item(item: Item) -> str:
         raise StructuredFieldError(_describe(exc)) from None
 
 
+_KEY_TEXT = re.compile(_KEY.decode("ascii"))
+_MAX_INTEGER = 999_999_999_999_999
+
+
+def _fast_params_text(params: Params) -> str | None:
+    # Integers and escape-free strings only (what signature parameters are); else None.
+    parts = []
+    for name, value in params.items():
+        if type(name) is not str or not _KEY_TEXT.fullmatch(name):
+            return None
+        if type(value) is int and -_MAX_INTEGER <= value <= _MAX_INTEGER:
+            parts.append(f";{name}={value}")
+        elif (
+            type(value) is str
+            and value.isascii()
+            and value.isprintable()
+            and '"' not in value
+            and "\\" not in value
+        ):
+            parts.append(f';{name}="{value}"')
+        else:
+            return None
+    return "".join(parts)
+
+
 def serialize_params(params: Params) -> str:
     """Serialise parameters (``;a=1;b``) in the order given."""
+    fast = _fast_params_text(params)
+    if fast is not None:
+        return fast
     try:
         return ser_params(params)
     except Exception as exc:

@@ -21,12 +21,13 @@ Errors (all from :mod:`mcpclient_auth.errors`): :class:`MalformedToken`, :class:
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ._encoding import b64url_decode, compact_json
+from ._encoding import compact_json
 from .errors import (
     AlgorithmNotAllowed,
     CriticalHeaderUnsupported,
@@ -71,6 +72,33 @@ MAX_TOKEN_LENGTH = 64 * 1024
 # --- encoding ------------------------------------------------------------------------------------
 
 
+def _make_payload_encoder() -> Any:
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
+        return None
+
+    def default(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    # json.dumps(..., separators=(",", ":"), ensure_ascii=False, allow_nan=False) builds a new
+    # JSONEncoder per call; the C encoder alone gives the same bytes without that set-up (this runs
+    # once per MCP call). No circular-reference markers: a cycle ends in RecursionError, mapped below.
+    return c_make_encoder(None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+
+_payload_encoder = _make_payload_encoder()
+
+
+def _payload_json(claims: dict[str, Any]) -> bytes:
+    """``compact_json(claims)``, byte for byte."""
+    if _payload_encoder is None:  # pragma: no cover
+        return compact_json(claims)
+    try:
+        return "".join(_payload_encoder(claims, 0)).encode("utf-8")
+    except RecursionError:
+        raise ValueError("the claims are nested too deeply (or contain a cycle)") from None
+
+
 @functools.lru_cache(maxsize=1024)
 def _protected_header(kid: str, alg: str, typ: str) -> bytes:
     """``b64url(header) + "."`` for one signer and token kind, serialised once."""
@@ -88,7 +116,7 @@ def encode(identity: Identity, typ: str, claims: Mapping[str, Any]) -> str:
     ``claims`` must be JSON-serialisable (``ValueError``/``TypeError`` otherwise); no claim checks
     happen here, the token classes do those.
     """
-    payload = compact_json(claims if type(claims) is dict else dict(claims))
+    payload = _payload_json(claims if type(claims) is dict else dict(claims))
     signing_input = _protected_header(identity.kid, identity.alg, typ) + base64.urlsafe_b64encode(
         payload
     ).rstrip(b"=")
@@ -155,15 +183,56 @@ def _reject_constant(name: str) -> Any:
 # One decoder for every token: json.loads() with hooks would build a new decoder per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 
+#: base64url -> standard alphabet for binascii; "+" and "/" are refused before translating.
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+#: Characters that may end a canonical unpadded encoding, by ``len % 4``: the unused low bits of the
+#: last character must be zero, so one value has exactly one text form.
+_CANONICAL_LAST = {0: None, 2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
+_PADDING = {0: b"", 2: b"==", 3: b"="}
 
-def _json_object(segment: str, what: str) -> dict[str, Any]:
+
+def _b64url_decode(segment: str) -> bytes:
+    """Strict unpadded base64url (same acceptance as :func:`mcpclient_auth._encoding.b64url_decode`,
+    which re-encodes to check canonical form; here the last character is checked directly and the
+    decoding runs in ``binascii``'s strict mode — this is on every token verification)."""
     try:
-        value = _DECODER.decode(b64url_decode(segment).decode("utf-8"))
+        raw = segment.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError("not base64url without padding") from None
+    rest = len(raw) % 4
+    if rest == 1 or b"=" in raw or b"+" in raw or b"/" in raw:
+        raise ValueError("not base64url without padding")
+    last = _CANONICAL_LAST[rest]
+    if last is not None and raw[-1] not in last:
+        raise ValueError("not canonical base64url")
+    try:
+        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rest], strict_mode=True)
+    except binascii.Error:
+        raise ValueError("not base64url without padding") from None
+
+
+def _parse_object(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = _DECODER.decode(_b64url_decode(segment).decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise MalformedToken(f"the JWS {what} is not base64url-encoded UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise MalformedToken(f"the JWS {what} is not a JSON object")
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_header(segment: str) -> dict[str, Any]:
+    return _parse_object(segment, "header")
+
+
+def _header(segment: str) -> dict[str, Any]:
+    # A signer's protected header is the same bytes on every token it issues: parse each distinct
+    # (short) header once. Callers get a copy, so the cached dict cannot be altered through them.
+    # A malformed header raises and is not cached (lru_cache does not store exceptions).
+    if len(segment) <= 512:
+        return dict(_cached_header(segment))
+    return _parse_object(segment, "header")
 
 
 def decode(token: str) -> DecodedJWS:
@@ -184,10 +253,10 @@ def decode(token: str) -> DecodedJWS:
     header_part, payload_part, signature_part = parts
     if not header_part or not payload_part or not signature_part:
         raise MalformedToken("a compact JWS part is empty")
-    header = _json_object(header_part, "header")
-    claims = _json_object(payload_part, "payload")
+    header = _header(header_part)
+    claims = _parse_object(payload_part, "payload")
     try:
-        signature = b64url_decode(signature_part)
+        signature = _b64url_decode(signature_part)
     except ValueError:
         raise MalformedToken("the JWS signature is not base64url") from None
     signing_input = f"{header_part}.{payload_part}".encode("ascii")

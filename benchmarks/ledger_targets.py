@@ -1,0 +1,140 @@
+"""Target 4 (ledger append and verification) and the verify half of target 6 (cost growth).
+
+    python -m benchmarks --only 4 6
+
+Append: ``Ledger.append`` of a realistic ~750-byte ``ect`` line per call (one process, one thread)
+against a bare ``os.write`` of an equally long pre-encoded line to an ``O_APPEND`` file (``fsync``
+mode: ``os.write`` + ``os.fsync``). Verification: ``verify_ledger`` on a ledger of realistic runs
+(see :mod:`benchmarks.ledger_bench`); tokens verified per second against ``cryptography``'s raw
+ES256 verification rate on one core, and ``--jobs 2`` against ``--jobs 1``. Growth: verification
+time per entry on a ledger of ``growth_entries`` entries against one of ~100 entries.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.ledger import Ledger, verify_ledger
+
+from ._common import Config, Row
+from .ledger_bench import _ect, bench_append, raw_es256_rate, write_run
+
+__all__ = ["ledger_append", "ledger_verify"]
+
+
+def _raw_write_rate(directory: Path, line: bytes, count: int, fsync: bool) -> float:
+    path = directory / f"raw-{fsync}.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        start = time.perf_counter()
+        for _ in range(count):
+            os.write(fd, line)
+            if fsync:
+                os.fsync(fd)
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return count / elapsed
+
+
+def ledger_append(config: Config) -> list[Row]:
+    agent = Identity.generate("ES256", name="agent")
+    ect = _ect(agent, "run", "mcp.search", ["run"])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        probe = directory / "probe.jsonl"
+        with Ledger(probe, durability="none") as ledger:
+            ledger.append(run="run", kind="ect", jti=ect.jti, token=ect.token, meta={"method": "tools/call"})
+        line = probe.read_bytes()
+        line = line + b" " * max(0, 760 - len(line))
+        for mode, count, fsync in (
+            ("flush", config.append_lines, False),
+            ("fsync", config.fsync_lines, True),
+        ):
+            bench_append(directory, mode, max(100, count // 10), agent)  # warm-up
+            ours, raw = [], []
+            for _ in range(config.rounds):
+                ours.append(bench_append(directory, mode, count, agent))
+                raw.append(_raw_write_rate(directory, line, count, fsync))
+            value, base = statistics.median(ours), statistics.median(raw)
+            extra: dict[str, object] = {"lines": count, "rounds": config.rounds}
+            if mode == "flush":
+                extra.update(absolute_goal=">= 50,000 lines/s", absolute_ok=value >= 50_000)
+            rows.append(
+                Row("4", f"ledger append, {mode} mode", value, "lines/s",
+                    "bare os.write" + (" + fsync" if fsync else "") + " of the same line", base, "", extra)
+            )  # fmt: skip
+    return rows
+
+
+def _build(path: Path, entries: int, user: Identity, agent: Identity) -> int:
+    written = runs = 0
+    with Ledger(path, durability="none") as ledger:
+        while written < entries:
+            written += write_run(ledger, user, agent, principal=f"user{runs % 50}")
+            runs += 1
+    return written
+
+
+def _verify_seconds(path: Path, trust: TrustStore, jobs: int) -> tuple[float, int, int]:
+    start = time.perf_counter()
+    report = verify_ledger(path, trust, jobs=jobs)
+    elapsed = time.perf_counter() - start
+    if not report.ok:
+        raise RuntimeError(f"benchmark ledger failed to verify: {report.failures[:3]}")
+    return elapsed, report.entries, report.tokens_verified
+
+
+def ledger_verify(config: Config) -> list[Row]:
+    user, agent = Identity.generate("ES256", name="user"), Identity.generate("ES256", name="agent")
+    trust = TrustStore([user, agent])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "big.jsonl"
+        small = Path(tmp) / "small.jsonl"
+        large_entries = max(config.ledger_entries, config.growth_entries)
+        _build(big, large_entries, user, agent)
+        _build(small, 100, user, agent)
+        _verify_seconds(small, trust, 1)  # warm-up
+        small_samples: list[float] = []
+        small_entries = 0
+        for _ in range(max(3, config.rounds)):  # half before the big runs, half after (drift)
+            elapsed, small_entries, _ = _verify_seconds(small, trust, 1)
+            small_samples.append(elapsed)
+        raw_rates, one, two = [], [], []
+        rounds = 1 if not config.quick and large_entries >= 50_000 else config.rounds
+        tokens = entries = 0
+        for _ in range(rounds):
+            raw_rates.append(raw_es256_rate(config.raw_verifies))
+            elapsed, entries, tokens = _verify_seconds(big, trust, 1)
+            one.append(elapsed)
+            two.append(_verify_seconds(big, trust, 2)[0])
+        raw = statistics.median(raw_rates)
+        t1, t2 = statistics.median(one), statistics.median(two)
+        extra = {"entries": entries, "tokens": tokens, "rounds": rounds}
+        rows.append(
+            Row("4", "verify_ledger tokens/s (--jobs 1)", tokens / t1, "tokens/s",
+                "raw ES256 verify/s (cryptography, one core)", raw, ">= 0.8", extra)
+        )  # fmt: skip
+        rows.append(
+            Row("4", "verify_ledger --jobs 2 entries/s", entries / t2, "entries/s", "--jobs 1 entries/s",
+                entries / t1, ">= 1.6",
+                extra | {"nproc": len(os.sched_getaffinity(0))})
+        )  # fmt: skip
+        for _ in range(max(3, config.rounds)):
+            elapsed, small_entries, _ = _verify_seconds(small, trust, 1)
+            small_samples.append(elapsed)
+        per_small = statistics.median(small_samples) / small_entries * 1e6
+        per_big = t1 / entries * 1e6
+        rows.append(
+            Row("6", f"verify cost per entry at {entries:,} entries vs {small_entries}", per_big, "µs/entry",
+                f"verify cost per entry at {small_entries} entries", per_small, "<= 1.1")
+        )  # fmt: skip
+    return rows

@@ -1,0 +1,151 @@
+"""Target 3: token cache — hit latency, and 1,000 concurrent callers on one cold key.
+
+    python -m benchmarks --only 3
+
+Hit: ``await TokenExchange.get_token(principal)`` with the token cached, against the baseline of
+awaiting a coroutine that only looks a key up in a dict (the least an async cache can cost).
+Cold key: a real RFC 8693 token endpoint (``tests.support.idp.IdP``, own process) on 127.0.0.1; one exchange on a
+fresh source is the baseline; then ``concurrent_callers`` ``get_token`` calls on another fresh source
+are gathered at once — they must cause exactly one token request and finish within 1.5x the single
+exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from mcpclient_auth.authz import AccessToken, TokenExchange
+from mcpclient_auth.principal import Principal
+
+from ._common import Config, Row
+
+__all__ = ["token_cache"]
+
+
+def _source(url: str) -> TokenExchange:
+    return TokenExchange(
+        url, client_id="agent", client_secret="s3cret", audience="api://mcp", scopes=["mcp.read"]
+    )
+
+
+async def _hit_us(config: Config) -> tuple[float, float]:
+    source = _source("http://127.0.0.1:9/token")  # never contacted: the cache is pre-filled
+    principal = Principal(id="alice", subject_token="alice-sso-token")
+    key = source._key(principal, None, None)
+    source.cache.put(key, AccessToken("issued", expires_at=time.time() + 3600, scopes=frozenset(key.scopes)))
+    table = {key: "issued"}
+
+    async def baseline() -> str:
+        return table[key]
+
+    calls = 2000 if config.quick else 20_000
+    hits, bases = [], []
+    clock = time.perf_counter_ns
+    for _ in range(config.rounds + 1):  # first round is warm-up
+        start = clock()
+        for _ in range(calls):
+            await source.get_token(principal)
+        hits.append((clock() - start) / calls / 1000)
+        start = clock()
+        for _ in range(calls):
+            await baseline()
+        bases.append((clock() - start) / calls / 1000)
+    return statistics.median(hits[1:]), statistics.median(bases[1:])
+
+
+@contextmanager
+def _idp_process() -> Iterator[str]:
+    """Start :mod:`benchmarks._idp_server` on a free port; yield its base URL; stop it."""
+    from tests.support.servers import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._idp_server", str(port)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/count", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark token endpoint did not start") from None
+                time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _count(base: str) -> int:
+    return int(httpx.get(f"{base}/count", timeout=5).json()["count"])
+
+
+def token_cache(config: Config) -> list[Row]:
+    hit, base = asyncio.run(_hit_us(config))
+    rows = [
+        Row("3", "token cache hit (get_token)", hit, "µs", "await of a dict lookup", base, "",
+            {"absolute_goal": "<= 5 µs", "absolute_ok": hit <= 5.0}),
+    ]  # fmt: skip
+    with _idp_process() as base_url:
+        token_url = f"{base_url}/token"
+        principal = Principal(id="alice", subject_token="alice-sso-token")
+
+        async def single() -> float:
+            source = _source(token_url)
+            start = time.perf_counter()
+            await source.get_token(principal)
+            elapsed = time.perf_counter() - start
+            await source.aclose()
+            return elapsed
+
+        async def crowd() -> tuple[float, int]:
+            source = _source(token_url)
+            before = _count(base_url)
+            start = time.perf_counter()
+            tokens = await asyncio.gather(
+                *(source.get_token(principal) for _ in range(config.concurrent_callers))
+            )
+            elapsed = time.perf_counter() - start
+            if len({t.token for t in tokens}) != 1:
+                raise RuntimeError("concurrent callers got different tokens")
+            await source.aclose()
+            return elapsed, _count(base_url) - before
+
+        async def main() -> tuple[list[float], list[float], list[int]]:
+            await single()  # warm-up (connection set-up paths, imports)
+            singles, crowds, requests = [], [], []
+            for _ in range(config.rounds):
+                singles.append(await single())
+                elapsed, count = await crowd()
+                crowds.append(elapsed)
+                requests.append(count)
+            return singles, crowds, requests
+
+        singles, crowds, requests = asyncio.run(main())
+    rows.append(
+        Row("3", f"{config.concurrent_callers} concurrent callers, one cold key", statistics.median(crowds) * 1e3,
+            "ms", "one token exchange (ms)", statistics.median(singles) * 1e3, "<= 1.5",
+            {"token_requests_per_crowd": max(requests), "one_request": all(r == 1 for r in requests),
+             "token_endpoint": "tests.support.idp.IdP in a separate process"})
+    )  # fmt: skip
+    return rows

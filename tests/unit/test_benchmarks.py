@@ -1,0 +1,47 @@
+"""The benchmark suite runs end to end in ``--quick`` mode and writes well-formed results (issue 8).
+
+No timing is asserted: only that every target produced figures with a baseline from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    data = json.loads(output.read_text(encoding="utf-8"))
+    assert data["quick"] is True
+    assert {"nproc", "cpu_model", "python"} <= set(data["machine"])
+    results = data["results"]
+    assert {r["target"] for r in results} == {"1", "2", "3", "4", "5", "6"}
+    for row in results:
+        assert row["name"] and row["unit"] and row["baseline_name"]
+        assert math.isfinite(row["value"]) and row["value"] >= 0
+        assert math.isfinite(row["baseline"]) and row["baseline"] > 0
+        assert math.isclose(row["ratio"], row["value"] / row["baseline"], rel_tol=1e-3)
+        assert row["ok"] in (True, False, None)
+        assert (row["ok"] is None) == (row["goal"] == "")
+    # the correctness side conditions the suite checks while it measures
+    by_name = {r["name"]: r for r in results}
+    crowd = next(r for name, r in by_name.items() if "concurrent callers" in name)
+    assert crowd["extra"]["one_request"] is True
+    memory = next(r for r in results if r["target"] == "5")
+    assert memory["extra"]["bounded"] is True
+    # the table names every figure
+    assert all(r["name"][:40] in completed.stdout for r in results)
