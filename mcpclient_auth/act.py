@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from . import jose
 from ._claims import (
@@ -188,6 +188,23 @@ class _ActToken:
         return token, jws.header, jws.claims
 
     # claims -------------------------------------------------------------------------------------
+
+    @classmethod
+    def _sign(cls, signer: Identity, claims: dict[str, Any]) -> Self:
+        # Validate before signing, so issue() can never hand out a token that verify() refuses.
+        unsigned = cls("", {}, claims)
+        try:
+            token = jose.encode(signer, jose.ACT_TYP, claims)
+        except (TypeError, ValueError):
+            raise ClaimsInvalid("the token's claims are not JSON-serialisable") from None
+        unsigned.token = token
+        unsigned.header = {"alg": signer.alg, "typ": jose.ACT_TYP, "kid": signer.kid}
+        return unsigned
+
+    @classmethod
+    def decode(cls, token: str) -> Self:
+        """Parse and validate the claims **without** checking the signature or the time."""
+        return cls(*cls._decode(token))
 
     @property
     def jti(self) -> str:
@@ -354,23 +371,6 @@ class Mandate(_ActToken):
             claims["del"] = {"depth": 0, "chain": [], "max_depth": max_delegation_depth}
         claims.update(extra)
         return cls._sign(issuer, claims)
-
-    @classmethod
-    def _sign(cls, signer: Identity, claims: dict[str, Any]) -> Mandate:
-        # Validate before signing, so issue() can never hand out a token that verify() refuses.
-        unsigned = cls("", {}, claims)
-        try:
-            token = jose.encode(signer, jose.ACT_TYP, claims)
-        except (TypeError, ValueError):
-            raise ClaimsInvalid("the mandate's claims are not JSON-serialisable") from None
-        unsigned.token = token
-        unsigned.header = {"alg": signer.alg, "typ": jose.ACT_TYP, "kid": signer.kid}
-        return unsigned
-
-    @classmethod
-    def decode(cls, token: str) -> Mandate:
-        """Parse and validate the claims **without** checking the signature or the time."""
-        return cls(*cls._decode(token))
 
     @classmethod
     def verify(
@@ -633,15 +633,7 @@ class ExecutionRecord(_ActToken):
         claims["inp_hash"] = sha256_b64url(mandate.purpose.encode("utf-8"))
         claims["out_hash"] = out_hash
         claims["status"] = status
-        record = cls("", {}, claims)  # validates before signing
-        record.token = jose.encode(agent, jose.ACT_TYP, claims)
-        record.header = {"alg": agent.alg, "typ": jose.ACT_TYP, "kid": agent.kid}
-        return record
-
-    @classmethod
-    def decode(cls, token: str) -> ExecutionRecord:
-        """Parse and validate the claims **without** checking the signature or the time."""
-        return cls(*cls._decode(token))
+        return cls._sign(agent, claims)
 
     @classmethod
     def verify(
