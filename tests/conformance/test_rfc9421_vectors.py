@@ -1,4 +1,4 @@
-"""RFC 9421 test vectors (../shared/vectors/rfc9421_vectors.json) against the generic signature layer.
+"""RFC 9421 test vectors (tests/vectors/rfc9421_vectors.json) against the generic signature layer.
 
 Every case: the signature base is reproduced byte for byte from the message and the RFC's signature
 verifies over it. Deterministic algorithms (HMAC B.2.5, Ed25519 B.2.6 and B.4, RSA v1.5 in §4.3) also
@@ -34,15 +34,15 @@ VECTORS_FILE = "rfc9421_vectors.json"
 
 
 @pytest.fixture(scope="module")
-def vectors(shared_dir: Path) -> dict[str, Any]:
-    return json.loads((shared_dir / "vectors" / VECTORS_FILE).read_text("utf-8"))
+def vectors(vectors_dir: Path) -> dict[str, Any]:
+    return json.loads((vectors_dir / VECTORS_FILE).read_text("utf-8"))
 
 
 def _load_cases() -> list[dict[str, Any]]:
     # Parametrisation happens at collection time, before fixtures exist: read the file directly.
-    from tests.conftest import SHARED
+    from tests.conftest import VECTORS
 
-    return json.loads((SHARED / "vectors" / VECTORS_FILE).read_text("utf-8"))["cases"]
+    return json.loads((VECTORS / VECTORS_FILE).read_text("utf-8"))["cases"]
 
 
 CASES = _load_cases()

@@ -1,4 +1,4 @@
-"""RFC 9530 digest values (../shared/vectors/rfc9530_vectors.json) against mcpclient_auth.digest."""
+"""RFC 9530 digest values (tests/vectors/rfc9530_vectors.json) against mcpclient_auth.digest."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ VECTORS_FILE = "rfc9530_vectors.json"
 
 
 def _load_vectors() -> list[dict[str, Any]]:
-    from tests.conftest import SHARED
+    from tests.conftest import VECTORS
 
-    return json.loads((SHARED / "vectors" / VECTORS_FILE).read_text("utf-8"))["vectors"]
+    return json.loads((VECTORS / VECTORS_FILE).read_text("utf-8"))["vectors"]
 
 
 VECTORS = _load_vectors()
 
 
 @pytest.fixture(scope="module")
-def document(shared_dir: Path) -> dict[str, Any]:
-    return json.loads((shared_dir / "vectors" / VECTORS_FILE).read_text("utf-8"))
+def document(vectors_dir: Path) -> dict[str, Any]:
+    return json.loads((vectors_dir / VECTORS_FILE).read_text("utf-8"))
 
 
 def _input(vector: dict[str, Any]) -> bytes:
