@@ -379,6 +379,7 @@ _ADD = {
     "record": _add_record,
     "seal": _add_seal,
     "error": _add_nothing,
+    "checkpoint": _add_nothing,  # ledger-level (run ""): only a forged one carries a run id
 }
 
 

@@ -95,8 +95,12 @@ def test_verify_with_unsealed_runs(tmp_path: Path, actors: Actors) -> None:
     jwks.write_text(json.dumps(actors.jwks()))
     with Ledger(path) as writer:
         write_run(writer, actors, seal=False)
-    assert invoke("ledger", "verify", str(path), "--jwks", str(jwks))[0] == 1
-    assert invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed")[0] == 0
+    # The open run is the uncovered tail: exit 3, which only --allow-unsealed-tail accepts.
+    code, out, _ = invoke("ledger", "verify", str(path), "--jwks", str(jwks))
+    assert code == 3 and "unsealed_tail" in out
+    assert invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed")[0] == 3
+    code, out, _ = invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed-tail")
+    assert code == 0 and "unsealed tail:" in out
 
 
 # --- show and runs -----------------------------------------------------------------------------------
@@ -185,9 +189,9 @@ def test_runs_one_line_per_run(ledger: tuple[Path, Path, WrittenRun, WrittenRun]
     code, out, _ = invoke("ledger", "runs", str(path), "--jwks", str(jwks))
     assert code == 0 and out.count("verified=yes") == 2
     lines = lines_of(path)
-    write_lines(path, lines[:-1])  # the second run loses its seal
+    write_lines(path, lines[:-1])  # the second run loses its seal: it is now the uncovered tail
     code, out, _ = invoke("ledger", "runs", str(path), "--jwks", str(jwks))
-    assert code == 1
+    assert code == 3
     assert "verified=yes" in out.splitlines()[0] and "verified=NO" in out.splitlines()[1]
 
 
