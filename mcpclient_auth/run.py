@@ -274,7 +274,8 @@ class AgentRun:
                 raise ConfigurationError("durability applies to a ledger path; the Ledger given has its own")
             self.ledger = ledger
         else:
-            self.ledger = Ledger(ledger, durability=durability or "flush")
+            # The agent's key signs the writer's recovery record if it finds a torn line.
+            self.ledger = Ledger(ledger, durability=durability or "flush", key=agent)
         self._lock = threading.Lock()
         self._inflight: dict[int, InFlight] = {}
         self._last_action: str | None = None

@@ -1,6 +1,7 @@
 """The sample HR MCP server: FastMCP behind the verifying middleware (``mcpclient_auth.server``).
 
     python samples/hr_server.py --jwks keys/jwks.json [--port 8000] [--ledger server-ledger.jsonl]
+        [--ledger-key keys/server.jwk]     # signs the audit ledger's checkpoints
 
 Every request to ``/mcp`` must carry a mandate for this server, an ECT and an RFC 9421 signature by
 a key in the JWKS; ``get_office_locations`` is open to any such mandate, ``get_employee_salary`` only
@@ -23,7 +24,7 @@ import uvicorn
 
 from mcpclient_auth.demo.hr import hr_app
 from mcpclient_auth.demo.serving import free_port, running
-from mcpclient_auth.keys import TrustStore
+from mcpclient_auth.keys import Identity, TrustStore
 
 
 @contextmanager
@@ -40,9 +41,13 @@ def main() -> None:
     parser.add_argument("--jwks", type=Path, required=True, help="trusted public keys (users and agents)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ledger", type=Path, default=None, help="the server's audit ledger (optional)")
+    parser.add_argument(
+        "--ledger-key", type=Path, default=None, help="key signing ledger checkpoints"
+    )
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}/mcp"
-    app = hr_app(TrustStore.from_jwks(args.jwks), audience=url, ledger=args.ledger)
+    key = Identity.load(args.ledger_key) if args.ledger_key is not None else None
+    app = hr_app(TrustStore.from_jwks(args.jwks), audience=url, ledger=args.ledger, ledger_key=key)
     print(f"HR MCP server at {url}", flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
