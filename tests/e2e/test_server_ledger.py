@@ -291,3 +291,31 @@ def test_two_writer_processes_file_each_mandate_once(tmp_path: Path) -> None:
     report = verify_ledger(path, trust, allow_unsealed=True, allow_unsealed_tail=True)
     assert report.ok, report.failures[:3]
     assert all(report.runs[Mandate.decode(t).jti].denials == 2 for t in tokens)
+
+
+def test_close_writes_the_last_checkpoint_and_a_keyless_server_ledger_is_all_tail(tmp_path: Path) -> None:
+    from mcpclient_auth.server import McpAuthMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # never reached here
+        raise AssertionError
+
+    user = Identity.generate("ES256", name="maria")
+    agent = Identity.generate("ES256", name="hr-agent")
+    server_key = Identity.generate("ES256", name="hr-server")
+    mandate = Mandate.issue(user, agent=agent, audience="http://127.0.0.1/mcp", purpose="p", capabilities=CAPS)
+    for key in (server_key, None):
+        path = tmp_path / f"{'keyed' if key else 'keyless'}.jsonl"
+        middleware = McpAuthMiddleware(
+            app, trust=trust_for(issuers=[user], agents=[agent]), audience="http://127.0.0.1/mcp",
+            ledger=path, ledger_key=key, checkpoint_every=1000,
+        )  # fmt: skip
+        assert middleware.audit is not None
+        middleware.audit.mandate(mandate)
+        middleware.close()
+        middleware.close()  # idempotent
+        trust = trust_for(issuers=[user], agents=[agent], keys=[server_key])
+        report = verify_ledger(path, trust, allow_unsealed=True)
+        if key is not None:
+            assert [e.kind for e in entries(path)] == ["mandate", "checkpoint"] and report.ok
+        else:
+            assert set(report.checks()) == {"unsealed_tail"} and report.exit_code == 3
