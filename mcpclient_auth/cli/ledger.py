@@ -241,7 +241,11 @@ def graph(
         typer.echo(text, nl=False)
         return
     # Run ids, principals and tool names are not for everyone: owner-only, like the ledger.
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Never through a symlink planted at the output path (it could point at a file of ours).
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise _usage_error(f"cannot write {os.fspath(out)!r}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as stream:
         stream.write(text)
     typer.echo(f"wrote {os.fspath(out)} ({len(graphs)} runs)")

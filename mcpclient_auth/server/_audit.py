@@ -142,7 +142,7 @@ class ServerAudit:
         so the checkpoint follows the last request."""
 
         async def wrapped(message: Message) -> None:
-            if message.get("type") == "lifespan.shutdown.complete":
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 try:
                     self.close()
                 except McpClientAuthError as exc:
@@ -206,4 +206,4 @@ class ServerAudit:
             exp = float(Mandate.decode(entry.token).exp)
         except (McpClientAuthError, ValueError, TypeError):
             exp = float("inf")  # unknown: never forget it
-        self._mandates[entry.run] = exp
+        self._remember(entry.run, exp)

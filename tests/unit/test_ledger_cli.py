@@ -284,3 +284,15 @@ def test_graph_of_a_damaged_run_still_draws(tmp_path: Path, actors: Actors) -> N
     kinds = [node.kind for node in graphs[0].nodes.values()]
     assert "unknown" in kinds  # the join's missing predecessor is drawn, flagged
     assert to_mermaid(graphs) and to_dot(graphs) and run.run in to_html(graphs)
+
+
+def test_graph_output_never_follows_a_symlink(
+    tmp_path: Path, ledger: tuple[Path, Path, WrittenRun, WrittenRun]
+) -> None:
+    path = ledger[0]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "dag.html"
+    link.symlink_to(victim)
+    code, _, err = invoke("ledger", "graph", str(path), "--format", "html", "-o", str(link))
+    assert code == 2 and "cannot write" in err and victim.read_text() == "keep me"
