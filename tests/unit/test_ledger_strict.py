@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mcpclient_auth.cli import app
-from mcpclient_auth.keys import Identity
+from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, LedgerEntry, encode_line, line_hash, parse_line, verify_ledger
 from mcpclient_auth.ledger.format import (
     LEGACY_RECOVERY_MESSAGE,
@@ -36,7 +36,7 @@ def actors() -> Actors:
     return Actors.generate()
 
 
-def trust(actors: Actors, *keys: Identity) -> object:
+def trust(actors: Actors, *keys: Identity) -> TrustStore:
     return trust_for(issuers=[actors.user], agents=[actors.agent], keys=keys)
 
 
@@ -49,7 +49,7 @@ def sealed_ledger(tmp_path: Path, actors: Actors, name: str = "l.jsonl") -> Path
 
 def cli_verify(tmp_path: Path, path: Path, actors: Actors, *flags: str) -> tuple[int, dict[str, object]]:
     jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(actors.jwks()))
+    jwks.write_text(json.dumps(trust(actors).to_jwks()))
     result = CliRunner().invoke(app, ["ledger", "verify", str(path), "--jwks", str(jwks), "--json", *flags])
     return result.exit_code, json.loads(result.stdout)
 
