@@ -14,7 +14,11 @@ What Redis holds, per :class:`~mcpclient_auth.authz.cache.CacheKey`:
   not decrypt. Its Redis TTL is the token's freshness (``expires_at - skew``).
 - ``<prefix>{<hmac>}:lease`` -- while one worker fetches: a random id, ``SET NX PX``, renewed by that
   worker while its request runs. Everyone else polls (bounded) for the token; when the lease vanishes
-  without a token (the holder failed or died and its lease expired) the next worker takes it.
+  without a token (the holder died and its lease expired) the next worker takes it.
+- ``<prefix>{<hmac>}:failed`` -- when the holder's request failed with a typed authorization error:
+  that error (encrypted like a token) with the holder's lease id, for ``lease_ttl``. Workers that
+  were waiting on *that* lease raise the same error, as waiters of one in-process flight do; anyone
+  arriving later ignores it and tries again (failures are never cached).
 
 ``<hmac>`` is HMAC-SHA-256 of the canonical cache key under a key derived from the encryption key, so
 key names reveal no principal id, subject digest, audience or endpoint, and a worker with another
@@ -51,7 +55,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import ConfigurationError, TokenStoreTimeout, TokenStoreUnavailable
+from .. import errors
+from ..errors import AuthorizationError, ConfigurationError, TokenStoreTimeout, TokenStoreUnavailable
 from .base import AccessToken
 from .cache import ANY_TOKEN, CacheKey, TokenFactory
 
@@ -79,6 +84,7 @@ _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _FORMAT = b"\x01"  # value = format byte || nonce || AES-GCM(ciphertext || tag)
 _AAD_LABEL = b"mcpclient-auth token-store v1\n"
+_FAILURE_AAD_LABEL = b"mcpclient-auth token-store v1 failure\n"
 _POLL_FIRST, _POLL_MAX = 0.01, 0.1
 
 # Compare-and-delete and compare-and-renew: only the holder's own lease id may end or extend it.
@@ -217,23 +223,29 @@ class RedisTokenStore:
     ) -> tuple[AccessToken, float]:
         redis = self._client()
         canonical = canonical_key(key)
-        entry_name, lease_name = self._names(canonical)
+        entry_name, lease_name, failed_name = self._names(canonical)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_timeout
         pause = _POLL_FIRST
+        waited_on: set[bytes] = set()  # lease ids of the fetches this call waited for
         while True:
-            raw, holder = await self._call("read", redis.mget(entry_name, lease_name))
+            raw, holder, failed = await self._call("read", redis.mget(entry_name, lease_name, failed_name))
             found = self._open(raw, canonical, stale)
             if found is not None:
                 return found
             if holder is None:
+                if waited_on and failed is not None:
+                    self._raise_shared_failure(failed, canonical, waited_on)
                 lease_id = secrets.token_hex(16)
                 taken = await self._call("lease", redis.set(lease_name, lease_id, nx=True, px=self._lease_ms))
                 if taken:
+                    names = (entry_name, lease_name, failed_name)
                     return await self._fetch_holding(
-                        redis, canonical, entry_name, lease_name, lease_id, factory, fresh_until, stale
+                        redis, canonical, names, lease_id, factory, fresh_until, stale
                     )
                 continue  # another worker took it first: read again, then wait for it
+            if isinstance(holder, bytes):
+                waited_on.add(holder)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TokenStoreTimeout(
@@ -249,13 +261,13 @@ class RedisTokenStore:
         self,
         redis: Redis,
         canonical: bytes,
-        entry_name: str,
-        lease_name: str,
+        names: tuple[str, str, str],
         lease_id: str,
         factory: TokenFactory,
         fresh_until: Callable[[AccessToken], float],
         stale: str | None,
     ) -> tuple[AccessToken, float]:
+        entry_name, lease_name, failed_name = names
         renewing = asyncio.get_running_loop().create_task(self._renew(redis, lease_name, lease_id))
         released = False
         try:
@@ -266,7 +278,17 @@ class RedisTokenStore:
                 return found
             if raw is not None:  # stale, undecryptable or expired by our clock: nobody may use it
                 await self._call("delete", redis.eval(_RELEASE, 1, entry_name, raw))
-            token = await factory()
+            try:
+                token = await factory()
+            except AuthorizationError as exc:
+                renewing.cancel()
+                # Tell the workers waiting on this lease, so that they do not each try again now.
+                value = self._seal_failure(exc, lease_id, canonical)
+                keys_and_args = (failed_name, lease_name, value, self._lease_ms, lease_id)
+                with contextlib.suppress(_Down):
+                    await self._call("write", redis.eval(_STORE_AND_RELEASE, 2, *keys_and_args))
+                    released = True
+                raise
             until = fresh_until(token)
             renewing.cancel()
             ttl_ms = int((until - self._now()) * 1000)
@@ -301,10 +323,36 @@ class RedisTokenStore:
 
     # --- entries ----------------------------------------------------------------------------------
 
-    def _names(self, canonical: bytes) -> tuple[str, str]:
+    def _names(self, canonical: bytes) -> tuple[str, str, str]:
         digest = _b64url(hmac.new(self._name_key, canonical, hashlib.sha256).digest())
-        # {digest} is a Redis Cluster hash tag: entry and lease land in the same slot.
-        return f"{self.prefix}{{{digest}}}:token", f"{self.prefix}{{{digest}}}:lease"
+        # {digest} is a Redis Cluster hash tag: entry, lease and failure land in the same slot.
+        base = f"{self.prefix}{{{digest}}}"
+        return f"{base}:token", f"{base}:lease", f"{base}:failed"
+
+    def _seal_failure(self, exc: AuthorizationError, lease_id: str, canonical: bytes) -> bytes:
+        document = {"lease": lease_id, "class": type(exc).__name__, "error": exc.to_dict()}
+        plaintext = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        nonce = os.urandom(_NONCE_BYTES)
+        return _FORMAT + nonce + self._aead.encrypt(nonce, plaintext, _FAILURE_AAD_LABEL + canonical)
+
+    def _raise_shared_failure(self, raw: object, canonical: bytes, waited_on: set[bytes]) -> None:
+        """Raise the failure of a fetch this call waited for; return when ``raw`` is not one."""
+        if not isinstance(raw, bytes) or len(raw) <= 1 + _NONCE_BYTES or raw[:1] != _FORMAT:
+            return
+        try:
+            nonce, sealed = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
+            document = json.loads(self._aead.decrypt(nonce, sealed, _FAILURE_AAD_LABEL + canonical))
+            if document["lease"].encode("ascii") not in waited_on:
+                return  # someone else's failed fetch: not ours to repeat
+            error_class = getattr(errors, document["class"], None)
+            fields = dict(document["error"])
+            message = str(fields.pop("message"))
+            fields.pop("code", None)
+        except (InvalidTag, ValueError, KeyError, TypeError, AttributeError):
+            return  # unreadable: behave as if there were no marker (take the lease, try once)
+        if not (isinstance(error_class, type) and issubclass(error_class, AuthorizationError)):
+            error_class = AuthorizationError
+        raise error_class(message, **fields)
 
     def _seal(self, token: AccessToken, fresh_until: float, canonical: bytes) -> bytes:
         document = {

@@ -296,7 +296,7 @@ async def test_entries_are_encrypted_and_bound_to_their_key(redis_server: RedisS
 
         # A ciphertext moved under another cache key's name does not decrypt there (AAD = cache key).
         (entry,) = [name for name in dump if name.endswith(b":token")]
-        other_entry, _ = store._names(canonical_key(alice_key("api://other")))
+        other_entry = store._names(canonical_key(alice_key("api://other")))[0]
         client = redis.Redis.from_url(redis_server.url)
         client.set(other_entry, dump[entry], px=60_000)
         moved, _ = await store.fetch(alice_key("api://other"), factory, fresh_until=fresh)
@@ -323,7 +323,7 @@ async def test_a_wrong_encryption_key_reads_nothing(redis_server: RedisServer) -
         token, _ = await right.fetch(alice_key(), factory, fresh_until=fresh)
         # Even with the right entry copied under the wrong store's name, it does not decrypt.
         (entry,) = [n for n in redis_dump(redis_server.url) if n.endswith(b":token")]
-        wrong_entry, _ = wrong._names(canonical_key(alice_key()))
+        wrong_entry = wrong._names(canonical_key(alice_key()))[0]
         assert wrong_entry.encode() != entry
         client = redis.Redis.from_url(redis_server.url)
         client.copy(entry, wrong_entry)
@@ -422,3 +422,37 @@ async def test_a_live_holder_slower_than_the_wait_bound_gives_a_typed_timeout(
         await waiter.aclose()
         await patient.aclose()
         await hasty.aclose()
+
+
+async def test_a_failed_fetch_fails_its_waiters_once_and_is_not_cached(redis_server: RedisServer, idp: IdP) -> None:
+    import asyncio
+
+    from mcpclient_auth.errors import TokenExchangeRejected
+
+    refused = json.dumps({"error": "invalid_grant"}).encode()
+    idp.queue(Reply(kind="raw", status=400, body=refused, delay=1.5))  # slow, then refused
+    key = generate_encryption_key()
+    store_a = RedisTokenStore(redis_server.url, encryption_key=key, lease_ttl=0.5)
+    store_b = RedisTokenStore(redis_server.url, encryption_key=key, lease_ttl=0.5)
+    worker_a, worker_b = exchange(idp, TokenCache(store=store_a)), exchange(idp, TokenCache(store=store_b))
+    try:
+        first = asyncio.ensure_future(worker_a.get_token(ALICE))
+        deadline = time.monotonic() + 30
+        while idp.count < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        # B arrives while A's request is running: it waits on A's lease, then gets A's error.
+        with pytest.raises(TokenExchangeRejected) as info:
+            await worker_b.get_token(ALICE)
+        assert info.value.reason == "exchange_rejected" and info.value.code == "token_exchange_failed"
+        with pytest.raises(TokenExchangeRejected):
+            await first
+        assert idp.count == 1, "the waiting worker repeated a request that had just been refused"
+        # Not cached: the next call asks again (and now the IdP issues).
+        assert IdP.decode((await worker_b.get_token(ALICE)).token)["sub"] == "alice"
+        assert idp.count == 2
+    finally:
+        await worker_a.aclose()
+        await worker_b.aclose()
+        await store_a.aclose()
+        await store_b.aclose()
