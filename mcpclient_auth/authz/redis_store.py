@@ -160,7 +160,8 @@ class RedisTokenStore:
             raise ConfigurationError("lease_ttl, wait_timeout and socket_timeout must be positive")
         if on_unavailable not in ("raise", "fetch"):
             raise ConfigurationError('on_unavailable must be "raise" or "fetch"')
-        if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None and getattr(pool, "connection_kwargs", {}).get("decode_responses"):
             raise ConfigurationError("the Redis client must use decode_responses=False (values are binary)")
         master = bytes(encryption_key)
         self._aead = AESGCM(_derive(master, b"mcpclient-auth token-store v1 encryption"))

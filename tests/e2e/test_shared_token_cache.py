@@ -456,3 +456,26 @@ async def test_a_failed_fetch_fails_its_waiters_once_and_is_not_cached(redis_ser
         await worker_b.aclose()
         await store_a.aclose()
         await store_b.aclose()
+
+
+async def test_a_client_passed_in_is_used_and_left_open(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    from mcpclient_auth.errors import ConfigurationError
+
+    key = generate_encryption_key()
+    with pytest.raises(ConfigurationError):
+        RedisTokenStore(client=aioredis.Redis.from_url(redis_server.url, decode_responses=True), encryption_key=key)
+    with pytest.raises(ConfigurationError):
+        RedisTokenStore(redis_server.url, client=aioredis.Redis.from_url(redis_server.url), encryption_key=key)
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = RedisTokenStore(client=client, encryption_key=key)
+    factory = Factory()
+    token, _ = await store.fetch(alice_key(), factory, fresh_until=fresh)
+    await store.aclose()
+    assert await client.ping()  # still open: its owner closes it
+    by_url = RedisTokenStore(redis_server.url, encryption_key=key)  # another worker, same key
+    assert (await by_url.fetch(alice_key(), factory, fresh_until=fresh))[0] == token
+    assert factory.calls == 1
+    await by_url.aclose()
+    await client.aclose()
