@@ -9,6 +9,7 @@ layer and Redis connection pool.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -61,7 +62,8 @@ class Worker:
             argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumping = threading.Thread(target=self._pump, daemon=True)
+        self._pumping.start()
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -87,6 +89,11 @@ class Worker:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait(timeout=10)
+        self._pumping.join(timeout=10)  # EOF once the process is gone
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # the pipe to a killed worker
+                    stream.close()
 
 
 def start_workers(count: int, redis_url: str, token_url: str, key: bytes, **options: float) -> list[Worker]:
