@@ -244,8 +244,8 @@ class RedisTokenStore:
                     return await self._fetch_holding(
                         redis, canonical, names, lease_id, factory, fresh_until, stale
                     )
-                continue  # another worker took it first: read again, then wait for it
-            if isinstance(holder, bytes):
+                # Another worker took it first: wait for it like everyone else (bounded below).
+            elif isinstance(holder, bytes):
                 waited_on.add(holder)
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -353,7 +353,12 @@ class RedisTokenStore:
             return  # unreadable: behave as if there were no marker (take the lease, try once)
         if not (isinstance(error_class, type) and issubclass(error_class, AuthorizationError)):
             error_class = AuthorizationError
-        raise error_class(message, **fields)
+        details = {k: v for k, v in fields.items() if isinstance(k, str) and k.isidentifier()}
+        try:
+            error = error_class(message, **details)
+        except TypeError:  # a subclass with a narrower constructor
+            error = error_class(message)
+        raise error
 
     def _seal(self, token: AccessToken, fresh_until: float, canonical: bytes) -> bytes:
         document = {
@@ -415,11 +420,17 @@ class RedisTokenStore:
         loop = asyncio.get_running_loop()
         if self._own is None or self._own_loop is not loop:
             asyncio_redis = self._load_errors()
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
             assert self._url is not None
             self._own = asyncio_redis.Redis.from_url(
                 self._url,
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout,
+                # One reconnect (a pooled connection may be stale after a Redis restart), no more:
+                # an outage must surface within about 2 x socket_timeout, not after a retry ladder.
+                retry=Retry(NoBackoff(), 1),
                 decode_responses=False,
             )
             self._own_loop = loop

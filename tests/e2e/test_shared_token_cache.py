@@ -379,6 +379,9 @@ async def test_redis_stopped_fails_closed_but_fresh_local_tokens_still_serve(
             await redis_only.get_token(ALICE)
         assert idp.count == 1, "the IdP was asked although the store was down"
         assert redis_server.url.split("@")[-1] not in str(info.value)
+        redis_server.start()  # back (empty): the same store recovers, no restart of the worker
+        assert IdP.decode((await source.get_token(BOB)).token)["sub"] == "bob"
+        assert idp.count == 2
     finally:
         await source.aclose()
         await redis_only.aclose()
