@@ -489,3 +489,31 @@ async def test_a_client_passed_in_is_used_and_left_open(redis_server: RedisServe
     assert factory.calls == 1
     await by_url.aclose()
     await client.aclose()
+
+
+async def test_the_documented_acl_is_enough(redis_server: RedisServer, idp: IdP) -> None:
+    """docs/production.md: agent workers need only these commands on the token prefix."""
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command(
+        "ACL", "SETUSER", "agent-worker", "on", ">worker-pass", "resetkeys", "~mcpclient-auth:token:*",
+        "-@all", "+get", "+set", "+mget", "+del", "+eval", "+pexpire",
+    )  # fmt: skip
+    url = redis_server.url.replace("redis://", "redis://agent-worker:worker-pass@")
+    store = RedisTokenStore(url, encryption_key=generate_encryption_key())
+    source = exchange(idp, TokenCache(store=store, local=False))
+    try:
+        idp.queue(Reply.error("invalid_grant"))  # the failure marker too
+        from mcpclient_auth.errors import TokenExchangeRejected
+
+        with pytest.raises(TokenExchangeRejected):
+            await source.get_token(ALICE)
+        token = await source.get_token(ALICE)
+        source.invalidate(ALICE, token=token)  # compare-and-delete of a stale entry
+        assert (await source.get_token(ALICE)).token != token.token
+        assert idp.count == 3
+        assert (await source.get_token(ALICE)).token != token.token and idp.count == 3
+    finally:
+        await source.aclose()
+        await store.aclose()
+        admin.execute_command("ACL", "DELUSER", "agent-worker")
+        admin.close()
