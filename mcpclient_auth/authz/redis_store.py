@@ -230,8 +230,8 @@ class RedisTokenStore:
         pause = _POLL_FIRST
         waited_on: set[bytes] = set()  # lease ids of the fetches this call waited for
         while True:
-            raw, holder, failed = await self._call("read", redis.mget(entry_name, lease_name, failed_name))
-            found = self._open(raw, canonical, stale)
+            raw, holder, failed, ttl_ms = await self._read(redis, entry_name, lease_name, failed_name)
+            found = self._open(raw, canonical, stale, ttl_ms)
             if found is not None:
                 return found
             if holder is None:
@@ -273,8 +273,8 @@ class RedisTokenStore:
         released = False
         try:
             # Someone may have stored the token between our read and our lease.
-            raw = await self._call("read", redis.get(entry_name))
-            found = self._open(raw, canonical, stale)
+            raw, _, _, ttl_ms = await self._read(redis, entry_name)
+            found = self._open(raw, canonical, stale, ttl_ms)
             if found is not None:
                 return found
             if raw is not None:  # stale, undecryptable or expired by our clock: nobody may use it
@@ -373,9 +373,24 @@ class RedisTokenStore:
         nonce = os.urandom(_NONCE_BYTES)
         return _FORMAT + nonce + self._aead.encrypt(nonce, plaintext, _AAD_LABEL + canonical)
 
-    def _open(self, raw: object, canonical: bytes, stale: str | None) -> tuple[AccessToken, float] | None:
+    async def _read(self, redis: Redis, entry_name: str, *others: str) -> tuple[Any, Any, Any, int]:
+        """One round trip: the entry, the lease and failure keys (when named), the entry's TTL in ms."""
+        pipe = redis.pipeline(transaction=False)
+        pipe.mget(entry_name, *others)
+        pipe.pttl(entry_name)
+        values, ttl_ms = await self._call("read", pipe.execute())
+        values = [*values, None, None][:3]
+        return values[0], values[1], values[2], int(ttl_ms)
+
+    def _open(
+        self, raw: object, canonical: bytes, stale: str | None, ttl_ms: int
+    ) -> tuple[AccessToken, float] | None:
         """A usable (token, fresh_until) from a stored value, or ``None``: absent, undecryptable,
-        expired by this worker's clock, or the token the caller saw rejected."""
+        expired by this worker's clock, or the token the caller saw rejected.
+
+        ``fresh_until`` is the writer's (authenticated) value, cut to the entry's remaining Redis TTL:
+        a writer whose clock runs ahead cannot make readers keep a token longer than Redis does.
+        """
         if not isinstance(raw, bytes):
             return None
         if len(raw) <= 1 + _NONCE_BYTES or raw[:1] != _FORMAT:
@@ -393,6 +408,8 @@ class RedisTokenStore:
                 issued_token_type=document["issued_token_type"],
             )
             until = float(document["fresh_until"])
+            if ttl_ms > 0:
+                until = min(until, self._now() + ttl_ms / 1000)
         except InvalidTag:
             # Not sealed for this key name under our key: tampered with, or moved from another key.
             log.warning("token store: an entry failed authentication; ignored (key id %s)", self.key_id)

@@ -496,7 +496,7 @@ async def test_the_documented_acl_is_enough(redis_server: RedisServer, idp: IdP)
     admin = redis.Redis.from_url(redis_server.url)
     admin.execute_command(
         "ACL", "SETUSER", "agent-worker", "on", ">worker-pass", "resetkeys", "~mcpclient-auth:token:*",
-        "-@all", "+get", "+set", "+mget", "+del", "+eval", "+pexpire",
+        "-@all", "+get", "+set", "+mget", "+pttl", "+del", "+eval", "+pexpire",
     )  # fmt: skip
     url = redis_server.url.replace("redis://", "redis://agent-worker:worker-pass@")
     store = RedisTokenStore(url, encryption_key=generate_encryption_key())
@@ -517,3 +517,23 @@ async def test_the_documented_acl_is_enough(redis_server: RedisServer, idp: IdP)
         await store.aclose()
         admin.execute_command("ACL", "DELUSER", "agent-worker")
         admin.close()
+
+
+async def test_a_writer_with_a_clock_ahead_cannot_stretch_a_readers_expiry(redis_server: RedisServer) -> None:
+    key = generate_encryption_key()
+    ahead = lambda: time.time() + 3600  # noqa: E731 - a worker whose clock runs an hour fast
+    writer = RedisTokenStore(redis_server.url, encryption_key=key, clock=ahead)
+    reader = RedisTokenStore(redis_server.url, encryption_key=key)
+
+    async def issue() -> AccessToken:
+        return AccessToken("issued-by-the-fast-worker", expires_at=ahead() + 600)
+
+    try:
+        _, writer_until = await writer.fetch(alice_key(), issue, fresh_until=fresh)
+        assert writer_until > time.time() + 3600
+        token, until = await reader.fetch(alice_key(), Factory(), fresh_until=fresh)
+        assert token.token == "issued-by-the-fast-worker"
+        assert until <= time.time() + 570  # the entry's Redis TTL (570 s), not the writer's clock
+    finally:
+        await writer.aclose()
+        await reader.aclose()
