@@ -132,6 +132,7 @@ class RedisTokenStore:
     ``lease_ttl``: seconds a fetch lease lives without renewal. ``wait_timeout``: the bound on waiting
     for another worker's fetch. ``socket_timeout``: per Redis command (for a store built from ``url``).
     ``on_unavailable``: ``"raise"`` (fail closed, the default) or ``"fetch"`` (see the module docstring).
+    ``clock``: epoch seconds, the same clock as the :class:`TokenCache` in front (tests inject one).
     """
 
     def __init__(
