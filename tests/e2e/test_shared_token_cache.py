@@ -291,8 +291,12 @@ def fresh(token: AccessToken) -> float:
     return token.expires_at - 30
 
 
-async def test_entries_are_encrypted_and_bound_to_their_key(redis_server: RedisServer) -> None:
-    store = RedisTokenStore(redis_server.url, encryption_key=generate_encryption_key())
+async def test_entries_are_encrypted_and_bound_to_their_key(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="mcpclient_auth.authz.redis_store")
+    encryption_key = generate_encryption_key()
+    store = RedisTokenStore(redis_server.url, encryption_key=encryption_key)
     factory = Factory()
     try:
         token, _ = await store.fetch(alice_key(), factory, fresh_until=fresh)
@@ -316,6 +320,13 @@ async def test_entries_are_encrypted_and_bound_to_their_key(redis_server: RedisS
         client.close()
         again, _ = await store.fetch(alice_key(), factory, fresh_until=fresh)
         assert again != token and factory.calls == 3
+        # Both refusals were logged, naming the key id only: no token, no key material.
+        logged = [r.getMessage() for r in caplog.records]
+        assert sum("failed authentication" in m for m in logged) >= 2  # (read, then re-read under the lease)
+        for message in logged:
+            assert store.key_id in message
+            for secret in (token.token, moved.token, encryption_key.hex(), encryption_key.decode("latin-1")):
+                assert secret not in message
     finally:
         await store.aclose()
 
