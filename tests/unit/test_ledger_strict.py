@@ -168,13 +168,14 @@ def test_forgery_3_the_final_seal_lines_jti(tmp_path: Path, actors: Actors) -> N
     assert code == EXIT_FAILED and set(report["checks"]) == {"seal_mismatch"}  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("field", ["seq", "ts", "run", "kind", "jti", "token", "meta", "prev"])
+@pytest.mark.parametrize("field", ["v", "seq", "ts", "run", "kind", "jti", "token", "meta", "prev"])
 def test_every_field_of_the_final_seal_line_is_covered(tmp_path: Path, actors: Actors, field: str) -> None:
     path = sealed_ledger(tmp_path, actors)
     lines = lines_of(path)
     seal = parse_line(lines[-1])
     assert seal.token is not None
     changed = {
+        "v": 2,
         "seq": seal.seq + 1,
         "ts": format_ts(seal.time + 0.000001),  # well inside the clock skew
         "run": "another-run",
