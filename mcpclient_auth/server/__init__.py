@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._limits import RequestLimits
 from .middleware import PROBLEM_TYPE_PREFIX, STATE_KEY, McpAuthMiddleware, verified_request
 from .verify import (
     IncomingHeaders,
@@ -22,6 +23,7 @@ __all__ = [
     "McpRequestVerifier",
     "PendingRequest",
     "Rejection",
+    "RequestLimits",
     "VerifiedRequest",
     "http_status_for",
     "verified_request",
