@@ -119,8 +119,10 @@ class RedisReplayStore:
             pipe = self._loop_client().pipeline(transaction=False)
             for key, ttl_ms in commands:
                 pipe.set(key, b"1", nx=True, px=ttl_ms)
-            # The socket timeout bounds each read; this bounds the whole exchange (connect included).
-            results = await asyncio.wait_for(pipe.execute(), timeout=self.timeout * 4)
+            # The socket timeout bounds each read; this bounds the whole exchange (connect included)
+            # without wait_for's extra task per call.
+            async with asyncio.timeout(self.timeout * 4):
+                results = await pipe.execute()
         except (redis.RedisError, TimeoutError, OSError) as exc:
             raise self._failure(redis, exc) from None
         self._check(live, results)
