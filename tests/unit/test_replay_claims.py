@@ -11,10 +11,11 @@ import pytest
 from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import Mandate
 from mcpclient_auth.ect import ExecutionContextToken
-from mcpclient_auth.errors import ReplayStoreFull
+from mcpclient_auth.errors import ReplayStoreFull, ReplayStoreUnavailable
 from mcpclient_auth.httpsig import RequestSigner
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.replay import MemoryReplayStore
+from mcpclient_auth.replay_redis import RedisReplayStore
 from mcpclient_auth.server import (
     IncomingHeaders,
     IncomingRequest,
@@ -24,6 +25,7 @@ from mcpclient_auth.server import (
     VerifiedRequest,
     http_status_for,
 )
+from tests.support.redis_server import RedisServer
 from tests.support.trust import trust_for
 
 URL = "https://hr.example/mcp"
@@ -124,3 +126,16 @@ def test_racing_identical_requests_let_exactly_one_through(threads: int) -> None
         thread.join(timeout=30)
     assert sum(isinstance(r, VerifiedRequest) for r in results) == 1
     assert sum(isinstance(r, Rejection) and r.error.code == "nonce_replayed" for r in results) == threads - 1
+
+
+def test_the_sync_verifier_path_with_redis_fails_closed_too(redis_server: RedisServer) -> None:
+    checks = McpRequestVerifier(TRUST, audience=URL, replay_store=RedisReplayStore(redis_server.url))
+    request = call()
+    assert isinstance(checks.check(request), VerifiedRequest)
+    replayed = checks.check(request)
+    assert isinstance(replayed, Rejection) and replayed.error.code == "nonce_replayed"
+    redis_server.stop()
+    down = checks.check(call())
+    assert isinstance(down, Rejection) and (down.status, down.error.code) == (503, "replay_store_unavailable")
+    with pytest.raises(ReplayStoreUnavailable):
+        checks.verify(call())

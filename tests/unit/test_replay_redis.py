@@ -127,3 +127,4 @@ def test_needs_a_url_or_a_client() -> None:
         RedisReplayStore()
     with pytest.raises(ConfigurationError):
         RedisReplayStore("redis://127.0.0.1:1/0", timeout=0)
+
