@@ -16,8 +16,10 @@ A request that passes is read by :meth:`PreAuthGate.read_body` under three bound
 - ``max_pending_bodies`` / ``max_pending_body_bytes``: bodies being read at the same time, before
   their senders are authenticated, by count and by reserved bytes (``Content-Length``, or the body
   limit when chunked). Over either bound the request is refused at once (503
-  ``too_many_pending_bodies``, ``Retry-After: 1``) instead of waiting: memory held for unauthenticated
-  bodies never exceeds ``max_pending_body_bytes``.
+  ``too_many_pending_bodies``, ``Retry-After: 1``) instead of waiting. Bodies declared at most
+  ``SMALL_BODY`` (64 KiB, where JSON-RPC calls live) count against ``max_pending_bodies`` only, so
+  large bodies cannot crowd out ordinary calls through the byte budget; memory held for
+  unauthenticated bodies stays below ``max_pending_body_bytes + max_pending_bodies * 64 KiB``.
 
 These bound memory and time, not who gets served: ``keyid`` values are public (they are key
 thumbprints), so a sender who knows one passes the screen and can occupy pending slots for up to
@@ -47,7 +49,7 @@ from ..errors import (
 )
 from ..keys import TrustStore
 
-__all__ = ["BODY_METHODS", "PreAuthGate", "RequestLimits"]
+__all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -55,6 +57,8 @@ Receive = Callable[[], Awaitable[Message]]
 #: Methods whose body the middleware buffers (and so bounds).
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MiB = 1024 * 1024
+#: Declared bodies up to this size are not charged to the byte budget (see the module docstring).
+SMALL_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +89,20 @@ class _PendingBudget:
 
     @contextmanager
     def reserve(self, size: int) -> Iterator[None]:
+        charged = 0 if size <= SMALL_BODY else size
         with self._lock:
-            if self.count + 1 > self.max_count or self.reserved + size > self.max_bytes:
+            if self.count + 1 > self.max_count or self.reserved + charged > self.max_bytes:
                 raise TooManyPendingBodies(
                     "too many request bodies are being received right now; retry shortly", retry_after=1
                 )
             self.count += 1
-            self.reserved += size
+            self.reserved += charged
         try:
             yield
         finally:
             with self._lock:
                 self.count -= 1
-                self.reserved -= size
+                self.reserved -= charged
 
 
 class PreAuthGate:

@@ -202,14 +202,35 @@ async def test_concurrent_unauthenticated_reads_are_bounded() -> None:
     assert guarded.gate.pending_bodies == 0
 
 
-async def test_pending_bytes_are_bounded_by_declared_length() -> None:
-    guarded = middleware(App(), limits=RequestLimits(max_body_bytes=100, max_pending_body_bytes=50))
+async def test_pending_bytes_are_bounded_but_small_bodies_still_get_in() -> None:
+    guarded = middleware(App(), limits=RequestLimits(max_pending_body_bytes=100 * 1024))
+    release = asyncio.Event()
+    big = str(80 * 1024).encode()
+
+    async def held() -> dict[str, Any]:
+        await release.wait()
+        return {"type": "http.request", "body": b"x" * (80 * 1024), "more_body": False}
+
+    first = asyncio.create_task(
+        call(guarded, "POST", "/mcp", headers=[*PLAUSIBLE, (b"content-length", big)], receive=held)
+    )
+    for _ in range(100):
+        if guarded.gate.pending_bodies:
+            break
+        await asyncio.sleep(0)
+    # A second large body would pass the byte budget: refused at once.
     status, _, body = await call(
-        guarded, "POST", "/mcp", [b"x" * 60], headers=[*PLAUSIBLE, (b"content-length", b"60")]
+        guarded, "POST", "/mcp", [b"x" * (80 * 1024)], headers=[*PLAUSIBLE, (b"content-length", big)]
     )
     assert (status, json.loads(body)["code"]) == (503, "too_many_pending_bodies")
-    status, _, _ = await call(guarded, "POST", "/mcp", [b"x" * 40], headers=[*PLAUSIBLE, (b"content-length", b"40")])
-    assert status == 401
+    # An ordinary call-sized body is not charged to the byte budget: it is read and verified.
+    status, _, body = await call(
+        guarded, "POST", "/mcp", [b"{}"], headers=[*PLAUSIBLE, (b"content-length", b"2")]
+    )
+    assert status == 401 and json.loads(body)["code"] != "too_many_pending_bodies"
+    release.set()
+    assert (await first)[0] == 401
+    assert guarded.gate.pending_bodies == 0
 
 
 def test_limits_are_validated() -> None:
