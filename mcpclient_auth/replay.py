@@ -100,8 +100,9 @@ class MemoryReplayStore:
     """In-process store: bounded in total and per key, refuses when full; see the module docstring.
 
     Memory: about 300 bytes per stored id (dict slot, heap slot, key string; measured with
-    tracemalloc), so the default bound of 200,000 ids is roughly 60 MB. A legitimate agent stores two ids per call (nonce ~120 s, ECT ~11 min with the
-    default lifetimes), so ``max_entries_per_key=50_000`` sustains about 60 calls/s per key.
+    tracemalloc), so the default bound of 200,000 ids is roughly 60 MB. A legitimate agent stores
+    two ids per call (nonce ~120 s, ECT ~11 min with the default lifetimes), so the default
+    ``max_entries_per_key`` (50,000) sustains about 60 calls/s per key.
     """
 
     __slots__ = ("_counter", "_counts", "_expiry", "_heap", "_lock", "max_entries", "max_entries_per_key")

@@ -20,10 +20,13 @@ A request that passes is read by :meth:`PreAuthGate.read_body` under three bound
   ``SMALL_BODY`` (64 KiB, where JSON-RPC calls live) count against ``max_pending_bodies`` only, so
   large bodies cannot crowd out ordinary calls through the byte budget; memory held for
   unauthenticated bodies stays below ``max_pending_body_bytes + max_pending_bodies * 64 KiB``.
+  ``max_pending_per_key`` caps the reads that name one ``keyid``, so a sender using one key's id
+  cannot take every slot.
 
 These bound memory and time, not who gets served: ``keyid`` values are public (they are key
-thumbprints), so a sender who knows one passes the screen and can occupy pending slots for up to
-``body_timeout`` each. Rate limits per client and header timeouts belong to the proxy in front.
+thumbprints), so a sender who knows one passes the screen and can occupy that key's pending slots
+(and, knowing several, all of them) for up to ``body_timeout`` each. Rate limits per client and
+header timeouts belong to the proxy in front.
 """
 
 from __future__ import annotations
@@ -69,40 +72,55 @@ class RequestLimits:
     body_timeout: float = 5.0
     max_pending_bodies: int = 64
     max_pending_body_bytes: int = 64 * MiB
+    max_pending_per_key: int = 16
 
     def __post_init__(self) -> None:
-        if self.max_body_bytes < 1 or self.max_pending_bodies < 1 or self.max_pending_body_bytes < 1:
+        sizes = (self.max_body_bytes, self.max_pending_bodies, self.max_pending_body_bytes)
+        if min(*sizes, self.max_pending_per_key) < 1:
             raise ConfigurationError("request limits must be positive")
         if not self.body_timeout > 0:
             raise ConfigurationError("body_timeout must be a positive number of seconds")
 
 
 class _PendingBudget:
-    """Counts bodies (and reserved bytes) being read; refuses instead of queueing."""
+    """Counts bodies (per named key, and reserved bytes) being read; refuses instead of queueing."""
 
-    def __init__(self, max_count: int, max_bytes: int) -> None:
-        self.max_count = max_count
-        self.max_bytes = max_bytes
+    def __init__(self, limits: RequestLimits) -> None:
+        self.max_count = limits.max_pending_bodies
+        self.max_bytes = limits.max_pending_body_bytes
+        self.max_per_key = limits.max_pending_per_key
         self.count = 0
         self.reserved = 0
+        self.per_key: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @contextmanager
-    def reserve(self, size: int) -> Iterator[None]:
+    def reserve(self, size: int, keyid: str) -> Iterator[None]:
         charged = 0 if size <= SMALL_BODY else size
         with self._lock:
-            if self.count + 1 > self.max_count or self.reserved + charged > self.max_bytes:
+            for_key = self.per_key.get(keyid, 0)
+            if (
+                self.count + 1 > self.max_count
+                or for_key + 1 > self.max_per_key
+                or self.reserved + charged > self.max_bytes
+            ):
                 raise TooManyPendingBodies(
                     "too many request bodies are being received right now; retry shortly", retry_after=1
                 )
             self.count += 1
             self.reserved += charged
+            self.per_key[keyid] = for_key + 1
         try:
             yield
         finally:
             with self._lock:
                 self.count -= 1
                 self.reserved -= charged
+                left = self.per_key[keyid] - 1
+                if left:
+                    self.per_key[keyid] = left
+                else:
+                    del self.per_key[keyid]
 
 
 class PreAuthGate:
@@ -120,36 +138,38 @@ class PreAuthGate:
         self.limits = limits
         self.mandate_header = mandate_header.lower()
         self.signature_label = signature_label
-        self._pending = _PendingBudget(limits.max_pending_bodies, limits.max_pending_body_bytes)
+        self._pending = _PendingBudget(limits)
 
     @property
     def pending_bodies(self) -> int:
         """Bodies being read right now (for tests and metrics)."""
         return self._pending.count
 
-    def screen(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | None:
-        """The error that makes this request hopeless from its headers alone, or ``None``."""
+    def screen(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | str:
+        """The error that makes this request hopeless from its headers alone, or the (trusted, not
+        yet verified) ``keyid`` it names."""
         signature_input = headers.get("signature-input")
         if signature_input is None:
             return SignatureMissing("no Signature-Input header", code="signature_missing")
         if self.mandate_header not in headers and not _has_bearer(headers.get("authorization")):
             return SignatureMissing(f"no {self.mandate_header} header", code="mandate_missing")
-        refusal = self._check_keyid(signature_input)
-        if refusal is not None:
-            return refusal
+        keyid = self._keyid(signature_input)
+        if not isinstance(keyid, str):
+            return keyid
         if method in BODY_METHODS:
             declared = _content_length(headers)
             if declared is not None and declared > self.limits.max_body_bytes:
                 return BodyTooLarge("the request body exceeds the allowed size")
-        return None
+        return keyid
 
-    async def read_body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
+    async def read_body(self, receive: Receive, headers: Mapping[str, str], keyid: str) -> bytes:
         """The whole body within the limits, or raise :class:`BodyTooLarge`, :class:`BodyTimeout`
-        or :class:`TooManyPendingBodies`. A disconnect ends the body early (as before)."""
+        or :class:`TooManyPendingBodies`. ``keyid`` is what :meth:`screen` returned. A disconnect
+        ends the body early (as before)."""
         limit = self.limits.max_body_bytes
         declared = _content_length(headers)
         reserve = limit if declared is None else min(declared, limit)
-        with self._pending.reserve(reserve):
+        with self._pending.reserve(reserve, keyid):
             chunks: list[bytes] = []
             size = 0
             try:
@@ -172,7 +192,7 @@ class PreAuthGate:
             # One chunk (the usual case for small JSON-RPC bodies) is passed on without a copy.
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _check_keyid(self, signature_input: str) -> McpClientAuthError | None:
+    def _keyid(self, signature_input: str) -> McpClientAuthError | str:
         try:
             members = _sfv.parse_dictionary(signature_input)
         except _sfv.StructuredFieldError:
@@ -183,7 +203,7 @@ class PreAuthGate:
         keyid = member[1].get("keyid")
         if not isinstance(keyid, str) or keyid not in self.trust:
             return UnknownKey("the signature names no trusted key")
-        return None
+        return keyid
 
 
 def _has_bearer(authorization: str | None) -> bool:

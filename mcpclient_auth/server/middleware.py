@@ -151,11 +151,12 @@ class McpAuthMiddleware:
             return
 
         headers = IncomingHeaders(scope.get("headers", []))
-        refusal = self.gate.screen(method, headers)  # headers only: nothing read, nothing verified
+        screened = self.gate.screen(method, headers)  # headers only: nothing read, nothing verified
+        refusal = screened if isinstance(screened, McpClientAuthError) else None
         body = b""
-        if refusal is None and method in BODY_METHODS:
+        if isinstance(screened, str) and method in BODY_METHODS:
             try:
-                body = await self.gate.read_body(receive, headers)
+                body = await self.gate.read_body(receive, headers, screened)
             except ServerLimitError as exc:
                 refusal = exc
             else:

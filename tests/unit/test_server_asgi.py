@@ -12,7 +12,8 @@ from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX, McpAuthMiddleware, RequestLimits
 
 USER = Identity.generate("ES256", name="user")
-TRUST = TrustStore([USER])
+OTHER = Identity.generate("ES256", name="other-agent")
+TRUST = TrustStore([USER, OTHER])
 #: Headers that pass the pre-authentication screen (a known keyid, a mandate header) but verify nothing.
 PLAUSIBLE = [
     (b"signature-input", f'sig1=("@method");created=1;expires=2;nonce="n";keyid="{USER.kid}"'.encode()),
@@ -233,9 +234,35 @@ async def test_pending_bytes_are_bounded_but_small_bodies_still_get_in() -> None
     assert guarded.gate.pending_bodies == 0
 
 
+async def test_one_keyid_cannot_take_every_pending_slot() -> None:
+    guarded = middleware(App(), limits=RequestLimits(max_pending_per_key=1))
+    release = asyncio.Event()
+
+    async def held() -> dict[str, Any]:
+        await release.wait()
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    first = asyncio.create_task(call(guarded, "POST", "/mcp", headers=PLAUSIBLE, receive=held))
+    for _ in range(100):
+        if guarded.gate.pending_bodies:
+            break
+        await asyncio.sleep(0)
+    status, _, body = await call(guarded, "POST", "/mcp", [b"{}"], headers=PLAUSIBLE)
+    assert (status, json.loads(body)["code"]) == (503, "too_many_pending_bodies")
+    other = [
+        (b"signature-input", f'sig1=("@method");nonce="n";keyid="{OTHER.kid}"'.encode()),
+        (b"act-mandate", b"not.a.token"),
+    ]
+    status, _, body = await call(guarded, "POST", "/mcp", [b"{}"], headers=other)
+    assert status == 401 and json.loads(body)["code"] != "too_many_pending_bodies"
+    release.set()
+    await first
+    assert guarded.gate.pending_bodies == 0
+
+
 def test_limits_are_validated() -> None:
     from mcpclient_auth.errors import ConfigurationError
 
-    for bad in ({"body_timeout": 0}, {"max_pending_bodies": 0}, {"max_body_bytes": -1}):
+    for bad in ({"body_timeout": 0}, {"max_pending_bodies": 0}, {"max_body_bytes": -1}, {"max_pending_per_key": 0}):
         with pytest.raises(ConfigurationError):
             RequestLimits(**bad)  # type: ignore[arg-type]
