@@ -32,17 +32,24 @@ URL = "https://hr.example/mcp"
 USER = Identity.generate("ES256", name="maria")
 AGENT = Identity.generate("ES256", name="hr-agent")
 TRUST = trust_for(issuers=[USER], agents=[AGENT])
-MANDATE = Mandate.issue(USER, agent=AGENT, audience=URL, purpose="p", capabilities=["mcp.search"])
 
 
-def call(*, exec_act: str = "mcp.search", ect: ExecutionContextToken | None = None) -> IncomingRequest:
+@pytest.fixture
+def mandate() -> Mandate:
+    # Issued per test, not at import: a long randomly ordered suite must not outlive its lifetime.
+    return Mandate.issue(USER, agent=AGENT, audience=URL, purpose="p", capabilities=["mcp.search"])
+
+
+def call(
+    mandate: Mandate, *, exec_act: str = "mcp.search", ect: ExecutionContextToken | None = None
+) -> IncomingRequest:
     body = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search", "arguments": {}}}
     ).encode()
     ect = ect or ExecutionContextToken.mint(
-        AGENT, audience=[URL], exec_act=exec_act, pred=[MANDATE.jti], wid=MANDATE.jti, inp_hash=sha256_b64url(body)
+        AGENT, audience=[URL], exec_act=exec_act, pred=[mandate.jti], wid=mandate.jti, inp_hash=sha256_b64url(body)
     )
-    headers = {"content-type": "application/json", "act-mandate": MANDATE.token, "execution-context": ect.token}
+    headers = {"content-type": "application/json", "act-mandate": mandate.token, "execution-context": ect.token}
     request = httpx.Request("POST", URL, content=body, headers=headers)
     RequestSigner(AGENT).sign(request)
     return IncomingRequest("POST", URL, IncomingHeaders(request.headers.raw), request.content)
@@ -52,19 +59,19 @@ def verifier(store: MemoryReplayStore) -> McpRequestVerifier:
     return McpRequestVerifier(TRUST, audience=URL, replay_store=store)
 
 
-def test_a_request_refused_by_a_later_check_takes_no_room() -> None:
+def test_a_request_refused_by_a_later_check_takes_no_room(mandate: Mandate) -> None:
     store = MemoryReplayStore()
     checks = verifier(store)
     for _ in range(5):
-        rejection = checks.check(call(exec_act="mcp.other"))
+        rejection = checks.check(call(mandate, exec_act="mcp.other"))
         assert isinstance(rejection, Rejection) and rejection.error.code == "exec_act_mismatch"
     assert len(store) == 0  # before issue 13 the nonce and the jti were both stored here
 
 
-def test_check_unclaimed_stores_nothing_and_commit_stores_both_ids_once() -> None:
+def test_check_unclaimed_stores_nothing_and_commit_stores_both_ids_once(mandate: Mandate) -> None:
     store = MemoryReplayStore()
     checks = verifier(store)
-    request = call()
+    request = call(mandate)
     pending = checks.check_unclaimed(request)
     assert isinstance(pending, PendingRequest) and not isinstance(pending, VerifiedRequest)
     assert len(store) == 0 and {c.kind for c in pending.claims} == {"nonce", "ect"}
@@ -77,28 +84,28 @@ def test_check_unclaimed_stores_nothing_and_commit_stores_both_ids_once() -> Non
     assert isinstance(replayed, Rejection) and replayed.error.code == "nonce_replayed"
 
 
-def test_a_used_ect_under_a_fresh_signature_is_a_replay() -> None:
+def test_a_used_ect_under_a_fresh_signature_is_a_replay(mandate: Mandate) -> None:
     checks = verifier(MemoryReplayStore())
-    first = call()
+    first = call(mandate)
     assert isinstance(checks.check(first), VerifiedRequest)
     ect = ExecutionContextToken.decode(first.headers["execution-context"])
-    second = checks.check(call(ect=ect))
+    second = checks.check(call(mandate, ect=ect))
     assert isinstance(second, Rejection) and second.error.code == "replay_detected"
 
 
-def test_a_full_store_is_a_retryable_503_that_still_names_the_run() -> None:
+def test_a_full_store_is_a_retryable_503_that_still_names_the_run(mandate: Mandate) -> None:
     store = MemoryReplayStore(max_entries=10, max_entries_per_key=2)
     checks = verifier(store)
-    assert isinstance(checks.check(call()), VerifiedRequest)
-    refused = checks.check(call())
+    assert isinstance(checks.check(call(mandate)), VerifiedRequest)
+    refused = checks.check(call(mandate))
     assert isinstance(refused, Rejection) and isinstance(refused.error, ReplayStoreFull)
     assert http_status_for(refused.error) == refused.status == 503 and refused.error.retryable
-    assert refused.mandate is not None and refused.mandate.jti == MANDATE.jti  # filed under the run
+    assert refused.mandate is not None and refused.mandate.jti == mandate.jti  # filed under the run
 
 
-async def test_acommit_is_the_same_claim() -> None:
+async def test_acommit_is_the_same_claim(mandate: Mandate) -> None:
     checks = verifier(MemoryReplayStore())
-    pending = checks.check_unclaimed(call())
+    pending = checks.check_unclaimed(call(mandate))
     assert isinstance(pending, PendingRequest)
     assert isinstance(await checks.acommit(pending), VerifiedRequest)
     again = await checks.acommit(pending)
@@ -106,9 +113,9 @@ async def test_acommit_is_the_same_claim() -> None:
 
 
 @pytest.mark.parametrize("threads", [8])
-def test_racing_identical_requests_let_exactly_one_through(threads: int) -> None:
+def test_racing_identical_requests_let_exactly_one_through(threads: int, mandate: Mandate) -> None:
     checks = verifier(MemoryReplayStore())
-    request = call()
+    request = call(mandate)
     barrier = threading.Barrier(threads)
     results: list[object] = []
     lock = threading.Lock()
@@ -128,14 +135,14 @@ def test_racing_identical_requests_let_exactly_one_through(threads: int) -> None
     assert sum(isinstance(r, Rejection) and r.error.code == "nonce_replayed" for r in results) == threads - 1
 
 
-def test_the_sync_verifier_path_with_redis_fails_closed_too(redis_server: RedisServer) -> None:
+def test_the_sync_verifier_path_with_redis_fails_closed_too(mandate: Mandate, redis_server: RedisServer) -> None:
     checks = McpRequestVerifier(TRUST, audience=URL, replay_store=RedisReplayStore(redis_server.url))
-    request = call()
+    request = call(mandate)
     assert isinstance(checks.check(request), VerifiedRequest)
     replayed = checks.check(request)
     assert isinstance(replayed, Rejection) and replayed.error.code == "nonce_replayed"
     redis_server.stop()
-    down = checks.check(call())
+    down = checks.check(call(mandate))
     assert isinstance(down, Rejection) and (down.status, down.error.code) == (503, "replay_store_unavailable")
     with pytest.raises(ReplayStoreUnavailable):
-        checks.verify(call())
+        checks.verify(call(mandate))
