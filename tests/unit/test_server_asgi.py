@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX, McpAuthMiddleware, RequestLimits
+from tests.support.trust import trust_for
 
 USER = Identity.generate("ES256", name="user")
 OTHER = Identity.generate("ES256", name="other-agent")
-TRUST = TrustStore([USER, OTHER])
+TRUST = trust_for(issuers=[USER], agents=[OTHER])
 #: Headers that pass the pre-authentication screen (a known keyid, a mandate header) but verify nothing.
 PLAUSIBLE = [
     (b"signature-input", f'sig1=("@method");created=1;expires=2;nonce="n";keyid="{USER.kid}"'.encode()),
