@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.replay import MemoryReplayStore, ReplayClaim, ReplayStore
 from mcpclient_auth.replay_redis import RedisReplayStore
 from mcpclient_auth.run import AgentRun
@@ -76,13 +76,14 @@ async def _claims_only(store: ReplayStore, count: int) -> float:
 
 def replay_store_cost(config: Config) -> list[Row]:
     from tests.support.redis_server import RedisServer, redis_binary  # the tests' real server helper
+    from tests.support.trust import trust_for  # trust roles set the way the tests set them
 
     binary = redis_binary()
     if binary is None:
         print("target 7 skipped: redis-server is not installed", file=sys.stderr)
         return []
     user, agent = Identity.generate("ES256", name="alice"), Identity.generate("ES256", name="agent")
-    trust = TrustStore([user, agent])
+    trust = trust_for(issuers=[user], agents=[agent])
     per_round = max(20, config.e2e_calls)
     rounds = max(2, config.rounds)
     server = RedisServer(binary).start()
