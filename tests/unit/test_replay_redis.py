@@ -128,3 +128,24 @@ def test_needs_a_url_or_a_client() -> None:
     with pytest.raises(ConfigurationError):
         RedisReplayStore("redis://127.0.0.1:1/0", timeout=0)
 
+
+
+async def test_the_documented_acl_is_enough(redis_server: RedisServer) -> None:
+    # docs/production.md: server workers need only SET on the replay prefix.
+    reply = command(
+        redis_server, "ACL", "SETUSER", "replay", "on", ">pw-replay", "resetkeys",
+        f"~{DEFAULT_PREFIX}*", "-@all", "+set",
+    )  # fmt: skip
+    assert reply == b"+OK\r\n"
+    store = RedisReplayStore(redis_server.url.replace("redis://", "redis://replay:pw-replay@"))
+    store.claim([nonce("acl-sync")])
+    await store.aclaim([nonce("acl-async")])
+    with pytest.raises(ReplayDetected):
+        await store.aclaim([nonce("acl-async")])
+    # Outside the prefix the same user is refused: fail closed, not a silent pass.
+    other = RedisReplayStore(
+        redis_server.url.replace("redis://", "redis://replay:pw-replay@"), prefix="elsewhere:"
+    )
+    with pytest.raises(ReplayStoreUnavailable):
+        other.claim([nonce("outside")])
+    command(redis_server, "ACL", "DELUSER", "replay")
