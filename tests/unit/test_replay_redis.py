@@ -149,3 +149,27 @@ async def test_the_documented_acl_is_enough(redis_server: RedisServer) -> None:
     with pytest.raises(ReplayStoreUnavailable):
         other.claim([nonce("outside")])
     command(redis_server, "ACL", "DELUSER", "replay")
+
+
+async def test_a_hung_redis_times_out_fast_and_fails_closed(redis_server: RedisServer) -> None:
+    import os
+    import signal
+
+    store = RedisReplayStore(redis_server.url, timeout=0.2)
+    store.claim([nonce("warm")])
+    await store.aclaim([nonce("warm-async")])
+    process = redis_server._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        for attempt in ("sync", "async"):
+            started = time.monotonic()
+            with pytest.raises(ReplayStoreUnavailable):
+                if attempt == "sync":
+                    store.claim([nonce("hung")])
+                else:
+                    await store.aclaim([nonce("hung-async")])
+            assert time.monotonic() - started < 5  # generous: 0.2 s socket timeout, no retries
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    store.claim([nonce("after")])
