@@ -170,7 +170,10 @@ class McpRequestVerifier:
     the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
     is in the mandate's ``cap``).
 
-    A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
+    ``trust`` must have roles (:class:`~mcpclient_auth.errors.TrustRolesMissing` at construction
+    otherwise): a mandate verifies only when signed by an issuer registered for its ``iss``, or as a
+    valid delegation carried in ``del.parent``; the request and ECT must be signed by a registered agent
+    key. A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
     :class:`Identity`); ``require_key_binding=False`` accepts name-only mandates from peers that cannot
     bind keys. The nonce and ECT ``jti`` replay caches live in this object: run one verifier per
     process, and with several worker processes expect replay protection per worker only.
@@ -191,6 +194,7 @@ class McpRequestVerifier:
         mandate_header: str = "ACT-Mandate",
         replay_cache_size: int = 100_000,
     ) -> None:
+        trust.require_roles()  # without roles any trusted key could mint any user's mandate
         self.trust = trust
         self.audience = audience
         self.skew = skew
@@ -257,6 +261,11 @@ class McpRequestVerifier:
         )
 
     def _check_binding(self, mandate: Mandate, signature: VerifiedSignature) -> None:
+        # Only agent keys act on mandates; an issuer key signing calls would skip the agent entirely.
+        if not self.trust.is_agent(signature.keyid):
+            raise SignaturePolicyError(
+                "the request was not signed by a registered agent key", code="signer_not_agent"
+            )
         # Without a key binding any trusted key could act on the mandate (the ECT's ``iss`` is only
         # a name), so an unbound mandate is refused unless explicitly allowed.
         if mandate.agent_kid is None:
