@@ -490,6 +490,13 @@ class Mandate(_ActToken):
         return mandate
 
     @property
+    def principal(self) -> str:
+        """On whose behalf the agent acts: ``iss`` of the chain's root (a sub-mandate's own ``iss`` is
+        the delegating agent). Read from ``del.chain``, which verification ties to the real ancestry."""
+        chain = (self.delegation or {}).get("chain") or []
+        return str(chain[0]["iss"]) if chain else self.iss
+
+    @property
     def parent(self) -> Mandate | None:
         """The parent of a delegated mandate, once verified (or delegated here); else ``None``."""
         return self._parent

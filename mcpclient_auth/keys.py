@@ -657,7 +657,7 @@ class TrustStore:
                 self.add_agent(self._keys[kid])
             if "max_depth" in delegation:
                 self.max_delegation_depth = delegation["max_depth"]
-        except ConfigurationError as exc:
+        except (ConfigurationError, TrustRoleConflict) as exc:
             raise KeyFormatError(f"{where}: {exc.message}") from None
 
     # --- files -------------------------------------------------------------------------------------

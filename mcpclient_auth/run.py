@@ -197,7 +197,8 @@ class AgentRun:
     - ``endpoint``: the MCP endpoint URL(s) this run signs for; nothing else is touched.
     - ``ledger``: a path or a :class:`~mcpclient_auth.ledger.writer.Ledger` (``durability`` applies
       to a path only).
-    - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``).
+    - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``; for a
+      delegated mandate, its root's ``iss``).
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
       are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
@@ -272,7 +273,7 @@ class AgentRun:
         if trust is not None:
             self.mandate = self._verified(self.mandate, trust)
         self.audiences: list[str] = configured or list(self.mandate.aud)
-        self.principal = principal if principal is not None else Principal(id=self.mandate.iss)
+        self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
             raise ConfigurationError("principal must be a Principal")
         self.frontier = Frontier(self.mandate.jti)

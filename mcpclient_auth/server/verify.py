@@ -100,7 +100,7 @@ class VerifiedRequest:
     ect: ExecutionContextToken | None
     call: Call | None
     action: str | None
-    #: The user (mandate ``iss``) on whose behalf the agent acts.
+    #: The user on whose behalf the agent acts (mandate ``iss``; for a delegated mandate, its root's).
     principal: str | None
     #: The agent (mandate ``sub``).
     agent: str | None
@@ -256,7 +256,7 @@ class McpRequestVerifier:
             ect=ect,
             call=call,
             action=action,
-            principal=mandate.iss if mandate else None,
+            principal=mandate.principal if mandate else None,
             agent=mandate.sub if mandate else None,
         )
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX, McpAuthMiddleware
+from tests.support.trust import trust_for
 
-TRUST = TrustStore([Identity.generate("ES256", name="user")])
+TRUST = trust_for(issuers=[Identity.generate("ES256", name="user")])
 
 
 class App:
