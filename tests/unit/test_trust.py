@@ -13,12 +13,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from mcpclient_auth import jose
+from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import ExecutionRecord, Mandate, verify_delegation_chain
 from mcpclient_auth.cli import app
+from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import (
     ConfigurationError,
     DelegationError,
@@ -30,8 +33,10 @@ from mcpclient_auth.errors import (
     TrustRoleConflict,
     TrustRolesMissing,
 )
+from mcpclient_auth.httpsig import RequestSigner
 from mcpclient_auth.keys import ROLES_MEMBER, Identity, TrustStore
 from mcpclient_auth.ledger import verify_ledger
+from mcpclient_auth.server import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection
 from tests.support.trust import trust_for
 
 AUD = "https://hr.example/mcp"
@@ -549,3 +554,47 @@ def test_token_verify_refuses_a_role_less_jwks_and_forged_mandates(
     code, _, err = invoke("token", "verify", forged, "--jwks", str(jwks))
     assert code == 1 and "issuer_not_authorized" in err
     assert invoke("token", "verify", genuine, "--jwks", str(jwks))[0] == 0
+
+
+# --- the server verifier ----------------------------------------------------------------------------------
+
+
+def _signed_ping(mandate: Mandate, signer: Identity) -> IncomingRequest:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+    ect = ExecutionContextToken.mint(
+        signer, audience=[AUD], exec_act="mcp.rpc.ping", pred=[mandate.jti], wid=mandate.jti,
+        inp_hash=sha256_b64url(body),
+    )  # fmt: skip
+    request = httpx.Request(
+        "POST",
+        AUD,
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "act-mandate": mandate.token,
+            "execution-context": ect.token,
+        },
+    )
+    RequestSigner(signer).sign(request)
+    return IncomingRequest(
+        request.method, str(request.url), IncomingHeaders(request.headers.raw), request.content
+    )
+
+
+def test_the_server_verifier_needs_roles_and_agent_signed_requests(maria: Identity, agent: Identity) -> None:
+    with pytest.raises(TrustRolesMissing):
+        McpRequestVerifier(TrustStore([maria, agent]), audience=AUD)
+    verifier = McpRequestVerifier(trust_for(issuers=[maria], agents=[agent]), audience=AUD)
+    genuine = Mandate.issue(maria, agent=agent, audience=AUD, purpose="p", capabilities=[OFFICES])
+    assert not isinstance(verifier.check(_signed_ping(genuine, agent)), Rejection)
+    # maria binds her own (issuer) key as the "agent" and signs the calls herself: no agent in the loop.
+    self_bound = Mandate.issue(maria, agent=maria, audience=AUD, purpose="p", capabilities=[OFFICES])
+    outcome = verifier.check(_signed_ping(self_bound, maria))
+    assert isinstance(outcome, Rejection) and outcome.status == 401
+    assert outcome.error.code == "signer_not_agent"
+    forged = Mandate.issue(
+        agent, iss="maria", agent=agent.public, audience=AUD, purpose="p", capabilities=[SALARY]
+    )
+    outcome = verifier.check(_signed_ping(forged, agent))
+    assert isinstance(outcome, Rejection) and outcome.status == 401
+    assert outcome.error.code == "agent_key_not_issuer" and outcome.mandate is None  # nothing to audit under
