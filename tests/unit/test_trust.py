@@ -36,6 +36,7 @@ from mcpclient_auth.errors import (
 from mcpclient_auth.httpsig import RequestSigner
 from mcpclient_auth.keys import ROLES_MEMBER, Identity, TrustStore
 from mcpclient_auth.ledger import verify_ledger
+from mcpclient_auth.run import AgentRun
 from mcpclient_auth.server import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection
 from tests.support.trust import trust_for
 
@@ -598,3 +599,20 @@ def test_the_server_verifier_needs_roles_and_agent_signed_requests(maria: Identi
     outcome = verifier.check(_signed_ping(forged, agent))
     assert isinstance(outcome, Rejection) and outcome.status == 401
     assert outcome.error.code == "agent_key_not_issuer" and outcome.mandate is None  # nothing to audit under
+
+
+def test_worker_processes_judge_with_the_same_roles(tmp_path: Path, maria: Identity, agent: Identity) -> None:
+    trust = trust_for(issuers=[maria], agents=[agent])
+    path = tmp_path / "ledger.jsonl"
+    genuine = AgentRun(
+        agent=agent, issuer=maria, purpose="p", capabilities=[OFFICES], endpoint=AUD, ledger=path
+    )
+    genuine.close_sync()
+    forged = Mandate.issue(
+        agent, iss="maria", agent=agent.public, audience=AUD, purpose="x", capabilities=[SALARY]
+    )
+    AgentRun(agent=agent, mandate=forged.token, endpoint=AUD, ledger=path).close_sync()
+    for jobs in (1, 2):  # jobs=2 ships the store to spawned workers as a JWKS: the roles must travel too
+        report = verify_ledger(path, trust, jobs=jobs)
+        assert report.checks() == {"issuer_not_authorized": 1}, (jobs, report.failures)
+        assert report.runs[genuine.id].verified and not report.runs[forged.jti].verified
