@@ -21,8 +21,9 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
 - **who signed** — the trust store must have roles (:class:`TrustRolesMissing` otherwise). A run's
   mandate must be signed by an issuer registered for its ``iss`` (``issuer_not_authorized``) or be a
   valid delegation whose ancestry it carries (``delegation_invalid``); every ECT, record and seal must
-  be signed by a registered agent key (``signer_not_agent``) — the one ``cnf.jkt`` binds when the
-  mandate binds one.
+  be signed by a registered agent key (``signer_not_agent``) — the one ``cnf.jkt`` binds, or for a
+  mandate that binds none, one whose name is the mandate's ``sub`` (``ect_issuer_mismatch``,
+  ``seal_invalid``, ``record_invalid``).
 - **runs** — the run starts with its mandate (``mandate_missing``); ids are unique (``duplicate_jti``);
   every ``pred`` is an earlier mandate or ECT of the same run (``pred_unknown``), not newer than its
   child beyond the skew (``pred_newer``), and the DAG is acyclic (``dag_cycle``); a tool call's
@@ -340,6 +341,12 @@ class _RunChecker:
         """False when a trusted key that is no agent key signed (an unknown kid is reported already)."""
         return not isinstance(kid, str) or kid not in self.trust or self.trust.is_agent(kid)
 
+    def _named(self, kid: Any, sub: str) -> bool:
+        """Whether the trusted key ``kid`` carries the name ``sub`` (an unknown kid is reported already)."""
+        if not isinstance(kid, str) or kid not in self.trust:
+            return True
+        return self.trust.get(kid).name == sub
+
     def _bound_key(self, kid: Any, jkt: str) -> bool:
         """Whether the key named ``kid`` is the one a mandate's ``cnf.jkt`` binds."""
         if not isinstance(kid, str):
@@ -393,6 +400,9 @@ class _RunChecker:
             jkt = mandate.agent_kid
             if jkt is not None and not self._bound_key(ect.header.get("kid"), jkt):
                 self.fail(entry, "ect_issuer_mismatch", "the ECT is not signed by the key the mandate binds")
+            elif jkt is None and not self._named(ect.header.get("kid"), mandate.sub):
+                # An unbound mandate names its agent only: the signer must at least be that agent's key.
+                self.fail(entry, "ect_issuer_mismatch", "the ECT is not signed by a key named as the agent")
             action = ect.exec_act
             if not action.startswith(_SESSION_PREFIX) and not mandate.allows(action):
                 self.fail(entry, "cap_violation", f"exec_act {action!r} is not among the mandate's cap")
@@ -460,9 +470,12 @@ class _RunChecker:
             self.fail(entry, "seal_invalid", "the seal has no integer 'iat'")
         if not self._agent_signed(jws.header.get("kid")):
             self.fail(entry, "signer_not_agent", "the seal is not signed by a registered agent key")
-        jkt = self.mandate.agent_kid if self.mandate is not None else None
+        mandate = self.mandate
+        jkt = mandate.agent_kid if mandate is not None else None
         if jkt is not None and not self._bound_key(jws.header.get("kid"), jkt):
             self.fail(entry, "seal_invalid", "the seal is not signed by the run's agent key")
+        elif mandate is not None and jkt is None and not self._named(jws.header.get("kid"), mandate.sub):
+            self.fail(entry, "seal_invalid", "the seal is not signed by a key named as the run's agent")
 
     def finish(self) -> _RunResult:
         """End of the run (its seal, or the end of the file): settle forward references."""

@@ -35,7 +35,7 @@ from mcpclient_auth.errors import (
 )
 from mcpclient_auth.httpsig import RequestSigner
 from mcpclient_auth.keys import ROLES_MEMBER, Identity, TrustStore
-from mcpclient_auth.ledger import verify_ledger
+from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.run import AgentRun
 from mcpclient_auth.server import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection
 from tests.support.trust import trust_for
@@ -616,3 +616,30 @@ def test_worker_processes_judge_with_the_same_roles(tmp_path: Path, maria: Ident
         report = verify_ledger(path, trust, jobs=jobs)
         assert report.checks() == {"issuer_not_authorized": 1}, (jobs, report.failures)
         assert report.runs[genuine.id].verified and not report.runs[forged.jti].verified
+
+
+def test_an_unbound_mandates_run_is_signed_by_the_agent_it_names(
+    tmp_path: Path, maria: Identity, agent: Identity, worker: Identity
+) -> None:
+    # A mandate that names its agent without binding a key: another agent key that puts the right
+    # name into iss is still not that agent's key.
+    trust = trust_for(issuers=[maria], agents=[agent, worker])
+    unbound = Mandate.issue(maria, agent="hr-agent", audience=AUD, purpose="p", capabilities=[OFFICES])
+    path = tmp_path / "ledger.jsonl"
+    with Ledger(path) as ledger:
+        ledger.append(run=unbound.jti, kind="mandate", jti=unbound.jti, token=unbound.token)
+        for signer in (agent, worker):
+            ect = ExecutionContextToken.mint(
+                signer, audience=AUD, exec_act=OFFICES, pred=[unbound.jti], wid=unbound.jti
+            )
+            token = jose.encode(signer, jose.ECT_TYP, ect.claims | {"iss": "hr-agent"})
+            ledger.append(
+                run=unbound.jti, kind="ect", jti=ect.jti, token=token, meta={"method": "tools/call"}
+            )
+        ledger.seal(unbound.jti, worker)
+    report = verify_ledger(path, trust)
+    assert report.checks() == {"ect_issuer_mismatch": 1, "seal_invalid": 1}
+    assert {f.reason for f in report.failures} == {
+        "the ECT is not signed by a key named as the agent",
+        "the seal is not signed by a key named as the run's agent",
+    }
