@@ -273,6 +273,9 @@ class McpRequestVerifier:
                 raise SignaturePolicyError(
                     "the mandate binds no agent key (cnf.jkt); refused", code="mandate_unbound"
                 )
+            if self.trust.get(signature.keyid).name != mandate.sub:
+                # Name-only mandates: at least the agent key the mandate names, not any agent's.
+                raise SignaturePolicyError("the request was not signed by the agent the mandate names")
             return
         if signature.keyid != mandate.agent_kid:
             raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")

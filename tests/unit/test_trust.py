@@ -560,12 +560,16 @@ def test_token_verify_refuses_a_role_less_jwks_and_forged_mandates(
 # --- the server verifier ----------------------------------------------------------------------------------
 
 
-def _signed_ping(mandate: Mandate, signer: Identity) -> IncomingRequest:
+def _signed_ping(mandate: Mandate, signer: Identity, *, ect_iss: str | None = None) -> IncomingRequest:
+    """A signed ``ping`` as AgentRun sends it; ``ect_iss`` forges the ECT's ``iss`` (the signer's name)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
     ect = ExecutionContextToken.mint(
         signer, audience=[AUD], exec_act="mcp.rpc.ping", pred=[mandate.jti], wid=mandate.jti,
         inp_hash=sha256_b64url(body),
     )  # fmt: skip
+    ect_token = (
+        ect.token if ect_iss is None else jose.encode(signer, jose.ECT_TYP, ect.claims | {"iss": ect_iss})
+    )
     request = httpx.Request(
         "POST",
         AUD,
@@ -573,7 +577,7 @@ def _signed_ping(mandate: Mandate, signer: Identity) -> IncomingRequest:
         headers={
             "content-type": "application/json",
             "act-mandate": mandate.token,
-            "execution-context": ect.token,
+            "execution-context": ect_token,
         },
     )
     RequestSigner(signer).sign(request)
@@ -643,3 +647,16 @@ def test_an_unbound_mandates_run_is_signed_by_the_agent_it_names(
         "the ECT is not signed by a key named as the agent",
         "the seal is not signed by a key named as the run's agent",
     }
+
+
+def test_a_name_only_mandate_is_acted_on_by_the_agent_it_names(
+    maria: Identity, agent: Identity, worker: Identity
+) -> None:
+    verifier = McpRequestVerifier(
+        trust_for(issuers=[maria], agents=[agent, worker]), audience=AUD, require_key_binding=False
+    )
+    unbound = Mandate.issue(maria, agent="hr-agent", audience=AUD, purpose="p", capabilities=[OFFICES])
+    assert not isinstance(verifier.check(_signed_ping(unbound, agent)), Rejection)
+    outcome = verifier.check(_signed_ping(unbound, worker, ect_iss="hr-agent"))  # another agent, lying
+    assert isinstance(outcome, Rejection) and outcome.status == 401
+    assert outcome.error.code == "signature_policy_violation"
