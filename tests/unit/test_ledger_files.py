@@ -134,3 +134,27 @@ def test_cli_anchor_options(tmp_path: Path) -> None:
     write_lines(path, lines[: len(lines) // 2 + 1])
     result = runner.invoke(app, base)
     assert result.exit_code == 1 and "anchor_missing" in result.output
+
+
+def test_only_a_key_without_a_role_may_checkpoint_and_no_issuer_may_sign_a_recovery(tmp_path: Path) -> None:
+    actors = Actors.generate()
+    server = Identity.generate("ES256", name="server")
+    trust = trust_for(issuers=[actors.user], agents=[actors.agent], keys=[server])
+    for signer, ok in ((server, True), (actors.agent, False), (actors.user, False)):
+        path = tmp_path / f"{signer.name}.jsonl"
+        with Ledger(path) as ledger:
+            write_run(ledger, actors)
+            ledger.checkpoint(signer)
+        report = verify_ledger(path, trust)
+        assert report.ok == ok and (ok or set(report.checks()) == {"checkpoint_invalid"}), signer.name
+    # A recovery: the agent's (or the server's) key, never an issuer's.
+    for signer, ok in ((actors.agent, True), (server, True), (actors.user, False)):
+        path = tmp_path / f"recovery-{signer.name}.jsonl"
+        with Ledger(path) as ledger:
+            write_run(ledger, actors)
+        seq = parse_line(lines_of(path)[-1]).seq + 1
+        with open(path, "ab") as stream:
+            stream.write(b'{"v":1,"seq":%d,"ts":"20' % seq)
+        Ledger(path, key=signer).close()
+        report = verify_ledger(path, trust)
+        assert report.ok == ok and (ok or "recovery_invalid" in report.checks()), signer.name
