@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._encoding import compact_json, sha256_b64url
 from .act import ExecutionRecord, Mandate
+from .constraints import CallBudget, check_known
 from .dag import Frontier
 from .ect import ExecutionContextToken
 from .errors import (
@@ -260,6 +261,8 @@ class AgentRun:
         self.ect_ttl = ect_ttl
         configured = [audience] if isinstance(audience, str) else list(audience or [])
         self.mandate = self._resolve_mandate(issuer, mandate, purpose, capabilities, configured, mandate_ttl)
+        check_known(self.mandate.cap)  # a constraint nobody enforces makes the mandate unusable
+        self._budget = CallBudget(max_runs=1)
         self.audiences: list[str] = configured or list(self.mandate.aud)
         self.principal = principal if principal is not None else Principal(id=self.mandate.iss)
         if not isinstance(self.principal, Principal):
@@ -492,7 +495,12 @@ class AgentRun:
             self._check_principal()
             if self.mandate.exp <= time.time() + _EXPIRY_MARGIN:
                 raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
-            return check_call(self.policy, call, self.mandate)
+            action = check_call(self.policy, call, self.mandate)
+            # Constraints of a granted action apply whatever the policy (never ignored).
+            constraints = self.mandate.constraints(action)
+            if constraints:
+                self._budget.charge(self.id, action, constraints, call, expires=self.mandate.exp)
+            return action
         except McpClientAuthError as exc:
             self._deny(call, getattr(exc, "action", None), exc)
             raise

@@ -13,7 +13,10 @@ Inside a tool, :func:`verified_request` returns what the request proved (princip
     who = verified_request(get_http_request()).principal
 
 Failures are answered with RFC 9457 ``application/problem+json``: 401 for missing or invalid
-credentials, 403 for valid credentials asking for an action the mandate does not grant. The body of a
+credentials, 403 for valid credentials asking for an action the mandate does not grant (every method
+but protocol plumbing needs a capability; constraints are enforced, unknown ones refused).
+``tools/list``, ``prompts/list``, ``resources/list`` and ``resources/templates/list`` answers are
+narrowed to what the caller's mandate grants (``filter_lists=True``, :mod:`._listfilter`). The body of a
 POST is buffered (bounded), verified and replayed to the app unchanged; the SSE ``GET`` is verified
 from its headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouched.
 
@@ -34,9 +37,11 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ..act import Mandate
+from ..constraints import ConstraintRegistry
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
+from ._listfilter import list_filter_send
 from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection, VerifiedRequest
 
 __all__ = ["PROBLEM_TYPE_PREFIX", "STATE_KEY", "McpAuthMiddleware", "verified_request"]
@@ -90,6 +95,8 @@ class McpAuthMiddleware:
         max_body_bytes: int = 4 * 1024 * 1024,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         passthrough_prefixes: Sequence[str] = ("/.well-known/",),
+        filter_lists: bool = True,
+        constraints: ConstraintRegistry | None = None,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
@@ -106,7 +113,9 @@ class McpAuthMiddleware:
             require_key_binding=require_key_binding,
             ect_header=ect_header,
             mandate_header=mandate_header,
+            constraints=constraints,
         )
+        self.filter_lists = filter_lists
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
         self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
 
@@ -139,6 +148,12 @@ class McpAuthMiddleware:
 
         scope.setdefault("state", {})[STATE_KEY] = verified
         self._audit_accept(request, verified)
+        if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
+            verifier = self.verifier
+            send = list_filter_send(
+                send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
+                max_bytes=self.max_body_bytes,
+            )
         await self.app(scope, receive, send)
 
     # --- helpers -----------------------------------------------------------------------------------

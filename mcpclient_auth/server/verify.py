@@ -22,10 +22,12 @@ from typing import Any
 
 from .._encoding import sha256_b64url
 from ..act import Mandate
+from ..constraints import CallBudget, ConstraintRegistry
 from ..ect import ExecutionContextToken
 from ..errors import (
     CapabilityNotGranted,
     ClaimsInvalid,
+    ConstraintError,
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
@@ -108,7 +110,7 @@ class VerifiedRequest:
 
 
 # Policy failures: the caller proved who it is, but may not do this. Everything else is 401.
-_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied)
+_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied, ConstraintError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +169,16 @@ class McpRequestVerifier:
     Checks, in order: RFC 9421 signature (and with it Content-Digest, max age, nonce replay), the
     mandate (signature, expiry, audience = this server), the ECT (signature, audience, expiry, jti
     replay, ``inp_hash`` = body hash, ``iss`` = mandate ``sub``, ``wid`` = mandate ``jti``, signed by
-    the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
-    is in the mandate's ``cap``).
+    the agent key the mandate binds), and the policy (``exec_act`` matches the body and is in the
+    mandate's ``cap`` unless it is plumbing, :mod:`mcpclient_auth.policy`), then the capability's
+    constraints (:mod:`mcpclient_auth.constraints`: argument values, ``max_calls`` per run). A mandate
+    with a constraint no evaluator of ``constraints`` understands is refused (403 ``constraint_unknown``).
 
     A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
     :class:`Identity`); ``require_key_binding=False`` accepts name-only mandates from peers that cannot
     bind keys. The nonce and ECT ``jti`` replay caches live in this object: run one verifier per
-    process, and with several worker processes expect replay protection per worker only.
+    process, and with several worker processes expect replay protection per worker only — the same
+holds for the ``max_calls`` counts (at most ``budget_runs`` live runs with a budget are tracked).
     """
 
     def __init__(
@@ -190,6 +195,8 @@ class McpRequestVerifier:
         ect_header: str = "Execution-Context",
         mandate_header: str = "ACT-Mandate",
         replay_cache_size: int = 100_000,
+        constraints: ConstraintRegistry | None = None,
+        budget_runs: int = 100_000,
     ) -> None:
         self.trust = trust
         self.audience = audience
@@ -211,6 +218,9 @@ class McpRequestVerifier:
             ect_header=ect_header,
         )
         self._mandates = _MandateCache()
+        # max_calls counts per run (mandate jti), in this process only: see CallBudget.
+        self._budget = CallBudget(max_runs=budget_runs, skew=skew, registry=constraints)
+        self.constraints = self._budget.registry
 
     def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
         """The :class:`VerifiedRequest`, or raise the typed error of the first check that failed."""
@@ -244,6 +254,12 @@ class McpRequestVerifier:
             )
             if needs_cap and (mandate is None or not mandate.allows(str(action))):
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+            if call is not None and action is not None and mandate is not None:
+                # Constraints of a granted action apply whatever the policy; counted last, once
+                # every other check passed.
+                constraints = mandate.constraints(action)
+                if constraints:
+                    self._budget.charge(mandate.jti, action, constraints, call, expires=mandate.exp, now=now)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         return VerifiedRequest(
@@ -289,6 +305,7 @@ class McpRequestVerifier:
                 Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
             return cached
         mandate = Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
+        self.constraints.check_known(mandate.cap)  # unknown constraint: the mandate is unusable (403)
         self._mandates.put(token, mandate)
         return mandate
 
