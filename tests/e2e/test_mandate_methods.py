@@ -503,3 +503,30 @@ def test_unknown_constraint_refused_at_run_creation_and_by_the_server(
         # Even a call the constraint does not concern: the whole mandate is unusable (like JOSE crit).
         response = client.send(sse_server.signed({"id": 1, "method": "ping"}, mandate))
     problem(response, "constraint_unknown")
+
+
+# --- messages without an id: refused locally with the 202 a server gives, the session goes on ----------------
+
+
+async def test_refused_notification_and_answer_are_swallowed_locally(server: Server, tmp_path: Path) -> None:
+    run = server.run(tmp_path, ["mcp.get_office_locations"])
+    notification = {"jsonrpc": "2.0", "method": "notifications/custom/wipe", "params": {}}
+    sampling_answer = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "result": {"role": "assistant", "model": "m", "content": {}},
+    }
+    async with run, run.httpx_client_factory()() as http:
+        answers = [
+            await http.post(server.url, json=m, headers={"accept": ACCEPT})
+            for m in (notification, sampling_answer)
+        ]
+    for answer in answers:
+        assert answer.status_code == 202 and answer.content == b""
+        assert answer.headers["x-mcpclient-auth-refusal"] == "mandate_denied"  # answered here, not sent
+    denials = client_entries(tmp_path, "denial")
+    assert [(d.meta["method"], d.meta["action"]) for d in denials] == [
+        ("notifications/custom/wipe", "mcp.rpc.notifications.custom.wipe"),
+        (None, "mcp.rpc.sampling.createMessage"),
+    ]
+    assert server_entries(server, run.id, "ect") == [] and server_entries(server, run.id, "denial") == []
