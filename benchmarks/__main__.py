@@ -22,6 +22,7 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
     from .hook_targets import hook_growth, request_hook_cost
     from .ledger_targets import ledger_append, ledger_verify
     from .memory_targets import memory
+    from .policy_targets import policy_costs
     from .token_targets import token_cache
 
     return [
@@ -32,6 +33,7 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
         ("4", ledger_append),
         ("4", ledger_verify),  # also reports the verify half of target 6
         ("6", hook_growth),
+        ("7", policy_costs),
     ]
 
 
