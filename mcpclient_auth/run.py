@@ -209,8 +209,13 @@ class AgentRun:
     - ``audience``: the MCP server id(s) for the mandate ``aud`` / ECT ``aud`` (default: the
       endpoint URLs) and, when a single string, the signature's ``wimse-aud``.
     - ``ect_header`` (default ``Execution-Context``), ``mandate_header`` (``"act-mandate"`` |
-      ``"authorization"``), ``policy`` (default :class:`~mcpclient_auth.policy.McpActionPolicy`),
-      ``mandate_ttl``, ``ect_ttl``.
+      ``"authorization"``), ``policy`` (default :class:`~mcpclient_auth.policy.McpActionPolicy`: every
+      method but protocol plumbing needs a capability; ``McpActionPolicy(permissive=True)`` is the
+      explicit opt-out), ``mandate_ttl``, ``ect_ttl``.
+
+    A mandate whose capabilities carry a constraint no evaluator understands is refused here
+    (:class:`~mcpclient_auth.errors.ConstraintUnknown`); known constraints (:mod:`.constraints`) are
+    checked before each call is sent.
     """
 
     def __init__(
