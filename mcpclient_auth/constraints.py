@@ -14,7 +14,8 @@ one constraint, named by its key and understood by one registered :class:`Constr
   argument violates the constraint (the tool's default might be exactly what is not allowed); an
   action whose calls carry no arguments can never satisfy an ``args`` constraint.
 - ``max_calls`` — a positive integer: how many calls of this action one run (one mandate ``jti``)
-  may make. Every request the run signs for the action counts, a 401/403 resend included.
+  may make. Every call the run authorises counts: a 401/403 resend is a new call, and a call refused
+  after authorisation (say, for want of a user token) is not refunded.
 
 Like a JOSE ``crit`` header, a constraint (or a condition operator) that no evaluator understands
 makes the whole mandate unusable: :func:`check_known` raises
