@@ -1,6 +1,6 @@
-"""Target 7: what "every call inside the mandate" costs — list filtering and constraint checks.
+"""Target 8: what "every call inside the mandate" costs — list filtering and constraint checks.
 
-    python -m benchmarks --only 7
+    python -m benchmarks --only 8
 
 - The server's list filter (``server/_listfilter.py``) on a 100-tool ``tools/list`` answer, as
   ``application/json`` and as one ``text/event-stream`` event, driven through the ASGI ``send`` wrapper
@@ -84,7 +84,7 @@ def policy_costs(config: Config) -> list[Row]:
     baseline = median_us(lambda: json.dumps(json.loads(body)), number=number, rounds=config.rounds)
     rows = [
         Row(
-            "7",
+            "8",
             f"list filter, {_TOOLS}-tool tools/list, {media.split('/')[1]}",
             _filter_us(body, media, mandate, config),
             "µs/answer",
@@ -115,7 +115,7 @@ def policy_costs(config: Config) -> list[Row]:
     calls = config.hook_calls * 10
     rows.append(
         Row(
-            "7",
+            "8",
             "client call check with args + max_calls constraints",
             median_us(checked, number=calls, rounds=config.rounds),
             "µs/call",

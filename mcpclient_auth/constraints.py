@@ -353,6 +353,13 @@ class CallBudget:
             entry = self._runs.get(run)
             return entry[1].get(action, 0) if entry is not None else 0
 
+    def check(self, run: str, action: str, constraints: Mapping[str, Any] | None, call: Call) -> None:
+        """Evaluate ``constraints`` against the calls counted so far, counting nothing (a pre-check;
+        :meth:`charge` decides)."""
+        if not constraints:
+            return
+        self.registry.evaluate(constraints, call, action, calls_made=self.calls(run, action))
+
     def charge(
         self,
         run: str,
