@@ -267,8 +267,10 @@ class ConstraintRegistry:
     def is_narrower(self, parent: Mapping[str, Any] | None, child: Mapping[str, Any] | None) -> bool:
         """Whether ``child`` constraints allow at most what ``parent`` constraints allow.
 
-        Every parent constraint must be present in the child and narrower-or-equal by its evaluator;
-        the child may add constraints. Anything unknown or malformed on either side: ``False``.
+        Every parent constraint must be present in the child: narrower-or-equal by its evaluator, or —
+        one no evaluator understands — repeated unchanged. The child may add constraints (an unknown
+        one makes it unusable, never wider: :meth:`check_known` refuses it where it is used). A
+        malformed known constraint on either side: ``False``.
         """
         sides: list[Any] = [parent or {}, child or {}]
         if not all(isinstance(side, Mapping) for side in sides):
@@ -277,11 +279,19 @@ class ConstraintRegistry:
         try:
             for side in sides:
                 for name, value in side.items():
-                    self._evaluator(name, "delegation").validate(value, action="delegation")
+                    evaluator = self._evaluators.get(name)
+                    if evaluator is not None:
+                        evaluator.validate(value, action="delegation")
         except ConstraintError:
             return False
         for name, value in parent.items():
-            if name not in child or not self._evaluators[name].is_narrower(value, child[name]):
+            if name not in child:
+                return False
+            evaluator = self._evaluators.get(name)
+            if evaluator is None:
+                if _canonical(child[name]) != _canonical(value):
+                    return False
+            elif not evaluator.is_narrower(value, child[name]):
                 return False
         return True
 

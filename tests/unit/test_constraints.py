@@ -154,8 +154,10 @@ def test_unconstrained_or_argument_only_calls_are_not_tracked() -> None:
         ({"args": {"e": {"eq": "a"}}}, {"args": {"e": {"one_of": ["a", "b"]}}}, False),
         ({"args": {"e": {"eq": "a"}}}, {"args": {"e": {"eq": "a"}, "f": {"eq": 1}}}, True),
         ({"args": {"e": {"eq": "a"}}}, {"args": {"f": {"eq": 1}}}, False),
-        (None, {"unknown": 1}, False),
-        ({"unknown": 1}, {"unknown": 1}, False),
+        (None, {"unknown": 1}, True),  # unusable (check_known), not wider
+        ({"unknown": 1}, {"unknown": 1}, True),  # repeated unchanged
+        ({"unknown": 1}, {"unknown": 2}, False),
+        ({"max_calls": 0}, {"max_calls": 0}, False),  # malformed
         (None, "not an object", False),
     ],
 )
