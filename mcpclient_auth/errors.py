@@ -55,6 +55,13 @@ class ConfigurationError(McpClientAuthError, ValueError):
     code = "configuration_error"
 
 
+class EndpointInvalid(ConfigurationError):
+    """An MCP endpoint URL that cannot be normalised to the one form the request will be sent to
+    (userinfo, fragment, a scheme other than http(s), a non-ASCII host, an invalid port ...)."""
+
+    code = "endpoint_invalid"
+
+
 # --- keys ------------------------------------------------------------------------------------------
 
 
@@ -215,6 +222,13 @@ class RunClosed(McpClientAuthError):
     code = "run_closed"
 
 
+class RequestOutOfScope(McpClientAuthError):
+    """A request through a run's client to the run's origin on a path that is none of its endpoints
+    (and no OAuth discovery, token or registration request): refused, never sent unsigned."""
+
+    code = "request_out_of_scope"
+
+
 # --- HTTP message signatures and digests -----------------------------------------------------------
 
 
@@ -349,6 +363,41 @@ class InsufficientScope(AuthorizationError):
     retryable = False
 
 
+class ScopeNotAllowed(InsufficientScope):
+    """A 403 ``insufficient_scope`` asked for scopes outside the run's allowlist: no step-up, the
+    identity provider is never asked for them."""
+
+    code = "scope_not_allowed"
+    reason = "scope_not_allowed"
+    retryable = False
+
+
+# --- server: MCP session binding ------------------------------------------------------------------
+
+
+class SessionError(McpClientAuthError):
+    """Base for MCP session binding refusals at the server (``http_status`` is the answer's status)."""
+
+    code = "session_invalid"
+    http_status = 403
+
+
+class SessionNotYours(SessionError):
+    """A request names an MCP session (``mcp-session-id``) opened by another caller (mandate
+    ``iss``/``sub`` or agent key)."""
+
+    code = "session_not_yours"
+    http_status = 403
+
+
+class SessionUnknown(SessionError):
+    """A request names an MCP session the middleware has no owner for (never opened through it, or
+    its binding expired): answered 404 so that MCP clients start a new session."""
+
+    code = "session_unknown"
+    http_status = 404
+
+
 # --- ledger and DAG ------------------------------------------------------------------------------
 
 
@@ -430,6 +479,7 @@ __all__ = [
     "DagError",
     "DelegationError",
     "DigestError",
+    "EndpointInvalid",
     "ExtensionTooLarge",
     "InsufficientScope",
     "InvalidTokenResponse",
@@ -450,8 +500,13 @@ __all__ = [
     "PrincipalMismatch",
     "PrivilegeEscalation",
     "ReplayDetected",
+    "RequestOutOfScope",
     "ResourceMetadataError",
     "RunClosed",
+    "ScopeNotAllowed",
+    "SessionError",
+    "SessionNotYours",
+    "SessionUnknown",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",
