@@ -17,6 +17,12 @@ credentials, 403 for valid credentials asking for an action the mandate does not
 POST is buffered (bounded), verified and replayed to the app unchanged; the SSE ``GET`` is verified
 from its headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouched.
 
+Every MCP session is bound to the caller that opened it (mandate ``iss``/``sub`` and agent key): a
+request on someone else's ``mcp-session-id`` is refused 403 ``session_not_yours``, one on a session id
+the middleware holds no owner for 404 ``session_unknown`` (:mod:`._sessions`; ``bind_sessions=False``
+turns this off). ECTs must name their run (``wid``) and only predecessors this server accepted for
+that run, unless ``multi_server_runs=True`` (:mod:`._dagshape`; one process's memory: see there).
+
 ``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once,
 each accepted ECT, and each refusal whose mandate verified (earlier refusals cannot be filed under a
 run, so they are only logged). The server cannot seal a client's run: verify it with
@@ -37,6 +43,7 @@ from ..act import Mandate
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
+from ._sessions import SESSION_HEADER, Caller, SessionBindings
 from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection, VerifiedRequest
 
 __all__ = ["PROBLEM_TYPE_PREFIX", "STATE_KEY", "McpAuthMiddleware", "verified_request"]
@@ -90,6 +97,8 @@ class McpAuthMiddleware:
         max_body_bytes: int = 4 * 1024 * 1024,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         passthrough_prefixes: Sequence[str] = ("/.well-known/",),
+        bind_sessions: bool = True,
+        multi_server_runs: bool = False,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
@@ -106,7 +115,10 @@ class McpAuthMiddleware:
             require_key_binding=require_key_binding,
             ect_header=ect_header,
             mandate_header=mandate_header,
+            multi_server_runs=multi_server_runs,
         )
+        #: who opened which MCP session (``None``: sessions are not bound)
+        self.sessions: SessionBindings | None = SessionBindings() if bind_sessions else None
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
         self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
 
@@ -136,6 +148,17 @@ class McpAuthMiddleware:
             self._audit_denial(request, verified)
             await _problem(send, status, error.code, error.message)
             return
+
+        if self.sessions is not None:
+            session_id, caller = request.headers.get(SESSION_HEADER), Caller.of(verified)
+            refusal = self.sessions.admit(session_id, caller)
+            if refusal is not None:
+                _log.info("rejected %s %s: %s", method, scope.get("path"), refusal.code)
+                denied = Rejection(refusal, verified.mandate, verified.call, verified.action)
+                self._audit_denial(request, denied)
+                await _problem(send, refusal.http_status, refusal.code, refusal.message)
+                return
+            send = self.sessions.watch(send, method, session_id, caller)
 
         scope.setdefault("state", {})[STATE_KEY] = verified
         self._audit_accept(request, verified)
@@ -251,7 +274,13 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _problem(send: Send, status: int, code: str, detail: str) -> None:
     """An RFC 9457 problem document; ``detail`` is an SDK error message (never holds credentials)."""
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 413: "Content Too Large"}
+    titles = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        413: "Content Too Large",
+    }
     document = {
         "type": PROBLEM_TYPE_PREFIX + code,
         "title": titles.get(status, "Error"),

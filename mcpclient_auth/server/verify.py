@@ -40,6 +40,7 @@ from ..jsonrpc import Call, NotJsonRpc, parse
 from ..keys import TrustStore
 from ..policy import ActionPolicy, McpActionPolicy
 from ..replay import ReplayCache
+from ._dagshape import RunShapes
 
 __all__ = [
     "IncomingHeaders",
@@ -131,6 +132,9 @@ class Rejection:
 
 def http_status_for(error: McpClientAuthError) -> int:
     """401 for missing/invalid credentials, 403 for policy failures, 400 for malformed JSON-RPC."""
+    status = getattr(error, "http_status", None)
+    if isinstance(status, int):  # errors that name their own status (session binding)
+        return status
     if isinstance(error, JsonRpcError):
         return 400
     if isinstance(error, _FORBIDDEN):
@@ -190,6 +194,7 @@ class McpRequestVerifier:
         ect_header: str = "Execution-Context",
         mandate_header: str = "ACT-Mandate",
         replay_cache_size: int = 100_000,
+        multi_server_runs: bool = False,
     ) -> None:
         self.trust = trust
         self.audience = audience
@@ -211,6 +216,8 @@ class McpRequestVerifier:
             ect_header=ect_header,
         )
         self._mandates = _MandateCache()
+        #: ``wid`` required; ``pred`` only names nodes accepted here for the run (see ._dagshape)
+        self.shapes = RunShapes(multi_server_runs=multi_server_runs)
 
     def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
         """The :class:`VerifiedRequest`, or raise the typed error of the first check that failed."""
@@ -246,6 +253,8 @@ class McpRequestVerifier:
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
+        if mandate is not None and ect is not None:
+            self.shapes.accept(mandate, ect)
         return VerifiedRequest(
             signature=signature,
             mandate=mandate,
@@ -325,8 +334,7 @@ class McpRequestVerifier:
         if mandate is not None:
             if ect.iss != mandate.sub:
                 raise ClaimsInvalid("the ECT's issuer is not the mandate's agent", code="ect_issuer_mismatch")
-            if ect.wid is not None and ect.wid != mandate.jti:
-                raise ClaimsInvalid("the ECT belongs to another run (wid)", code="ect_run_mismatch")
+            self.shapes.check(mandate, ect)
         return ect
 
 
