@@ -278,15 +278,15 @@ async def test_oauth_discovery_and_the_learned_token_endpoint_pass_untouched(
     server: Server, actors: Actors, tmp_path: Path
 ) -> None:
     recorder = RecordingTransport()
-    async with actors.run(server.url, tmp_path / "l.jsonl") as run:
-        async with httpx_client_factory(run, answer_locally=False)(transport=recorder) as client:
-            with pytest.raises(RequestOutOfScope):  # not (yet) known as a token endpoint
-                await client.post(f"{server.base}/oauth/token", data={"grant_type": "client_credentials"})
-            prm = await client.get(f"{server.base}/.well-known/oauth-protected-resource/mcp")
-            metadata = await client.get(f"{server.base}/.well-known/oauth-authorization-server")
-            token = await client.post(f"{server.base}/oauth/token", data={"grant_type": "client_credentials"})
-            with pytest.raises(RequestOutOfScope):
-                await client.post(f"{server.base}/oauth/other", data={"grant_type": "client_credentials"})
+    run = actors.run(server.url, tmp_path / "l.jsonl")
+    async with run, httpx_client_factory(run, answer_locally=False)(transport=recorder) as client:
+        with pytest.raises(RequestOutOfScope):  # not (yet) known as a token endpoint
+            await client.post(f"{server.base}/oauth/token", data={"grant_type": "client_credentials"})
+        prm = await client.get(f"{server.base}/.well-known/oauth-protected-resource/mcp")
+        metadata = await client.get(f"{server.base}/.well-known/oauth-authorization-server")
+        token = await client.post(f"{server.base}/oauth/token", data={"grant_type": "client_credentials"})
+        with pytest.raises(RequestOutOfScope):
+            await client.post(f"{server.base}/oauth/other", data={"grant_type": "client_credentials"})
     assert metadata.status_code == 200 and token.status_code == 200 and prm.status_code in (200, 404)
     assert [sent_uri(x.request).rsplit("/", 1)[1] for x in recorder.exchanges] == [
         "mcp",
