@@ -41,6 +41,7 @@ would make the guard refuse, never sign for the wrong URI).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -177,6 +178,12 @@ def _parse(url: object, *, strict: bool) -> _Parts:
     """
     if not isinstance(url, str) or not url:
         raise ValueError("not a non-empty string")
+    return _parse_text(url, strict)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_text(url: str, strict: bool) -> _Parts:
+    # Cached: a run's requests repeat a handful of URLs (the parts are immutable; errors not cached).
     if any(c.isascii() and not c.isprintable() for c in url):
         raise ValueError("control characters or whitespace")
     if strict and "#" in url:
