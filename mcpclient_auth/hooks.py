@@ -637,7 +637,8 @@ class RunHooks:
         authorization: str | None,
     ) -> None:
         url = request.url
-        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+        # the URI as sent (percent-encoding kept), without the query: the ledger's url
+        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.decode('ascii').partition('?')[0]}"
         prepared = run._prepare(call, action, body, endpoint, bare_url, authorization)
         headers = request.headers
         for name, value in prepared.headers.items():

@@ -403,3 +403,19 @@ async def test_ects_without_wid_or_with_an_unseen_pred_are_refused(server: Serve
     assert (no_wid.status_code, problem_code(no_wid)) == (401, "ect_wid_missing")
     assert (forged.status_code, problem_code(forged)) == (401, "pred_unknown")
     assert first.status_code == 200 and chained.status_code == 200  # a pred the server accepted is fine
+
+
+async def test_the_ledger_url_is_the_uri_as_sent(server: Server, actors: Actors, tmp_path: Path) -> None:
+    spelling = f"{server.base}/m cp/ä/./x/.."
+    recorder = RecordingTransport()
+    run = actors.run(spelling, tmp_path / "l.jsonl")
+    async with (
+        run,
+        httpx_client_factory(run, answer_locally=False)(transport=recorder, headers=ACCEPT) as client,
+    ):
+        await client.post(spelling, json=INIT)  # the HR server has no such path: its answer does not matter
+    (ect,) = Ledger.open(tmp_path / "l.jsonl").entries(kind="ect")
+    (exchange,) = recorder.exchanges
+    assert ect.meta["url"] == run.endpoints[0] == sent_uri(exchange.request) == f"{server.base}/m%20cp/%C3%A4"
+    token = ExecutionContextToken.decode(exchange.request.headers["execution-context"])
+    assert token.aud == [f"{server.base}/m%20cp/%C3%A4"]
