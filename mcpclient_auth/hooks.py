@@ -60,7 +60,7 @@ from .errors import ConfigurationError, McpClientAuthError, RequestOutOfScope
 from .jsonrpc import Call, parse
 from .refusal import refusal_body
 from .run import InFlight
-from .scope import MAX_METADATA_BYTES, EndpointScope, sent_url
+from .scope import EndpointScope, MetadataCollector, sent_url
 from .sse import ResponseWatcher
 
 if TYPE_CHECKING:
@@ -272,34 +272,6 @@ class ResponseTracker:
 
 
 _ResponseTracker = ResponseTracker  # the name stack-A code used
-
-
-class MetadataCollector:
-    """Collects an authorization-server metadata document (bounded) as the client reads it, and lets
-    the run's scope learn its token / registration endpoints at the end (see :mod:`.scope`)."""
-
-    __slots__ = ("_chunks", "_scope", "_size")
-
-    def __init__(self, scope: EndpointScope) -> None:
-        self._scope = scope
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size <= MAX_METADATA_BYTES:
-            self._chunks.append(chunk)
-
-    def eof(self) -> None:
-        if self._size <= MAX_METADATA_BYTES:
-            self._scope.learn_server_metadata(b"".join(self._chunks))
-        self._chunks = []
-
-    def closed(self) -> None:
-        self._chunks = []
-
-    def failed(self, exc: BaseException) -> None:
-        self._chunks = []
 
 
 #: What a hashing stream reports to: a call's tracker, or a metadata collector.

@@ -55,6 +55,7 @@ from .errors import ConfigurationError, EndpointInvalid
 __all__ = [
     "Endpoint",
     "EndpointScope",
+    "MetadataCollector",
     "ScopeVerdict",
     "canonical_url",
     "origin_and_path",
@@ -386,3 +387,33 @@ class EndpointScope:
             with self._lock:
                 if len(self._learned) + len(found) <= _MAX_LEARNED:
                     self._learned = self._learned | found
+
+
+class MetadataCollector:
+    """Collects an authorization-server metadata document (bounded) as the client reads it, and lets
+    the run's scope learn its token / registration endpoints at the end. The request hooks feed it
+    through their hashing stream wrapper (same ``feed``/``eof``/``closed``/``failed`` calls as a
+    call's response tracker)."""
+
+    __slots__ = ("_chunks", "_scope", "_size")
+
+    def __init__(self, scope: EndpointScope) -> None:
+        self._scope = scope
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= MAX_METADATA_BYTES:
+            self._chunks.append(chunk)
+
+    def eof(self) -> None:
+        if self._size <= MAX_METADATA_BYTES:
+            self._scope.learn_server_metadata(b"".join(self._chunks))
+        self._chunks = []
+
+    def closed(self) -> None:
+        self._chunks = []
+
+    def failed(self, exc: BaseException) -> None:
+        self._chunks = []
