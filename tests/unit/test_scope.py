@@ -11,7 +11,7 @@ from mcpclient_auth.act import Mandate
 from mcpclient_auth.errors import ConfigurationError, EndpointInvalid
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.run import AgentRun
-from mcpclient_auth.scope import EndpointScope, canonical_url, sent_url
+from mcpclient_auth.scope import EndpointScope, MetadataCollector, canonical_url, sent_url
 
 
 def test_exact_endpoint_trailing_slash_and_query_match() -> None:
@@ -251,3 +251,21 @@ def test_metadata_cannot_unsign_an_endpoint_or_reach_other_origins() -> None:
     scope.learn_server_metadata(b"[1]")
     assert scope.classify("http://127.0.0.1:8000/mcp").kind == "endpoint"
     assert scope._learned == frozenset()
+
+
+def test_the_metadata_collector_is_bounded() -> None:
+    scope = EndpointScope("http://127.0.0.1:8000/mcp")
+    document = json.dumps({"token_endpoint": "http://127.0.0.1:8000/t", "pad": "x" * 70_000}).encode()
+    big = MetadataCollector(scope)
+    big.feed(document[:40_000])
+    big.feed(document[40_000:])
+    big.eof()
+    assert scope.classify("http://127.0.0.1:8000/t").kind == "refuse"  # too large: ignored
+    cut = MetadataCollector(scope)
+    cut.feed(json.dumps({"token_endpoint": "http://127.0.0.1:8000/t"}).encode())
+    cut.closed()  # the client stopped reading: nothing learned
+    assert scope.classify("http://127.0.0.1:8000/t").kind == "refuse"
+    whole = MetadataCollector(scope)
+    whole.feed(json.dumps({"token_endpoint": "http://127.0.0.1:8000/t"}).encode())
+    whole.eof()
+    assert scope.classify("http://127.0.0.1:8000/t").kind == "oauth"
