@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._encoding import b64url_encode
 from .authz._http import SIGNING_HOOK_MARKER
-from .errors import ConfigurationError, McpClientAuthError, RequestOutOfScope
+from .authz.www_authenticate import bearer_challenge
+from .errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
 from .jsonrpc import Call, parse
 from .refusal import refusal_body
 from .run import InFlight
@@ -351,6 +352,8 @@ def _tracker_for(response: Any) -> StreamObserver | None:
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
         return None
+    if response.status_code == 401:
+        _learn_metadata_url(inflight.run.scope, response)
     watcher: ResponseWatcher | None = None
     call = inflight.call
     if (
@@ -434,6 +437,17 @@ class SyncLocalAnswer(_TransportWrapper):
 
 
 # --- request side -------------------------------------------------------------------------------
+
+
+def _learn_metadata_url(scope: EndpointScope, response: _Response) -> None:
+    """A 401 from an endpoint may name RFC 9728 metadata on the run's origin: let a client's OAuth
+    flow fetch it (untouched) instead of the guard refusing it."""
+    try:
+        challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
+    except ChallengeMalformed:
+        return
+    if challenge is not None and challenge.resource_metadata is not None:
+        scope.learn_metadata_url(challenge.resource_metadata)
 
 
 def _refused(request: _Request) -> bool:

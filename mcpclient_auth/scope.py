@@ -27,8 +27,10 @@ would make the guard refuse, never sign for the wrong URI).
 - to another origin -> untouched (no credential, no signature, no ledger entry);
 - to the run's origin but another path -> **refused**, unless it is OAuth discovery the guard
   recognises (``/.well-known/oauth-protected-resource…``, ``/.well-known/oauth-authorization-server…``,
-  ``…/.well-known/openid-configuration…``) or a token / registration endpoint named by authorization
-  server metadata that passed through the run's client (:meth:`EndpointScope.learn_server_metadata`).
+  ``…/.well-known/openid-configuration…``), a ``resource_metadata`` URL a 401 from one of the
+  endpoints named (:meth:`EndpointScope.learn_metadata_url`), or a token / registration endpoint
+  named by authorization-server metadata that passed through the run's client
+  (:meth:`EndpointScope.learn_server_metadata`).
 
     >>> scope = EndpointScope(["http://127.0.0.1:8000/mcp"])
     >>> scope.match("http://127.0.0.1:8000/mcp/?x=1").url
@@ -359,6 +361,15 @@ class EndpointScope:
             return _OAUTH
         return _REFUSE
 
+    def learn_metadata_url(self, url: str) -> None:
+        """Remember the RFC 9728 ``resource_metadata`` URL a 401 from one of the endpoints named, when
+        it is on one of the run's origins (a client's OAuth flow then fetches it untouched)."""
+        try:
+            parts = _parse(url, strict=True)
+        except ValueError:
+            return
+        self._learn({(parts.origin, _normal_path(parts.path))})
+
     def learn_server_metadata(self, document: bytes) -> None:
         """Remember the token and registration endpoints an authorization server's metadata names,
         when they are on one of the run's origins (requests to them then pass untouched). Anything
@@ -380,9 +391,12 @@ class EndpointScope:
                 parts = _parse(value, strict=True)
             except ValueError:
                 continue
-            key = (parts.origin, _normal_path(parts.path))
-            if parts.origin in self.origins and key not in self._index:
-                found.add(key)
+            found.add((parts.origin, _normal_path(parts.path)))
+        self._learn(found)
+
+    def _learn(self, found: set[tuple[Origin, str]]) -> None:
+        # Only paths on the run's origins matter (others pass anyway); an endpoint is never unsigned.
+        found = {key for key in found if key[0] in self.origins and key not in self._index}
         if found:
             with self._lock:
                 if len(self._learned) + len(found) <= _MAX_LEARNED:

@@ -25,8 +25,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import Mandate
@@ -43,6 +45,7 @@ from mcpclient_auth.run import AgentRun
 from mcpclient_auth.scope import canonical_url
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX
 from tests.support.hooks_env import RecordingTransport
+from tests.support.servers import serve
 from tests.support.trust import trust_for
 
 pytestmark = [pytest.mark.e2e]
@@ -419,3 +422,35 @@ async def test_the_ledger_url_is_the_uri_as_sent(server: Server, actors: Actors,
     assert ect.meta["url"] == run.endpoints[0] == sent_uri(exchange.request) == f"{server.base}/m%20cp/%C3%A4"
     token = ExecutionContextToken.decode(exchange.request.headers["execution-context"])
     assert token.aud == [f"{server.base}/m%20cp/%C3%A4"]
+
+
+async def test_a_resource_metadata_url_named_by_a_401_passes_untouched(
+    actors: Actors, tmp_path: Path
+) -> None:
+    # A server whose RFC 9728 metadata lives at a path of its own choosing: mcp's OAuth flow fetches
+    # the URL the 401 names, through the run's client.
+    async def mcp_endpoint(request: Request) -> JSONResponse:
+        challenge = f'Bearer resource_metadata="{request.url.scheme}://{request.url.netloc}/meta/prm"'
+        return JSONResponse(
+            {"error": "unauthorized"}, status_code=401, headers={"www-authenticate": challenge}
+        )
+
+    async def metadata(request: Request) -> JSONResponse:
+        return JSONResponse({"resource": f"{request.url.scheme}://{request.url.netloc}/mcp"})
+
+    app = Starlette(routes=[Route("/mcp", mcp_endpoint, methods=["POST"]), Route("/meta/{name}", metadata)])
+    recorder = RecordingTransport()
+    with serve(app) as base:
+        run = actors.run(f"{base}/mcp", tmp_path / "l.jsonl")
+        async with (
+            run,
+            httpx_client_factory(run, answer_locally=False)(transport=recorder, headers=ACCEPT) as client,
+        ):
+            with pytest.raises(RequestOutOfScope):
+                await client.get(f"{base}/meta/prm")  # not named by anyone yet
+            assert (await client.post(f"{base}/mcp", json=INIT)).status_code == 401
+            assert (await client.get(f"{base}/meta/prm")).status_code == 200
+            with pytest.raises(RequestOutOfScope):
+                await client.get(f"{base}/meta/other")
+    signed, fetched = (x.request for x in recorder.exchanges)
+    assert "signature" in signed.headers and not any(h in fetched.headers for h in OUR_HEADERS)
