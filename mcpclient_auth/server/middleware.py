@@ -24,6 +24,9 @@ headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouc
 ``replay_store=`` shares replay protection between worker processes
 (:class:`~mcpclient_auth.replay_redis.RedisReplayStore`); the default is one in-memory store per
 middleware (``replay_cache_size`` ids, ``replay_entries_per_key`` per signing key).
+Every method but protocol plumbing needs a capability; constraints are enforced, unknown ones
+refused (403). ``tools/list``, ``prompts/list``, ``resources/list`` and ``resources/templates/list``
+answers are narrowed to what the caller's mandate grants (``filter_lists=True``, :mod:`._listfilter`).
 
 Every MCP session is bound to the caller that opened it (mandate ``iss``/``sub`` and agent key): a
 request on someone else's ``mcp-session-id`` is refused 403 ``session_not_yours``, one on a session id
@@ -49,12 +52,14 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ..act import Mandate
+from ..constraints import ConstraintRegistry
 from ..errors import McpClientAuthError, ServerLimitError
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
 from ..replay import ReplayStore
 from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
+from ._listfilter import list_filter_send
 from ._sessions import SESSION_HEADER, Caller, SessionBindings
 from .verify import (
     IncomingHeaders,
@@ -120,6 +125,8 @@ class McpAuthMiddleware:
         replay_cache_size: int = 200_000,
         replay_entries_per_key: int | None = None,
         limits: RequestLimits | None = None,
+        filter_lists: bool = True,
+        constraints: ConstraintRegistry | None = None,
         bind_sessions: bool = True,
         multi_server_runs: bool = False,
     ) -> None:
@@ -147,7 +154,9 @@ class McpAuthMiddleware:
             replay_cache_size=replay_cache_size,
             replay_entries_per_key=replay_entries_per_key,
             multi_server_runs=multi_server_runs,
+            constraints=constraints,
         )
+        self.filter_lists = filter_lists
         #: who opened which MCP session (``None``: sessions are not bound)
         self.sessions: SessionBindings | None = SessionBindings() if bind_sessions else None
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
@@ -209,6 +218,12 @@ class McpAuthMiddleware:
 
         scope.setdefault("state", {})[STATE_KEY] = verified
         self._audit_accept(request, verified)
+        if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
+            verifier = self.verifier
+            send = list_filter_send(
+                send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
+                max_bytes=self.max_body_bytes,
+            )
         await self.app(scope, receive, send)
 
     # --- helpers -----------------------------------------------------------------------------------
