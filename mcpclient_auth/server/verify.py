@@ -34,6 +34,7 @@ from ..errors import (
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
+    MethodNotAllowed,
     ReplayDetected,
     ServerLimitError,
     SignatureMissing,
@@ -50,6 +51,7 @@ from ..policy import ActionPolicy, McpActionPolicy
 from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
 
 __all__ = [
+    "VERIFIED_METHODS",
     "IncomingHeaders",
     "IncomingRequest",
     "McpRequestVerifier",
@@ -58,6 +60,11 @@ __all__ = [
     "VerifiedRequest",
     "http_status_for",
 ]
+
+
+#: The methods of MCP's streamable HTTP transport. Only POST carries a JSON-RPC body (and so an ECT
+#: and a capability check); any other method with a body would skip them, so it is refused (405).
+VERIFIED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
 
 
 class IncomingHeaders(Mapping[str, str]):
@@ -143,6 +150,8 @@ def http_status_for(error: McpClientAuthError) -> int:
     limit's own status (503, 413, 408) when a server limit refused the request."""
     if isinstance(error, ServerLimitError):
         return error.status
+    if isinstance(error, MethodNotAllowed):
+        return 405
     if isinstance(error, JsonRpcError):
         return 400
     if isinstance(error, _FORBIDDEN):
@@ -297,6 +306,8 @@ class McpRequestVerifier:
         call: Call | None = None
         action: str | None = None
         try:
+            if request.method.upper() not in VERIFIED_METHODS:
+                raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
             signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
