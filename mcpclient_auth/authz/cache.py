@@ -56,7 +56,9 @@ class CacheKey(NamedTuple):
     """Everything that makes two token requests different (DESIGN §4, plus client and actor).
 
     ``principal`` is the principal id (``None`` for service tokens); ``subject`` and ``actor`` are
-    :func:`~mcpclient_auth.principal.token_digest` values, never tokens.
+    :func:`~mcpclient_auth.principal.token_digest` values, never tokens. The token types (RFC 8693)
+    are part of the request too: a source asking for an ID-JAG must never be handed an access token
+    another source cached for the same user, audience and scopes.
     """
 
     endpoint: str
@@ -68,6 +70,9 @@ class CacheKey(NamedTuple):
     audience: tuple[str, ...]
     resource: tuple[str, ...]
     scopes: tuple[str, ...]
+    requested_token_type: str | None = None
+    subject_token_type: str | None = None
+    actor_token_type: str | None = None
 
 
 #: What a miss runs to get a fresh token from the token endpoint.

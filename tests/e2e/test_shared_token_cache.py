@@ -26,8 +26,9 @@ import pytest
 import redis
 
 from mcpclient_auth.authz import AccessToken, CacheKey, RedisTokenStore, TokenCache, TokenExchange
+from mcpclient_auth.authz.base import ID_TOKEN_TYPE
 from mcpclient_auth.authz.redis_store import canonical_key, generate_encryption_key
-from mcpclient_auth.errors import TokenStoreTimeout, TokenStoreUnavailable
+from mcpclient_auth.errors import InvalidTokenResponse, TokenStoreTimeout, TokenStoreUnavailable
 from mcpclient_auth.principal import Principal, token_digest
 from tests.support.idp import IdP, Reply
 from tests.support.redis_server import RedisServer
@@ -260,6 +261,65 @@ async def test_without_the_local_layer_every_call_reads_redis(redis_server: Redi
         redis_server.flush()  # gone from Redis = gone: there is no copy in this process
         assert (await source.get_token(ALICE)).token != token.token
         assert idp.count == 2
+    finally:
+        await source.aclose()
+        await store.aclose()
+
+
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+
+
+async def test_sources_asking_for_different_token_types_never_share_a_token(
+    redis_server: RedisServer, idp: IdP
+) -> None:
+    # Same IdP, client, user, audience and scopes; one source asks for an access token, the other for
+    # an ID-JAG. Through one shared store the second used to get the first's access token.
+    encryption_key = generate_encryption_key()
+    stores = [RedisTokenStore(redis_server.url, encryption_key=encryption_key) for _ in range(2)]
+    sources = [
+        TokenExchange(
+            idp.token_url,
+            client_id="agent",
+            client_secret="s3cret",
+            audience="api://mcp",
+            scopes=["mcp.read"],
+            requested_token_type=token_type,
+            cache=TokenCache(store=store),
+        )
+        for token_type, store in zip((None, ID_JAG), stores, strict=True)
+    ]
+    try:
+        access = await sources[0].get_token(ALICE)
+        id_jag = await sources[1].get_token(ALICE)
+        assert access.issued_token_type == "urn:ietf:params:oauth:token-type:access_token"
+        assert id_jag.issued_token_type == ID_JAG and id_jag.token != access.token
+        assert idp.count == 2
+        # And the subject token's type is part of the key: the same text as an ID token is another request.
+        as_id_token = Principal(id="alice", subject_token=SUBJECT, subject_token_type=ID_TOKEN_TYPE)
+        assert (await sources[0].get_token(as_id_token)).token != access.token
+        assert idp.count == 3
+    finally:
+        for source in sources:
+            await source.aclose()
+        for store in stores:
+            await store.aclose()
+
+
+async def test_a_cached_token_of_another_type_is_refused(redis_server: RedisServer, idp: IdP) -> None:
+    # Defence in depth: whatever a shared store hands back is checked against the requested type.
+    store = RedisTokenStore(redis_server.url, encryption_key=generate_encryption_key())
+    source = TokenExchange(
+        idp.token_url, client_id="agent", client_secret="s3cret", audience="api://mcp",
+        scopes=["mcp.read"], requested_token_type=ID_JAG, cache=TokenCache(store=store),
+    )  # fmt: skip
+    try:
+        key = source._key(ALICE, None, None)
+        wrong = AccessToken("an-access-token", expires_at=time.time() + 600,
+                            issued_token_type="urn:ietf:params:oauth:token-type:access_token")  # fmt: skip
+        source.cache.put(key, wrong)
+        with pytest.raises(InvalidTokenResponse) as caught:
+            await source.get_token(ALICE)
+        assert caught.value.details.get("field") == "issued_token_type" and "an-access-token" not in str(caught.value)
     finally:
         await source.aclose()
         await store.aclose()
