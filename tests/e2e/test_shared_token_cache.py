@@ -8,6 +8,7 @@ layer and Redis connection pool.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -349,6 +350,31 @@ class Factory:
 def fresh(token: AccessToken) -> float:
     assert token.expires_at is not None
     return token.expires_at - 30
+
+
+@pytest.mark.parametrize("local", [True, False])
+async def test_a_re_obtain_after_invalidate_never_joins_an_older_flight(
+    redis_server: RedisServer, local: bool
+) -> None:
+    # A concurrent call's flight reads Redis (which still holds T1); this call gets a 401 with T1,
+    # invalidates it and re-obtains. Joining the older flight handed T1 back.
+    store = RedisTokenStore(redis_server.url, encryption_key=generate_encryption_key())
+    cache, factory, key = TokenCache(store=store, local=local), Factory(), alice_key()
+    try:
+        first = await cache.fetch(key, factory)
+        cache.clear()  # the local layer forgets it (as after its expiry); Redis still holds it
+        concurrent_call = asyncio.create_task(cache.fetch(key, factory))
+        for _ in range(3):
+            await asyncio.sleep(0)  # its flight has sent the Redis read
+        assert cache.in_flight == 1
+        cache.invalidate(key, token=first)
+        again = await cache.fetch(key, factory)
+        assert again.token != first.token and factory.calls == 2
+        assert (await concurrent_call).token == first.token  # it asked before the 401: its answer
+        assert (await cache.fetch(key, factory)).token == again.token  # T1 did not come back here
+        assert factory.calls == 2
+    finally:
+        await store.aclose()
 
 
 async def test_entries_are_encrypted_and_bound_to_their_key(
