@@ -377,6 +377,49 @@ async def test_a_re_obtain_after_invalidate_never_joins_an_older_flight(
         await store.aclose()
 
 
+def test_a_holder_that_lost_its_lease_does_not_overwrite_the_newer_token(redis_server: RedisServer) -> None:
+    # Worker A's loop blocks (a synchronous call) longer than lease_ttl: it cannot renew, counts as
+    # dead, B takes over and stores its token. A's late write used to overwrite B's.
+    encryption_key, key = generate_encryption_key(), alice_key()
+    results: dict[str, str] = {}
+
+    def worker(name: str, block: float) -> None:
+        async def factory() -> AccessToken:
+            if block:
+                time.sleep(block)  # blocks this worker's event loop: no lease renewal
+            return AccessToken(f"token-of-{name}", expires_at=time.time() + 600)
+
+        async def run() -> str:
+            store = RedisTokenStore(redis_server.url, encryption_key=encryption_key, lease_ttl=1.0)
+            try:
+                return (await TokenCache(store=store).fetch(key, factory)).token
+            finally:
+                await store.aclose()
+
+        results[name] = asyncio.run(run())
+
+    holder = threading.Thread(target=worker, args=("A", 2.5))
+    holder.start()
+    time.sleep(0.3)
+    taker = threading.Thread(target=worker, args=("B", 0))
+    taker.start()
+    holder.join(30)
+    taker.join(30)
+    assert results == {"A": "token-of-A", "B": "token-of-B"}  # each got a valid token
+
+    async def later() -> str:
+        factory = Factory()
+        store = RedisTokenStore(redis_server.url, encryption_key=encryption_key)
+        try:
+            token = await TokenCache(store=store).fetch(key, factory)
+        finally:
+            await store.aclose()
+        assert factory.calls == 0
+        return token.token
+
+    assert asyncio.run(later()) == "token-of-B"  # the fleet keeps the token of the live holder
+
+
 async def test_entries_are_encrypted_and_bound_to_their_key(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
