@@ -8,9 +8,9 @@ so it can be used from any framework:
     verified.principal, verified.mandate.capabilities, verified.ect.exec_act
 
 The signature ``nonce`` and the ECT ``jti`` are stored in the replay store only after every other
-check passed, in one all-or-nothing claim: :meth:`McpRequestVerifier.check_unclaimed` runs the checks
-and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await acommit`` on an
-event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
+check passed, in one claim (accepted only if all are new): :meth:`McpRequestVerifier.check_unclaimed`
+runs the checks and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await
+acommit`` on an event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
 
 Each failure raises a typed :class:`~mcpclient_auth.errors.McpClientAuthError`; :func:`http_status_for`
 maps it to 401 (missing or invalid credentials) or 403 (valid credentials, action not allowed).
@@ -278,8 +278,8 @@ class McpRequestVerifier:
         return self.commit(pending, now=now)
 
     def commit(self, pending: PendingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
-        """Store ``pending``'s nonce and ECT id (all-or-nothing); a replay or a store failure is a
-        :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
+        """Store ``pending``'s nonce and ECT id (accepted only if both are new); a replay or a store
+        failure is a :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
         try:
             self.replay_store.claim(pending.claims, now=now)
         except McpClientAuthError as exc:
