@@ -117,9 +117,9 @@ class TokenExchange(GrantSource):
             self.audience if audience is None else as_tuple(audience, "audience"),
             self.resource,
             self._scopes(scopes),
-            requested_token_type=self.requested_token_type,
-            subject_token_type=principal.subject_token_type,
-            actor_token_type=actor_type,
+            self.requested_token_type,
+            principal.subject_token_type,
+            actor_type,
         )
 
     def _form(self, principal: Principal, key: CacheKey, audience: str | None) -> dict[str, str | list[str]]:
