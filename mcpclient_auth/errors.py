@@ -502,6 +502,21 @@ class TooManyPendingBodies(ServerLimitError):
     code = "too_many_pending_bodies"
 
 
+class BodyFramingAmbiguous(ServerLimitError):
+    """The request carries both ``Content-Length`` and ``Transfer-Encoding``: its body length cannot be
+    trusted (RFC 9112 §6.3), so it is refused (400, connection closed) rather than read. Not retryable."""
+
+    code = "body_framing_ambiguous"
+    status = 400
+
+
+class MethodNotAllowed(McpClientAuthError, ValueError):
+    """An HTTP method the MCP endpoint does not serve (405): only GET, HEAD, POST and DELETE are
+    verified; any other method with a body would skip the JSON-RPC, ECT and capability checks."""
+
+    code = "method_not_allowed"
+
+
 # --- ledger and DAG ------------------------------------------------------------------------------
 
 
@@ -595,6 +610,7 @@ __all__ = [
     "AlgorithmNotAllowed",
     "AudienceMismatch",
     "AuthorizationError",
+    "BodyFramingAmbiguous",
     "BodyTimeout",
     "BodyTooLarge",
     "CapabilityNotGranted",
@@ -625,6 +641,7 @@ __all__ = [
     "MandateDenied",
     "MandateError",
     "McpClientAuthError",
+    "MethodNotAllowed",
     "MissingSubjectToken",
     "NoTokenForPrincipal",
     "PhaseError",

@@ -62,6 +62,7 @@ from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
 from ._listfilter import list_filter_send
 from ._sessions import SESSION_HEADER, Caller, SessionBindings
 from .verify import (
+    VERIFIED_METHODS,
     IncomingHeaders,
     IncomingRequest,
     McpRequestVerifier,
@@ -186,7 +187,7 @@ class McpAuthMiddleware:
             status = http_status_for(refusal)
             _log.info("refused %s %s early: %s (%s)", method, scope.get("path"), refusal.code, status)
             # The body was not (fully) read: close the connection rather than drain it.
-            close = method in BODY_METHODS
+            close = method in BODY_METHODS or method not in VERIFIED_METHODS
             await _problem(send, status, refusal.code, refusal.message, error=refusal, close=close)
             return
 
@@ -333,6 +334,7 @@ async def _problem(
         401: "Unauthorized",
         403: "Forbidden",
         404: "Not Found",
+        405: "Method Not Allowed",
         408: "Request Timeout",
         413: "Content Too Large",
         503: "Service Unavailable",
@@ -355,6 +357,8 @@ async def _problem(
     if status == 401:
         # RFC 9110 wants a challenge on 401; say which signature profile we expect.
         headers.append((b"www-authenticate", b'HTTPSig realm="mcp", tag="mcpclient-auth/1"'))
+    if status == 405:
+        headers.append((b"allow", ", ".join(sorted(VERIFIED_METHODS | {"OPTIONS"})).encode("ascii")))
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode("ascii")))
     if close:

@@ -8,9 +8,9 @@ so it can be used from any framework:
     verified.principal, verified.mandate.capabilities, verified.ect.exec_act
 
 The signature ``nonce`` and the ECT ``jti`` are stored in the replay store only after every other
-check passed, in one all-or-nothing claim: :meth:`McpRequestVerifier.check_unclaimed` runs the checks
-and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await acommit`` on an
-event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
+check passed, in one claim (accepted only if all are new): :meth:`McpRequestVerifier.check_unclaimed`
+runs the checks and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await
+acommit`` on an event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
 
 Each failure raises a typed :class:`~mcpclient_auth.errors.McpClientAuthError`; :func:`http_status_for`
 maps it to 401 (missing or invalid credentials) or 403 (valid credentials, action not allowed).
@@ -36,6 +36,7 @@ from ..errors import (
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
+    MethodNotAllowed,
     ReplayDetected,
     ServerLimitError,
     SessionError,
@@ -54,6 +55,7 @@ from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
 from ._dagshape import RunShapes
 
 __all__ = [
+    "VERIFIED_METHODS",
     "IncomingHeaders",
     "IncomingRequest",
     "McpRequestVerifier",
@@ -62,6 +64,11 @@ __all__ = [
     "VerifiedRequest",
     "http_status_for",
 ]
+
+
+#: The methods of MCP's streamable HTTP transport. Only POST carries a JSON-RPC body (and so an ECT
+#: and a capability check); any other method with a body would skip them, so it is refused (405).
+VERIFIED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
 
 
 class IncomingHeaders(Mapping[str, str]):
@@ -150,6 +157,8 @@ def http_status_for(error: McpClientAuthError) -> int:
         return error.status
     if isinstance(error, SessionError):
         return error.http_status
+    if isinstance(error, MethodNotAllowed):
+        return 405
     if isinstance(error, JsonRpcError):
         return 400
     if isinstance(error, _FORBIDDEN):
@@ -290,8 +299,8 @@ class McpRequestVerifier:
         return self.commit(pending, now=now)
 
     def commit(self, pending: PendingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
-        """Store ``pending``'s nonce and ECT id (all-or-nothing); a replay or a store failure is a
-        :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
+        """Store ``pending``'s nonce and ECT id (accepted only if both are new); a replay or a store
+        failure is a :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
         try:
             self.replay_store.claim(pending.claims, now=now)
         except McpClientAuthError as exc:
@@ -332,6 +341,8 @@ class McpRequestVerifier:
         call: Call | None = None
         action: str | None = None
         try:
+            if request.method.upper() not in VERIFIED_METHODS:
+                raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
             signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
