@@ -70,6 +70,9 @@ def _serve(trust: TrustStore, port: int, ledger: Path, anchors: Path, server_key
         ledger_key=server_key,
         checkpoint_every=3,
         ledger_anchor=FileAnchor(anchors),
+        # The restarted process has not seen the run's earlier calls: its DAG-shape memory (one
+        # process's) would refuse their successors; the ledger, not that memory, is under test here.
+        multi_server_runs=True,
     )
 
 
