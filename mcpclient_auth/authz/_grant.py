@@ -66,10 +66,18 @@ class GrantSource:
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        issuer: str | None = None,
+        assertion_audience: str | None = None,
     ) -> None:
         self.token_endpoint = check_endpoint(token_endpoint)
+        self.issuer = issuer
         self._client_auth: ClientAuthentication = client_authentication(
-            client_id, client_secret, client_key=client_key, method=auth_method
+            client_id,
+            client_secret,
+            client_key=client_key,
+            method=auth_method,
+            issuer=issuer,
+            assertion_audience=assertion_audience,
         )
         self.client_id = client_id
         self.scopes: tuple[str, ...] = normalise_scopes(scopes)
