@@ -7,12 +7,13 @@
     found.resource.resource          # the resource indicator exactly as the PRM publishes it
     found.server.token_endpoint
 
-Pure part (no I/O): :func:`metadata_urls` (the well-known URLs to try, in the MCP order: RFC 8414 path
-insertion, OpenID Connect path insertion, OpenID Connect path appending),
+Pure part (no I/O): :func:`metadata_urls` (the well-known URLs to try, in the MCP order: RFC 8414
+path insertion, OpenID Connect path insertion, OpenID Connect path appending),
 :func:`parse_authorization_server_metadata` (strict: ``issuer`` must be *identical* to the issuer the
-URL was built from, RFC 8414 §3.3 — no normalisation, an attacker's metadata cannot rename the issuer),
+URL was built from, RFC 8414 §3.3 — no normalisation, so metadata cannot rename its issuer),
 :func:`resource_metadata_urls` and :func:`check_resource`. The fetches are thin: anonymous GETs, no
-redirects, bounded bodies, 404 -> the next URL, any other failure -> :class:`~mcpclient_auth.errors.ResourceMetadataError` /
+redirects, bounded bodies, 404 -> the next URL, any other failure ->
+:class:`~mcpclient_auth.errors.ResourceMetadataError` /
 :class:`~mcpclient_auth.errors.AuthorizationServerMetadataError`.
 """
 
