@@ -78,8 +78,15 @@ def ensure_node(venv: Path, install: bool) -> Path:
         if not (venv / "bin" / "python").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r",
-             str(HERE / "node-requirements.txt")],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                str(HERE / "node-requirements.txt"),
+            ],
             check=True,
         )
     bin_dir = node_bin(venv)
@@ -112,7 +119,10 @@ def ensure_suite(bin_dir: Path, install: bool) -> None:
 def list_client_scenarios(bin_dir: Path) -> list[str]:
     out = subprocess.run(
         [str(bin_dir / "node"), str(SUITE_ENTRY), "list"],
-        env=node_env(bin_dir), check=True, capture_output=True, text=True,
+        env=node_env(bin_dir),
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     scenarios: list[str] = []
     in_client = False
@@ -146,9 +156,23 @@ def run_scenario(
     env["CONFORMANCE_ARTIFACTS"] = str(target)
     started = time.monotonic()
     proc = subprocess.run(
-        [str(bin_dir / "node"), str(SUITE_ENTRY), "client", "--command", command, "--scenario", scenario,
-         "--timeout", str(timeout_ms), "-o", str(target)],
-        env=env, capture_output=True, text=True, cwd=ROOT,
+        [
+            str(bin_dir / "node"),
+            str(SUITE_ENTRY),
+            "client",
+            "--command",
+            command,
+            "--scenario",
+            scenario,
+            "--timeout",
+            str(timeout_ms),
+            "-o",
+            str(target),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     seconds = time.monotonic() - started
     (target / "suite-output.txt").write_text(proc.stdout + proc.stderr)
@@ -160,7 +184,11 @@ def run_scenario(
         failed += [c.get("id", "?") for c in checks if c.get("status") in ("FAILURE", "WARNING")]
     note = ""
     if proc.returncode != 0 and not failed:
-        note = "client exited with an error" if "CLIENT EXITED WITH ERROR" in proc.stdout + proc.stderr else "suite error"
+        note = (
+            "client exited with an error"
+            if "CLIENT EXITED WITH ERROR" in proc.stdout + proc.stderr
+            else "suite error"
+        )
     return Outcome(scenario, stack, variant, proc.returncode == 0, seconds, sorted(set(failed)), total, note)
 
 
@@ -243,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
                 futures = [
-                    pool.submit(run_scenario, bin_dir, s, stack, variant, pythons[stack], args.out, args.timeout)
+                    pool.submit(
+                        run_scenario, bin_dir, s, stack, variant, pythons[stack], args.out, args.timeout
+                    )
                     for s in scenarios
                 ]
                 for future in futures:
@@ -253,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {label:14} {o.scenario:45} {o.seconds:5.1f}s {mark}", flush=True)
             timings[label] = time.monotonic() - t0
             mine = [o for o in outcomes if o.label == label]
-            print(f"{label}: {sum(o.passed for o in mine)}/{len(mine)} passed in {timings[label]:.0f}s", flush=True)
+            print(
+                f"{label}: {sum(o.passed for o in mine)}/{len(mine)} passed in {timings[label]:.0f}s",
+                flush=True,
+            )
 
     labels = [f"stack-{s}-{v}" for s in stacks for v in variants]
     (args.out / "results.json").write_text(
