@@ -15,7 +15,8 @@ Per token (a miss of the cache; concurrent misses for one key share one flow):
 
 1. **discovery** — RFC 9728 protected-resource metadata for ``server_url`` (validated: its ``resource``
    must name this server), then RFC 8414 metadata of its first authorization server (``issuer``
-   identical to the URL it was fetched for). The AS must offer PKCE ``S256`` (else we stop).
+   identical to the URL it was fetched for). The AS must offer PKCE ``S256`` (else we stop). A server
+   with no RFC 9728 metadata at all (404) gets the MCP 2025-03-26 fallback (``legacy_discovery``).
 2. **client identification** — a pre-registered ``client_id`` (with its secret or key), else the Client
    ID Metadata Document URL when the AS says ``client_id_metadata_document_supported``, else RFC 7591
    dynamic registration at its ``registration_endpoint`` (remembered per issuer), else a typed error.
@@ -55,6 +56,7 @@ from ..errors import (
     ClientRegistrationError,
     ConfigurationError,
     McpClientAuthError,
+    ResourceMetadataError,
     TokenExchangeRejected,
 )
 from ..keys import Identity
@@ -73,7 +75,13 @@ from ._http import (
 from .base import AccessToken, normalise_scopes
 from .cache import CacheKey, TokenCache
 from .client_auth import ClientAuthentication, NoClientAuthentication, client_authentication
-from .discovery import AuthorizationServerMetadata, Discovered, discover
+from .discovery import (
+    AuthorizationServerMetadata,
+    Discovered,
+    discover,
+    fetch_authorization_server_metadata,
+)
+from .resource_metadata import ResourceMetadata
 
 __all__ = [
     "AUTHORIZATION_CODE_GRANT",
@@ -90,6 +98,11 @@ REFRESH_TOKEN_GRANT = "refresh_token"
 #: ``authorization URL -> the whole redirect URL`` (the user's part: a browser, a device, a test).
 Interaction: TypeAlias = Callable[[str], Awaitable[str]]
 _MAX_REGISTRATION_BYTES = 64 * 1024
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _is_loopback(url: str) -> bool:
+    return urlsplit(url).hostname in _LOOPBACK
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -249,6 +262,7 @@ class AuthorizationCode:
         scopes: str | Sequence[str] | None = None,
         resource_metadata_url: str | None = None,
         request_offline_access: bool = True,
+        legacy_discovery: bool = True,
         http_client: httpx.AsyncClient | None = None,
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -276,6 +290,7 @@ class AuthorizationCode:
             check_endpoint(resource_metadata_url, "resource_metadata_url") if resource_metadata_url else None
         )
         self.request_offline_access = bool(request_offline_access)
+        self.legacy_discovery = bool(legacy_discovery)
         self.cache = cache if cache is not None else TokenCache()
         self._http = check_idp_client(http_client) if http_client is not None else None
         self._owns_http = http_client is None
@@ -438,14 +453,42 @@ class AuthorizationCode:
     async def _discovery(self) -> Discovered:
         found = self._discovered.get(self.server_url)
         if found is None:
-            found = await discover(
-                self.server_url,
-                resource_metadata_url=self.resource_metadata_url,
-                http_client=self._client(),
-                attempt_timeout=self._timeout,
-            )
+            try:
+                found = await discover(
+                    self.server_url,
+                    resource_metadata_url=self.resource_metadata_url,
+                    http_client=self._client(),
+                    attempt_timeout=self._timeout,
+                )
+            except ResourceMetadataError as exc:
+                if not self.legacy_discovery or exc.details.get("status") != 404:
+                    raise
+                found = await self._legacy_discovery()
             self._discovered[self.server_url] = found
         return found
+
+    async def _legacy_discovery(self) -> Discovered:
+        """MCP 2025-03-26 servers publish no RFC 9728 metadata: the authorization server is the MCP
+        server's origin, with RFC 8414 metadata there or else the default endpoints ``/authorize``,
+        ``/token`` and ``/register`` (which that revision required to support PKCE S256)."""
+        parts = urlsplit(self.server_url)
+        origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        try:
+            server = await fetch_authorization_server_metadata(
+                origin, http_client=self._client(), attempt_timeout=self._timeout
+            )
+        except AuthorizationServerMetadataError as exc:
+            if "statuses" not in exc.details:
+                raise  # the metadata exists but is not acceptable: never fall back past it
+            server = AuthorizationServerMetadata(
+                issuer=origin,
+                authorization_endpoint=origin + "/authorize",
+                token_endpoint=origin + "/token",
+                registration_endpoint=origin + "/register",
+                code_challenge_methods_supported=("S256",),
+            )
+        resource = ResourceMetadata(resource=self.server_url, authorization_servers=(origin,))
+        return Discovered(resource=resource, server=server)
 
     # --- client identification ------------------------------------------------------------------
 
@@ -480,6 +523,8 @@ class AuthorizationCode:
             "grant_types": [AUTHORIZATION_CODE_GRANT, REFRESH_TOKEN_GRANT],
             "response_types": ["code"],
             "token_endpoint_auth_method": "none",
+            # SEP-837 / OIDC Registration: a loopback redirect means an app on the user's machine.
+            "application_type": "native" if _is_loopback(self.redirect_uri) else "web",
             **self.client_metadata,
         }
         try:
