@@ -45,7 +45,11 @@ class GrantSource:
     """Base of the token-endpoint sources. Not a public class: use the subclasses.
 
     Subclasses set ``grant_type`` and implement :meth:`_key` and :meth:`_form`. ``audience`` and
-    ``scopes`` given to ``get_token`` replace the configured defaults.
+    ``scopes`` given to ``get_token`` replace the configured defaults. ``issuer`` (the authorization
+    server's RFC 8414 issuer) is the ``aud`` of ``private_key_jwt`` client assertions;
+    ``assertion_audience="token_endpoint"`` selects the token endpoint URL instead (the behaviour
+    before 0.2; :class:`~mcpclient_auth.authz.EntraOnBehalfOf` keeps it as its default, as Entra
+    documents it).
     """
 
     grant_type: ClassVar[str]
