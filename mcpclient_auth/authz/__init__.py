@@ -42,7 +42,7 @@ from .base import (
     TokenSource,
     normalise_scopes,
 )
-from .cache import CacheKey, TokenCache
+from .cache import CacheKey, InProcessTokenStore, TokenCache, TokenStore
 from .client_auth import (
     CLIENT_AUTH_METHODS,
     ClientAuthentication,
@@ -67,6 +67,7 @@ from .entra import JWT_BEARER_GRANT, EntraOnBehalfOf
 from .exchange import TOKEN_EXCHANGE_GRANT, TokenExchange
 from .id_jag import ID_JAG_TOKEN_TYPE, IdJag
 from .jwt_bearer import AssertionProvider, JwtBearer
+from .redis_store import RedisTokenStore
 from .resource_metadata import ResourceMetadata, fetch_resource_metadata, well_known_metadata_url
 from .static import StaticTokens, TokenLookup
 from .www_authenticate import BearerChallenge, Challenge, bearer_challenge, parse_challenges
@@ -101,16 +102,19 @@ __all__ = [
     "Discovered",
     "EntraOnBehalfOf",
     "IdJag",
+    "InProcessTokenStore",
     "Interaction",
     "JwtBearer",
     "NoClientAuthentication",
     "PrivateKeyJwt",
+    "RedisTokenStore",
     "ResourceMetadata",
     "StaticTokens",
     "TokenCache",
     "TokenExchange",
     "TokenLookup",
     "TokenSource",
+    "TokenStore",
     "authorization_request",
     "bearer_challenge",
     "check_resource",
