@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from mcpclient_auth.adapters.mcp_session import RunSession
 from mcpclient_auth.authz import AuthorizationCode, pkce_challenge
-from mcpclient_auth.errors import AuthorizationResponseError, ClientRegistrationError
+from mcpclient_auth.errors import AuthorizationResponseError, ClientRegistrationError, ResourceMetadataError
 from mcpclient_auth.ledger import verify_ledger
 from mcpclient_auth.principal import Principal
 from tests.support.hooks_env import hr_server
@@ -209,3 +209,35 @@ async def test_a_signed_run_with_the_authorization_code_source(tmp_path: Path) -
     assert len(server.browser.visited) == 1
     assert verify_ledger(path, env.trust).ok
     assert ACCESS_TOKEN not in path.read_text()
+
+
+@pytest.mark.parametrize("with_metadata", [True, False])
+async def test_2025_03_26_servers_without_resource_metadata(with_metadata: bool) -> None:
+    # No RFC 9728 document at all (404): the AS is the MCP server's origin, with RFC 8414 metadata
+    # there or else the default endpoints /authorize, /token, /register of that revision.
+    server = AuthorizationServer(access_token=ACCESS_TOKEN)
+    routes = [
+        r
+        for r in server.routes()
+        if "protected-resource" not in getattr(r, "path", "")
+        and (with_metadata or "authorization-server" not in getattr(r, "path", ""))
+    ]
+    with serve(Starlette(routes=routes)) as base:
+        async with source(server, base) as flow:
+            assert (await flow.get_token(ALICE)).token == ACCESS_TOKEN
+    assert server.authorize_queries[0]["resource"] == f"{base}/mcp"
+    assert server.token_forms[0]["grant_type"] == "authorization_code"
+    assert ("GET", "/.well-known/oauth-authorization-server") in server.requests or not with_metadata
+
+
+async def test_a_resource_metadata_error_other_than_404_is_not_papered_over(
+    oauth: tuple[AuthorizationServer, str],
+) -> None:
+    server, base = oauth
+    # The PRM exists but names another resource: refused, never replaced by the legacy fallback.
+    async with AuthorizationCode(
+        server_url=f"{base}/other", interaction=server.browser.redirect, redirect_uri=REDIRECT
+    ) as flow:
+        with pytest.raises(ResourceMetadataError):
+            await flow.get_token(ALICE)
+    assert server.authorize_queries == []
