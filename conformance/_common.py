@@ -23,8 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcpclient_auth import AgentRun, Identity, Principal, TrustStore, verify_ledger
-from mcpclient_auth.server import McpRequestVerifier
-from mcpclient_auth.server.verify import IncomingHeaders, IncomingRequest
+from mcpclient_auth.server import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection
 
 SCENARIO = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
 PROTOCOL_VERSION = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION")
@@ -168,7 +167,7 @@ class SignedRun:
             content=body,
         )
         outcome = self.verifier.check(incoming, now=time.time())
-        if hasattr(outcome, "error"):
+        if isinstance(outcome, Rejection):
             self.rejected.append(f"{request.method} {getattr(outcome.error, 'code', '?')}: {outcome.error}")
         else:
             self.verified += 1
@@ -194,9 +193,14 @@ class SignedRun:
         await self.run.__aexit__(kind, exc, tb)
         report = verify_ledger(self.ledger_path, self.trust)
         log(
-            f"ledger: {report.entries if hasattr(report, 'entries') else '?'} entries, ok={report.ok}; "
+            f"ledger: {report.entries} entries, {report.tokens_verified} tokens verified, ok={report.ok}; "
             f"requests re-verified: {self.verified}, rejected: {len(self.rejected)}"
         )
+        # The harness reads this marker: a scenario that expects the client to fail (iss-wrong-issuer,
+        # resource-mismatch...) still needs a ledger that verifies and no rejected request.
+        marker = {"ok": report.ok and not self.rejected, "entries": report.entries, "verified": self.verified}
+        marker["rejected"] = len(self.rejected)
+        (self.dir / f"signed-run-{os.getpid()}.json").write_text(json.dumps(marker))
         if exc is not None:
             return
         if not report.ok:

@@ -183,13 +183,28 @@ def run_scenario(
         total += len(checks)
         failed += [c.get("id", "?") for c in checks if c.get("status") in ("FAILURE", "WARNING")]
     note = ""
-    if proc.returncode != 0 and not failed:
-        note = (
-            "client exited with an error"
-            if "CLIENT EXITED WITH ERROR" in proc.stdout + proc.stderr
-            else "suite error"
-        )
-    return Outcome(scenario, stack, variant, proc.returncode == 0, seconds, sorted(set(failed)), total, note)
+    passed = proc.returncode == 0
+    if not passed and not failed:
+        output = proc.stdout + proc.stderr
+        note = "client exited with an error" if "CLIENT EXITED WITH ERROR" in output else "suite error"
+    if variant == "sdk":
+        # Our own bar on top of the suite's: the scenario ran under a signed run whose ledger verified
+        # and whose every request McpRequestVerifier accepted (written by _common.SignedRun).
+        reason = signed_run_problem(target)
+        if reason is not None:
+            note = f"{note}; {reason}" if note else reason
+            passed = False
+    return Outcome(scenario, stack, variant, passed, seconds, sorted(set(failed)), total, note)
+
+
+def signed_run_problem(target: Path) -> str | None:
+    """Why the SDK variant's scenario in ``target`` does not count as signed and verified, if so."""
+    markers = [json.loads(m.read_text()) for m in target.glob("signed-run-*.json")]
+    if not markers:
+        return "no signed run"
+    if not all(m.get("ok") is True for m in markers):
+        return "ledger or request verification failed"
+    return None
 
 
 # --- baseline --------------------------------------------------------------------------------------------

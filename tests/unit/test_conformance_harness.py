@@ -60,3 +60,12 @@ def test_the_table_counts_passes_per_column() -> None:
     text = h.table(rows, ["stack-a-sdk"], ["initialize", "auth/dpop"])
     assert "| `initialize` | pass |" in text and "| `auth/dpop` | **fail** |" in text
     assert text.endswith("| **passed** | 1/2 |")
+
+
+def test_an_sdk_scenario_counts_only_under_a_verified_signed_run(tmp_path: Path) -> None:
+    h = harness()
+    assert h.signed_run_problem(tmp_path) == "no signed run"
+    (tmp_path / "signed-run-1.json").write_text('{"ok": true, "entries": 9, "verified": 3, "rejected": 0}')
+    assert h.signed_run_problem(tmp_path) is None
+    (tmp_path / "signed-run-2.json").write_text('{"ok": false, "entries": 9, "verified": 2, "rejected": 1}')
+    assert h.signed_run_problem(tmp_path) == "ledger or request verification failed"
