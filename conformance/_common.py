@@ -156,7 +156,7 @@ class SignedRun:
         return store
 
     async def verify_request(self, request: Any) -> None:
-        """Request hook, appended after the SDK's: re-verify the signed request as a server would."""
+        """Re-verify a request that is about to leave for the MCP endpoint, as a server would."""
         if urlsplit(str(request.url))._replace(query="").geturl() != self.url:
             return  # OAuth discovery or token requests: not ours to sign, not ours to check
         body = await request.aread()
@@ -172,16 +172,20 @@ class SignedRun:
         else:
             self.verified += 1
 
-    def attach(self, client: Any) -> Any:
-        client.event_hooks["request"].append(self.verify_request)
-        return client
+    def transport(self, inner: Any) -> Any:
+        """The innermost transport of a client built by the run's factory: it sees exactly the requests
+        that go to the network (a call the SDK refused locally never reaches it)."""
+        return _VerifyingTransport(inner, self)
 
     def httpx_factory(self) -> Any:
-        """mcp 1.x: the run's factory, with the verifying hook appended to each client it builds."""
+        """mcp 1.x: the run's factory, each client it builds sending through :meth:`transport`."""
+        import httpx
+
         factory = self.run.httpx_client_factory()
 
         def build(*args: Any, **kwargs: Any) -> Any:
-            return self.attach(factory(*args, **kwargs))
+            kwargs.setdefault("transport", self.transport(httpx.AsyncHTTPTransport()))
+            return factory(*args, **kwargs)
 
         return build
 
@@ -209,3 +213,18 @@ class SignedRun:
             raise SystemExit(f"McpRequestVerifier rejected requests: {self.rejected[:5]}")
         if self.verified == 0:
             raise SystemExit("no request to the MCP endpoint was signed")
+
+
+class _VerifyingTransport:
+    """Duck-typed async transport (httpx or httpx2): verify, then send through ``inner``."""
+
+    def __init__(self, inner: Any, signed: SignedRun) -> None:
+        self.inner = inner
+        self.signed = signed
+
+    async def handle_async_request(self, request: Any) -> Any:
+        await self.signed.verify_request(request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -280,7 +280,10 @@ async def run_sdk(url: str) -> None:
     async with httpx2.AsyncClient(follow_redirects=False) as browser:
         source = await token_source_for(SCENARIO, url, browser.get) if SCENARIO.startswith("auth/") else None
         async with SignedRun(url, token_source=source, principal=principal_for(SCENARIO)) as signed:
-            await connect_and_work(url, signed.attach(httpx2_client_factory(signed.run)()))
+            client = httpx2_client_factory(signed.run)(
+                transport=signed.transport(httpx2.AsyncHTTPTransport())
+            )
+            await connect_and_work(url, client)
 
 
 async def main_async(url: str) -> None:
