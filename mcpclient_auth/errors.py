@@ -70,6 +70,21 @@ class KeyFormatError(KeyMaterialError, ValueError):
     code = "key_format_invalid"
 
 
+class TrustRolesMissing(KeyMaterialError, ConfigurationError):
+    """A mandate path was given a trust store without roles (which key may sign mandates for whom,
+    which keys are agent keys). Add them with ``mcpclient-auth keys trust`` or
+    :meth:`TrustStore.add_issuer <mcpclient_auth.keys.TrustStore.add_issuer>` /
+    :meth:`~mcpclient_auth.keys.TrustStore.add_agent`."""
+
+    code = "trust_roles_missing"
+
+
+class TrustRoleConflict(KeyMaterialError, ValueError):
+    """One key registered both as an issuer (signs mandates) and as an agent key (signs calls)."""
+
+    code = "trust_role_conflict"
+
+
 class UnknownKey(KeyMaterialError):
     """A ``kid``/``keyid`` that the trust store does not hold."""
 
@@ -152,6 +167,16 @@ class MandateError(TokenError):
     """Base for mandate semantics errors (capabilities, delegation, phase)."""
 
     code = "mandate_invalid"
+
+
+class IssuerNotAuthorized(MandateError):
+    """A top-level mandate signed by a key that is not registered as an issuer for its ``iss``.
+
+    ``code`` is ``issuer_not_authorized``, or ``agent_key_not_issuer`` when the signer is an agent key
+    (an agent never signs a top-level mandate; it may only delegate one it holds).
+    """
+
+    code = "issuer_not_authorized"
 
 
 class CapabilityNotGranted(MandateError):
@@ -349,6 +374,61 @@ class InsufficientScope(AuthorizationError):
     retryable = False
 
 
+# --- server limits (availability, not credentials) ------------------------------------------------
+
+
+class ServerLimitError(McpClientAuthError):
+    """The server refused to work on a request because a limit was reached, not because its
+    credentials failed: the same request may succeed later. ``status`` is the HTTP status the
+    reference middleware answers with; ``retry_after`` (seconds) is set when a retry is sensible."""
+
+    code = "server_limit"
+    status = 503
+
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, code: str | None = None, **details: Any
+    ) -> None:
+        super().__init__(message, code=code, **details)
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry_after is not None
+
+
+class ReplayStoreFull(ServerLimitError):
+    """The replay store has no room for this key's ids until some expire; it refuses rather than
+    forget an id that is still inside its validity window (which would let a replay through)."""
+
+    code = "replay_store_full"
+
+
+class ReplayStoreUnavailable(ServerLimitError):
+    """The shared replay store (Redis/Valkey) did not answer in time or at all: fail closed."""
+
+    code = "replay_store_unavailable"
+
+
+class BodyTooLarge(ServerLimitError):
+    """The request body (``Content-Length`` or the bytes received) exceeds the limit."""
+
+    code = "body_too_large"
+    status = 413
+
+
+class BodyTimeout(ServerLimitError):
+    """The request body did not arrive completely within the body read deadline."""
+
+    code = "body_timeout"
+    status = 408
+
+
+class TooManyPendingBodies(ServerLimitError):
+    """Too many request bodies (or bytes) are being read before their senders are authenticated."""
+
+    code = "too_many_pending_bodies"
+
+
 # --- ledger and DAG ------------------------------------------------------------------------------
 
 
@@ -486,6 +566,8 @@ __all__ = [
     "AuthorizationError",
     "AuthorizationResponseError",
     "AuthorizationServerMetadataError",
+    "BodyTimeout",
+    "BodyTooLarge",
     "CapabilityNotGranted",
     "ChallengeMalformed",
     "ClaimsInvalid",
@@ -500,6 +582,7 @@ __all__ = [
     "InsufficientScope",
     "InvalidTokenResponse",
     "InvalidTokenType",
+    "IssuerNotAuthorized",
     "JsonRpcError",
     "KeyBindingMismatch",
     "KeyFormatError",
@@ -516,8 +599,11 @@ __all__ = [
     "PrincipalMismatch",
     "PrivilegeEscalation",
     "ReplayDetected",
+    "ReplayStoreFull",
+    "ReplayStoreUnavailable",
     "ResourceMetadataError",
     "RunClosed",
+    "ServerLimitError",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",
@@ -533,6 +619,9 @@ __all__ = [
     "TokenSignatureInvalid",
     "TokenStoreTimeout",
     "TokenStoreUnavailable",
+    "TooManyPendingBodies",
+    "TrustRoleConflict",
+    "TrustRolesMissing",
     "UnknownKey",
     "UpstreamUnauthorized",
 ]
