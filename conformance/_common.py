@@ -85,11 +85,29 @@ def scenario_tools() -> list[str]:
     return names
 
 
+#: Session-level methods the clients send; granted too, so the run also works under a strict policy
+#: (every method inside the mandate), not only under today's default where they need no capability.
+SESSION_METHODS = (
+    "initialize",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "server/discover",
+    "ping",
+    "tools/list",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "prompts/list",
+)
+
+
 def capabilities(tools: list[str]) -> list[str]:
     from mcpclient_auth.policy import is_action
 
     # A tool whose name is no legal action cannot be granted; calling it is refused locally.
-    return [f"mcp.{name}" for name in tools if is_action(name)]
+    granted = [f"mcp.{name}" for name in tools if is_action(name)]
+    granted += ["mcp.rpc." + method.replace("/", ".") for method in SESSION_METHODS]
+    return [*granted, "mcp.rpc.response"]  # answers to server requests (elicitation, sampling)
 
 
 def fetch_redirect(http_get: Any) -> Any:
