@@ -55,6 +55,13 @@ class ConfigurationError(McpClientAuthError, ValueError):
     code = "configuration_error"
 
 
+class EndpointInvalid(ConfigurationError):
+    """An MCP endpoint URL that cannot be normalised to the one form the request will be sent to
+    (userinfo, fragment, a scheme other than http(s), a non-ASCII host, an invalid port ...)."""
+
+    code = "endpoint_invalid"
+
+
 # --- keys ------------------------------------------------------------------------------------------
 
 
@@ -203,6 +210,22 @@ class PhaseError(MandateError):
     code = "phase_invalid"
 
 
+class ConstraintError(MandateError):
+    """A capability's ``constraints`` are malformed: the mandate cannot be used (see :mod:`.constraints`)."""
+
+    code = "constraint_invalid"
+
+
+class ConstraintUnknown(ConstraintError):
+    """A capability carries a constraint that no registered evaluator understands.
+
+    Like a JOSE ``crit`` header nobody implements, it makes the whole mandate unusable: it is refused
+    at :class:`~mcpclient_auth.AgentRun` creation and answered 403 by the server, never ignored.
+    """
+
+    code = "constraint_unknown"
+
+
 # --- runtime refusals on the request path -----------------------------------------------------------
 
 
@@ -222,6 +245,14 @@ class ActionMappingError(MandateDenied):
     code = "invalid_action"
 
 
+class ConstraintViolated(MandateDenied):
+    """A granted action was called in a way its capability's constraints forbid (an argument outside
+    the allowed values, or the run's call budget ``max_calls`` used up); refused before it was sent
+    (client) or before the tool ran (server)."""
+
+    code = "constraint_violated"
+
+
 class JsonRpcError(McpClientAuthError, ValueError):
     """A request body on the MCP endpoint that is not valid JSON-RPC 2.0."""
 
@@ -238,6 +269,13 @@ class RunClosed(McpClientAuthError):
     """A request was made through a run that has already been closed."""
 
     code = "run_closed"
+
+
+class RequestOutOfScope(McpClientAuthError):
+    """A request through a run's client to the run's origin on a path that is none of its endpoints
+    (and no OAuth discovery, token or registration request): refused, never sent unsigned."""
+
+    code = "request_out_of_scope"
 
 
 # --- HTTP message signatures and digests -----------------------------------------------------------
@@ -374,6 +412,41 @@ class InsufficientScope(AuthorizationError):
     retryable = False
 
 
+class ScopeNotAllowed(InsufficientScope):
+    """A 403 ``insufficient_scope`` asked for scopes outside the run's allowlist: no step-up, the
+    identity provider is never asked for them."""
+
+    code = "scope_not_allowed"
+    reason = "scope_not_allowed"
+    retryable = False
+
+
+# --- server: MCP session binding ------------------------------------------------------------------
+
+
+class SessionError(McpClientAuthError):
+    """Base for MCP session binding refusals at the server (``http_status`` is the answer's status)."""
+
+    code = "session_invalid"
+    http_status = 403
+
+
+class SessionNotYours(SessionError):
+    """A request names an MCP session (``mcp-session-id``) opened by another caller (mandate
+    ``iss``/``sub`` or agent key)."""
+
+    code = "session_not_yours"
+    http_status = 403
+
+
+class SessionUnknown(SessionError):
+    """A request names an MCP session the middleware has no owner for (never opened through it, or
+    its binding expired): answered 404 so that MCP clients start a new session."""
+
+    code = "session_unknown"
+    http_status = 404
+
+
 # --- server limits (availability, not credentials) ------------------------------------------------
 
 
@@ -427,6 +500,21 @@ class TooManyPendingBodies(ServerLimitError):
     """Too many request bodies (or bytes) are being read before their senders are authenticated."""
 
     code = "too_many_pending_bodies"
+
+
+class BodyFramingAmbiguous(ServerLimitError):
+    """The request carries both ``Content-Length`` and ``Transfer-Encoding``: its body length cannot be
+    trusted (RFC 9112 §6.3), so it is refused (400, connection closed) rather than read. Not retryable."""
+
+    code = "body_framing_ambiguous"
+    status = 400
+
+
+class MethodNotAllowed(McpClientAuthError, ValueError):
+    """An HTTP method the MCP endpoint does not serve (405): only GET, HEAD, POST and DELETE are
+    verified; any other method with a body would skip the JSON-RPC, ECT and capability checks."""
+
+    code = "method_not_allowed"
 
 
 # --- ledger and DAG ------------------------------------------------------------------------------
@@ -566,6 +654,7 @@ __all__ = [
     "AuthorizationError",
     "AuthorizationResponseError",
     "AuthorizationServerMetadataError",
+    "BodyFramingAmbiguous",
     "BodyTimeout",
     "BodyTooLarge",
     "CapabilityNotGranted",
@@ -574,10 +663,14 @@ __all__ = [
     "ClientRegistrationError",
     "ComponentError",
     "ConfigurationError",
+    "ConstraintError",
+    "ConstraintUnknown",
+    "ConstraintViolated",
     "CriticalHeaderUnsupported",
     "DagError",
     "DelegationError",
     "DigestError",
+    "EndpointInvalid",
     "ExtensionTooLarge",
     "InsufficientScope",
     "InvalidTokenResponse",
@@ -593,6 +686,7 @@ __all__ = [
     "MandateDenied",
     "MandateError",
     "McpClientAuthError",
+    "MethodNotAllowed",
     "MissingSubjectToken",
     "NoTokenForPrincipal",
     "PhaseError",
@@ -601,9 +695,14 @@ __all__ = [
     "ReplayDetected",
     "ReplayStoreFull",
     "ReplayStoreUnavailable",
+    "RequestOutOfScope",
     "ResourceMetadataError",
     "RunClosed",
+    "ScopeNotAllowed",
     "ServerLimitError",
+    "SessionError",
+    "SessionNotYours",
+    "SessionUnknown",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",

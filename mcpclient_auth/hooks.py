@@ -3,9 +3,11 @@
 You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 :meth:`AgentRun.install` put a :class:`RunHooks` on a client. What the hooks do, per request:
 
-1. **scope guard** — only requests whose origin and path match the run's endpoint(s) are touched;
-   anything else (other origins, OAuth discovery/registration/token requests) passes untouched, and
-   headers we set on an earlier hop of a redirected request are removed before it leaves;
+1. **scope guard** (:mod:`.scope`, fail closed) — requests whose origin and path match the run's
+   endpoint(s) are signed (sent to the canonical URI); other origins and recognised OAuth
+   discovery/registration/token requests pass untouched; any other path on the run's origin is
+   refused (:class:`~mcpclient_auth.errors.RequestOutOfScope`, a ``denial`` entry). Headers we set on
+   an earlier hop of a redirected request are removed before it leaves;
 2. ``await request.aread()`` -> :func:`~mcpclient_auth.jsonrpc.parse` -> policy -> mandate check
    (refused: a ``denial`` ledger entry, then a local JSON-RPC error or the typed exception);
 3. the user's access token (when the run has a token source);
@@ -54,10 +56,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._encoding import b64url_encode
 from .authz._http import SIGNING_HOOK_MARKER
-from .errors import ConfigurationError, McpClientAuthError
-from .jsonrpc import Call
+from .authz.www_authenticate import bearer_challenge
+from .errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
+from .jsonrpc import Call, parse
 from .refusal import refusal_body
 from .run import InFlight
+from .scope import EndpointScope, MetadataCollector, sent_url
 from .sse import ResponseWatcher
 
 if TYPE_CHECKING:
@@ -85,7 +89,15 @@ __all__ = [
 EXTENSION_INFLIGHT = "mcpclient_auth.inflight"
 EXTENSION_REFUSAL = "mcpclient_auth.refusal"
 _EXTENSION_STAMP = "mcpclient_auth.stamp"
-_OUR_EXTENSIONS = (EXTENSION_INFLIGHT, EXTENSION_REFUSAL, _EXTENSION_STAMP)
+_EXTENSION_LEARN = "mcpclient_auth.learn_metadata"
+_EXTENSION_REFUSED = "mcpclient_auth.out_of_scope"
+_OUR_EXTENSIONS = (
+    EXTENSION_INFLIGHT,
+    EXTENSION_REFUSAL,
+    _EXTENSION_STAMP,
+    _EXTENSION_LEARN,
+    _EXTENSION_REFUSED,
+)
 _SIGNATURE_HEADERS = ("Signature", "Signature-Input", "Content-Digest")
 _SSE = "text/event-stream"
 
@@ -118,6 +130,9 @@ class LocalRefusal:
     hooks: RunHooks
     body: bytes
     error: McpClientAuthError
+    #: 200 with a JSON-RPC error for a request; 202 without a body for a refused notification or
+    #: response (what a server answers to those: the MCP session goes on, nothing was sent).
+    status: int = 200
 
 
 #: Exception class names shared by httpx and httpx2 (distinct, unrelated hierarchies) -> ledger code.
@@ -263,6 +278,10 @@ class ResponseTracker:
 _ResponseTracker = ResponseTracker  # the name stack-A code used
 
 
+#: What a hashing stream reports to: a call's tracker, or a metadata collector.
+StreamObserver = ResponseTracker | MetadataCollector
+
+
 class _StreamWrapper:
     """What both hashing streams share: the inner stream, the tracker, and ``elapsed``.
 
@@ -270,7 +289,7 @@ class _StreamWrapper:
     instead), so a wrapper must pass the inner stream's value through or ``elapsed`` raises after close.
     """
 
-    def __init__(self, inner: Any, tracker: ResponseTracker) -> None:
+    def __init__(self, inner: Any, tracker: StreamObserver) -> None:
         self._inner = inner
         self._tracker = tracker
 
@@ -329,10 +348,15 @@ class SyncHashingStream(_StreamWrapper):
             self._tracker.closed()
 
 
-def _tracker_for(response: Any) -> ResponseTracker | None:
+def _tracker_for(response: Any) -> StreamObserver | None:
+    scope = response.request.extensions.get(_EXTENSION_LEARN)
+    if isinstance(scope, EndpointScope):
+        return MetadataCollector(scope) if response.status_code == 200 else None
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
         return None
+    if response.status_code == 401:
+        _learn_metadata_url(inflight.run.scope, response)
     watcher: ResponseWatcher | None = None
     call = inflight.call
     if (
@@ -357,12 +381,11 @@ def _refusal_for(request: Any, hooks: RunHooks) -> LocalRefusal | None:
 
 def _local_response(request: Any, refusal: LocalRefusal) -> Any:
     # Built with the request's own library: its client asserts the response stream's type.
-    return refusal.hooks.library.response(
-        200,
-        headers={"content-type": "application/json", "x-mcpclient-auth-refusal": refusal.error.code},
-        content=refusal.body,
-        request=request,
-    )
+    headers = {"x-mcpclient-auth-refusal": refusal.error.code}
+    if refusal.body:
+        headers["content-type"] = "application/json"
+    library = refusal.hooks.library
+    return library.response(refusal.status, headers=headers, content=refusal.body, request=request)
 
 
 def _record_failure(request: Any, exc: BaseException) -> None:
@@ -416,6 +439,37 @@ class SyncLocalAnswer(_TransportWrapper):
 
 
 # --- request side -------------------------------------------------------------------------------
+
+
+def _learn_metadata_url(scope: EndpointScope, response: _Response) -> None:
+    """A 401 from an endpoint may name RFC 9728 metadata on the run's origin: let a client's OAuth
+    flow fetch it (untouched) instead of the guard refusing it."""
+    try:
+        challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
+    except ChallengeMalformed:
+        return
+    if challenge is not None and challenge.resource_metadata is not None:
+        scope.learn_metadata_url(challenge.resource_metadata)
+
+
+def _refused(request: _Request) -> bool:
+    return request.extensions.get(_EXTENSION_REFUSED) is True
+
+
+def _send_canonical(request: _Request) -> None:
+    """Send an in-scope request to the canonical form of its URI (see :func:`.scope.sent_url`).
+
+    httpx already normalises almost everything; what it keeps (``HTTP://host:80/`` keeps the
+    explicit default port) would make the URI on the wire differ from the tokens' ``aud``.
+    """
+    current = str(request.url)
+    canonical = sent_url(current)
+    if canonical == current or canonical == current + "/":
+        return
+    old_netloc = request.url.netloc
+    request.url = type(request.url)(canonical)
+    if request.headers.get("host", "").encode("ascii", "replace") == old_netloc:
+        request.headers["Host"] = request.url.netloc.decode("ascii")
 
 
 def _scrub(request: _Request) -> None:
@@ -477,8 +531,10 @@ class RunHooks:
     async def on_request(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
-        endpoint = run.scope.match(str(request.url))
+        endpoint = self._guard(run, request)
         if endpoint is None:
+            if _refused(request):
+                self._refuse_out_of_scope(run, request, await request.aread())
             return
         run._check_open()
         body = await request.aread()
@@ -502,8 +558,10 @@ class RunHooks:
     def on_request_sync(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
-        endpoint = run.scope.match(str(request.url))
+        endpoint = self._guard(run, request)
         if endpoint is None:
+            if _refused(request):
+                self._refuse_out_of_scope(run, request, request.read())
             return
         run._check_open()
         if run.token_source is not None:  # token sources are async; install() refuses this too
@@ -525,6 +583,37 @@ class RunHooks:
 
     # shared ---------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _guard(run: AgentRun, request: _Request) -> Endpoint | None:
+        """The endpoint to sign ``request`` for, with its URL made canonical; ``None`` otherwise (an
+        authorization-server metadata request is marked for learning, a refusal is marked)."""
+        verdict = run.scope.classify(str(request.url))
+        if verdict.kind == "endpoint":
+            _send_canonical(request)
+            return verdict.endpoint
+        if verdict.kind == "refuse":
+            request.extensions = {**request.extensions, _EXTENSION_REFUSED: True}
+        elif verdict.metadata:
+            request.extensions = {**request.extensions, _EXTENSION_LEARN: run.scope}
+        return None
+
+    def _refuse_out_of_scope(self, run: AgentRun, request: _Request, body: bytes) -> None:
+        run._check_open()
+        request.extensions = {k: v for k, v in request.extensions.items() if k != _EXTENSION_REFUSED}
+        error = RequestOutOfScope(
+            f"refusing a {request.method} to {request.url.path!r} on the run's origin: it is none of the "
+            f"run's endpoints ({', '.join(run.scope.urls)}) and no OAuth discovery, token or registration "
+            "request; nothing was sent",
+            path=request.url.path,
+        )
+        try:
+            parsed = parse(body, content_type=request.headers.get("content-type"))
+        except McpClientAuthError:
+            parsed = None
+        call = parsed if isinstance(parsed, Call) else None
+        run._deny(call, None, error)
+        self._refuse(request, call, error)
+
     def _apply(
         self,
         run: AgentRun,
@@ -536,12 +625,13 @@ class RunHooks:
         authorization: str | None,
     ) -> None:
         url = request.url
-        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+        # the URI as sent (percent-encoding kept), without the query: the ledger's url
+        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.decode('ascii').partition('?')[0]}"
         prepared = run._prepare(call, action, body, endpoint, bare_url, authorization)
         headers = request.headers
         for name, value in prepared.headers.items():
             headers[name] = value
-        result = run.signer.sign(request, body=body)
+        result = run._signer_for(endpoint).sign(request, body=body)
         stamp = (
             *prepared.headers,
             *(_SIGNATURE_HEADERS if result.content_digest else _SIGNATURE_HEADERS[:2]),
@@ -556,17 +646,19 @@ class RunHooks:
             request.extensions = extensions
 
     def _refuse(self, request: _Request, call: Call | None, exc: McpClientAuthError) -> None:
-        if (
-            self.answer_locally
-            and call is not None
-            and call.kind == "request"
-            and call.id is not None
-            and self._answers_locally(request)
-        ):
-            extensions = dict(request.extensions)
-            extensions[EXTENSION_REFUSAL] = LocalRefusal(self, refusal_body(call.id, exc), exc)
-            request.extensions = extensions
-            return
+        if self.answer_locally and call is not None and self._answers_locally(request):
+            refusal: LocalRefusal | None = None
+            if call.kind == "request" and call.id is not None:
+                refusal = LocalRefusal(self, refusal_body(call.id, exc), exc)
+            elif call.kind in ("notification", "response"):
+                # No id to answer: raising would end an mcp 1.x session (post_writer dies), so the
+                # refused message is swallowed with the 202 a server gives; the ledger has the denial.
+                refusal = LocalRefusal(self, b"", exc, status=202)
+            if refusal is not None:
+                extensions = dict(request.extensions)
+                extensions[EXTENSION_REFUSAL] = refusal
+                request.extensions = extensions
+                return
         raise exc
 
     def _answers_locally(self, request: _Request) -> bool:

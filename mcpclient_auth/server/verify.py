@@ -8,9 +8,9 @@ so it can be used from any framework:
     verified.principal, verified.mandate.capabilities, verified.ect.exec_act
 
 The signature ``nonce`` and the ECT ``jti`` are stored in the replay store only after every other
-check passed, in one all-or-nothing claim: :meth:`McpRequestVerifier.check_unclaimed` runs the checks
-and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await acommit`` on an
-event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
+check passed, in one claim (accepted only if all are new): :meth:`McpRequestVerifier.check_unclaimed`
+runs the checks and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await
+acommit`` on an event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
 
 Each failure raises a typed :class:`~mcpclient_auth.errors.McpClientAuthError`; :func:`http_status_for`
 maps it to 401 (missing or invalid credentials) or 403 (valid credentials, action not allowed).
@@ -27,15 +27,19 @@ from typing import Any
 
 from .._encoding import sha256_b64url
 from ..act import Mandate
+from ..constraints import CallBudget, ConstraintRegistry
 from ..ect import ExecutionContextToken
 from ..errors import (
     CapabilityNotGranted,
     ClaimsInvalid,
+    ConstraintError,
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
+    MethodNotAllowed,
     ReplayDetected,
     ServerLimitError,
+    SessionError,
     SignatureMissing,
     SignaturePolicyError,
     SignatureReplay,
@@ -48,8 +52,10 @@ from ..jsonrpc import Call, NotJsonRpc, parse
 from ..keys import TrustStore
 from ..policy import ActionPolicy, McpActionPolicy
 from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
+from ._dagshape import RunShapes
 
 __all__ = [
+    "VERIFIED_METHODS",
     "IncomingHeaders",
     "IncomingRequest",
     "McpRequestVerifier",
@@ -58,6 +64,11 @@ __all__ = [
     "VerifiedRequest",
     "http_status_for",
 ]
+
+
+#: The methods of MCP's streamable HTTP transport. Only POST carries a JSON-RPC body (and so an ECT
+#: and a capability check); any other method with a body would skip them, so it is refused (405).
+VERIFIED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
 
 
 class IncomingHeaders(Mapping[str, str]):
@@ -117,7 +128,7 @@ class VerifiedRequest:
 
 
 # Policy failures: the caller proved who it is, but may not do this. Everything else is 401.
-_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied)
+_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied, ConstraintError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +151,14 @@ class Rejection:
 
 def http_status_for(error: McpClientAuthError) -> int:
     """401 for missing/invalid credentials, 403 for policy failures, 400 for malformed JSON-RPC, the
-    limit's own status (503, 413, 408) when a server limit refused the request."""
+    limit's own status (503, 413, 408) when a server limit refused the request, 403/404 for a request
+    on someone else's or an unknown MCP session."""
     if isinstance(error, ServerLimitError):
         return error.status
+    if isinstance(error, SessionError):
+        return error.http_status
+    if isinstance(error, MethodNotAllowed):
+        return 405
     if isinstance(error, JsonRpcError):
         return 400
     if isinstance(error, _FORBIDDEN):
@@ -191,8 +207,10 @@ class McpRequestVerifier:
     Checks, in order: RFC 9421 signature (and with it Content-Digest, max age, nonce replay), the
     mandate (signature, expiry, audience = this server), the ECT (signature, audience, expiry, jti
     replay, ``inp_hash`` = body hash, ``iss`` = mandate ``sub``, ``wid`` = mandate ``jti``, signed by
-    the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
-    is in the mandate's ``cap``).
+    the agent key the mandate binds), and the policy (``exec_act`` matches the body and is in the
+    mandate's ``cap`` unless it is plumbing, :mod:`mcpclient_auth.policy`), then the capability's
+    constraints (:mod:`mcpclient_auth.constraints`: argument values, ``max_calls`` per run). A mandate
+    with a constraint no evaluator of ``constraints`` understands is refused (403 ``constraint_unknown``).
 
     ``trust`` must have roles (:class:`~mcpclient_auth.errors.TrustRolesMissing` at construction
     otherwise): a mandate verifies only when signed by an issuer registered for its ``iss``, or as a
@@ -205,6 +223,10 @@ class McpRequestVerifier:
     default is a :class:`~mcpclient_auth.replay.MemoryReplayStore` of ``replay_cache_size`` ids
     (``replay_entries_per_key`` per signing key), which protects one process; with several worker
     processes pass a shared :class:`~mcpclient_auth.replay_redis.RedisReplayStore`.
+
+    Constraints: argument values are checked with every other check, and ``max_calls`` is counted once
+    the replay ids were claimed (a replayed request never uses up a run's budget). The counts live in
+    this object — per process, like the memory replay store — for at most ``budget_runs`` live runs.
     """
 
     def __init__(
@@ -223,6 +245,9 @@ class McpRequestVerifier:
         replay_cache_size: int = 200_000,
         replay_entries_per_key: int | None = None,
         replay_store: ReplayStore | None = None,
+        constraints: ConstraintRegistry | None = None,
+        budget_runs: int = 100_000,
+        multi_server_runs: bool = False,
     ) -> None:
         trust.require_roles()  # without roles any trusted key could mint any user's mandate
         self.trust = trust
@@ -249,6 +274,11 @@ class McpRequestVerifier:
             ect_header=ect_header,
         )
         self._mandates = _MandateCache()
+        # max_calls counts per run (mandate jti), in this process only: see CallBudget.
+        self._budget = CallBudget(max_runs=budget_runs, skew=skew, registry=constraints)
+        self.constraints = self._budget.registry
+        #: ``wid`` required; ``pred`` only names nodes accepted here for the run (see ._dagshape)
+        self.shapes = RunShapes(multi_server_runs=multi_server_runs)
 
     def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
         """The :class:`VerifiedRequest`, or raise the typed error of the first check that failed."""
@@ -269,13 +299,14 @@ class McpRequestVerifier:
         return self.commit(pending, now=now)
 
     def commit(self, pending: PendingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
-        """Store ``pending``'s nonce and ECT id (all-or-nothing); a replay or a store failure is a
-        :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
+        """Store ``pending``'s nonce and ECT id (accepted only if both are new); a replay or a store
+        failure is a :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
         try:
             self.replay_store.claim(pending.claims, now=now)
         except McpClientAuthError as exc:
             return self._claim_failed(pending.request, exc)
-        return pending.request
+        charged = self._charge(pending.request, now)
+        return charged if isinstance(charged, Rejection) else self._accepted(charged)
 
     async def acommit(
         self, pending: PendingRequest, *, now: float | None = None
@@ -285,7 +316,20 @@ class McpRequestVerifier:
             await self.replay_store.aclaim(pending.claims, now=now)
         except McpClientAuthError as exc:
             return self._claim_failed(pending.request, exc)
-        return pending.request
+        charged = self._charge(pending.request, now)
+        return charged if isinstance(charged, Rejection) else self._accepted(charged)
+
+    def _charge(self, verified: VerifiedRequest, now: float | None) -> VerifiedRequest | Rejection:
+        """Count the call against its capability's ``max_calls`` (evaluated and counted atomically)."""
+        mandate, call, action = verified.mandate, verified.call, verified.action
+        constraints = mandate.constraints(action) if mandate is not None and action is not None else None
+        if not constraints or call is None or action is None or mandate is None:
+            return verified
+        try:
+            self._budget.charge(mandate.jti, action, constraints, call, expires=mandate.exp, now=now)
+        except McpClientAuthError as exc:
+            return Rejection(exc, mandate, call, action)
+        return verified
 
     def check_unclaimed(
         self, request: IncomingRequest, *, now: float | None = None
@@ -297,6 +341,8 @@ class McpRequestVerifier:
         call: Call | None = None
         action: str | None = None
         try:
+            if request.method.upper() not in VERIFIED_METHODS:
+                raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
             signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
@@ -314,6 +360,10 @@ class McpRequestVerifier:
             )
             if needs_cap and (mandate is None or not mandate.allows(str(action))):
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+            if call is not None and action is not None and mandate is not None:
+                # Constraints of a granted action apply whatever the policy; nothing is counted yet
+                # (see _charge: after the replay ids are claimed).
+                self._budget.check(mandate.jti, action, mandate.constraints(action), call)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         claims: list[ReplayClaim] = []
@@ -331,6 +381,12 @@ class McpRequestVerifier:
             agent=mandate.sub if mandate else None,
         )
         return PendingRequest(verified, tuple(claims))
+
+    def _accepted(self, verified: VerifiedRequest) -> VerifiedRequest:
+        """The request is accepted (ids claimed): its ECT may now be named as a predecessor."""
+        if verified.mandate is not None and verified.ect is not None:
+            self.shapes.accept(verified.mandate, verified.ect)
+        return verified
 
     @staticmethod
     def _claim_failed(verified: VerifiedRequest, error: McpClientAuthError) -> Rejection:
@@ -379,6 +435,7 @@ class McpRequestVerifier:
                 Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
             return cached
         mandate = Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
+        self.constraints.check_known(mandate.cap)  # unknown constraint: the mandate is unusable (403)
         self._mandates.put(token, mandate)
         return mandate
 
@@ -414,8 +471,7 @@ class McpRequestVerifier:
         if mandate is not None:
             if ect.iss != mandate.sub:
                 raise ClaimsInvalid("the ECT's issuer is not the mandate's agent", code="ect_issuer_mismatch")
-            if ect.wid is not None and ect.wid != mandate.jti:
-                raise ClaimsInvalid("the ECT belongs to another run (wid)", code="ect_run_mismatch")
+            self.shapes.check(mandate, ect)
         return ect
 
 
