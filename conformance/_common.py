@@ -98,6 +98,10 @@ SESSION_METHODS = (
     "resources/read",
     "resources/templates/list",
     "prompts/list",
+    # the client's answers to server requests are named after what they answer (policy default)
+    "elicitation/create",
+    "sampling/createMessage",
+    "roots/list",
 )
 
 
@@ -107,7 +111,7 @@ def capabilities(tools: list[str]) -> list[str]:
     # A tool whose name is no legal action cannot be granted; calling it is refused locally.
     granted = [f"mcp.{name}" for name in tools if is_action(name)]
     granted += ["mcp.rpc." + method.replace("/", ".") for method in SESSION_METHODS]
-    return [*granted, "mcp.rpc.response"]  # answers to server requests (elicitation, sampling)
+    return [*granted, "mcp.rpc.response", "mcp.rpc.response.result"]  # other answers
 
 
 def fetch_redirect(http_get: Any) -> Any:
