@@ -215,6 +215,12 @@ class RunClosed(McpClientAuthError):
     code = "run_closed"
 
 
+class SessionClosed(McpClientAuthError):
+    """A tool bound to a held MCP session was called after the session was closed."""
+
+    code = "session_closed"
+
+
 # --- HTTP message signatures and digests -----------------------------------------------------------
 
 
@@ -452,6 +458,7 @@ __all__ = [
     "ReplayDetected",
     "ResourceMetadataError",
     "RunClosed",
+    "SessionClosed",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,16 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert [(d.meta["principal"], d.meta["tool"], d.meta["code"]) for d in denials] == [
         ("erik", "get_employee_salary", "mandate_denied")
     ]
+    # Held sessions (issue 18): per run and server one initialize, one notifications/initialized and
+    # one tools/list — the session plumbing is not repeated for every tool call.
+    session_ects = Counter(
+        (e.run, e.meta.get("method"))
+        for e in Ledger.open(out / "ledger.jsonl").entries()
+        if e.kind == "ect" and not e.meta.get("tool")
+    )
+    assert session_ects == Counter(
+        {(run, method): 1 for run in report.runs for method in ("initialize", "notifications/initialized", "tools/list")}
+    )
     # The server never saw erik's salary call: its audit ledger has one salary ECT, maria's.
     server = [e for e in Ledger.open(out / "server-ledger.jsonl").entries() if e.meta.get("tool")]
     assert [
