@@ -426,8 +426,8 @@ def _add_denial(graph: RunGraph, entry: LedgerEntry) -> None:
     graph.nodes[node_id] = Node(
         node_id,
         "denial",
-        f"denied: {tool}",
-        f"seq {entry.seq} · {code}",
+        str(tool),  # the colour and the dashed edge say "refused"; the title keeps the whole tool name
+        f"refused: {code} · seq {entry.seq}",
         entry.seq,
         1,
         f"denial at seq {entry.seq}\naction: {entry.meta.get('action', '?')}\ncode: {code}",
@@ -523,7 +523,7 @@ def collapse_sessions(graph: RunGraph) -> RunGraph:
         if node.kind == "session":
             failed = sum(1 for call in node.calls if _failed(call))
             count = len(node.calls)
-            node.title = f"session {node.session} · {count} call{'s' if count != 1 else ''}"
+            node.title = f"session {node.session} · {_plural(count, 'call')}"
             node.title += f" · {failed} failed" if failed else ""
             node.detail = session_summary(node.calls)
             node.tooltip = f"MCP session {node.session} of run {graph.run}\n" + "\n".join(
@@ -869,6 +869,10 @@ code { font-size: 12px; }
 """
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _list(items: Sequence[str], empty: str = "-") -> str:
     if not items:
         return _esc(empty)
@@ -955,8 +959,8 @@ def to_html(
         session_calls = sum(len(n.calls) or 1 for n in graph.nodes.values() if n.kind == "session")
         denials = sum(1 for n in graph.nodes.values() if n.kind == "denial")
         counts = (
-            f"{tools} tool calls · {denials} refused · {session_calls} session calls in "
-            f"{graph.sessions()} MCP session{'s' if graph.sessions() != 1 else ''}"
+            f"{_plural(tools, 'tool call')} · {denials} refused · {_plural(session_calls, 'session call')} "
+            f"in {_plural(graph.sessions(), 'MCP session')}"
         )
         heading = f"Run {_short(graph.run)} · {graph.principal or '-'} · {graph.purpose or '-'}"
         body.append(f'<section class="run" id="run{index}"><h2>{_esc(heading)}</h2>')
