@@ -29,7 +29,7 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     assert data["quick"] is True
     assert {"nproc", "cpu_model", "python"} <= set(data["machine"])
     results = data["results"]
-    assert {r["target"] for r in results} == {"1", "2", "3", "4", "5", "6"}
+    assert {r["target"] for r in results} == {"1", "2", "3", "4", "5", "6", "8"}
     for row in results:
         assert row["name"] and row["unit"] and row["baseline_name"]
         assert math.isfinite(row["value"]) and row["value"] >= 0
@@ -43,5 +43,10 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     assert crowd["extra"]["one_request"] is True
     memory = next(r for r in results if r["target"] == "5")
     assert memory["extra"]["bounded"] is True
+    # held sessions (issue 18): fewer requests and ledger entries per tool call than per-call sessions
+    held = {r["name"]: r for r in results if r["target"] == "8"}
+    assert len(held) == 3
+    assert held["held session: HTTP requests per tool call"]["ratio"] < 1
+    assert held["held session: ledger entries per tool call"]["ratio"] < 1
     # the table names every figure
     assert all(r["name"][:40] in completed.stdout for r in results)
