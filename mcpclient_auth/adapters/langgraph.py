@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, ErrorData, TextContent
@@ -40,10 +40,11 @@ from ..errors import (
 )
 from ..hooks import current_run, use_run
 from ..jsonrpc import Call
-from ..policy import ActionPolicy, CapabilitySet, McpActionPolicy
+from ..policy import ActionPolicy, CapabilitySet
 from ..principal import Principal
 from ..refusal import refusal_body, refusal_text
 from ..run import acting_for, current_principal
+from ._tools import narrow, selected
 from .mcp_session import refusal_from_mcp_error
 
 if TYPE_CHECKING:
@@ -95,24 +96,7 @@ def narrow_tools(
     capability or is granted; names that cannot be actions are dropped (they would be refused).
     ``prefix``: the server name when the client was built with ``tool_name_prefix=True``.
     """
-    mandate = cast("CapabilitySet", getattr(run_or_mandate, "mandate", run_or_mandate))
-    if policy is None:
-        policy = getattr(run_or_mandate, "policy", None) or McpActionPolicy()
-    kept: list[BaseTool] = []
-    for tool in tools:
-        name = tool.name
-        if prefix is not None:
-            if not name.startswith(prefix + "_"):
-                continue
-            name = name[len(prefix) + 1 :]
-        call = Call("request", "tools/call", None, name)
-        try:
-            action = policy.action_for(call)
-        except ActionMappingError:
-            continue
-        if not policy.requires_capability(call, action) or mandate.allows(action):
-            kept.append(tool)
-    return kept
+    return narrow(tools, run_or_mandate, policy=policy, prefix=prefix)
 
 
 class RefusalInterceptor:
@@ -233,25 +217,6 @@ class RunBinding:
         run.ledger.append(run=run.id, kind="denial", meta=meta)
 
 
-@contextlib.asynccontextmanager
-async def _selected(
-    run: AgentRun, session: contextlib.AbstractAsyncContextManager[Any]
-) -> AsyncIterator[Any]:
-    """Enter *and leave* ``session`` with ``run`` selected: closing it sends a signed DELETE, and on a
-    multi-run client that request needs the run too."""
-    with use_run(run):
-        entered = await session.__aenter__()
-    try:
-        yield entered
-    except BaseException as exc:
-        with use_run(run):
-            if not await session.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-    else:
-        with use_run(run):
-            await session.__aexit__(None, None, None)
-
-
 def _refusal_in(exc: BaseException) -> McpClientAuthError | None:
     """Our local refusal behind ``exc``: anyio task groups wrap a session's failure in exception groups."""
     if isinstance(exc, McpError):
@@ -319,7 +284,7 @@ async def run_tools(
                 # The session's transport tasks copy the context now: its requests act for `run`.
                 with use_run(run):
                     if sessions == "held":
-                        session = await stack.enter_async_context(_selected(run, client.session(name)))
+                        session = await stack.enter_async_context(selected(run, client.session(name)))
                         listed = await load_mcp_tools(session, **options)
                     else:
                         listed = await load_mcp_tools(None, connection=client.connections[name], **options)
