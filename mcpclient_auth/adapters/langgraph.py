@@ -18,7 +18,8 @@
   error our transport answers with) into a tool error the model can read, or re-raises it as the
   typed exception (``MandateDenied`` ...) with ``raise_refusals=True``.
 - :class:`RunSelector` — a tool interceptor that selects the run per call from LangGraph's runtime
-  context (one client, several users/runs); the session opened for the call inherits the choice.
+  context (one client, several users/runs); a per-call session inherits the choice, and a held
+  session's tools refuse a call it routes to another run (in mcp 1.x the held session cannot follow).
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ class RefusalInterceptor:
 
 class RunSelector:
     """Tool interceptor: ``select(runtime)`` names the run for this call (e.g. from
-    ``runtime.context``); the call's session is opened inside that selection.
+    ``runtime.context``); a per-call session is opened inside that selection. Tools from
+    :func:`run_tools` with a held session act for their own run only: a selection of another run is
+    refused (``principal_mismatch``) — hold one session per run instead.
 
     With ``principal=`` (``principal(runtime) -> user id``, e.g. ``lambda rt: rt.context.user_id``)
     the call is also declared as made for that user (:func:`~mcpclient_auth.run.acting_for`), so a

@@ -227,6 +227,9 @@ def graph(
     jwks: Path | None = typer.Option(
         None, "--jwks", help="html: verify against these keys and show each run's verdict."
     ),
+    allow_unsealed: bool = typer.Option(
+        False, "--allow-unsealed", help="With --jwks: accept runs without a seal (a server's ledger)."
+    ),
 ) -> None:
     """Draw the execution DAG of each run: mandate, tool calls, denials, record, and one node per
     MCP session for its plumbing (``--expand-sessions``: every session call)."""
@@ -238,7 +241,8 @@ def graph(
         verdicts = None
         if jwks is not None:
             try:
-                verdicts = verdicts_from(verify_ledger(reader, _trust(jwks)))
+                report = verify_ledger(reader, _trust(jwks), allow_unsealed=allow_unsealed)
+                verdicts = verdicts_from(report)
             except LedgerError as exc:
                 raise _usage_error(f"{exc.code}: {exc}") from None
         text = to_html(graphs, verdicts=verdicts)

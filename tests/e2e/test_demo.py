@@ -35,6 +35,7 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "client ledger:" in done.stdout and "OK" in done.stdout
     assert "maria's answer: Offices: Berlin, Lisbon, Toronto. Bob earns 98,000 a year." in done.stdout
+    assert "erik's answer: Offices: Berlin, Lisbon, Toronto. Salaries are outside my mandate for you." in done.stdout
 
     # The files it promises, private ones 0600.
     for name in ("maria.jwk", "erik.jwk", "agent.jwk"):
