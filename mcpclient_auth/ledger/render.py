@@ -873,10 +873,22 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+_LIST_SHOWN = 6
+
+
 def _list(items: Sequence[str], empty: str = "-") -> str:
+    """A cell's list; past :data:`_LIST_SHOWN` items the rest folds into a ``<details>``."""
     if not items:
         return _esc(empty)
-    return '<ul class="plain">' + "".join(f"<li>{_esc(item)}</li>" for item in items) + "</ul>"
+
+    def ul(part: Sequence[str]) -> str:
+        return '<ul class="plain">' + "".join(f"<li>{_esc(item)}</li>" for item in part) + "</ul>"
+
+    if len(items) <= _LIST_SHOWN:
+        return ul(items)
+    shown = _LIST_SHOWN - 1
+    more = items[shown:]
+    return f"{ul(items[:shown])}<details><summary>{len(more)} more</summary>{ul(more)}</details>"
 
 
 def _summary_table(graphs: Sequence[RunGraph], verdicts: Mapping[str, str] | None) -> str:

@@ -197,6 +197,8 @@ def test_a_wide_run_wraps_instead_of_scrolling(tmp_path: Path, actors: Actors) -
     html = to_html([graph])
     svg_width = float(re.search(r'<svg class="dag" width="([\d.]+)"', html).group(1))  # type: ignore[union-attr]
     assert svg_width == width and "max-width: 100%" in html
+    # 16 granted and 16 called tools: five shown in the summary row, the rest folded
+    assert html.count("<summary>11 more</summary>") == 2
 
 
 def test_show_tree_per_run_collapsed_or_expanded(ledger: tuple[Path, Path, WrittenRun, WrittenRun]) -> None:
