@@ -8,6 +8,11 @@ Cold key: a real RFC 8693 token endpoint (``tests.support.idp.IdP``, own process
 fresh source is the baseline; then ``concurrent_callers`` ``get_token`` calls on another fresh source
 are gathered at once — they must cause exactly one token request and finish within 1.5x the single
 exchange.
+
+Shared cache hit (issue #17): the same ``get_token`` with a :class:`RedisTokenStore` behind the cache
+(a real ``redis-server`` on 127.0.0.1), once with the in-process layer in front (a hit never leaves
+the process) and once with ``local=False`` (every call reads and decrypts the Redis entry), each as a
+ratio to the in-process hit measured in the same rounds.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import httpx
 
-from mcpclient_auth.authz import AccessToken, TokenExchange
+from mcpclient_auth.authz import AccessToken, RedisTokenStore, TokenCache, TokenExchange
+from mcpclient_auth.authz.redis_store import generate_encryption_key
 from mcpclient_auth.principal import Principal
 
 from ._common import Config, Row
@@ -31,9 +37,9 @@ from ._common import Config, Row
 __all__ = ["token_cache"]
 
 
-def _source(url: str) -> TokenExchange:
+def _source(url: str, cache: TokenCache | None = None) -> TokenExchange:
     return TokenExchange(
-        url, client_id="agent", client_secret="s3cret", audience="api://mcp", scopes=["mcp.read"]
+        url, client_id="agent", client_secret="s3cret", audience="api://mcp", scopes=["mcp.read"], cache=cache
     )
 
 
@@ -60,6 +66,63 @@ async def _hit_us(config: Config) -> tuple[float, float]:
             await baseline()
         bases.append((clock() - start) / calls / 1000)
     return statistics.median(hits[1:]), statistics.median(bases[1:])
+
+
+async def _shared_hit_us(config: Config, redis_url: str) -> tuple[float, float, float]:
+    """Median µs per hit: (in-process, Redis + in-process layer, Redis only), interleaved rounds."""
+    principal = Principal(id="alice", subject_token="alice-sso-token")
+    store = RedisTokenStore(redis_url, encryption_key=generate_encryption_key())
+    plain = _source("http://127.0.0.1:9/token")  # never contacted: the entries are pre-filled
+    layered = _source("http://127.0.0.1:9/token", TokenCache(store=store))
+    remote = _source("http://127.0.0.1:9/token", TokenCache(store=store, local=False))
+    key = plain._key(principal, None, None)
+    issued = AccessToken("issued", expires_at=time.time() + 3600, scopes=frozenset(key.scopes))
+    plain.cache.put(key, issued)
+
+    async def issue() -> AccessToken:
+        return issued
+
+    await store.fetch(key, issue, fresh_until=remote.cache.fresh_until)  # into Redis, encrypted
+    for source in (layered, remote):  # both read it from Redis: no request
+        if (await source.get_token(principal)).token != "issued":
+            raise RuntimeError("the shared store did not return the stored token")
+
+    local_calls = 2000 if config.quick else 20_000
+    remote_calls = 200 if config.quick else 2000
+    clock = time.perf_counter_ns
+    samples: dict[str, list[float]] = {"plain": [], "layered": [], "remote": []}
+    runs = [("plain", plain, local_calls), ("layered", layered, local_calls), ("remote", remote, remote_calls)]
+    for round_ in range(config.rounds + 1):  # first round is warm-up
+        # Alternate which in-process hit goes first: on a busy machine the order alone shows up.
+        for name, source, calls in runs if round_ % 2 else [runs[1], runs[0], runs[2]]:
+            start = clock()
+            for _ in range(calls):
+                await source.get_token(principal)
+            samples[name].append((clock() - start) / calls / 1000)
+    await store.aclose()
+    plain_us, layered_us, remote_us = (statistics.median(samples[n][1:]) for n in ("plain", "layered", "remote"))
+    return plain_us, layered_us, remote_us
+
+
+def _shared_rows(config: Config) -> list[Row]:
+    from tests.support.redis_server import RedisServer, redis_binary
+
+    binary = redis_binary()
+    if binary is None:
+        print("  redis-server not installed: shared token cache rows skipped", file=sys.stderr)
+        return []
+    server = RedisServer(binary).start()
+    try:
+        plain, layered, remote = asyncio.run(_shared_hit_us(config, server.url))
+    finally:
+        server.close()
+    note = {"store": "RedisTokenStore, AES-256-GCM, redis-server on 127.0.0.1"}
+    return [
+        Row("3", "shared token cache hit, Redis + in-process layer", layered, "µs",
+            "in-process token cache hit (µs)", plain, "", note),
+        Row("3", "shared token cache hit, Redis only (local=False)", remote, "µs",
+            "in-process token cache hit (µs)", plain, "", note),
+    ]  # fmt: skip
 
 
 @contextmanager
@@ -148,4 +211,5 @@ def token_cache(config: Config) -> list[Row]:
             {"token_requests_per_crowd": max(requests), "one_request": all(r == 1 for r in requests),
              "token_endpoint": "tests.support.idp.IdP in a separate process"})
     )  # fmt: skip
+    rows.extend(_shared_rows(config))
     return rows

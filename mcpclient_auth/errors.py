@@ -422,6 +422,27 @@ class ResourceMetadataError(AuthorizationError):
     retryable = False
 
 
+class TokenStoreUnavailable(AuthorizationError):
+    """The shared token store (Redis/Valkey) could not be used, so no token was obtained.
+
+    Fail closed: the token endpoint was not asked in its place (unless the store was configured with
+    ``on_unavailable="fetch"``), because parallel fetches from every worker can revoke a user's grant
+    where refresh tokens rotate.
+    """
+
+    code = "token_store_unavailable"
+    reason = "token_store_unavailable"
+    retryable = True
+
+
+class TokenStoreTimeout(TokenStoreUnavailable):
+    """Another worker held the fetch lease for a key longer than the configured wait bound."""
+
+    code = "token_store_timeout"
+    reason = "token_store_busy"
+    retryable = True
+
+
 __all__ = [
     "ActionMappingError",
     "AlgorithmNotAllowed",
@@ -472,6 +493,8 @@ __all__ = [
     "TokenExpired",
     "TokenNotYetValid",
     "TokenSignatureInvalid",
+    "TokenStoreTimeout",
+    "TokenStoreUnavailable",
     "UnknownKey",
     "UpstreamUnauthorized",
 ]

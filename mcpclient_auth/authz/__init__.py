@@ -28,7 +28,7 @@ from .base import (
     TokenSource,
     normalise_scopes,
 )
-from .cache import CacheKey, TokenCache
+from .cache import CacheKey, InProcessTokenStore, TokenCache, TokenStore
 from .client_auth import (
     CLIENT_AUTH_METHODS,
     ClientAuthentication,
@@ -41,6 +41,7 @@ from .client_auth import (
 from .client_credentials import CLIENT_CREDENTIALS_GRANT, ClientCredentials
 from .entra import JWT_BEARER_GRANT, EntraOnBehalfOf
 from .exchange import TOKEN_EXCHANGE_GRANT, TokenExchange
+from .redis_store import RedisTokenStore
 from .resource_metadata import ResourceMetadata, fetch_resource_metadata, well_known_metadata_url
 from .static import StaticTokens, TokenLookup
 from .www_authenticate import BearerChallenge, Challenge, bearer_challenge, parse_challenges
@@ -67,14 +68,17 @@ __all__ = [
     "ClientSecretBasic",
     "ClientSecretPost",
     "EntraOnBehalfOf",
+    "InProcessTokenStore",
     "NoClientAuthentication",
     "PrivateKeyJwt",
+    "RedisTokenStore",
     "ResourceMetadata",
     "StaticTokens",
     "TokenCache",
     "TokenExchange",
     "TokenLookup",
     "TokenSource",
+    "TokenStore",
     "bearer_challenge",
     "client_authentication",
     "fetch_resource_metadata",

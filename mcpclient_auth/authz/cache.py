@@ -13,6 +13,14 @@ SHA-256 digest of the subject token, never the token.
 
 The cache belongs to one event loop at a time (like an ``httpx.AsyncClient``). Its dict operations
 are single C-level calls on an ``OrderedDict``, so a hit needs no lock.
+
+Behind the in-process entries sits a :class:`TokenStore`: where a miss goes. The default,
+:class:`InProcessTokenStore`, calls the token endpoint directly (nothing is shared beyond this
+process). :class:`~mcpclient_auth.authz.redis_store.RedisTokenStore` shares tokens between agent worker
+processes (encrypted, one fetch per key across the fleet); the in-process entries then act as a local
+layer in front of Redis with the same expiry, so a hit still never leaves the process:
+
+    cache = TokenCache(store=RedisTokenStore(url, encryption_key=key))
 """
 
 from __future__ import annotations
@@ -22,11 +30,21 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
+from ..errors import ConfigurationError
 from .base import DEFAULT_SKEW, AccessToken
 
-__all__ = ["DEFAULT_MAX_ENTRIES", "DEFAULT_UNKNOWN_EXPIRY_TTL", "CacheKey", "TokenCache"]
+__all__ = [
+    "ANY_TOKEN",
+    "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_UNKNOWN_EXPIRY_TTL",
+    "CacheKey",
+    "InProcessTokenStore",
+    "TokenCache",
+    "TokenFactory",
+    "TokenStore",
+]
 
 DEFAULT_MAX_ENTRIES = 10_000
 #: How long to keep a token whose issuer did not send ``expires_in`` (RFC 6749 makes it optional).
@@ -52,14 +70,94 @@ class CacheKey(NamedTuple):
     scopes: tuple[str, ...]
 
 
+#: What a miss runs to get a fresh token from the token endpoint.
+TokenFactory = Callable[[], Awaitable[AccessToken]]
+
+#: ``stale=ANY_TOKEN``: whatever token a shared store holds for the key must not be reused.
+#: (Fingerprints are base64url, so ``"*"`` never collides with one.)
+ANY_TOKEN = "*"
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where a :class:`TokenCache` miss goes: the tier behind the cache's in-process entries.
+
+    ``fetch`` returns ``(token, fresh_until)``: a token for ``key`` that is fresh (by
+    ``fresh_until(token)``, epoch seconds) -- one the store already holds, or one it got by awaiting
+    ``factory()`` (at most once per call). ``stale`` is the fingerprint of a token the caller saw
+    rejected (or :data:`ANY_TOKEN`): the store must not hand that one out again. ``shared`` says whether
+    tokens outlive this process (then :meth:`TokenCache.invalidate` tells the store about rejections).
+    Failures are typed :class:`~mcpclient_auth.errors.AuthorizationError` subclasses; a store never
+    returns a token for another key, an expired one, or one marked ``stale``.
+    """
+
+    @property
+    def shared(self) -> bool: ...
+
+    async def fetch(
+        self,
+        key: CacheKey,
+        factory: TokenFactory,
+        *,
+        fresh_until: Callable[[AccessToken], float],
+        stale: str | None = None,
+    ) -> tuple[AccessToken, float]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class InProcessTokenStore:
+    """The default store: nothing beyond the cache's own entries; a miss asks the token endpoint."""
+
+    __slots__ = ()
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def fetch(
+        self,
+        key: CacheKey,
+        factory: TokenFactory,
+        *,
+        fresh_until: Callable[[AccessToken], float],
+        stale: str | None = None,
+    ) -> tuple[AccessToken, float]:
+        token = await factory()
+        return token, fresh_until(token)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "InProcessTokenStore()"
+
+
+_IN_PROCESS = InProcessTokenStore()
+
+
 class TokenCache:
     """LRU + TTL cache of :class:`AccessToken` with single-flight misses.
 
     ``clock`` (epoch seconds) is injectable so tests can expire entries without sleeping; sources
     compute ``expires_at`` with the same clock.
+
+    ``store`` is where misses go (default: :class:`InProcessTokenStore`). With a shared store,
+    ``local=False`` turns the in-process entries off, so every ``get_token`` asks the store (a token
+    invalidated by one worker then disappears for all at once, at the price of a round trip per call).
     """
 
-    __slots__ = ("_clock", "_entries", "_flights", "_skew", "_unknown_ttl", "max_entries")
+    __slots__ = (
+        "_clock",
+        "_entries",
+        "_flights",
+        "_local",
+        "_skew",
+        "_stale",
+        "_store",
+        "_unknown_ttl",
+        "max_entries",
+    )
 
     def __init__(
         self,
@@ -68,11 +166,19 @@ class TokenCache:
         skew: float = DEFAULT_SKEW,
         unknown_expiry_ttl: float = DEFAULT_UNKNOWN_EXPIRY_TTL,
         clock: Callable[[], float] = time.time,
+        store: TokenStore | None = None,
+        local: bool = True,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         if skew < 0 or unknown_expiry_ttl < 0:
             raise ValueError("skew and unknown_expiry_ttl must not be negative")
+        if store is not None and not isinstance(store, TokenStore):
+            raise ConfigurationError("store must implement the TokenStore protocol")
+        self._store: TokenStore = _IN_PROCESS if store is None else store
+        if not local and not self._store.shared:
+            raise ConfigurationError("local=False needs a shared store: otherwise nothing would be cached")
+        self._local = bool(local)
         self.max_entries = max_entries
         self._skew = float(skew)
         self._unknown_ttl = float(unknown_expiry_ttl)
@@ -80,10 +186,23 @@ class TokenCache:
         # key -> (token, fresh_until). Tuples, not objects: the hit path reads two slots.
         self._entries: OrderedDict[CacheKey, tuple[AccessToken, float]] = OrderedDict()
         self._flights: dict[CacheKey, asyncio.Task[AccessToken]] = {}
+        # key -> fingerprint (or ANY_TOKEN) of a token invalidated here that a shared store may still
+        # hold; the next miss on the key tells the store, so the fleet does not hand it out again.
+        self._stale: dict[CacheKey, str] = {}
 
     @property
     def clock(self) -> Callable[[], float]:
         return self._clock
+
+    @property
+    def store(self) -> TokenStore:
+        """Where misses go (:class:`InProcessTokenStore` unless one was given)."""
+        return self._store
+
+    @property
+    def local(self) -> bool:
+        """Whether fresh tokens are kept in this process (the hit path)."""
+        return self._local
 
     @property
     def skew(self) -> float:
@@ -136,20 +255,36 @@ class TokenCache:
 
     async def _run(self, key: CacheKey, factory: Callable[[], Awaitable[AccessToken]]) -> AccessToken:
         me = asyncio.current_task()
+        stale = self._stale.pop(key, None)
         try:
-            token = await factory()
-            self.put(key, token)
+            token, fresh_until = await self._store.fetch(
+                key, factory, fresh_until=self.fresh_until, stale=stale
+            )
+            self._put(key, token, fresh_until)
             return token
+        except BaseException:
+            if stale is not None and key not in self._stale:  # not settled: the next try refuses it too
+                self._mark_stale(key, stale)
+            raise
         finally:
             if self._flights.get(key) is me:
                 del self._flights[key]
 
-    def put(self, key: CacheKey, token: AccessToken) -> None:
-        """Store ``token`` until ``expires_at - skew`` (or the unknown-expiry TTL); LRU-evict."""
-        now = self._clock()
+    def fresh_until(self, token: AccessToken) -> float:
+        """Until when ``token`` may be reused (epoch seconds): ``expires_at - skew``, or now + the
+        unknown-expiry TTL when the issuer did not say."""
         expires_at = token.expires_at
-        fresh_until = now + self._unknown_ttl if expires_at is None else expires_at - self._skew
-        if fresh_until <= now:
+        return self._clock() + self._unknown_ttl if expires_at is None else expires_at - self._skew
+
+    def put(self, key: CacheKey, token: AccessToken) -> None:
+        """Store ``token`` until ``expires_at - skew`` (or the unknown-expiry TTL); LRU-evict.
+
+        Only this process's entries: a shared store is written by :meth:`fetch` alone.
+        """
+        self._put(key, token, self.fresh_until(token))
+
+    def _put(self, key: CacheKey, token: AccessToken, fresh_until: float) -> None:
+        if not self._local or fresh_until <= self._clock():
             return  # too short-lived to reuse: hand it to the waiting callers only
         entries = self._entries
         entries[key] = (token, fresh_until)
@@ -167,8 +302,16 @@ class TokenCache:
 
         In-flight requests are left alone: what they return was issued after the token being
         invalidated, and dropping them would let a burst of 401s start a burst of requests.
+
+        With a shared store, the next miss on ``key`` also tells the store not to hand out the
+        invalidated token (``token``, else the one this process held, else whatever the store holds).
         """
         entry = self._entries.get(key)
+        if self._store.shared:
+            if entry is None:
+                self._mark_stale(key, token.fingerprint if token is not None else ANY_TOKEN)
+            elif token is None or entry[0].token == token.token:
+                self._mark_stale(key, entry[0].fingerprint)
         if entry is None:
             return False
         if token is not None and entry[0].token != token.token:
@@ -176,8 +319,18 @@ class TokenCache:
         return self._drop(key, entry)
 
     def clear(self) -> None:
-        """Forget every entry (in-flight requests still complete and store their result)."""
+        """Forget every entry here (in-flight requests still complete and store their result).
+
+        A shared store keeps its entries: they expire there, or :meth:`invalidate` marks them.
+        """
         self._entries.clear()
+
+    def _mark_stale(self, key: CacheKey, fingerprint: str) -> None:
+        stale = self._stale
+        stale.pop(key, None)
+        stale[key] = fingerprint
+        while len(stale) > self.max_entries:  # bounded like the entries: oldest marks go first
+            del stale[next(iter(stale))]
 
     def _drop(self, key: CacheKey, entry: tuple[AccessToken, float]) -> bool:
         # Only drop the entry we looked at; a fresher one may have replaced it meanwhile.
@@ -190,9 +343,10 @@ class TokenCache:
         return False
 
     def __repr__(self) -> str:
+        shared = f", store={self._store!r}, local={self._local}" if self._store.shared else ""
         return (
             f"TokenCache(entries={len(self._entries)}, max_entries={self.max_entries}, "
-            f"in_flight={len(self._flights)}, skew={self._skew})"
+            f"in_flight={len(self._flights)}, skew={self._skew}{shared})"
         )
 
 

@@ -226,3 +226,56 @@ def test_repr_shows_counts_only() -> None:
     assert "SECRET-ACCESS-TOKEN" not in repr(cache)
     assert "entries=1" in repr(cache)
 
+
+
+# --- the store behind the cache (issue #17) --------------------------------------------------------
+
+
+def test_the_default_store_is_in_process_and_local_false_needs_a_shared_store() -> None:
+    from mcpclient_auth.authz import InProcessTokenStore, TokenStore
+    from mcpclient_auth.errors import ConfigurationError
+
+    cache = TokenCache()
+    assert isinstance(cache.store, InProcessTokenStore) and isinstance(cache.store, TokenStore)
+    assert cache.local and not cache.store.shared
+    with pytest.raises(ConfigurationError):
+        TokenCache(local=False)  # nothing would be cached anywhere
+    with pytest.raises(ConfigurationError):
+        TokenCache(store=object())  # type: ignore[arg-type]
+
+
+async def test_the_store_sees_each_miss_and_the_token_invalidated_before_it() -> None:
+    """A shared store is told which token a worker saw rejected, once, on the next miss."""
+
+    class RecordingStore:
+        shared = True
+
+        def __init__(self) -> None:
+            self.stale: list[str | None] = []
+
+        async def fetch(self, key, factory, *, fresh_until, stale=None):  # type: ignore[no-untyped-def]
+            self.stale.append(stale)
+            token = await factory()
+            return token, fresh_until(token)
+
+        async def aclose(self) -> None:
+            return None
+
+    clock = FakeClock()
+    store = RecordingStore()
+    cache = TokenCache(clock=clock, store=store)
+    issued = iter(["t1", "t2", "t3"])
+
+    async def factory() -> AccessToken:
+        return token(next(issued), clock.now + 3600)
+
+    first = await cache.fetch(key(), factory)
+    assert (await cache.fetch(key(), factory)) is first  # a local hit: the store is not asked
+    cache.invalidate(key(), token=first)
+    second = await cache.fetch(key(), factory)
+    cache.invalidate(key())  # no token given: the one held here
+    await cache.fetch(key(), factory)
+    cache.clear()
+    cache.invalidate(key())  # nothing held here: whatever the store holds
+    assert store.stale == [None, first.fingerprint, second.fingerprint]
+    assert cache._stale == {key(): "*"}

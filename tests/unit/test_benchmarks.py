@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.redis_server import redis_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,6 +43,10 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     by_name = {r["name"]: r for r in results}
     crowd = next(r for name, r in by_name.items() if "concurrent callers" in name)
     assert crowd["extra"]["one_request"] is True
+    if redis_binary() is not None:  # issue #17: the shared token cache hit, both ways, vs in-process
+        shared = [r for r in results if r["name"].startswith("shared token cache hit")]
+        assert len(shared) == 2
+        assert all(r["baseline_name"] == "in-process token cache hit (µs)" for r in shared)
     memory = next(r for r in results if r["target"] == "5")
     assert memory["extra"]["bounded"] is True
     # held sessions (issue 18): fewer requests and ledger entries per tool call than per-call sessions
