@@ -27,7 +27,7 @@ from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algor
 
 from mcpclient_auth.httpsig import MCP_TAG, RequestSigner, RequestVerifier
 from mcpclient_auth.keys import Identity, TrustStore
-from mcpclient_auth.replay import ReplayCache
+from mcpclient_auth.replay import MemoryReplayStore
 
 URL = "http://127.0.0.1:8000/mcp"
 COVERED = (
@@ -107,7 +107,7 @@ def main() -> None:
     pyauth_request.headers["Content-Digest"] = "placeholder"
     stubbed = RequestSigner(_NoCrypto(agent.private_key, name="agent-1"))
     stubbed_request, _ = _request()
-    verifier = RequestVerifier(TrustStore([agent]), nonce_cache=ReplayCache(max_entries=10))
+    verifier = RequestVerifier(TrustStore([agent]), nonce_cache=MemoryReplayStore())
     verify_request, _ = _request()
 
     def sign_and_verify() -> None:

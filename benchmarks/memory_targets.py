@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mcpclient_auth.authz import AccessToken
 from mcpclient_auth.authz.cache import CacheKey, TokenCache
+from mcpclient_auth.errors import ReplayStoreFull
 from mcpclient_auth.replay import ReplayCache
 
 from ._common import Config, Row, rss_bytes
@@ -58,8 +59,12 @@ def memory(config: Config) -> list[Row]:
 
     replay = ReplayCache(max_entries=1000)
     later = time.time() + 3600
+    refused = 0
     for i in range(10_000):
-        replay.check_and_store(f"id-{i}", later, scope="run")
+        try:  # a full replay store refuses (issue 13) rather than forgetting a live id
+            replay.check_and_store(f"id-{i}", later, scope="run")
+        except ReplayStoreFull:
+            refused += 1
     tokens = TokenCache(max_entries=100)
     for i in range(1000):
         key = CacheKey(
@@ -81,6 +86,7 @@ def memory(config: Config) -> list[Row]:
         "frontier_after_run": frontier,
         "replay_cache_len_after_10x": len(replay),
         "replay_cache_max": replay.max_entries,
+        "replay_cache_refused": refused,
         "token_cache_len_after_10x": len(tokens),
         "token_cache_max": tokens.max_entries,
         "bounded": frontier <= 100

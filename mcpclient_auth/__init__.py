@@ -34,7 +34,7 @@ from .keys import Identity, PublicKey, TrustStore
 from .ledger import Ledger, LedgerReader, Report, verify_ledger
 from .policy import ActionPolicy, McpActionPolicy
 from .principal import Principal
-from .replay import ReplayCache
+from .replay import MemoryReplayStore, ReplayCache, ReplayStore
 from .run import AgentRun, acting_for
 from .wit import WorkloadIdentityToken
 
@@ -54,9 +54,11 @@ __all__ = [
     "Mandate",
     "McpActionPolicy",
     "McpClientAuthError",
+    "MemoryReplayStore",
     "Principal",
     "PublicKey",
     "ReplayCache",
+    "ReplayStore",
     "Report",
     "RequestSigner",
     "RequestVerifier",

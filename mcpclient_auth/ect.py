@@ -4,8 +4,8 @@
                                      pred=[mandate.jti], wid=mandate.jti, inp_hash=sha256_b64url(body))
     request.headers["Execution-Context"] = ect.token
 
-    cache = ReplayCache()
-    seen = ExecutionContextToken.verify(ect.token, trust, audience="https://mcp.example/mcp", replay=cache)
+    store = MemoryReplayStore()
+    seen = ExecutionContextToken.verify(ect.token, trust, audience="https://mcp.example/mcp", replay=store)
     seen.pred, seen.exec_act, seen.signer.kid
 
 Claims: required ``iss``, ``aud`` (a list), ``iat``, ``exp``, ``jti`` (UUID), ``exec_act``, ``pred``
@@ -43,7 +43,7 @@ from ._claims import (
 from ._encoding import compact_json
 from .errors import ClaimsInvalid, ExtensionTooLarge, InvalidTokenType
 from .keys import Identity, PublicKey, TrustStore
-from .replay import ReplayCache
+from .replay import ReplayClaim, ReplayStore, key_partition
 
 __all__ = [
     "DEFAULT_ECT_TTL",
@@ -230,22 +230,29 @@ class ExecutionContextToken:
         now: float | None = None,
         skew: float = 60,
         max_age: float | None = DEFAULT_MAX_AGE,
-        replay: ReplayCache | None = None,
+        replay: ReplayStore | None = None,
         verify_time: bool = True,
     ) -> ExecutionContextToken:
         """Verify signature (typ, alg, kid), claims, time (``exp``, ``iat`` within ``skew``, ``iat`` at
-        most ``max_age`` old), audience and — given a cache — that the ``jti`` (scoped to ``wid``) was
-        not seen before. The replay check runs last, so an invalid token never occupies the cache."""
+        most ``max_age`` old), audience and — given a store — claim the ``jti`` (scoped to ``wid`` and
+        the signing key) so it is not accepted again. The claim runs last, so an invalid token never
+        occupies the store. A caller with checks of its own after this one passes ``replay=None`` and
+        claims :meth:`replay_claim` once those passed too (as the server verifier does)."""
         ect = cls._validated(jose.verify(token, trust, typs=ECT_TYPS))
         iat, exp = ect.iat, ect.exp
         if verify_time:
             check_times(iat, exp, now=now, skew=skew, max_age=max_age)
         check_audience(ect.aud, audience)
         if replay is not None:
-            # Remember the id for as long as some check above would still accept the token.
-            last = exp if max_age is None else min(exp, iat + max_age)
-            replay.check_and_store(ect.jti, last + skew, scope=ect.wid, now=now)
+            replay.claim([ect.replay_claim(skew=skew, max_age=max_age)], now=now)
         return ect
+
+    def replay_claim(self, *, skew: float = 60, max_age: float | None = DEFAULT_MAX_AGE) -> ReplayClaim:
+        """The id to remember for as long as :meth:`verify` (same ``skew`` / ``max_age``) would still
+        accept this token, charged to the key that signed it."""
+        last = self.exp if max_age is None else min(self.exp, self.iat + max_age)
+        partition = key_partition(self.signer) if self.signer is not None else f"kid:{self.header.get('kid')}"
+        return ReplayClaim.for_ect(partition, self.jti, self.wid, last + skew)
 
     # claims ----------------------------------------------------------------------------------------
 

@@ -355,6 +355,61 @@ class InsufficientScope(AuthorizationError):
     retryable = False
 
 
+# --- server limits (availability, not credentials) ------------------------------------------------
+
+
+class ServerLimitError(McpClientAuthError):
+    """The server refused to work on a request because a limit was reached, not because its
+    credentials failed: the same request may succeed later. ``status`` is the HTTP status the
+    reference middleware answers with; ``retry_after`` (seconds) is set when a retry is sensible."""
+
+    code = "server_limit"
+    status = 503
+
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, code: str | None = None, **details: Any
+    ) -> None:
+        super().__init__(message, code=code, **details)
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry_after is not None
+
+
+class ReplayStoreFull(ServerLimitError):
+    """The replay store has no room for this key's ids until some expire; it refuses rather than
+    forget an id that is still inside its validity window (which would let a replay through)."""
+
+    code = "replay_store_full"
+
+
+class ReplayStoreUnavailable(ServerLimitError):
+    """The shared replay store (Redis/Valkey) did not answer in time or at all: fail closed."""
+
+    code = "replay_store_unavailable"
+
+
+class BodyTooLarge(ServerLimitError):
+    """The request body (``Content-Length`` or the bytes received) exceeds the limit."""
+
+    code = "body_too_large"
+    status = 413
+
+
+class BodyTimeout(ServerLimitError):
+    """The request body did not arrive completely within the body read deadline."""
+
+    code = "body_timeout"
+    status = 408
+
+
+class TooManyPendingBodies(ServerLimitError):
+    """Too many request bodies (or bytes) are being read before their senders are authenticated."""
+
+    code = "too_many_pending_bodies"
+
+
 # --- ledger and DAG ------------------------------------------------------------------------------
 
 
@@ -448,6 +503,8 @@ __all__ = [
     "AlgorithmNotAllowed",
     "AudienceMismatch",
     "AuthorizationError",
+    "BodyTimeout",
+    "BodyTooLarge",
     "CapabilityNotGranted",
     "ChallengeMalformed",
     "ClaimsInvalid",
@@ -477,9 +534,12 @@ __all__ = [
     "PrincipalMismatch",
     "PrivilegeEscalation",
     "ReplayDetected",
+    "ReplayStoreFull",
+    "ReplayStoreUnavailable",
     "ResourceMetadataError",
     "RunClosed",
     "SessionClosed",
+    "ServerLimitError",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",
@@ -495,6 +555,7 @@ __all__ = [
     "TokenSignatureInvalid",
     "TokenStoreTimeout",
     "TokenStoreUnavailable",
+    "TooManyPendingBodies",
     "UnknownKey",
     "UpstreamUnauthorized",
 ]

@@ -65,7 +65,7 @@ from .errors import (
     SignatureReplay,
 )
 from .keys import Identity, PublicKey, TrustStore
-from .replay import ReplayCache
+from .replay import MemoryReplayStore, ReplayClaim, ReplayStore, key_partition
 from .wit import WIT_HEADER, WorkloadIdentityToken
 
 __all__ = [
@@ -227,6 +227,9 @@ class VerifiedSignature:
     algorithm: str = ""
     wit: WorkloadIdentityToken | None = None
     base: bytes = field(repr=False, default=b"")
+    #: The nonce as a replay-store claim (charged to the signing key, kept until the signature could
+    #: no longer be accepted). Already stored unless ``verify(..., claim_nonce=False)`` was used.
+    replay_claim: ReplayClaim | None = field(repr=False, default=None)
 
 
 # --- header helpers ------------------------------------------------------------------------------------
@@ -569,7 +572,7 @@ class RequestVerifier:
         max_age: int = 300,
         skew: int = 60,
         required_components: Collection[str] | None = None,
-        nonce_cache: ReplayCache | None = None,
+        nonce_cache: ReplayStore | None = None,
         audience: str | None = None,
         ect_header: str = "Execution-Context",
         expect_tag: str | None = None,
@@ -582,8 +585,8 @@ class RequestVerifier:
         self._skew = skew
         self._audience = audience
         self._tag = self._profile.tag if expect_tag is None else expect_tag
-        # A verifier without a replay cache would accept the same signed request again and again.
-        self._nonces = nonce_cache if nonce_cache is not None else ReplayCache()
+        # A verifier without a replay store would accept the same signed request again and again.
+        self._nonces: ReplayStore = nonce_cache if nonce_cache is not None else MemoryReplayStore()
         try:
             self._extra = tuple(ComponentId.parse(c) for c in (required_components or ()))
         except (SignatureMalformed, ComponentError) as exc:
@@ -597,9 +600,14 @@ class RequestVerifier:
         return f"RequestVerifier(profile={self._profile.name!r}, trust={self._trust!r})"
 
     def verify(
-        self, request: Any, *, body: bytes | None = None, now: float | None = None
+        self, request: Any, *, body: bytes | None = None, now: float | None = None, claim_nonce: bool = True
     ) -> VerifiedSignature:
-        """Verify the profile's signature on ``request``; see the class docstring for the checks."""
+        """Verify the profile's signature on ``request``; see the class docstring for the checks.
+
+        The nonce is claimed in the replay store last, after every check here passed. A caller with
+        checks of its own (the server verifier) passes ``claim_nonce=False`` and claims
+        ``result.replay_claim`` once its own checks passed too, so a request refused later never
+        takes room in the store."""
         profile = self._profile
         message = HttpMessage.of(request, body=body)
         current = time.time() if now is None else float(now)
@@ -632,15 +640,14 @@ class RequestVerifier:
             verify_content_digest(message.header("content-digest"), message.body)
 
         nonce = str(parsed.nonce)
-        try:
-            self._nonces.check_and_store(
-                nonce,
-                expires_at=min(expires, created + self._max_age) + self._skew,
-                scope=f"httpsig:{key.kid}",
-                now=current,
-            )
-        except ReplayDetected:
-            raise SignatureReplay("this signature nonce was already used", kid=key.kid) from None
+        claim = ReplayClaim.for_nonce(
+            key_partition(key), nonce, min(expires, created + self._max_age) + self._skew
+        )
+        if claim_nonce:
+            try:
+                self._nonces.claim([claim], now=current)
+            except ReplayDetected:
+                raise SignatureReplay("this signature nonce was already used", kid=key.kid) from None
         return VerifiedSignature(
             label=parsed.label,
             keyid=key.kid,
@@ -653,6 +660,7 @@ class RequestVerifier:
             algorithm=algorithm,
             wit=wit,
             base=base,
+            replay_claim=claim,
         )
 
     # checks -------------------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ._limits import RequestLimits
 from .middleware import PROBLEM_TYPE_PREFIX, STATE_KEY, McpAuthMiddleware, verified_request
 from .verify import (
     IncomingHeaders,
     IncomingRequest,
     McpRequestVerifier,
+    PendingRequest,
     Rejection,
     VerifiedRequest,
     http_status_for,
@@ -19,7 +21,9 @@ __all__ = [
     "IncomingRequest",
     "McpAuthMiddleware",
     "McpRequestVerifier",
+    "PendingRequest",
     "Rejection",
+    "RequestLimits",
     "VerifiedRequest",
     "http_status_for",
     "verified_request",

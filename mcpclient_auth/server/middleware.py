@@ -13,9 +13,17 @@ Inside a tool, :func:`verified_request` returns what the request proved (princip
     who = verified_request(get_http_request()).principal
 
 Failures are answered with RFC 9457 ``application/problem+json``: 401 for missing or invalid
-credentials, 403 for valid credentials asking for an action the mandate does not grant. The body of a
-POST is buffered (bounded), verified and replayed to the app unchanged; the SSE ``GET`` is verified
-from its headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouched.
+credentials, 403 for valid credentials asking for an action the mandate does not grant, 503 (with
+``Retry-After``) when the replay store is full or unreachable. Before any body byte is read, a request
+without ``Signature-Input``, without a mandate, naming an unknown ``keyid`` or declaring a body over
+the limit is refused; the body is then read under a deadline and a bound on concurrent reads
+(``limits=RequestLimits(...)``, see :mod:`mcpclient_auth.server._limits`). The body of a POST is
+buffered (bounded), verified and replayed to the app unchanged; the SSE ``GET`` is verified from its
+headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouched.
+
+``replay_store=`` shares replay protection between worker processes
+(:class:`~mcpclient_auth.replay_redis.RedisReplayStore`); the default is one in-memory store per
+middleware (``replay_cache_size`` ids, ``replay_entries_per_key`` per signing key).
 
 ``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once,
 each accepted ECT, and each refusal whose mandate verified (earlier refusals cannot be filed under a
@@ -25,6 +33,7 @@ run, so they are only logged). The server cannot seal a client's run: verify it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,10 +43,20 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ..act import Mandate
+from ..errors import McpClientAuthError, ServerLimitError
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
-from .verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection, VerifiedRequest
+from ..replay import ReplayStore
+from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
+from .verify import (
+    IncomingHeaders,
+    IncomingRequest,
+    McpRequestVerifier,
+    Rejection,
+    VerifiedRequest,
+    http_status_for,
+)
 
 __all__ = ["PROBLEM_TYPE_PREFIX", "STATE_KEY", "McpAuthMiddleware", "verified_request"]
 
@@ -87,14 +106,23 @@ class McpAuthMiddleware:
         ect_header: str = "Execution-Context",
         mandate_header: str = "ACT-Mandate",
         require_key_binding: bool = True,
-        max_body_bytes: int = 4 * 1024 * 1024,
+        max_body_bytes: int | None = None,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         passthrough_prefixes: Sequence[str] = ("/.well-known/",),
+        replay_store: ReplayStore | None = None,
+        replay_cache_size: int = 200_000,
+        replay_entries_per_key: int | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
         self.public_url = public_url.rstrip("/") if public_url else None
-        self.max_body_bytes = max_body_bytes
+        limits = limits or RequestLimits()
+        if max_body_bytes is not None:  # the older keyword wins over limits.max_body_bytes
+            limits = dataclasses.replace(limits, max_body_bytes=max_body_bytes)
+        self.limits = limits
+        self.max_body_bytes = limits.max_body_bytes
+        self.gate = PreAuthGate(trust, limits, mandate_header=mandate_header)
         self.passthrough_prefixes = tuple(passthrough_prefixes)
         self.verifier = McpRequestVerifier(
             trust,
@@ -106,6 +134,9 @@ class McpAuthMiddleware:
             require_key_binding=require_key_binding,
             ect_header=ect_header,
             mandate_header=mandate_header,
+            replay_store=replay_store,
+            replay_cache_size=replay_cache_size,
+            replay_entries_per_key=replay_entries_per_key,
         )
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
         self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
@@ -119,22 +150,38 @@ class McpAuthMiddleware:
             await self.app(scope, receive, send)
             return
 
+        headers = IncomingHeaders(scope.get("headers", []))
+        screened = self.gate.screen(method, headers)  # headers only: nothing read, nothing verified
+        refusal = screened if isinstance(screened, McpClientAuthError) else None
         body = b""
-        if method in ("POST", "PUT", "PATCH"):
-            buffered = await self._read_body(receive)
-            if buffered is None:
-                await _problem(send, 413, "body_too_large", "The request body exceeds the allowed size.")
-                return
-            body = buffered
-            receive = _replay(body, receive)
+        if isinstance(screened, str) and method in BODY_METHODS:
+            try:
+                body = await self.gate.read_body(receive, headers, screened)
+            except ServerLimitError as exc:
+                refusal = exc
+            else:
+                receive = _replay(body, receive)
+        if refusal is not None:
+            status = http_status_for(refusal)
+            _log.info("refused %s %s early: %s (%s)", method, scope.get("path"), refusal.code, status)
+            # The body was not (fully) read: close the connection rather than drain it.
+            close = method in BODY_METHODS
+            await _problem(send, status, refusal.code, refusal.message, error=refusal, close=close)
+            return
 
-        request = IncomingRequest(method, self._url(scope), IncomingHeaders(scope.get("headers", [])), body)
-        verified = self.verifier.check(request, now=time.time())
+        request = IncomingRequest(method, self._url(scope), headers, body)
+        now = time.time()
+        pending = self.verifier.check_unclaimed(request, now=now)
+        # The replay ids are claimed only now that every other check passed; a shared store is
+        # awaited, never blocking the loop.
+        verified = (
+            pending if isinstance(pending, Rejection) else await self.verifier.acommit(pending, now=now)
+        )
         if isinstance(verified, Rejection):
             error, status = verified.error, verified.status
             _log.info("rejected %s %s: %s (%s)", method, scope.get("path"), error.code, status)
             self._audit_denial(request, verified)
-            await _problem(send, status, error.code, error.message)
+            await _problem(send, status, error.code, error.message, error=error)
             return
 
         scope.setdefault("state", {})[STATE_KEY] = verified
@@ -167,22 +214,6 @@ class McpAuthMiddleware:
             server = scope.get("server") or ("localhost", None)
             host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
         return f"{scope.get('scheme', 'http')}://{host}{target}"
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
 
     def _audit_mandate(self, mandate: Mandate) -> str:
         """File the mandate once per run (per process) so the run's later entries verify against it."""
@@ -249,16 +280,34 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _problem(send: Send, status: int, code: str, detail: str) -> None:
+async def _problem(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    error: McpClientAuthError | None = None,
+    close: bool = False,
+) -> None:
     """An RFC 9457 problem document; ``detail`` is an SDK error message (never holds credentials)."""
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 413: "Content Too Large"}
-    document = {
+    titles = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        408: "Request Timeout",
+        413: "Content Too Large",
+        503: "Service Unavailable",
+    }
+    document: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + code,
         "title": titles.get(status, "Error"),
         "status": status,
         "detail": detail,
         "code": code,
     }
+    retry_after = error.retry_after if isinstance(error, ServerLimitError) else None
+    if retry_after is not None:
+        document["retryable"] = True
     payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
     headers = [
         (b"content-type", b"application/problem+json"),
@@ -267,5 +316,9 @@ async def _problem(send: Send, status: int, code: str, detail: str) -> None:
     if status == 401:
         # RFC 9110 wants a challenge on 401; say which signature profile we expect.
         headers.append((b"www-authenticate", b'HTTPSig realm="mcp", tag="mcpclient-auth/1"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -7,6 +7,11 @@ so it can be used from any framework:
     verified = verifier.verify(IncomingRequest("POST", url, headers, body))
     verified.principal, verified.mandate.capabilities, verified.ect.exec_act
 
+The signature ``nonce`` and the ECT ``jti`` are stored in the replay store only after every other
+check passed, in one all-or-nothing claim: :meth:`McpRequestVerifier.check_unclaimed` runs the checks
+and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await acommit`` on an
+event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
+
 Each failure raises a typed :class:`~mcpclient_auth.errors.McpClientAuthError`; :func:`http_status_for`
 maps it to 401 (missing or invalid credentials) or 403 (valid credentials, action not allowed).
 """
@@ -29,8 +34,11 @@ from ..errors import (
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
+    ReplayDetected,
+    ServerLimitError,
     SignatureMissing,
     SignaturePolicyError,
+    SignatureReplay,
     TokenError,
 )
 from ..httpsig import RequestVerifier, VerifiedSignature
@@ -39,12 +47,13 @@ from ..jose import decode as decode_jws
 from ..jsonrpc import Call, NotJsonRpc, parse
 from ..keys import TrustStore
 from ..policy import ActionPolicy, McpActionPolicy
-from ..replay import ReplayCache
+from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
 
 __all__ = [
     "IncomingHeaders",
     "IncomingRequest",
     "McpRequestVerifier",
+    "PendingRequest",
     "Rejection",
     "VerifiedRequest",
     "http_status_for",
@@ -130,12 +139,27 @@ class Rejection:
 
 
 def http_status_for(error: McpClientAuthError) -> int:
-    """401 for missing/invalid credentials, 403 for policy failures, 400 for malformed JSON-RPC."""
+    """401 for missing/invalid credentials, 403 for policy failures, 400 for malformed JSON-RPC, the
+    limit's own status (503, 413, 408) when a server limit refused the request."""
+    if isinstance(error, ServerLimitError):
+        return error.status
     if isinstance(error, JsonRpcError):
         return 400
     if isinstance(error, _FORBIDDEN):
         return 403
     return 401
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A request that passed every check but whose replay ids are not stored yet.
+
+    Not a :class:`VerifiedRequest` on purpose: nothing may act on it before
+    :meth:`McpRequestVerifier.commit` / :meth:`~McpRequestVerifier.acommit` stored its ids.
+    """
+
+    request: VerifiedRequest
+    claims: tuple[ReplayClaim, ...]
 
 
 class _MandateCache:
@@ -172,8 +196,12 @@ class McpRequestVerifier:
 
     A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
     :class:`Identity`); ``require_key_binding=False`` accepts name-only mandates from peers that cannot
-    bind keys. The nonce and ECT ``jti`` replay caches live in this object: run one verifier per
-    process, and with several worker processes expect replay protection per worker only.
+    bind keys.
+
+    Replay: the nonce and the ECT ``jti`` go to ``replay_store`` after every other check passed. The
+    default is a :class:`~mcpclient_auth.replay.MemoryReplayStore` of ``replay_cache_size`` ids
+    (``replay_entries_per_key`` per signing key), which protects one process; with several worker
+    processes pass a shared :class:`~mcpclient_auth.replay_redis.RedisReplayStore`.
     """
 
     def __init__(
@@ -189,7 +217,9 @@ class McpRequestVerifier:
         require_key_binding: bool = True,
         ect_header: str = "Execution-Context",
         mandate_header: str = "ACT-Mandate",
-        replay_cache_size: int = 100_000,
+        replay_cache_size: int = 200_000,
+        replay_entries_per_key: int | None = None,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         self.trust = trust
         self.audience = audience
@@ -200,13 +230,17 @@ class McpRequestVerifier:
         self.require_key_binding = require_key_binding
         self.ect_header = ect_header
         self.mandate_header = mandate_header
-        self._jti_cache = ReplayCache(max_entries=replay_cache_size)
+        self.replay_store: ReplayStore = (
+            replay_store
+            if replay_store is not None
+            else MemoryReplayStore(max_entries=replay_cache_size, max_entries_per_key=replay_entries_per_key)
+        )
         self._signatures = RequestVerifier(
             trust,
             profile="mcp",
             max_age=max_age,
             skew=skew,
-            nonce_cache=ReplayCache(max_entries=replay_cache_size),
+            nonce_cache=self.replay_store,
             audience=audience,
             ect_header=ect_header,
         )
@@ -220,14 +254,46 @@ class McpRequestVerifier:
         return outcome
 
     def check(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
-        """Like :meth:`verify`, but a failure is returned as a :class:`Rejection` (never raised)."""
+        """Like :meth:`verify`, but a failure is returned as a :class:`Rejection` (never raised).
+
+        Claims the replay ids synchronously (a shared store blocks on its round trip): on an event
+        loop use :meth:`check_unclaimed` and ``await`` :meth:`acommit` instead."""
+        now = time.time() if now is None else now
+        pending = self.check_unclaimed(request, now=now)
+        if isinstance(pending, Rejection):
+            return pending
+        return self.commit(pending, now=now)
+
+    def commit(self, pending: PendingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
+        """Store ``pending``'s nonce and ECT id (all-or-nothing); a replay or a store failure is a
+        :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
+        try:
+            self.replay_store.claim(pending.claims, now=now)
+        except McpClientAuthError as exc:
+            return self._claim_failed(pending.request, exc)
+        return pending.request
+
+    async def acommit(
+        self, pending: PendingRequest, *, now: float | None = None
+    ) -> VerifiedRequest | Rejection:
+        """:meth:`commit` without blocking the event loop (the store's ``aclaim``)."""
+        try:
+            await self.replay_store.aclaim(pending.claims, now=now)
+        except McpClientAuthError as exc:
+            return self._claim_failed(pending.request, exc)
+        return pending.request
+
+    def check_unclaimed(
+        self, request: IncomingRequest, *, now: float | None = None
+    ) -> PendingRequest | Rejection:
+        """Every check except the replay store; on success the ids still have to be committed."""
         now = time.time() if now is None else now
         body = request.content
         mandate: Mandate | None = None
         call: Call | None = None
         action: str | None = None
         try:
-            signature = self._signatures.verify(request, body=body, now=now)
+            signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
                 self._check_binding(mandate, signature)
@@ -246,7 +312,12 @@ class McpRequestVerifier:
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
-        return VerifiedRequest(
+        claims: list[ReplayClaim] = []
+        if signature.replay_claim is not None:
+            claims.append(signature.replay_claim)
+        if ect is not None:
+            claims.append(ect.replay_claim(skew=self.skew))
+        verified = VerifiedRequest(
             signature=signature,
             mandate=mandate,
             ect=ect,
@@ -255,6 +326,13 @@ class McpRequestVerifier:
             principal=mandate.iss if mandate else None,
             agent=mandate.sub if mandate else None,
         )
+        return PendingRequest(verified, tuple(claims))
+
+    @staticmethod
+    def _claim_failed(verified: VerifiedRequest, error: McpClientAuthError) -> Rejection:
+        if isinstance(error, ReplayDetected) and error.details.get("kind") == NONCE:
+            error = SignatureReplay("this signature nonce was already used", kid=verified.signature.keyid)
+        return Rejection(error, verified.mandate, verified.call, verified.action)
 
     def _check_binding(self, mandate: Mandate, signature: VerifiedSignature) -> None:
         # Without a key binding any trusted key could act on the mandate (the ECT's ``iss`` is only
@@ -307,9 +385,8 @@ class McpRequestVerifier:
             if self.require_ect and action is not None:
                 raise SignatureMissing(f"no {self.ect_header} header on a JSON-RPC call", code="ect_missing")
             return None
-        ect = ExecutionContextToken.verify(
-            token, self.trust, audience=self.audience, now=now, skew=self.skew, replay=self._jti_cache
-        )
+        # No replay store here: the jti is claimed with the nonce once every check passed.
+        ect = ExecutionContextToken.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
         if ect.inp_hash != sha256_b64url(body):
             raise ClaimsInvalid(
                 "the ECT's inp_hash does not match the request body", code="inp_hash_mismatch"

@@ -267,15 +267,17 @@ def test_replay_is_detected_and_scoped_to_wid(agent: Identity, trust: TrustStore
     cache = ReplayCache()
     jti = str(uuid.uuid4())
     first = mint(agent, jti=jti, wid="run-a")
-    ExecutionContextToken.verify(first.token, trust, now=NOW, replay=cache)
+    seen = ExecutionContextToken.verify(first.token, trust, now=NOW, replay=cache)
     with pytest.raises(ReplayDetected) as info:
         ExecutionContextToken.verify(first.token, trust, now=NOW + 1, replay=cache)
     assert info.value.code == "replay_detected" and first.token not in str(info.value)
     # The same jti in another workflow is another task.
     ExecutionContextToken.verify(mint(agent, jti=jti, wid="run-b").token, trust, now=NOW, replay=cache)
     # Once the token could no longer be accepted anyway, the cache forgets it.
-    assert cache.seen(jti, scope="run-a", now=NOW + 600 + 59)
-    assert not cache.seen(jti, scope="run-a", now=NOW + 600 + 60)
+    claim = seen.replay_claim()
+    assert claim.partition == agent.public.thumbprint  # charged to the signing key
+    assert cache.contains(claim, now=NOW + 600 + 59)
+    assert not cache.contains(claim, now=NOW + 600 + 60)
 
 
 def test_invalid_tokens_never_enter_the_replay_cache(agent: Identity, trust: TrustStore) -> None:

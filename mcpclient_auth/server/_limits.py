@@ -1,0 +1,221 @@
+"""Pre-authentication limits of the reference middleware: what a sender without credentials can cost.
+
+Before a single body byte is read, :meth:`PreAuthGate.screen` refuses a request to a protected path
+that cannot possibly verify: no ``Signature-Input``, no mandate (the ``ACT-Mandate`` header or a
+bearer token), a ``keyid`` that is not in the trust store, or a ``Content-Length`` over the body
+limit. Those checks look at headers only (the ``keyid`` is read from the ``Signature-Input`` field with
+the project's structured-field parser; nothing is verified yet), so such a request costs the server a
+few microseconds and no buffer.
+
+A request that passes is read by :meth:`PreAuthGate.read_body` under three bounds:
+
+- ``max_body_bytes`` (413 ``body_too_large``), checked as bytes arrive when there is no
+  ``Content-Length``;
+- ``body_timeout``: the whole body must arrive within this many seconds (408 ``body_timeout``), so a
+  slow sender cannot hold a connection and a buffer indefinitely;
+- ``max_pending_bodies`` / ``max_pending_body_bytes``: bodies being read at the same time, before
+  their senders are authenticated, by count and by reserved bytes (``Content-Length``, or the body
+  limit when chunked). Over either bound the request is refused at once (503
+  ``too_many_pending_bodies``, ``Retry-After: 1``) instead of waiting. Bodies declared at most
+  ``SMALL_BODY`` (64 KiB, where JSON-RPC calls live) count against ``max_pending_bodies`` only, so
+  large bodies cannot crowd out ordinary calls through the byte budget; memory held for
+  unauthenticated bodies stays below ``max_pending_body_bytes + max_pending_bodies * 64 KiB``.
+  ``max_pending_per_key`` caps the reads that name one ``keyid``, so a sender using one key's id
+  cannot take every slot.
+
+These bound memory and time, not who gets served: ``keyid`` values are public (they are key
+thumbprints), so a sender who knows one passes the screen and can occupy that key's pending slots
+(and, knowing several, all of them) for up to ``body_timeout`` each. Rate limits per client and
+header timeouts belong to the proxy in front.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from .. import _sfv
+from ..errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    ConfigurationError,
+    McpClientAuthError,
+    SignatureMalformed,
+    SignatureMissing,
+    TooManyPendingBodies,
+    UnknownKey,
+)
+from ..keys import TrustStore
+
+__all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+#: Methods whose body the middleware buffers (and so bounds).
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MiB = 1024 * 1024
+#: Declared bodies up to this size are not charged to the byte budget (see the module docstring).
+SMALL_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Limits applied before a request is authenticated; see the module docstring."""
+
+    max_body_bytes: int = 4 * MiB
+    body_timeout: float = 5.0
+    max_pending_bodies: int = 64
+    max_pending_body_bytes: int = 64 * MiB
+    max_pending_per_key: int = 16
+
+    def __post_init__(self) -> None:
+        sizes = (self.max_body_bytes, self.max_pending_bodies, self.max_pending_body_bytes)
+        if min(*sizes, self.max_pending_per_key) < 1:
+            raise ConfigurationError("request limits must be positive")
+        if not self.body_timeout > 0:
+            raise ConfigurationError("body_timeout must be a positive number of seconds")
+
+
+class _PendingBudget:
+    """Counts bodies (per named key, and reserved bytes) being read; refuses instead of queueing."""
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self.max_count = limits.max_pending_bodies
+        self.max_bytes = limits.max_pending_body_bytes
+        self.max_per_key = limits.max_pending_per_key
+        self.count = 0
+        self.reserved = 0
+        self.per_key: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reserve(self, size: int, keyid: str) -> Iterator[None]:
+        charged = 0 if size <= SMALL_BODY else size
+        with self._lock:
+            for_key = self.per_key.get(keyid, 0)
+            if (
+                self.count + 1 > self.max_count
+                or for_key + 1 > self.max_per_key
+                or self.reserved + charged > self.max_bytes
+            ):
+                raise TooManyPendingBodies(
+                    "too many request bodies are being received right now; retry shortly", retry_after=1
+                )
+            self.count += 1
+            self.reserved += charged
+            self.per_key[keyid] = for_key + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.count -= 1
+                self.reserved -= charged
+                left = self.per_key[keyid] - 1
+                if left:
+                    self.per_key[keyid] = left
+                else:
+                    del self.per_key[keyid]
+
+
+class PreAuthGate:
+    """Header screen and bounded body reader for one middleware; see the module docstring."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        limits: RequestLimits,
+        *,
+        mandate_header: str = "ACT-Mandate",
+        signature_label: str = "sig1",
+    ) -> None:
+        self.trust = trust
+        self.limits = limits
+        self.mandate_header = mandate_header.lower()
+        self.signature_label = signature_label
+        self._pending = _PendingBudget(limits)
+
+    @property
+    def pending_bodies(self) -> int:
+        """Bodies being read right now (for tests and metrics)."""
+        return self._pending.count
+
+    def screen(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | str:
+        """The error that makes this request hopeless from its headers alone, or the (trusted, not
+        yet verified) ``keyid`` it names."""
+        signature_input = headers.get("signature-input")
+        if signature_input is None:
+            return SignatureMissing("no Signature-Input header", code="signature_missing")
+        if self.mandate_header not in headers and not _has_bearer(headers.get("authorization")):
+            return SignatureMissing(f"no {self.mandate_header} header", code="mandate_missing")
+        keyid = self._keyid(signature_input)
+        if not isinstance(keyid, str):
+            return keyid
+        if method in BODY_METHODS:
+            declared = _content_length(headers)
+            if declared is not None and declared > self.limits.max_body_bytes:
+                return BodyTooLarge("the request body exceeds the allowed size")
+        return keyid
+
+    async def read_body(self, receive: Receive, headers: Mapping[str, str], keyid: str) -> bytes:
+        """The whole body within the limits, or raise :class:`BodyTooLarge`, :class:`BodyTimeout`
+        or :class:`TooManyPendingBodies`. ``keyid`` is what :meth:`screen` returned. A disconnect
+        ends the body early (as before)."""
+        limit = self.limits.max_body_bytes
+        declared = _content_length(headers)
+        reserve = limit if declared is None else min(declared, limit)
+        with self._pending.reserve(reserve, keyid):
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                with anyio.fail_after(self.limits.body_timeout):
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            break
+                        chunk = message.get("body", b"")
+                        size += len(chunk)
+                        if size > limit:
+                            raise BodyTooLarge("the request body exceeds the allowed size")
+                        chunks.append(chunk)
+                        if not message.get("more_body", False):
+                            break
+            except TimeoutError:
+                raise BodyTimeout(
+                    f"the request body did not arrive within {self.limits.body_timeout:g} s"
+                ) from None
+            # One chunk (the usual case for small JSON-RPC bodies) is passed on without a copy.
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _keyid(self, signature_input: str) -> McpClientAuthError | str:
+        try:
+            members = _sfv.parse_dictionary(signature_input)
+        except _sfv.StructuredFieldError:
+            return SignatureMalformed("the Signature-Input header is not a valid dictionary")
+        member = members.get(self.signature_label)
+        if member is None:
+            return SignatureMissing(f"no signature labelled {self.signature_label!r}")
+        keyid = member[1].get("keyid")
+        if not isinstance(keyid, str) or keyid not in self.trust:
+            return UnknownKey("the signature names no trusted key")
+        return keyid
+
+
+def _has_bearer(authorization: str | None) -> bool:
+    return authorization is not None and authorization[:7].lower() == "bearer "
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        length = int(value.split(",")[0].strip())
+    except ValueError:
+        return None  # the HTTP server refuses malformed lengths before we see them
+    return length if length >= 0 else None
