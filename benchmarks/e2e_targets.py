@@ -130,7 +130,9 @@ def loopback_throughput(config: Config) -> list[Row]:
     from tests.support.servers import serve  # the project's real uvicorn-in-a-thread helper
 
     user, agent = Identity.generate("ES256", name="alice"), Identity.generate("ES256", name="agent")
-    trust = TrustStore([user, agent])
+    trust = TrustStore()  # roles: the user key issues mandates for its name, the agent key acts
+    trust.add_issuer(user)
+    trust.add_agent(agent)
     plain_app = _mcp_app()
     signed_inner = _mcp_app()
     signed_app = _Deferred(signed_inner)

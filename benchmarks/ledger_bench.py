@@ -178,7 +178,9 @@ def main() -> None:
     args = parser.parse_args()
 
     user, agent = Identity.generate("ES256", name="user"), Identity.generate("ES256", name="agent")
-    trust = TrustStore([user, agent])
+    trust = TrustStore()  # roles: the user key issues mandates for its name, the agent key acts
+    trust.add_issuer(user)
+    trust.add_agent(agent)
     print(f"ledger benchmark (pid {os.getpid()}, {os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -94,7 +94,9 @@ def _verify_seconds(path: Path, trust: TrustStore, jobs: int) -> tuple[float, in
 
 def ledger_verify(config: Config) -> list[Row]:
     user, agent = Identity.generate("ES256", name="user"), Identity.generate("ES256", name="agent")
-    trust = TrustStore([user, agent])
+    trust = TrustStore()  # roles: the user key issues mandates for its name, the agent key acts
+    trust.add_issuer(user)
+    trust.add_agent(agent)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big.jsonl"

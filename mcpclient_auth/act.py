@@ -12,17 +12,25 @@ One token kind (``typ: act+jwt``) in two phases, told apart by their claims:
                             purpose="Answer HR questions", capabilities=["mcp.get_office_locations"])
     Mandate.verify(mandate.token, trust, audience="https://mcp.example/mcp").allows("mcp.search")
     sub = mandate.delegate(agent, agent=helper, capabilities=["mcp.get_office_locations"])
+    Mandate.verify(sub.token, trust).chain          # [mandate, sub]: the whole chain is checked
     verify_delegation_chain([mandate.token, sub.token], trust)
     record = ExecutionRecord.issue(agent, mandate, exec_act="mcp.get_office_locations",
                                    pred=[last_ect_jti], out_hash=sha256_b64url(output), status="completed")
 
 Unknown claims (and unknown members of ``task`` and ``cap`` entries) are kept untouched: they appear
 in ``claims`` after decoding and are carried into records and sub-mandates.
+
+**Who may sign what** (the trust model): :meth:`Mandate.verify` needs a :class:`TrustStore` with
+roles. A top-level mandate verifies only when its signing key is registered as an issuer for its
+``iss`` (an agent key never signs one). A delegated mandate carries its parent's compact token in
+``del.parent`` — an extension of the draft's ``del`` claim, because a server or a ledger sees only the
+leaf mandate — so verifying the leaf verifies the whole chain: each link signed by the parent's bound
+agent key (a registered agent), ``iss`` = parent ``sub``, capabilities, constraints and audience equal
+or narrower, ``exp`` within the parent's, depth within the store's and the root's bound.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -48,6 +56,7 @@ from .errors import (
     ClaimsInvalid,
     DelegationError,
     InvalidTokenType,
+    IssuerNotAuthorized,
     KeyBindingMismatch,
     PhaseError,
     PrivilegeEscalation,
@@ -68,6 +77,8 @@ DEFAULT_MANDATE_TTL = 900
 #: Default bound on delegation hops when verifying a chain (the root mandate is depth 0).
 DEFAULT_MAX_DEPTH = 4
 RECORD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: Error code of a delegation whose links do not fit together (depth, chain, issuer, parent token).
+_CHAIN_BROKEN = "delegation_chain_broken"
 
 #: Claims whose presence makes an ACT a phase-2 execution record.
 _PHASE2_MARKERS = ("exec_act", "status")
@@ -117,7 +128,31 @@ def _parse_delegation(value: Any) -> dict[str, Any]:
             raise ClaimsInvalid("each 'del.chain' entry needs 'jti', 'iss' and 'sub'", claim="del")
     if "max_depth" in value and (type(value["max_depth"]) is not int or value["max_depth"] < 0):
         raise ClaimsInvalid("'del.max_depth' must be a non-negative integer", claim="del")
+    if "parent" in value:
+        if depth == 0:
+            raise ClaimsInvalid("a mandate that is not delegated carries no 'del.parent'", claim="del")
+        if not isinstance(value["parent"], str) or not value["parent"]:
+            raise ClaimsInvalid("'del.parent' must be the parent mandate's compact token", claim="del")
     return value
+
+
+def _constraints_narrower(parent: Mapping[str, Any] | None, child: Mapping[str, Any] | None) -> bool:
+    """Whether a delegated capability's constraints are equal to or narrower than its parent's.
+
+    For now (until the constraints registry's ``is_narrower`` replaces this): every constraint of the
+    parent must be repeated unchanged, and the child may add constraints of its own. Dropping or
+    changing a parent constraint is a widening.
+    """
+    if not parent:
+        return True
+    if not child:
+        return False
+    return all(name in child and child[name] == value for name, value in parent.items())
+
+
+def _shown(value: str, limit: int = 64) -> str:
+    """A claim value for an error message, bounded (claims come from untrusted tokens)."""
+    return value if len(value) <= limit else value[:limit] + "…"
 
 
 def _sub_for(agent: Agent) -> tuple[str, str | None]:
@@ -305,7 +340,7 @@ class _ActToken:
 class Mandate(_ActToken):
     """A phase-1 ACT: who may do what, for which task, for whom, until when. See the module docs."""
 
-    __slots__ = ()
+    __slots__ = ("_parent",)
     _phase2 = False
     _kind = "mandate"
 
@@ -313,6 +348,8 @@ class Mandate(_ActToken):
         self, token: str, header: dict[str, Any], claims: dict[str, Any], signer: PublicKey | None = None
     ) -> None:
         super().__init__(token, header, claims, signer)
+        #: The verified parent of a delegated mandate (set by verify() and delegate()).
+        self._parent: Mandate | None = None
         if self.exp <= self.iat:
             raise ClaimsInvalid("claim 'exp' must be later than 'iat'", claim="exp")
         if "pred" in claims:
@@ -333,9 +370,10 @@ class Mandate(_ActToken):
         wid: str | None = None,
         task: Mapping[str, Any] | None = None,
         max_delegation_depth: int | None = None,
+        iss: str | None = None,
         **extra: Any,
     ) -> Mandate:
-        """Sign a mandate as ``issuer`` (``iss`` = ``issuer.name``) for ``agent``.
+        """Sign a mandate as ``issuer`` (``iss`` = ``issuer.name``, or ``iss=``) for ``agent``.
 
             Mandate.issue(user, agent=agent, audience="https://mcp.example/mcp", purpose="...",
                           capabilities=["mcp.search", {"action": "mcp.fetch", "constraints": {...}}])
@@ -344,8 +382,12 @@ class Mandate(_ActToken):
         thumbprint, binding the agent key) or a plain name (``sub`` only, no key binding).
         ``task`` adds members next to ``purpose``; ``max_delegation_depth`` limits later delegation
         (``del.max_depth``); ``**extra`` adds further claims (``oversight``, ``pred``, ...).
+        ``iss`` is for a mandate service signing for a principal it is registered for
+        (``TrustStore.add_issuer(service, principals=[...])``); a verifier refuses any other pairing.
         """
         sub, jkt = _sub_for(agent)
+        if iss is not None and (not isinstance(iss, str) or not iss):
+            raise ClaimsInvalid("iss= must be a non-empty principal name", claim="iss")
         if type(ttl) is not int or ttl <= 0:
             raise ClaimsInvalid("a mandate's ttl must be a positive number of seconds", claim="exp")
         clash = (_COMPUTED | _PHASE2_CLAIMS).intersection(extra)
@@ -354,7 +396,7 @@ class Mandate(_ActToken):
         aud = audience_list(audience if isinstance(audience, str) else list(audience))
         iat = _issued_at(now)
         claims: dict[str, Any] = {
-            "iss": issuer.name,
+            "iss": issuer.name if iss is None else iss,
             "sub": sub,
             "aud": aud[0] if len(aud) == 1 else aud,
             "iat": iat,
@@ -383,17 +425,89 @@ class Mandate(_ActToken):
         skew: float = 60,
         verify_time: bool = True,
     ) -> Mandate:
-        """Verify signature, phase, claims, time and (when given) audience of one mandate.
+        """Verify a mandate — signature, phase, claims, time, audience (when given) — and who signed it.
 
-        A delegated mandate verified alone proves only its own signature; use
-        :func:`verify_delegation_chain` with its ancestors to check the delegation.
+        ``trust`` must have roles (:class:`TrustRolesMissing` otherwise). A top-level mandate must be
+        signed by a key registered as issuer for its ``iss`` (:class:`IssuerNotAuthorized`). A
+        delegated one must carry its ancestry in ``del.parent``; every link is verified back to a
+        top-level mandate (:class:`DelegationError`, :class:`PrivilegeEscalation`), and
+        :attr:`chain` then lists the verified mandates, root first.
         """
-        jws = jose.verify(token, trust, typs=(jose.ACT_TYP,))
-        mandate = cls(token, jws.header, jws.claims, jws.key)
-        if verify_time:
-            check_times(mandate.iat, mandate.exp, now=now, skew=skew)
+        trust.require_roles()
+        mandate = cls._verify_link(
+            token, trust, now=now, skew=skew, verify_time=verify_time, expected_depth=None
+        )
         check_audience(mandate.aud, audience)
         return mandate
+
+    @classmethod
+    def _verify_link(
+        cls,
+        token: str,
+        trust: TrustStore,
+        *,
+        now: float | None,
+        skew: float,
+        verify_time: bool,
+        expected_depth: int | None,
+    ) -> Mandate:
+        jws = jose.verify(token, trust, typs=(jose.ACT_TYP,))
+        mandate = cls(token, jws.header, jws.claims, jws.key)
+        signer = jws.key
+        assert signer is not None  # set by jose.verify
+        depth = mandate.depth
+        if expected_depth is not None and depth != expected_depth:
+            raise DelegationError(
+                "a sub-mandate's delegation depth does not follow its parent's",
+                code=_CHAIN_BROKEN,
+            )
+        # Bound the recursion before following del.parent: the depth only shrinks from here.
+        if depth > trust.max_delegation_depth:
+            raise DelegationError(
+                f"the mandate is delegated {depth} times; this verifier allows {trust.max_delegation_depth}",
+                code="delegation_too_deep",
+            )
+        if mandate.max_depth is not None and depth > mandate.max_depth:
+            raise DelegationError(
+                f"the root mandate allows at most {mandate.max_depth} delegations", code="delegation_too_deep"
+            )
+        if verify_time:
+            check_times(mandate.iat, mandate.exp, now=now, skew=skew)
+        if depth == 0:
+            _check_issuer(mandate, signer, trust)
+            return mandate
+        parent_token = (mandate.delegation or {}).get("parent")
+        if not isinstance(parent_token, str):
+            raise DelegationError(
+                "a delegated mandate must carry its parent mandate (del.parent)",
+                code=_CHAIN_BROKEN,
+            )
+        parent = cls._verify_link(
+            parent_token, trust, now=now, skew=skew, verify_time=verify_time, expected_depth=depth - 1
+        )
+        _check_link(parent, mandate, trust, skew=skew)
+        mandate._parent = parent
+        return mandate
+
+    @property
+    def principal(self) -> str:
+        """On whose behalf the agent acts: ``iss`` of the chain's root (a sub-mandate's own ``iss`` is
+        the delegating agent). Read from ``del.chain``, which verification ties to the real ancestry."""
+        chain = (self.delegation or {}).get("chain") or []
+        return str(chain[0]["iss"]) if chain else self.iss
+
+    @property
+    def parent(self) -> Mandate | None:
+        """The parent of a delegated mandate, once verified (or delegated here); else ``None``."""
+        return self._parent
+
+    @property
+    def chain(self) -> list[Mandate]:
+        """The verified delegation chain, root (a user's mandate) first and this mandate last."""
+        chain: list[Mandate] = [self]
+        while chain[-1]._parent is not None:
+            chain.append(chain[-1]._parent)
+        return chain[::-1]
 
     def delegate(
         self,
@@ -411,11 +525,21 @@ class Mandate(_ActToken):
 
             sub = mandate.delegate(agent, agent=helper, capabilities=["mcp.search"], ttl=300)
 
-        ``iss`` = this mandate's ``sub``; ``del`` records the chain; ``cap`` and ``aud`` must be subsets
-        of this mandate's (:class:`PrivilegeEscalation` otherwise); ``exp`` is clamped to this mandate's.
-        A constrained capability keeps its constraints (they are opaque, so they cannot be loosened).
-        Other claims (``task`` members, ``wid``, ``oversight``, unknown ones) are inherited.
+        ``iss`` = this mandate's ``sub``; ``del`` records the chain and carries this mandate's token
+        (``del.parent``, so a verifier that sees only the sub-mandate can check the whole chain);
+        ``cap`` and ``aud`` must be subsets of this mandate's (:class:`PrivilegeEscalation` otherwise);
+        ``exp`` is clamped to this mandate's. A constrained capability keeps its constraints and may
+        add more, never drop or change one. Other claims (``task`` members, ``wid``, ``oversight``,
+        unknown ones) are inherited. Only a mandate that binds its agent key (``cnf.jkt``) can be
+        delegated, by that key.
         """
+        if self.agent_kid is None:
+            raise DelegationError(
+                "only a mandate that binds its agent key (cnf.jkt) can be delegated",
+                code="delegation_unbound_parent",
+            )
+        if not self.token:
+            raise DelegationError("the mandate has no token to carry as the sub-mandate's parent")
         self._check_holder(holder, DelegationError)
         if self.max_depth is not None and self.depth + 1 > self.max_depth:
             raise DelegationError(f"this mandate may be delegated at most {self.max_depth} times")
@@ -430,9 +554,9 @@ class Mandate(_ActToken):
             if "constraints" in parent:
                 if "constraints" not in entry:
                     entry["constraints"] = parent["constraints"]
-                elif entry["constraints"] != parent["constraints"]:
+                elif not _constraints_narrower(parent["constraints"], entry["constraints"]):
                     raise PrivilegeEscalation(
-                        f"cannot change the constraints of {entry['action']!r} when delegating",
+                        f"cannot drop or change the constraints of {entry['action']!r} when delegating",
                         action=entry["action"],
                     )
         if audience is None:
@@ -450,6 +574,7 @@ class Mandate(_ActToken):
         delegation: dict[str, Any] = {
             "depth": self.depth + 1,
             "chain": [*(self.delegation or {}).get("chain", []), link],
+            "parent": self.token,
         }
         if self.max_depth is not None:
             delegation["max_depth"] = self.max_depth
@@ -471,25 +596,57 @@ class Mandate(_ActToken):
         for name, value in self.claims.items():
             if name not in _COMPUTED and name != "pred":
                 claims[name] = value
-        return self._sign(holder, claims)
+        child = self._sign(holder, claims)
+        child._parent = self
+        return child
 
 
-def _check_link(parent: Mandate, child: Mandate, *, skew: float) -> None:
+def _check_issuer(mandate: Mandate, signer: PublicKey, trust: TrustStore) -> None:
+    """A top-level mandate: the signer must be registered as issuer for its ``iss``, never an agent."""
+    if trust.is_agent(signer.kid):
+        raise IssuerNotAuthorized(
+            "the mandate is signed by an agent key; an agent may only delegate a mandate it holds",
+            code="agent_key_not_issuer",
+        )
+    if not trust.may_issue(signer.kid, mandate.iss):
+        raise IssuerNotAuthorized(
+            f"the mandate's signing key is not registered as an issuer for iss {_shown(mandate.iss)!r}"
+        )
+
+
+def _check_link(parent: Mandate, child: Mandate, trust: TrustStore, *, skew: float) -> None:
+    """One delegation link; ``parent`` is already verified."""
+    if parent.agent_kid is None:
+        raise DelegationError(
+            "the parent mandate binds no agent key (cnf.jkt), so nobody may delegate it",
+            code="delegation_unbound_parent",
+        )
+    if child.signer is None or not parent.binds(child.signer):
+        raise DelegationError(
+            "a sub-mandate is not signed by the agent key its parent binds", code="delegation_signer_mismatch"
+        )
+    if not trust.is_agent(child.signer.kid):
+        raise DelegationError(
+            "a sub-mandate is signed by a key that is not a registered agent key",
+            code="delegation_signer_mismatch",
+        )
     if child.iss != parent.sub:
-        raise DelegationError("a sub-mandate's issuer is not its parent's subject")
-    if parent.agent_kid is not None and (child.signer is None or not parent.binds(child.signer)):
-        raise DelegationError("a sub-mandate is not signed by the agent key its parent binds")
+        raise DelegationError("a sub-mandate's issuer is not its parent's subject", code=_CHAIN_BROKEN)
     expected_chain = [
         *(parent.delegation or {}).get("chain", []),
         {"jti": parent.jti, "iss": parent.iss, "sub": parent.sub},
     ]
     delegation = child.delegation
     if delegation is None or delegation["depth"] != parent.depth + 1:
-        raise DelegationError("a sub-mandate's delegation depth does not follow its parent's")
+        raise DelegationError(
+            "a sub-mandate's delegation depth does not follow its parent's", code=_CHAIN_BROKEN
+        )
     if [{k: link.get(k) for k in ("jti", "iss", "sub")} for link in delegation["chain"]] != expected_chain:
-        raise DelegationError("a sub-mandate's delegation chain does not name its parent")
+        raise DelegationError("a sub-mandate's delegation chain does not name its parent", code=_CHAIN_BROKEN)
     if parent.max_depth is not None and child.max_depth != parent.max_depth:
-        raise DelegationError("a sub-mandate dropped or changed its parent's delegation bound")
+        raise DelegationError(
+            "a sub-mandate dropped or changed its parent's delegation bound", code=_CHAIN_BROKEN
+        )
     for entry in child.cap:
         granted = parent._actions.get(entry["action"])
         if granted is None:
@@ -497,16 +654,17 @@ def _check_link(parent: Mandate, child: Mandate, *, skew: float) -> None:
                 f"a sub-mandate grants {entry['action']!r}, which its parent does not",
                 action=entry["action"],
             )
-        if "constraints" in granted and entry.get("constraints") != granted["constraints"]:
+        if not _constraints_narrower(granted.get("constraints"), entry.get("constraints")):
             raise PrivilegeEscalation(
-                f"a sub-mandate changes the constraints of {entry['action']!r}", action=entry["action"]
+                f"a sub-mandate drops or changes the constraints of {entry['action']!r}",
+                action=entry["action"],
             )
     if not set(child.aud) <= set(parent.aud):
         raise PrivilegeEscalation("a sub-mandate names an audience its parent does not")
     if child.exp > parent.exp:
-        raise DelegationError("a sub-mandate expires after its parent")
+        raise DelegationError("a sub-mandate expires after its parent", code="delegation_outlives_parent")
     if child.iat + skew < parent.iat:
-        raise DelegationError("a sub-mandate was issued before its parent")
+        raise DelegationError("a sub-mandate was issued before its parent", code=_CHAIN_BROKEN)
 
 
 def verify_delegation_chain(
@@ -523,25 +681,22 @@ def verify_delegation_chain(
 
         root, sub = verify_delegation_chain([mandate.token, sub.token], trust, audience=server)
 
-    Every token is verified as a mandate; then each link: issuer = parent's subject, signed by the
-    parent's bound agent key, ``del`` names the parent, depth ≤ ``max_depth`` (and any
-    ``del.max_depth``), ``cap`` and ``aud`` within the parent's (:class:`PrivilegeEscalation`), ``exp``
-    not beyond the parent's. ``audience`` is checked on the last mandate.
+    A thin wrapper over :meth:`Mandate.verify` of the last token (which verifies the ancestry it
+    carries in ``del.parent``): the tokens given must be exactly that ancestry, and the chain no
+    deeper than ``max_depth`` (besides the trust store's and the root's bounds). ``audience`` is
+    checked on the last mandate.
     """
     if isinstance(tokens, str) or not tokens:
         raise DelegationError("a delegation chain is a non-empty list of mandates")
     if len(tokens) - 1 > max_depth:
-        raise DelegationError(f"the delegation chain is deeper than {max_depth}")
-    mandates = [Mandate.verify(token, trust, now=now, skew=skew, verify_time=verify_time) for token in tokens]
-    if mandates[0].depth != 0:
-        raise DelegationError("a delegation chain must start at a mandate that is not delegated")
-    for parent, child in itertools.pairwise(mandates):
-        _check_link(parent, child, skew=skew)
-    bound = mandates[0].max_depth
-    if bound is not None and mandates[-1].depth > bound:
-        raise DelegationError(f"the root mandate allows at most {bound} delegations")
-    check_audience(mandates[-1].aud, audience)
-    return mandates
+        raise DelegationError(f"the delegation chain is deeper than {max_depth}", code="delegation_too_deep")
+    leaf = Mandate.verify(tokens[-1], trust, audience=audience, now=now, skew=skew, verify_time=verify_time)
+    chain = leaf.chain
+    if [mandate.token for mandate in chain] != list(tokens):
+        raise DelegationError(
+            "the tokens given are not the last mandate's own delegation chain", code=_CHAIN_BROKEN
+        )
+    return chain
 
 
 # --- phase 2: execution records ------------------------------------------------------------------------
@@ -649,13 +804,19 @@ class ExecutionRecord(_ActToken):
         """Verify a record: signature, phase, claims, the agent key binding and, given the mandate,
         that the record repeats the mandate's claims (same ``jti``, same ``cap``, ...).
 
-        The signer must be the key ``cnf.jkt`` names or, for a mandate without ``cnf``, a trusted key
-        whose ``name`` is the mandate's ``sub`` (:class:`KeyBindingMismatch` otherwise).
+        The signer must be a registered agent key of ``trust`` (which needs roles): the key ``cnf.jkt``
+        names or, for a mandate without ``cnf``, one whose ``name`` is the mandate's ``sub``
+        (:class:`KeyBindingMismatch` otherwise).
         """
+        trust.require_roles()
         jws = jose.verify(token, trust, typs=(jose.ACT_TYP,))
         record = cls(token, jws.header, jws.claims, jws.key)
         assert jws.key is not None  # set by jose.verify
         record._check_holder(jws.key, KeyBindingMismatch)
+        if not trust.is_agent(jws.key.kid):
+            raise KeyBindingMismatch(
+                "the record is not signed by a registered agent key", code="signer_not_agent"
+            )
         if verify_time and record.iat > now_seconds(now) + skew:
             raise TokenNotYetValid("the record was issued in the future ('iat' beyond the clock skew)")
         if mandate is not None:

@@ -70,6 +70,21 @@ class KeyFormatError(KeyMaterialError, ValueError):
     code = "key_format_invalid"
 
 
+class TrustRolesMissing(KeyMaterialError, ConfigurationError):
+    """A mandate path was given a trust store without roles (which key may sign mandates for whom,
+    which keys are agent keys). Add them with ``mcpclient-auth keys trust`` or
+    :meth:`TrustStore.add_issuer <mcpclient_auth.keys.TrustStore.add_issuer>` /
+    :meth:`~mcpclient_auth.keys.TrustStore.add_agent`."""
+
+    code = "trust_roles_missing"
+
+
+class TrustRoleConflict(KeyMaterialError, ValueError):
+    """One key registered both as an issuer (signs mandates) and as an agent key (signs calls)."""
+
+    code = "trust_role_conflict"
+
+
 class UnknownKey(KeyMaterialError):
     """A ``kid``/``keyid`` that the trust store does not hold."""
 
@@ -152,6 +167,16 @@ class MandateError(TokenError):
     """Base for mandate semantics errors (capabilities, delegation, phase)."""
 
     code = "mandate_invalid"
+
+
+class IssuerNotAuthorized(MandateError):
+    """A top-level mandate signed by a key that is not registered as an issuer for its ``iss``.
+
+    ``code`` is ``issuer_not_authorized``, or ``agent_key_not_issuer`` when the signer is an agent key
+    (an agent never signs a top-level mandate; it may only delegate one it holds).
+    """
+
+    code = "issuer_not_authorized"
 
 
 class CapabilityNotGranted(MandateError):
@@ -518,6 +543,7 @@ __all__ = [
     "InsufficientScope",
     "InvalidTokenResponse",
     "InvalidTokenType",
+    "IssuerNotAuthorized",
     "JsonRpcError",
     "KeyBindingMismatch",
     "KeyFormatError",
@@ -556,6 +582,8 @@ __all__ = [
     "TokenStoreTimeout",
     "TokenStoreUnavailable",
     "TooManyPendingBodies",
+    "TrustRoleConflict",
+    "TrustRolesMissing",
     "UnknownKey",
     "UpstreamUnauthorized",
 ]

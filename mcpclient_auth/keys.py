@@ -32,9 +32,18 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from ._encoding import b64url_decode, b64url_encode
-from .errors import KeyFormatError, UnknownKey
+from .errors import ConfigurationError, KeyFormatError, TrustRoleConflict, TrustRolesMissing, UnknownKey
 
-__all__ = ["ALGORITHMS", "Identity", "PublicKey", "SigningAlgorithm", "TrustStore", "jwk_thumbprint"]
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_MAX_DELEGATION_DEPTH",
+    "ROLES_MEMBER",
+    "Identity",
+    "PublicKey",
+    "SigningAlgorithm",
+    "TrustStore",
+    "jwk_thumbprint",
+]
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKeyObject = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -450,21 +459,62 @@ class Identity:
 
 # --- trust stores --------------------------------------------------------------------------------
 
+#: The top-level JWKS member that holds a trust store's roles (RFC 7517 §5: other readers ignore it).
+ROLES_MEMBER = "mcpclient_auth"
+ROLES_VERSION = 1
+#: Default bound on delegation hops (the user's own mandate is depth 0).
+DEFAULT_MAX_DELEGATION_DEPTH = 4
+
+#: What to tell someone whose trust store has no roles.
+HOW_TO_ADD_ROLES = (
+    "register who may sign mandates for whom and which keys are agent keys: "
+    "`mcpclient-auth keys trust JWKS --issuer USER_KEY [--principal NAME] --agent AGENT_KEY`, "
+    "or TrustStore.add_issuer(key, principals=[...]) and TrustStore.add_agent(key)"
+)
+
+KeyLike = Identity | PublicKey | Mapping[str, Any]
+
 
 class TrustStore:
-    """Public keys by ``kid``; the only place verifiers look keys up.
+    """Public keys by ``kid``, and the roles they play; the only place verifiers look keys up.
 
         TrustStore([agent, user])                   # identities or public keys or JWK dicts
-        TrustStore.from_jwks("keys/jwks.json")      # a JWKS file (or a dict)
+        TrustStore.from_jwks("keys/jwks.json")      # a JWKS file (or a dict), roles included
         TrustStore.from_directory("keys/")          # every *.jwk / *.json holding a JWK or JWKS
+
+    **Roles** (the trust model, docs/SECURITY.md): an *issuer* key signs top-level mandates, and only
+    for the ``iss`` values it is registered for — a user's own key for that user, a mandate service's
+    key for the principals it speaks for. An *agent* key signs ECTs, requests, records, seals and
+    delegations; a mandate binds it with ``cnf.jkt``. No key is both. ``max_delegation_depth`` bounds
+    delegation chains. Mandate verifiers refuse a store without roles (:class:`TrustRolesMissing`);
+    signature-only uses (HTTP signatures, ECTs) need none.
+
+        trust = TrustStore()
+        trust.add_issuer(maria)                          # maria's key, for iss "maria" (its name)
+        trust.add_issuer(service, principals=["maria", "erik"])
+        trust.add_agent(agent)
+        trust.save("keys/jwks.json")                     # a JWKS plus a "mcpclient_auth" member
+
+    There is deliberately no wildcard principal: a key that may speak for everyone is a key whose theft
+    is total, so every principal is listed.
     """
 
-    def __init__(self, keys: Iterable[Identity | PublicKey | Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        keys: Iterable[KeyLike] = (),
+        *,
+        max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH,
+    ) -> None:
         self._keys: dict[str, PublicKey] = {}
+        self._issuers: dict[str, frozenset[str]] = {}
+        self._agents: set[str] = set()
+        self._max_depth = DEFAULT_MAX_DELEGATION_DEPTH
+        self.max_delegation_depth = max_delegation_depth
         for key in keys:
             self.add(key)
 
-    def add(self, key: Identity | PublicKey | Mapping[str, Any]) -> PublicKey:
+    def add(self, key: KeyLike) -> PublicKey:
+        """Add a key without a role (enough for signature-only uses)."""
         if isinstance(key, Identity):
             public = key.public
         elif isinstance(key, PublicKey):
@@ -477,12 +527,150 @@ class TrustStore:
         self._keys[public.kid] = public
         return public
 
+    # --- roles -------------------------------------------------------------------------------------
+
+    def add_issuer(self, key: KeyLike, *, principals: Iterable[str] | None = None) -> PublicKey:
+        """Add ``key`` and let it sign top-level mandates whose ``iss`` is one of ``principals``.
+
+        ``principals=None`` means the key's own name (a user's key). Registering the same key again
+        adds principals. A key already registered as an agent is refused (:class:`TrustRoleConflict`).
+        """
+        public = self._public_for(key)
+        if principals is None:
+            if not public.name:
+                raise ConfigurationError(
+                    f"issuer key {public.kid[:16]!r} has no name; give principals=[...] explicitly"
+                )
+            names = [public.name]
+        else:
+            if isinstance(principals, str):
+                raise ConfigurationError("principals= is a list of names, not one string")
+            names = list(principals)
+            if not names:
+                raise ConfigurationError("an issuer needs at least one principal")
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError("each principal must be a non-empty string")
+        if public.kid in self._agents:
+            raise TrustRoleConflict(
+                f"key {public.kid[:16]!r} is an agent key; an agent key cannot also issue mandates"
+            )
+        self.add(public)
+        self._issuers[public.kid] = self._issuers.get(public.kid, frozenset()) | frozenset(names)
+        return public
+
+    def add_agent(self, key: KeyLike) -> PublicKey:
+        """Add ``key`` as an agent key (signs ECTs, requests, records, seals and delegations)."""
+        public = self._public_for(key)
+        if public.kid in self._issuers:
+            raise TrustRoleConflict(
+                f"key {public.kid[:16]!r} is an issuer key; an issuer key cannot also be an agent key"
+            )
+        self.add(public)
+        self._agents.add(public.kid)
+        return public
+
+    @staticmethod
+    def _public_for(key: KeyLike) -> PublicKey:
+        if isinstance(key, Identity):
+            return key.public
+        if isinstance(key, PublicKey):
+            return key
+        return PublicKey.from_jwk({k: v for k, v in key.items() if k != "d"})
+
+    @property
+    def has_roles(self) -> bool:
+        """Whether any issuer or agent is registered (mandate paths refuse a store without roles)."""
+        return bool(self._issuers or self._agents)
+
+    def require_roles(self) -> None:
+        """Raise :class:`TrustRolesMissing` (saying how to add roles) unless :attr:`has_roles`."""
+        if not self.has_roles:
+            raise TrustRolesMissing(f"the trust store has no roles; {HOW_TO_ADD_ROLES}")
+
+    def may_issue(self, kid: str, iss: str) -> bool:
+        """Whether the key ``kid`` is registered to sign top-level mandates with this ``iss``."""
+        principals = self._issuers.get(kid) if isinstance(kid, str) else None
+        return principals is not None and iss in principals
+
+    def is_agent(self, kid: str) -> bool:
+        """Whether the key ``kid`` is a registered agent key."""
+        return isinstance(kid, str) and kid in self._agents
+
+    @property
+    def issuers(self) -> dict[str, frozenset[str]]:
+        """Issuer ``kid`` -> the principals it may sign mandates for (a copy)."""
+        return dict(self._issuers)
+
+    @property
+    def agents(self) -> frozenset[str]:
+        """The ``kid`` of every agent key."""
+        return frozenset(self._agents)
+
+    @property
+    def max_delegation_depth(self) -> int:
+        """The most delegation hops any mandate may have (a root mandate's ``del.max_depth`` can
+        lower it further, never raise it)."""
+        return self._max_depth
+
+    @max_delegation_depth.setter
+    def max_delegation_depth(self, value: int) -> None:
+        if type(value) is not int or value < 0:
+            raise ConfigurationError("max_delegation_depth must be a non-negative integer")
+        self._max_depth = value
+
+    def _roles_document(self) -> dict[str, Any]:
+        return {
+            "version": ROLES_VERSION,
+            "issuers": {kid: sorted(names) for kid, names in self._issuers.items()},
+            "agents": sorted(self._agents),
+            "delegation": {"max_depth": self._max_depth},
+        }
+
+    def _load_roles(self, document: Any, where: str) -> None:
+        """Apply a ``mcpclient_auth`` member; every referenced kid must be a key of the store."""
+        if not isinstance(document, Mapping):
+            raise KeyFormatError(f"{where}: {ROLES_MEMBER!r} must be a JSON object")
+        if document.get("version") != ROLES_VERSION:
+            raise KeyFormatError(f"{where}: unsupported {ROLES_MEMBER!r} version (expected {ROLES_VERSION})")
+        issuers = document.get("issuers", {})
+        agents = document.get("agents", [])
+        delegation = document.get("delegation", {})
+        if (
+            not isinstance(issuers, Mapping)
+            or not isinstance(agents, list)
+            or not isinstance(delegation, Mapping)
+        ):
+            raise KeyFormatError(
+                f"{where}: {ROLES_MEMBER!r} needs 'issuers' (object), 'agents' (array), 'delegation' (object)"
+            )
+        for kid in [*issuers, *agents]:
+            if not isinstance(kid, str) or kid not in self._keys:
+                shown = kid[:16] if isinstance(kid, str) else repr(kid)
+                raise KeyFormatError(f"{where}: a role names kid {shown!r}, which is not among the keys")
+        try:
+            for kid, principals in issuers.items():
+                if not isinstance(principals, list):
+                    raise KeyFormatError(f"{where}: the principals of an issuer must be an array")
+                self.add_issuer(self._keys[kid], principals=principals)
+            for kid in agents:
+                self.add_agent(self._keys[kid])
+            if "max_depth" in delegation:
+                self.max_delegation_depth = delegation["max_depth"]
+        except (ConfigurationError, TrustRoleConflict) as exc:
+            raise KeyFormatError(f"{where}: {exc.message}") from None
+
+    # --- files -------------------------------------------------------------------------------------
+
     @classmethod
     def from_jwks(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> TrustStore:
-        """From a JWKS (``{"keys": [...]}``), given as a dict or a file path."""
+        """From a JWKS (``{"keys": [...]}``), given as a dict or a file path; its roles
+        (``"mcpclient_auth"`` member) when present."""
+        where = "the JWKS"
         if isinstance(source, Mapping):
             document: Any = source
         else:
+            where = f"JWKS {os.fspath(source)!r}"
             try:
                 document = json.loads(Path(source).read_text("utf-8"))
             except OSError as exc:
@@ -493,15 +681,20 @@ class TrustStore:
         if not isinstance(keys, list):
             raise KeyFormatError("a JWKS must be an object with a 'keys' array")
         # A JWKS is public material: strip private members if someone exported them by mistake.
-        return cls([{k: v for k, v in jwk.items() if k != "d"} for jwk in keys if isinstance(jwk, Mapping)])
+        store = cls([{k: v for k, v in jwk.items() if k != "d"} for jwk in keys if isinstance(jwk, Mapping)])
+        if ROLES_MEMBER in document:
+            store._load_roles(document[ROLES_MEMBER], where)
+        return store
 
     @classmethod
     def from_directory(cls, path: str | os.PathLike[str]) -> TrustStore:
-        """Every ``*.jwk`` / ``*.json`` file in ``path`` holding a JWK or a JWKS (public parts only)."""
+        """Every ``*.jwk`` / ``*.json`` file in ``path`` holding a JWK or a JWKS (public parts only);
+        the roles of every JWKS in it that carries them."""
         store = cls()
         directory = Path(path)
         if not directory.is_dir():
             raise KeyFormatError(f"{os.fspath(path)!r} is not a directory")
+        roles: list[tuple[Any, str]] = []
         for file in sorted(directory.iterdir()):
             if file.suffix not in (".jwk", ".json") or not file.is_file():
                 continue
@@ -513,6 +706,10 @@ class TrustStore:
             for jwk in jwks if isinstance(jwks, list) else [document]:
                 if isinstance(jwk, Mapping):
                     store.add({k: v for k, v in jwk.items() if k != "d"})
+            if isinstance(jwks, list) and ROLES_MEMBER in document:
+                roles.append((document[ROLES_MEMBER], f"JWKS {file.name!r}"))
+        for document, where in roles:  # after every key is in: a role may name a key of another file
+            store._load_roles(document, where)
         return store
 
     def get(self, kid: str) -> PublicKey:
@@ -524,7 +721,11 @@ class TrustStore:
             raise UnknownKey(f"no trusted key with kid {shown!r}", kid=str(shown)) from None
 
     def to_jwks(self) -> dict[str, Any]:
-        return {"keys": [key.to_jwk() for key in self._keys.values()]}
+        """The public keys as a JWKS, with the roles in a ``"mcpclient_auth"`` member when there are any."""
+        document: dict[str, Any] = {"keys": [key.to_jwk() for key in self._keys.values()]}
+        if self.has_roles or self._max_depth != DEFAULT_MAX_DELEGATION_DEPTH:
+            document[ROLES_MEMBER] = self._roles_document()
+        return document
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         target = Path(path)
@@ -546,4 +747,4 @@ class TrustStore:
         return len(self._keys)
 
     def __repr__(self) -> str:
-        return f"TrustStore({len(self._keys)} keys)"
+        return f"TrustStore({len(self._keys)} keys, {len(self._issuers)} issuers, {len(self._agents)} agents)"

@@ -69,7 +69,7 @@ from .errors import (
 )
 from .httpsig import RequestSigner
 from .jsonrpc import Call, NotJsonRpc, parse
-from .keys import Identity
+from .keys import Identity, TrustStore
 from .ledger.writer import Ledger
 from .policy import ActionPolicy, McpActionPolicy, check_call
 from .principal import Principal
@@ -188,13 +188,17 @@ class AgentRun:
     Keyword arguments:
 
     - ``agent``: the agent's :class:`~mcpclient_auth.keys.Identity` (signs ECTs, requests, the record).
-    - ``issuer`` *or* ``mandate``: mint the mandate now, signed by ``issuer`` (the user or delegator),
-      from ``purpose`` and ``capabilities``; or use a compact mandate issued elsewhere (its ``sub`` /
-      ``cnf.jkt`` must name ``agent``).
+    - ``issuer`` *or* ``mandate``: mint the mandate now, signed by ``issuer`` (the user's key, never
+      the agent's own), from ``purpose`` and ``capabilities``; or use a compact mandate issued
+      elsewhere, or delegated to this agent (its ``sub`` / ``cnf.jkt`` must name ``agent``).
+    - ``trust``: a :class:`~mcpclient_auth.keys.TrustStore` with roles; when given, the mandate is
+      verified at creation as a server would (issuer registered for ``iss``, or a valid delegation
+      chain; ``agent`` a registered agent key), so a forged mandate fails here, not at the server.
     - ``endpoint``: the MCP endpoint URL(s) this run signs for; nothing else is touched.
     - ``ledger``: a path or a :class:`~mcpclient_auth.ledger.writer.Ledger` (``durability`` applies
       to a path only).
-    - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``).
+    - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``; for a
+      delegated mandate, its root's ``iss``).
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
       are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
@@ -234,9 +238,15 @@ class AgentRun:
         policy: ActionPolicy | None = None,
         mandate_ttl: int = 900,
         ect_ttl: int = 600,
+        trust: TrustStore | None = None,
     ) -> None:
         if not isinstance(agent, Identity):
             raise ConfigurationError("agent must be an Identity (the agent's private key)")
+        if issuer is not None and issuer.public.thumbprint == agent.public.thumbprint:
+            raise ConfigurationError(
+                "issuer= is the agent's own key: an agent never signs its own top-level mandate "
+                "(use the user's key, or a mandate the user or a delegating agent issued)"
+            )
         if mandate_header not in MANDATE_HEADER_MODES:
             raise ConfigurationError(f"mandate_header must be one of {', '.join(MANDATE_HEADER_MODES)}")
         uses_tokens = token_source is not None or discovery_token_source is not None
@@ -260,8 +270,10 @@ class AgentRun:
         self.ect_ttl = ect_ttl
         configured = [audience] if isinstance(audience, str) else list(audience or [])
         self.mandate = self._resolve_mandate(issuer, mandate, purpose, capabilities, configured, mandate_ttl)
+        if trust is not None:
+            self.mandate = self._verified(self.mandate, trust)
         self.audiences: list[str] = configured or list(self.mandate.aud)
-        self.principal = principal if principal is not None else Principal(id=self.mandate.iss)
+        self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
             raise ConfigurationError("principal must be a Principal")
         self.frontier = Frontier(self.mandate.jti)
@@ -332,6 +344,13 @@ class AgentRun:
         if resolved.exp <= time.time():
             raise TokenExpired("the mandate has expired")
         return resolved
+
+    def _verified(self, mandate: Mandate, trust: TrustStore) -> Mandate:
+        """The mandate as a server will judge it: issuer role or delegation chain, time, agent role."""
+        if not trust.is_agent(self.agent.kid):
+            trust.require_roles()
+            raise ConfigurationError("agent= is not a registered agent key of trust=")
+        return Mandate.verify(mandate.token, trust)
 
     def _build_static_headers(self) -> dict[str, str]:
         if self.mandate_header == "authorization":

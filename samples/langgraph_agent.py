@@ -33,7 +33,9 @@ SCRIPT = [
 async def main(out: Path) -> int:
     user = Identity.generate("ES256", name="alice")
     agent_key = Identity.generate("ES256", name="hr-agent")
-    trust = TrustStore([user, agent_key])
+    trust = TrustStore()
+    trust.add_issuer(user)  # alice's key signs mandates for "alice", and nothing else
+    trust.add_agent(agent_key)  # the agent key signs calls, records and seals, never a mandate
     ledger = out / "ledger.jsonl"
     with running_hr_server(trust) as url:
         run = AgentRun(

@@ -140,7 +140,10 @@ async def main(out: Path) -> int:
     alice = Identity.generate("ES256", name="alice")
     mallory = Identity.generate("ES256", name="mallory")
     agent = Identity.generate("ES256", name="hr-agent")
-    trust = TrustStore([alice, mallory, agent])
+    trust = TrustStore()  # who may sign what: each user's key for that user; one agent key
+    trust.add_issuer(alice)
+    trust.add_issuer(mallory)
+    trust.add_agent(agent)
     secret = secrets.token_urlsafe(24)
     idp = SampleIdP(clients={"hr-agent": secret}, subjects={"alice-sso-token": "alice"})
     ledger = out / "ledger.jsonl"

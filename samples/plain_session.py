@@ -31,7 +31,10 @@ async def main(out: Path) -> int:
     user = Identity.generate("ES256", name="alice")
     agent = Identity.generate("ES256", name="hr-agent")
     ledger = out / "ledger.jsonl"
-    with running_hr_server(TrustStore([user, agent])) as url:
+    trust = TrustStore()
+    trust.add_issuer(user)  # alice's key signs mandates for "alice", and nothing else
+    trust.add_agent(agent)  # the agent key signs calls, records and seals, never a mandate
+    with running_hr_server(trust) as url:
         run = AgentRun(
             agent=agent,
             issuer=user,  # alice signs the mandate now
@@ -59,7 +62,7 @@ async def main(out: Path) -> int:
 
     for entry in Ledger.open(ledger).entries():
         print(f"{entry.seq:3} {entry.kind:9} {entry.meta.get('tool') or entry.meta.get('method') or ''}")
-    report = verify_ledger(ledger, TrustStore([user, agent]))
+    report = verify_ledger(ledger, trust)
     print("ledger verified:", report.ok, "->", ledger)
     return 0 if report.ok else 1
 

@@ -93,7 +93,10 @@ def demo(
             + ("[green]OK[/green]" if server.ok else f"[red]FAILED[/red] {server.checks()}")
         )
         if out is not None:
-            console.print(f"keys:   {os.fspath(result.keys)}/ (public: {os.fspath(result.jwks)})")
+            console.print(
+                f"keys:   {os.fspath(result.keys)}/ (trust file, public keys and who may sign what: "
+                f"{os.fspath(result.jwks)})"
+            )
             console.print(f"ledger: {os.fspath(result.ledger)}")
             console.print(f"graph:  {os.fspath(result.dag_html)}")
             console.print(

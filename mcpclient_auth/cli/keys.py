@@ -1,11 +1,16 @@
 """``mcpclient-auth keys ...``: create and inspect signing keys.
 
     mcpclient-auth keys init --dir keys/ [--alg ES256|EdDSA] [--force]
-        keys/user.jwk, keys/agent.jwk (private, 0600) and keys/jwks.json (public)
+        keys/user.jwk, keys/agent.jwk (private, 0600) and keys/jwks.json (public keys + roles)
+    mcpclient-auth keys trust keys/jwks.json --issuer maria.jwk [--principal maria] --agent agent.jwk
+        add keys and their roles to a trust file (created if missing); prints the roles
     mcpclient-auth keys show keys/agent.jwk
         public information only (kid, alg, name, public JWK), as JSON
 
-Exit codes: 0 ok, 2 usage (existing keys without ``--force``, unreadable key file).
+The trust file is a JWKS with one extra top-level member, ``"mcpclient_auth"``, that says which key
+may sign mandates for which ``iss`` (issuers) and which keys are agent keys (docs/SECURITY.md).
+
+Exit codes: 0 ok, 2 usage (existing keys without ``--force``, unreadable key file, role conflict).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from typing import Any
 import typer
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import KeyFormatError
-from ..keys import Identity, PublicKey, TrustStore
+from ..errors import KeyFormatError, McpClientAuthError
+from ..keys import ROLES_MEMBER, Identity, PublicKey, TrustStore
 
 __all__ = ["app"]
 
@@ -45,7 +50,8 @@ def init(
     agent_name: str = typer.Option("agent", "--agent-name", help="Name of the agent key (mandate 'sub')."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing keys."),
 ) -> None:
-    """Create a user key and an agent key (private JWKs, mode 0600) and their public JWKS."""
+    """Create a user key and an agent key (private JWKs, mode 0600) and the trust file jwks.json:
+    their public keys, the user key registered as issuer for --user-name, the agent key as agent."""
     targets = {"user": directory / "user.jwk", "agent": directory / "agent.jwk"}
     existing = [path.name for path in targets.values() if path.exists()]
     if existing and not force:
@@ -60,10 +66,14 @@ def init(
     agent = Identity.generate(alg.value, name=agent_name)
     user.save(targets["user"])
     agent.save(targets["agent"])
-    jwks = TrustStore([user, agent]).save(directory / "jwks.json")
+    trust = TrustStore()
+    trust.add_issuer(user)
+    trust.add_agent(agent)
+    jwks = trust.save(directory / "jwks.json")
     for role, identity in (("user", user), ("agent", agent)):
         typer.echo(f"{role:5s} {identity.alg:5s} kid={identity.kid} name={identity.name}  {targets[role]}")
     typer.echo(f"public JWKS: {jwks}")
+    typer.echo(f"trust: user key issues mandates for {user_name!r}; agent key is an agent key")
 
 
 def _describe(public: PublicKey, *, private: bool) -> dict[str, Any]:
@@ -99,6 +109,66 @@ def _read_key_file(path: Path) -> dict[str, Any] | list[dict[str, Any]]:
     if isinstance(document, dict) and "d" in document:
         return _describe(Identity.from_jwk(document).public, private=True)
     return _describe(PublicKey.from_jwk(document), private=False)
+
+
+def _public_key(value: str, trust: TrustStore) -> PublicKey:
+    """A key given as a file (private or public JWK, PEM) or as the kid of a key already in ``trust``."""
+    path = Path(value)
+    if path.is_file():
+        described = _read_key_file(path)
+        if isinstance(described, list):
+            raise KeyFormatError(f"{value!r} is a JWKS; give one key file (or a kid)")
+        return PublicKey.from_jwk(described["public_jwk"])
+    if value in trust:
+        return trust.get(value)
+    raise KeyFormatError(f"{value!r} is neither a key file nor the kid of a key in the trust file")
+
+
+@app.command("trust")
+def trust_command(
+    jwks: Path = typer.Argument(..., help="The trust file (a JWKS); created when missing."),
+    issuers: list[str] = typer.Option(
+        [], "--issuer", help="A key (file or kid) that signs mandates; repeatable."
+    ),
+    principals: list[str] = typer.Option(
+        [],
+        "--principal",
+        help="The iss the (single) --issuer may sign for; repeatable. Default: the key's name.",
+    ),
+    agents: list[str] = typer.Option([], "--agent", help="An agent key (file or kid); repeatable."),
+    max_depth: int | None = typer.Option(None, "--max-depth", min=0, help="Most delegation hops allowed."),
+) -> None:
+    """Add keys and their roles to a trust file: who may sign mandates for whom, which keys are agents."""
+    if not issuers and not agents and max_depth is None:
+        raise _fail("nothing to do: give --issuer, --agent or --max-depth")
+    if principals and len(issuers) != 1:
+        raise _fail("--principal applies to exactly one --issuer; run the command once per issuer")
+    try:
+        trust = TrustStore.from_jwks(jwks) if jwks.exists() else TrustStore()
+        for value in issuers:
+            trust.add_issuer(_public_key(value, trust), principals=principals or None)
+        for value in agents:
+            trust.add_agent(_public_key(value, trust))
+        if max_depth is not None:
+            trust.max_delegation_depth = max_depth
+    except McpClientAuthError as exc:
+        raise _fail(f"{exc.code}: {exc}") from None
+    trust.save(jwks)
+    typer.echo(f"trust file: {os.fspath(jwks)} ({len(trust)} keys)")
+    for kid, names in trust.issuers.items():
+        typer.echo(f"issuer kid={kid} name={trust.get(kid).name} may sign for: {', '.join(sorted(names))}")
+    for kid in sorted(trust.agents):
+        typer.echo(f"agent  kid={kid} name={trust.get(kid).name}")
+    typer.echo(f"delegation: at most {trust.max_delegation_depth} hops")
+
+
+def roles_hint(path: Path) -> str:
+    """The message for a key set without roles, for commands that verify mandates."""
+    return (
+        f"{os.fspath(path)!r} has no {ROLES_MEMBER!r} roles, so nothing says which key may sign "
+        f"mandates for whom; add them with `mcpclient-auth keys trust {os.fspath(path)} --issuer "
+        f"USER_KEY [--principal NAME] --agent AGENT_KEY` (a new `keys init` writes them)"
+    )
 
 
 @app.command("show")

@@ -10,7 +10,8 @@
 node; ``--expand-sessions`` shows every session call.
 
 Exit codes: 0 ok, 1 a check failed (``verify``, or ``runs --jwks``), 2 usage errors (missing file,
-unreadable JWKS, unknown kind). ``--run`` takes a run id or a unique-enough prefix of one.
+unreadable JWKS, a JWKS without trust roles, unknown kind). ``--run`` takes a run id or a
+unique-enough prefix of one.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ..ledger.render import (
     verdicts_from,
 )
 from ..ledger.verify import Report, verify_ledger
+from .keys import roles_hint
 
 __all__ = ["app"]
 
@@ -71,9 +73,12 @@ def _reader(path: Path) -> LedgerReader:
 
 def _trust(path: Path) -> TrustStore:
     try:
-        return TrustStore.from_directory(path) if path.is_dir() else TrustStore.from_jwks(path)
+        trust = TrustStore.from_directory(path) if path.is_dir() else TrustStore.from_jwks(path)
     except KeyFormatError as exc:
         raise _usage_error(f"{exc.code}: {exc}") from None
+    if not trust.has_roles:
+        raise _usage_error(roles_hint(path))
+    return trust
 
 
 def _console() -> Console:

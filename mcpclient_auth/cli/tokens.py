@@ -1,12 +1,16 @@
 """``mcpclient-auth mandate ...`` and ``mcpclient-auth token ...``: issue, decode and verify tokens.
 
     mcpclient-auth mandate issue --issuer-key keys/user.jwk --agent-key keys/agent.jwk \\
-        --aud http://127.0.0.1:8000/mcp --purpose "Answer HR questions" --cap mcp.search [--ttl 900]
+        --aud http://127.0.0.1:8000/mcp --purpose "Answer HR questions" --cap mcp.search [--ttl 900] \
+        [--jwks keys/jwks.json] [--iss NAME]
     mcpclient-auth token decode TOKEN|-            header and claims, marked unverified
     mcpclient-auth token verify TOKEN|- --jwks keys/jwks.json [--aud AUD]
 
 ``-`` reads the token from standard input. ``token verify`` exits 0 when the token is valid, 1 when
-it is not (printing the error code and message, never the token), 2 on usage errors.
+it is not (printing the error code and message, never the token), 2 on usage errors — including a
+key set without roles for a mandate or record (``mcpclient-auth keys trust`` adds them).
+``mandate issue`` refuses the agent's own key as issuer and, given ``--jwks``, any key the trust file
+does not register as issuer for the mandate's ``iss`` (the key's name, or ``--iss``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..act import DEFAULT_MANDATE_TTL, ExecutionRecord, Mandate
 from ..ect import ExecutionContextToken
 from ..errors import InvalidTokenType, KeyFormatError, McpClientAuthError
 from ..keys import Identity, PublicKey, TrustStore
+from .keys import roles_hint
 
 __all__ = ["mandate_app", "token_app"]
 
@@ -70,15 +75,41 @@ def issue(
     purpose: str = typer.Option(..., "--purpose", help="The task purpose."),
     cap: list[str] = typer.Option(..., "--cap", help="A granted action such as mcp.search; repeatable."),
     ttl: int = typer.Option(DEFAULT_MANDATE_TTL, "--ttl", min=1, help="Lifetime in seconds."),
+    jwks: Path | None = typer.Option(
+        None, "--jwks", help="Trust file: refuse unless the issuer key is registered for the iss."
+    ),
+    iss: str | None = typer.Option(None, "--iss", help="The principal (default: the issuer key's name)."),
 ) -> None:
     """Sign an ACT mandate and print it (compact JWS) on standard output."""
     try:
         issuer = Identity.load(issuer_key)
         agent = _load_agent(agent_key)
-        mandate = Mandate.issue(issuer, agent=agent, audience=aud, purpose=purpose, capabilities=cap, ttl=ttl)
+        agent_public = agent.public if isinstance(agent, Identity) else agent
+        if agent_public.thumbprint == issuer.public.thumbprint:
+            raise _usage_error("the issuer key is the agent key: an agent never signs its own mandate")
+        if jwks is not None:
+            trust = _load_trust(jwks)
+            principal = iss if iss is not None else issuer.name
+            if trust.is_agent(issuer.kid):
+                raise _usage_error("the issuer key is an agent key in the trust file; agents cannot issue")
+            if not trust.may_issue(issuer.kid, principal):
+                raise _usage_error(f"the trust file does not let the issuer key sign for iss {principal!r}")
+        mandate = Mandate.issue(
+            issuer, agent=agent, audience=aud, purpose=purpose, capabilities=cap, ttl=ttl, iss=iss
+        )
     except McpClientAuthError as exc:
         raise _usage_error(f"{exc.code}: {exc}") from None
     typer.echo(mandate.token)
+
+
+def _load_trust(path: Path, *, roles: bool = True) -> TrustStore:
+    try:
+        trust = TrustStore.from_jwks(path)
+    except KeyFormatError as exc:
+        raise _usage_error(f"{exc.code}: {exc}") from None
+    if roles and not trust.has_roles:
+        raise _usage_error(roles_hint(path))
+    return trust
 
 
 @token_app.command("decode")
@@ -125,15 +156,14 @@ def verify(
 ) -> None:
     """Verify a mandate, execution record or ECT. Exit 0 valid, 1 invalid, 2 usage error."""
     text = _read_token(token)
-    try:
-        trust = TrustStore.from_jwks(jwks)
-    except KeyFormatError as exc:
-        raise _usage_error(f"{exc.code}: {exc}") from None
+    trust = _load_trust(jwks, roles=False)
     try:
         typ = jose.decode(text).typ
         verifier = _VERIFIERS.get(typ) if isinstance(typ, str) else None
         if verifier is None:
             raise InvalidTokenType(f"not a token kind this command verifies; expected {sorted(_VERIFIERS)}")
+        if typ == jose.ACT_TYP and not trust.has_roles:
+            raise _usage_error(roles_hint(jwks))  # mandates and records: who signed matters
         kind, verified = verifier(text, trust, aud)
     except McpClientAuthError as exc:
         raise _invalid(exc) from None

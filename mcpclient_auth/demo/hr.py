@@ -73,7 +73,11 @@ def hr_app(
     mcp: FastMCP | None = None,
     **middleware_options: Any,
 ) -> Any:
-    """The HR server's ASGI app at ``/mcp``, every request verified against ``trust`` and ``audience``."""
+    """The HR server's ASGI app at ``/mcp``, every request verified against ``trust`` and ``audience``.
+
+    ``trust`` needs roles (``TrustRolesMissing`` here, not at the first request: Starlette builds its
+    middleware lazily)."""
+    trust.require_roles()
     server = mcp if mcp is not None else build_hr_server()
     middleware = Middleware(
         McpAuthMiddleware, trust=trust, audience=audience, ledger=ledger, **middleware_options

@@ -3,7 +3,8 @@
     result = await run_demo(Path("/tmp/demo"))
     result.report.ok, result.ledger, result.dag_html
 
-1. keys for two users (a manager and an employee) and one agent, plus ``keys/jwks.json``;
+1. keys for two users (a manager and an employee) and one agent, plus the trust file ``keys/jwks.json``
+   (each user's key may sign mandates for that user only; the agent key is an agent key);
 2. the sample HR server behind :class:`~mcpclient_auth.server.McpAuthMiddleware` on a free 127.0.0.1
    port (uvicorn in a thread), with its own audit ledger;
 3. the LangGraph agent (scripted model) asks the same question for each user: the manager's mandate
@@ -32,7 +33,7 @@ from .agent import AgentAnswer, ask, tool_call
 from .hr import hr_app
 from .serving import free_port, running
 
-__all__ = ["QUESTION", "USERS", "DemoResult", "DemoUser", "run_demo", "write_keys"]
+__all__ = ["QUESTION", "USERS", "DemoResult", "DemoUser", "demo_trust", "run_demo", "write_keys"]
 
 QUESTION = "Where are our offices, and what does Bob earn?"
 
@@ -80,16 +81,25 @@ class DemoResult:
     runs: dict[str, str]
 
 
+def demo_trust(identities: dict[str, Identity], agent: Identity) -> TrustStore:
+    """The demo's trust roles: each user's key issues mandates for that user only; one agent key."""
+    trust = TrustStore()
+    for identity in identities.values():
+        trust.add_issuer(identity)  # principals = [its name]
+    trust.add_agent(agent)
+    return trust
+
+
 def write_keys(directory: Path, users: tuple[DemoUser, ...] = USERS) -> tuple[dict[str, Identity], Identity]:
-    """Generate one key per user and one for the agent (``*.jwk``, 0600) and the public ``jwks.json``."""
+    """Generate one key per user and one for the agent (``*.jwk``, 0600) and the trust file
+    ``jwks.json`` (public keys and roles)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     identities = {user.name: Identity.generate("ES256", name=user.name) for user in users}
     agent = Identity.generate("ES256", name="hr-agent")
     for name, identity in (*identities.items(), ("agent", agent)):
         identity.save(directory / f"{name}.jwk")
-    trust = TrustStore([*identities.values(), agent])
     jwks = directory / "jwks.json"
-    jwks.write_text(json.dumps(trust.to_jwks(), indent=2) + "\n", encoding="utf-8")
+    jwks.write_text(json.dumps(demo_trust(identities, agent).to_jwks(), indent=2) + "\n", encoding="utf-8")
     return identities, agent
 
 
@@ -113,7 +123,7 @@ def run_demo(out: Path) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
     keys_dir = out / "keys"
     identities, agent = write_keys(keys_dir)
-    trust = TrustStore([*identities.values(), agent])
+    trust = demo_trust(identities, agent)
     ledger_path = out / "ledger.jsonl"
     server_ledger_path = out / "server-ledger.jsonl"
     for stale in (ledger_path, server_ledger_path):  # a rerun into the same DIR starts afresh
@@ -137,6 +147,7 @@ def run_demo(out: Path) -> DemoResult:
                     endpoint=url,
                     ledger=ledger,
                     principal=Principal(id=user.name),
+                    trust=trust,  # the mandate is checked as the server will check it
                 )
                 answers[user.name] = asyncio.run(_ask_and_close(run, user))
                 runs[user.name] = run.id

@@ -18,6 +18,12 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   allowlist, kid, signature, claims; ``token_invalid`` / ``unknown_key`` / ``record_invalid`` /
   ``seal_invalid``) with ``verify_time=False``: they are checked long after they expired, so their
   times are checked against the entry's ``ts`` instead (``token_time``).
+- **who signed** — the trust store must have roles (:class:`TrustRolesMissing` otherwise). A run's
+  mandate must be signed by an issuer registered for its ``iss`` (``issuer_not_authorized``) or be a
+  valid delegation whose ancestry it carries (``delegation_invalid``); every ECT, record and seal must
+  be signed by a registered agent key (``signer_not_agent``) — the one ``cnf.jkt`` binds, or for a
+  mandate that binds none, one whose name is the mandate's ``sub`` (``ect_issuer_mismatch``,
+  ``seal_invalid``, ``record_invalid``).
 - **runs** — the run starts with its mandate (``mandate_missing``); ids are unique (``duplicate_jti``);
   every ``pred`` is an earlier mandate or ECT of the same run (``pred_unknown``), not newer than its
   child beyond the skew (``pred_newer``), and the DAG is acyclic (``dag_cycle``); a tool call's
@@ -54,7 +60,9 @@ from ..ect import ExecutionContextToken
 from ..errors import (
     AlgorithmNotAllowed,
     CriticalHeaderUnsupported,
+    DelegationError,
     InvalidTokenType,
+    IssuerNotAuthorized,
     LedgerError,
     MalformedToken,
     McpClientAuthError,
@@ -76,6 +84,9 @@ CHECKS: dict[str, str] = {
     "duplicate_jti": "a token id appears twice in a run (or a run has two mandates or records)",
     "token_invalid": "a token fails typ, alg, kid, signature or claim checks",
     "unknown_key": "a token is signed by a key that is not in the trust store",
+    "issuer_not_authorized": "a mandate is signed by a key not registered as issuer for its iss, or an agent",
+    "delegation_invalid": "a delegated mandate's chain fails (signer, narrowing, expiry, depth or ancestry)",
+    "signer_not_agent": "an ECT, record or seal is signed by a key that is not a registered agent key",
     "token_time": "a token was logged outside its validity, or a call outlived its mandate",
     "entry_mismatch": "an entry's jti, run or wid disagrees with its token, or a response answers no call",
     "mandate_missing": "a run's entries do not start with its mandate",
@@ -229,6 +240,12 @@ _DECODE: dict[str, Callable[[str], Any]] = {
 def _check_for(kind: str, exc: Exception) -> tuple[str, str]:
     if isinstance(exc, UnknownKey):
         check = "unknown_key"
+    elif isinstance(exc, IssuerNotAuthorized):
+        check = "issuer_not_authorized"
+    elif isinstance(exc, DelegationError):
+        check = "delegation_invalid"
+    elif getattr(exc, "code", None) == "signer_not_agent":
+        check = "signer_not_agent"
     elif isinstance(exc, _SIGNATURE_ERRORS):
         check = _SIGNATURE_CHECK[kind]
     else:
@@ -320,6 +337,16 @@ class _RunChecker:
         if exp is not None and ts > exp + self.skew:
             self.fail(entry, "token_time", f"the {entry.kind} token was logged after it expired")
 
+    def _agent_signed(self, kid: Any) -> bool:
+        """False when a trusted key that is no agent key signed (an unknown kid is reported already)."""
+        return not isinstance(kid, str) or kid not in self.trust or self.trust.is_agent(kid)
+
+    def _named(self, kid: Any, sub: str) -> bool:
+        """Whether the trusted key ``kid`` carries the name ``sub`` (an unknown kid is reported already)."""
+        if not isinstance(kid, str) or kid not in self.trust:
+            return True
+        return self.trust.get(kid).name == sub
+
     def _bound_key(self, kid: Any, jkt: str) -> bool:
         """Whether the key named ``kid`` is the one a mandate's ``cnf.jkt`` binds."""
         if not isinstance(kid, str):
@@ -364,6 +391,8 @@ class _RunChecker:
             self.fail(entry, "duplicate_jti", "this ECT id appears earlier in the run")
         if ect.wid is not None and ect.wid != self.run:
             self.fail(entry, "entry_mismatch", "the ECT's wid is not the entry's run")
+        if not self._agent_signed(ect.header.get("kid")):
+            self.fail(entry, "signer_not_agent", "the ECT is not signed by a registered agent key")
         mandate = self.mandate
         if mandate is not None:
             if ect.iss != mandate.sub:
@@ -371,6 +400,9 @@ class _RunChecker:
             jkt = mandate.agent_kid
             if jkt is not None and not self._bound_key(ect.header.get("kid"), jkt):
                 self.fail(entry, "ect_issuer_mismatch", "the ECT is not signed by the key the mandate binds")
+            elif jkt is None and not self._named(ect.header.get("kid"), mandate.sub):
+                # An unbound mandate names its agent only: the signer must at least be that agent's key.
+                self.fail(entry, "ect_issuer_mismatch", "the ECT is not signed by a key named as the agent")
             action = ect.exec_act
             if not action.startswith(_SESSION_PREFIX) and not mandate.allows(action):
                 self.fail(entry, "cap_violation", f"exec_act {action!r} is not among the mandate's cap")
@@ -436,9 +468,14 @@ class _RunChecker:
                 self.fail(entry, "token_time", "the seal was logged at another time than it was signed")
         else:
             self.fail(entry, "seal_invalid", "the seal has no integer 'iat'")
-        jkt = self.mandate.agent_kid if self.mandate is not None else None
+        if not self._agent_signed(jws.header.get("kid")):
+            self.fail(entry, "signer_not_agent", "the seal is not signed by a registered agent key")
+        mandate = self.mandate
+        jkt = mandate.agent_kid if mandate is not None else None
         if jkt is not None and not self._bound_key(jws.header.get("kid"), jkt):
             self.fail(entry, "seal_invalid", "the seal is not signed by the run's agent key")
+        elif mandate is not None and jkt is None and not self._named(jws.header.get("kid"), mandate.sub):
+            self.fail(entry, "seal_invalid", "the seal is not signed by a key named as the run's agent")
 
     def finish(self) -> _RunResult:
         """End of the run (its seal, or the end of the file): settle forward references."""
@@ -719,7 +756,8 @@ def verify_ledger(
     jobs: int = 1,
     allow_unsealed: bool = False,
 ) -> Report:
-    """Verify a ledger file against ``trust`` (a :class:`TrustStore` or a JWKS dict).
+    """Verify a ledger file against ``trust`` (a :class:`TrustStore` or a JWKS dict) with roles
+    (:class:`~mcpclient_auth.errors.TrustRolesMissing` otherwise).
 
         report = verify_ledger("ledger.jsonl", trust, jobs=4)
         report.ok, report.failures, report.runs, report.torn_tail, report.recoveries
@@ -737,6 +775,7 @@ def verify_ledger(
     else:
         raise LedgerError("verify_ledger needs a path, a LedgerReader or a Ledger")
     store = trust if isinstance(trust, TrustStore) else TrustStore.from_jwks(trust)
+    store.require_roles()  # who may sign a mandate is the first thing an auditor must know
     if type(jobs) is not int or jobs < 1:
         raise LedgerError("jobs must be a positive integer")
     verifier = _Verifier(store, skew=skew, jobs=jobs, allow_unsealed=allow_unsealed)

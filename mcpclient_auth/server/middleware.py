@@ -255,7 +255,7 @@ class McpAuthMiddleware:
             "id": call.id if call else None,
             "action": rejection.action,
             "code": rejection.error.code,
-            "principal": rejection.mandate.iss,
+            "principal": rejection.mandate.principal,
             "status": rejection.status,
             "url": _without_query(request.url),
         }

@@ -109,7 +109,7 @@ class VerifiedRequest:
     ect: ExecutionContextToken | None
     call: Call | None
     action: str | None
-    #: The user (mandate ``iss``) on whose behalf the agent acts.
+    #: The user on whose behalf the agent acts (mandate ``iss``; for a delegated mandate, its root's).
     principal: str | None
     #: The agent (mandate ``sub``).
     agent: str | None
@@ -194,7 +194,10 @@ class McpRequestVerifier:
     the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
     is in the mandate's ``cap``).
 
-    A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
+    ``trust`` must have roles (:class:`~mcpclient_auth.errors.TrustRolesMissing` at construction
+    otherwise): a mandate verifies only when signed by an issuer registered for its ``iss``, or as a
+    valid delegation carried in ``del.parent``; the request and ECT must be signed by a registered agent
+    key. A mandate must bind the signing key (``cnf.jkt``, as :meth:`Mandate.issue` does for an agent
     :class:`Identity`); ``require_key_binding=False`` accepts name-only mandates from peers that cannot
     bind keys.
 
@@ -221,6 +224,7 @@ class McpRequestVerifier:
         replay_entries_per_key: int | None = None,
         replay_store: ReplayStore | None = None,
     ) -> None:
+        trust.require_roles()  # without roles any trusted key could mint any user's mandate
         self.trust = trust
         self.audience = audience
         self.skew = skew
@@ -323,7 +327,7 @@ class McpRequestVerifier:
             ect=ect,
             call=call,
             action=action,
-            principal=mandate.iss if mandate else None,
+            principal=mandate.principal if mandate else None,
             agent=mandate.sub if mandate else None,
         )
         return PendingRequest(verified, tuple(claims))
@@ -335,6 +339,11 @@ class McpRequestVerifier:
         return Rejection(error, verified.mandate, verified.call, verified.action)
 
     def _check_binding(self, mandate: Mandate, signature: VerifiedSignature) -> None:
+        # Only agent keys act on mandates; an issuer key signing calls would skip the agent entirely.
+        if not self.trust.is_agent(signature.keyid):
+            raise SignaturePolicyError(
+                "the request was not signed by a registered agent key", code="signer_not_agent"
+            )
         # Without a key binding any trusted key could act on the mandate (the ECT's ``iss`` is only
         # a name), so an unbound mandate is refused unless explicitly allowed.
         if mandate.agent_kid is None:
@@ -342,6 +351,9 @@ class McpRequestVerifier:
                 raise SignaturePolicyError(
                     "the mandate binds no agent key (cnf.jkt); refused", code="mandate_unbound"
                 )
+            if self.trust.get(signature.keyid).name != mandate.sub:
+                # Name-only mandates: at least the agent key the mandate names, not any agent's.
+                raise SignaturePolicyError("the request was not signed by the agent the mandate names")
             return
         if signature.keyid != mandate.agent_kid:
             raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")

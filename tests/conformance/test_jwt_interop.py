@@ -17,6 +17,7 @@ from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import ExecutionRecord, Mandate
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.keys import Identity, TrustStore
+from tests.support.trust import trust_for
 
 AUD = "http://127.0.0.1:8000/mcp"
 
@@ -116,7 +117,7 @@ def test_sdk_verifies_tokens_signed_by_pyjwt(alg: str) -> None:
         "cnf": {"jkt": agent.public.thumbprint},
     }
     token = pyjwt.encode(claims, user.private_key, algorithm=alg, headers={"typ": "act+jwt", "kid": user.kid})
-    mandate = Mandate.verify(token, TrustStore([user]), audience=AUD)
+    mandate = Mandate.verify(token, trust_for(issuers=[user], agents=[agent]), audience=AUD)
     assert mandate.allows("mcp.search") and mandate.binds(agent)
     ect = pyjwt.encode(
         {"iss": "agent-1", "aud": [AUD], "iat": now, "exp": now + 60, "jti": str(uuid.uuid4()),

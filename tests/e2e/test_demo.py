@@ -42,6 +42,14 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
         assert (out / "keys" / name).stat().st_mode & 0o777 == 0o600
     jwks = json.loads((out / "keys" / "jwks.json").read_text())
     assert len(jwks["keys"]) == 3 and all("d" not in key for key in jwks["keys"])
+    # The trust file says who may sign what: each user's key for that user only, one agent key.
+    names = {key["kid"]: key["name"] for key in jwks["keys"]}
+    roles = jwks["mcpclient_auth"]
+    assert {names[kid]: principals for kid, principals in roles["issuers"].items()} == {
+        "maria": ["maria"],
+        "erik": ["erik"],
+    }
+    assert [names[kid] for kid in roles["agents"]] == ["hr-agent"]
     assert (out / "ledger.jsonl").stat().st_mode & 0o777 == 0o600
     html = (out / "dag.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html

@@ -17,6 +17,7 @@ from mcpclient_auth.demo.serving import free_port
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import verify_ledger
 from mcpclient_auth.run import AgentRun
+from tests.support.trust import trust_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -60,10 +61,28 @@ def test_obo_exchange(tmp_path: Path) -> None:
     assert accepted is not None and int(accepted.group(1)) >= 3  # initialize, initialized, the tool call
 
 
+def test_hr_server_refuses_a_jwks_without_roles_and_says_how_to_add_them(tmp_path: Path) -> None:
+    user = Identity.generate("ES256", name="alice")
+    agent = Identity.generate("ES256", name="hr-agent")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(TrustStore([user, agent]).to_jwks()))  # keys only: who may sign what?
+    done = subprocess.run(
+        [sys.executable, str(SAMPLES / "hr_server.py"), "--jwks", str(jwks), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=SAMPLES,
+    )
+    assert done.returncode != 0
+    assert "trust_roles_missing" in done.stderr and "mcpclient-auth keys trust" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_hr_server_serves_signed_calls_and_refuses_the_rest(tmp_path: Path) -> None:
     user = Identity.generate("ES256", name="alice")
     agent = Identity.generate("ES256", name="hr-agent")
-    trust = TrustStore([user, agent])
+    trust = trust_for(issuers=[user], agents=[agent])
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(trust.to_jwks()))
     port = free_port()

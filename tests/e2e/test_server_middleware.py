@@ -34,6 +34,7 @@ from mcpclient_auth.principal import Principal
 from mcpclient_auth.run import AgentRun
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX
 from tests.support.mcp_app import GATES, build_mcp
+from tests.support.trust import trust_for
 
 pytestmark = pytest.mark.e2e
 
@@ -125,8 +126,8 @@ def _custom_routes(mcp: Any) -> None:
 def hr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hr]:
     user = Identity.generate("ES256", name="maria")
     agent = Identity.generate("ES256", name="hr-agent")
-    other = Identity.generate("ES256", name="intruder")  # trusted key, but no mandate binds it
-    trust = TrustStore([user, agent, other])
+    other = Identity.generate("ES256", name="intruder")  # a trusted agent key no mandate binds
+    trust = trust_for(issuers=[user], agents=[agent, other])
     ledger = tmp_path_factory.mktemp("server") / "server-ledger.jsonl"
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
@@ -342,7 +343,7 @@ async def test_streamed_responses_pass_through_unbuffered(tmp_path: Path) -> Non
         endpoint=url,
         ledger=tmp_path / "c.jsonl",
     )
-    with running(hr_app(TrustStore([user, agent]), audience=url, mcp=build_mcp()), port):
+    with running(hr_app(trust_for(issuers=[user], agents=[agent]), audience=url, mcp=build_mcp()), port):
         async with (
             run,
             run.httpx_client_factory()() as http,

@@ -34,6 +34,7 @@ from tests.support.hooks_env import entries
 from tests.support.idp import IdP, Reply
 from tests.support.mcp_app import EchoApp
 from tests.support.servers import free_port, serve
+from tests.support.trust import trust_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,7 @@ SHORT = httpx.Timeout(0.3)
 def keys() -> tuple[Identity, Identity, TrustStore]:
     user = Identity.generate("ES256", name="alice")
     agent = Identity.generate("ES256", name="agent-1")
-    return user, agent, TrustStore([user, agent])
+    return user, agent, trust_for(issuers=[user], agents=[agent])
 
 
 def texts_of(exc: BaseException) -> str:

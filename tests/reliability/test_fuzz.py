@@ -35,17 +35,18 @@ from mcpclient_auth.authz._http import parse_token_response
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import InvalidTokenResponse, LedgerFormatError, McpClientAuthError
 from mcpclient_auth.httpsig import RequestSigner, RequestVerifier
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger, parse_line, verify_ledger
 from mcpclient_auth.ledger.format import parse_ts
 from tests.support.ledger_runs import Actors, write_run
+from tests.support.trust import trust_for
 
 URL = "http://127.0.0.1:8000/mcp"
 BODY = b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}'
 NOW = 1_800_000_000
 USER = Identity.generate("ES256", name="alice")
 AGENT = Identity.generate("ES256", name="agent-1")
-TRUST = TrustStore([USER, AGENT])
+TRUST = trust_for(issuers=[USER], agents=[AGENT])
 MANDATE = Mandate.issue(USER, agent=AGENT, audience=URL, purpose="fuzz", capabilities=["mcp.search"], now=NOW)
 ECT = ExecutionContextToken.mint(
     AGENT,

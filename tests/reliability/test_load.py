@@ -28,10 +28,11 @@ from typing import Any
 import pytest
 
 from mcpclient_auth.authz import StaticTokens
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.principal import Principal
 from mcpclient_auth.run import AgentRun
+from tests.support.trust import trust_for
 
 from .support import ServerProcess, env_int, rss_bytes, server_process
 
@@ -60,7 +61,7 @@ def agent() -> Identity:
 
 @pytest.fixture(scope="module")
 def server(users: list[Identity], agent: Identity) -> Iterator[ServerProcess]:
-    with server_process(TrustStore([agent, *users])) as running:
+    with server_process(trust_for(issuers=users, agents=[agent])) as running:
         yield running
 
 
@@ -105,7 +106,7 @@ async def test_many_users_many_concurrent_runs(
     server: ServerProcess, users: list[Identity], agent: Identity, tmp_path: Path
 ) -> None:
     source = StaticTokens({user.name: f"tok-{user.name}" for user in users})
-    trust = TrustStore([agent, *users])
+    trust = trust_for(issuers=users, agents=[agent])
     paths = {user.name: tmp_path / f"{user.name}.jsonl" for user in users}
     run_ids: dict[str, list[str]] = {}
     rss: list[int] = []

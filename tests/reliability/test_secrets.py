@@ -42,12 +42,13 @@ from mcpclient_auth.errors import (
     TokenExchangeUnavailable,
 )
 from mcpclient_auth.httpsig import RequestSigner, RequestVerifier
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.principal import Principal
 from tests.support.hooks_env import Env, hr_server
 from tests.support.idp import IdP, Reply
 from tests.support.servers import free_port, serve
+from tests.support.trust import trust_for
 
 pytestmark = pytest.mark.e2e
 
@@ -210,7 +211,7 @@ async def test_no_secret_leaves_the_sdk(
         Identity.from_pem(pem[:-40] + b"AAAA" + pem[-36:])
     failures.append(bad_pem.value)
     with pytest.raises(McpClientAuthError) as forged:
-        Mandate.verify(run.mandate.token, TrustStore([Identity.generate("ES256")]))
+        Mandate.verify(run.mandate.token, trust_for(issuers=[Identity.generate("ES256")]))
     failures.append(forged.value)
     for failure in failures:
         observed += exception_texts(failure)

@@ -38,6 +38,7 @@ from tests.stack_b.support import (
     running_server,
     signature_verifier,
 )
+from tests.support.trust import trust_for
 
 AUDIENCE = "https://hr.example/mcp"
 DEFAULT_CAPS = ("mcp.search", "mcp.get_office_locations", "mcp.slow_echo", "mcp.gather_point")
@@ -56,7 +57,7 @@ class Actors:
     def generate(cls, *names: str) -> Actors:
         users = {name: Identity.generate("ES256", name=name) for name in names or ("alice",)}
         agent = Identity.generate("ES256", name="agent-1")
-        return cls(users, agent, TrustStore([*users.values(), agent]))
+        return cls(users, agent, trust_for(issuers=users.values(), agents=[agent]))
 
     def jwks_file(self, directory: Path) -> Path:
         path = directory / "jwks.json"

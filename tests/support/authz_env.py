@@ -33,6 +33,7 @@ from mcpclient_auth.authz import TokenExchange
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.run import AgentRun
+from tests.support.trust import trust_for
 
 from .hooks_env import DEFAULT_CAPS
 from .idp import IdP
@@ -250,7 +251,7 @@ def authz_server(users: Sequence[str], *, extra_routes: list[Route] | None = Non
     """IdP and gated MCP server, each on its own 127.0.0.1 port; one mandate issuer key per user."""
     agent = Identity.generate("ES256", name="agent-1")
     identities = {user: Identity.generate("ES256", name=user) for user in users}
-    trust = TrustStore([agent, *identities.values()])
+    trust = trust_for(issuers=identities.values(), agents=[agent])
     idp = IdP(
         clients={CLIENT_ID: CLIENT_SECRET},
         subjects={subject_token(user): user for user in users},

@@ -21,6 +21,7 @@ from mcpclient_auth._encoding import b64url_encode
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, LedgerEntry
 from mcpclient_auth.run import AgentRun
+from tests.support.trust import trust_for
 
 from .mcp_app import GuardState, build_app
 from .servers import serve
@@ -59,7 +60,7 @@ class Env:
 def actors() -> tuple[Identity, Identity, TrustStore]:
     user = Identity.generate("ES256", name="alice")
     agent = Identity.generate("ES256", name="agent-1")
-    return user, agent, TrustStore([user, agent])
+    return user, agent, trust_for(issuers=[user], agents=[agent])
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from mcpclient_auth.dag import Frontier
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, LedgerEntry
+from tests.support.trust import trust_for
 
 AUDIENCE = "http://127.0.0.1:8000/mcp"
 URL = "http://127.0.0.1:8000/mcp"
@@ -43,7 +44,7 @@ class Actors:
 
     @property
     def trust(self) -> TrustStore:
-        return TrustStore([self.user, self.agent])
+        return trust_for(issuers=[self.user], agents=[self.agent])
 
     def jwks(self) -> dict[str, Any]:
         return self.trust.to_jwks()

@@ -25,14 +25,19 @@ def trust_for(
     issuers: Iterable[Key | tuple[Key, Sequence[str]]] = (),
     agents: Iterable[Key] = (),
     keys: Iterable[Key] = (),
+    max_delegation_depth: int | None = None,
 ) -> TrustStore:
     store = TrustStore()
     for entry in issuers:
-        key: Any = entry[0] if isinstance(entry, tuple) else entry
-        # [trust] replaces this with store.add_issuer(key, principals=...) once roles exist.
-        store.add(key)
+        if isinstance(entry, tuple):
+            key: Any = entry[0]
+            store.add_issuer(key, principals=list(entry[1]))
+        else:
+            store.add_issuer(entry)
     for key in agents:
-        store.add(key)
+        store.add_agent(key)
     for key in keys:
         store.add(key)
+    if max_delegation_depth is not None:
+        store.max_delegation_depth = max_delegation_depth
     return store

@@ -27,6 +27,7 @@ from mcpclient_auth.errors import (
     TokenSignatureInvalid,
 )
 from mcpclient_auth.keys import Identity, PublicKey, TrustStore
+from tests.support.trust import trust_for
 
 AUD = "https://mcp.example/mcp"
 NOW = 1_800_000_000.0
@@ -55,7 +56,7 @@ def worker() -> Identity:
 
 @pytest.fixture(scope="module")
 def trust(user: Identity, agent: Identity, helper: Identity, worker: Identity) -> TrustStore:
-    return TrustStore([user, agent, helper, worker])
+    return trust_for(issuers=[user], agents=[agent, helper, worker])
 
 
 def issue(user: Identity, agent: Identity | PublicKey | str, **kw: Any) -> Mandate:
@@ -135,7 +136,7 @@ def test_agent_given_as_public_key_binds_it(user: Identity, agent: Identity, tru
 def test_both_algorithms(alg: str) -> None:
     issuer, bot = Identity.generate(alg, name="u"), Identity.generate(alg, name="b")
     m = Mandate.issue(issuer, agent=bot, audience=AUD, purpose="p", capabilities=["mcp.a"])
-    assert Mandate.verify(m.token, TrustStore([issuer]), audience=AUD).allows("mcp.a")
+    assert Mandate.verify(m.token, trust_for(issuers=[issuer]), audience=AUD).allows("mcp.a")
 
 
 def test_decode_is_unverified_but_validates(user: Identity, agent: Identity) -> None:
@@ -276,7 +277,11 @@ def test_delegate_and_verify_chain(
     assert sub.header["kid"] == agent.kid
     assert sub.capabilities == ["mcp.fetch"] and sub.constraints("mcp.fetch") == {"max": 3}
     assert sub.exp == int(NOW) + 10 + 300
-    assert sub.delegation == {"depth": 1, "chain": [{"jti": root.jti, "iss": "alice", "sub": "agent-1"}]}
+    assert sub.delegation == {
+        "depth": 1,
+        "chain": [{"jti": root.jti, "iss": "alice", "sub": "agent-1"}],
+        "parent": root.token,  # the ancestry travels with the sub-mandate
+    }
     assert sub.claims["oversight"] == {"mode": "audit"} and sub.wid == "run-9"
     assert sub.purpose == root.purpose and sub.binds(helper)
     chain = verify_delegation_chain([root.token, sub.token], trust, audience=AUD, now=NOW + 20)
@@ -321,10 +326,10 @@ def test_only_the_holder_can_delegate(user: Identity, agent: Identity, helper: I
     root = issue(user, agent)
     with pytest.raises(DelegationError):
         root.delegate(helper, agent=helper, capabilities=["mcp.search"], now=NOW)
-    unbound = issue(user, "agent-1")  # no cnf: the holder is recognised by name only
-    assert unbound.delegate(agent, agent=helper, capabilities=["mcp.search"], now=NOW).iss == "agent-1"
-    with pytest.raises(DelegationError):
-        unbound.delegate(helper, agent=helper, capabilities=["mcp.search"], now=NOW)
+    unbound = issue(user, "agent-1")  # no cnf: no key may delegate it, not even one named agent-1
+    with pytest.raises(DelegationError) as info:
+        unbound.delegate(agent, agent=helper, capabilities=["mcp.search"], now=NOW)
+    assert info.value.code == "delegation_unbound_parent"
 
 
 def test_max_delegation_depth_from_the_issuer(
@@ -351,7 +356,11 @@ def _forged_sub(parent: Mandate, signer: Identity, child: Identity, **changes: A
         "task": parent.task,
         "cap": [{"action": "mcp.search"}],
         "cnf": {"jkt": child.public.thumbprint},
-        "del": {"depth": 1, "chain": [{"jti": parent.jti, "iss": parent.iss, "sub": parent.sub}]},
+        "del": {
+            "depth": 1,
+            "chain": [{"jti": parent.jti, "iss": parent.iss, "sub": parent.sub}],
+            "parent": parent.token,
+        },
     }
     claims.update(changes)
     return jose.encode(signer, jose.ACT_TYP, claims)
@@ -389,6 +398,7 @@ def test_chain_verification_catches_forged_links(
                     "del": {
                         "depth": 1,
                         "chain": [{"jti": str(uuid.uuid4()), "iss": "alice", "sub": "agent-1"}],
+                        "parent": root.token,
                     }
                 },
             ),
@@ -399,7 +409,13 @@ def test_chain_verification_catches_forged_links(
                 root,
                 agent,
                 helper,
-                **{"del": {"depth": 2, "chain": [{"jti": root.jti, "iss": "alice", "sub": "agent-1"}] * 2}},
+                **{
+                    "del": {
+                        "depth": 2,
+                        "chain": [{"jti": root.jti, "iss": "alice", "sub": "agent-1"}] * 2,
+                        "parent": root.token,
+                    }
+                },
             ),
         ),
         "issued before parent": (DelegationError, _forged_sub(root, agent, helper, iat=root.iat - 3600)),
@@ -560,7 +576,7 @@ def test_acceptance_negatives_each_raise_a_typed_error_without_the_token(
     none_header = b64(json.dumps({"alg": "none", "typ": "act+jwt", "kid": user.kid}).encode())
     hs_header = b64(json.dumps({"alg": "HS256", "typ": "act+jwt", "kid": user.kid}).encode())
     hs_sig = b64(hmac.new(pem, f"{hs_header}.{p}".encode(), hashlib.sha256).digest())
-    wrong_key_trust = TrustStore([stranger.public_jwk() | {"kid": user.kid}])
+    wrong_key_trust = trust_for(issuers=[(PublicKey.from_jwk(stranger.public_jwk() | {"kid": user.kid}), ["alice"])])
     escalated = _forged_sub(m, agent, helper, cap=[{"action": "mcp.delete"}])
     bad_record = _forged_record(m, agent, exec_act="mcp.delete")
     big_ext = jose.encode(

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import ExecutionRecord, Mandate
 from mcpclient_auth.ect import ExecutionContextToken
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import CHECKS, Ledger, Report, encode_line, line_hash, parse_line, verify_ledger
 from mcpclient_auth.ledger.format import GENESIS_PREV
 from tests.support.ledger_runs import AUDIENCE, Actors, WrittenRun, lines_of, write_lines, write_run
+from tests.support.trust import trust_for
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +398,9 @@ def test_a_seal_by_another_key_or_with_a_bad_signature(tmp_path: Path, actors: A
         b.record()
         b.seal(signer=b.actors.user)
 
-    assert checks(verify_ledger(build(tmp_path, actors, by_user), actors.trust)) == {"seal_invalid"}
+    # The user's key is an issuer key: it is no agent (signer_not_agent) and not the bound one.
+    by_user_report = verify_ledger(build(tmp_path, actors, by_user), actors.trust)
+    assert checks(by_user_report) == {"seal_invalid", "signer_not_agent"}
     path, _ = one_run(tmp_path, actors)
     lines = lines_of(path)
     seal = parse_line(lines[-1])
@@ -447,7 +450,7 @@ def test_a_token_logged_after_it_expired(tmp_path: Path, actors: Actors) -> None
 def test_an_ect_by_someone_else_than_the_agent(tmp_path: Path, actors: Actors) -> None:
     mallory = Identity.generate("ES256", name="mallory")
     twin = Identity.generate("ES256", name=actors.agent.name)  # right name, wrong key
-    trust = TrustStore([actors.user, actors.agent, mallory, twin])
+    trust = trust_for(issuers=[actors.user], agents=[actors.agent, mallory, twin])
 
     def steps(b: RunBuilder) -> None:
         b.ect(signer=mallory)

@@ -17,6 +17,7 @@ from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger
 from mcpclient_auth.principal import Principal
 from mcpclient_auth.run import AgentRun
+from tests.support.trust import trust_for
 
 URL = "http://127.0.0.1:9/mcp"  # never contacted
 
@@ -175,9 +176,8 @@ def test_multi_run_clients_need_a_selected_run(keys: tuple[Identity, Identity], 
 
 
 def _trust(keys: tuple[Identity, Identity]) -> object:
-    from mcpclient_auth.keys import TrustStore
-
-    return TrustStore(list(keys))
+    user, agent = keys
+    return trust_for(issuers=[user], agents=[agent])
 
 
 class _Refused(httpx.BaseTransport):

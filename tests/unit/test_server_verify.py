@@ -20,7 +20,7 @@ from mcpclient_auth.errors import (
     TokenExpired,
 )
 from mcpclient_auth.httpsig import RequestSigner
-from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.keys import Identity
 from mcpclient_auth.server import (
     IncomingHeaders,
     IncomingRequest,
@@ -30,11 +30,12 @@ from mcpclient_auth.server import (
     http_status_for,
     verified_request,
 )
+from tests.support.trust import trust_for
 
 URL = "https://hr.example/mcp"
 USER = Identity.generate("ES256", name="maria")
 AGENT = Identity.generate("EdDSA", name="hr-agent")
-TRUST = TrustStore([USER, AGENT])
+TRUST = trust_for(issuers=[USER], agents=[AGENT])
 
 
 def incoming(request: httpx.Request) -> IncomingRequest:
