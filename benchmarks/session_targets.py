@@ -1,6 +1,6 @@
-"""Target 8: LangGraph tools on one held MCP session vs a new session per tool call (issue 18).
+"""Target 9: LangGraph tools on one held MCP session vs a new session per tool call (issue 18).
 
-    python -m benchmarks --only 8
+    python -m benchmarks --only 9
 
 The demo's HR server (FastMCP behind :class:`~mcpclient_auth.server.McpAuthMiddleware`) runs under
 uvicorn on 127.0.0.1, wrapped in an ASGI counter of HTTP requests. Each round opens a run, gets its
@@ -115,10 +115,10 @@ def held_sessions(config: Config) -> list[Row]:
     extra = {"tool_calls_per_round": calls, "rounds": rounds}
     baseline = "per-call sessions"
     return [
-        Row("8", "held session: HTTP requests per tool call", median("held", 0), "requests/call",
+        Row("9", "held session: HTTP requests per tool call", median("held", 0), "requests/call",
             baseline, median("per-call", 0), "", extra),
-        Row("8", "held session: ledger entries per tool call", median("held", 1), "entries/call",
+        Row("9", "held session: ledger entries per tool call", median("held", 1), "entries/call",
             baseline, median("per-call", 1), "", extra),
-        Row("8", "held session: latency per tool call (median)", median("held", 2), "µs/call",
+        Row("9", "held session: latency per tool call (median)", median("held", 2), "µs/call",
             baseline, median("per-call", 2), "", extra),
     ]  # fmt: skip

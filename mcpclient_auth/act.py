@@ -137,17 +137,12 @@ def _parse_delegation(value: Any) -> dict[str, Any]:
 
 
 def _constraints_narrower(parent: Mapping[str, Any] | None, child: Mapping[str, Any] | None) -> bool:
-    """Whether a delegated capability's constraints are equal to or narrower than its parent's.
+    """Whether a delegated capability's constraints are equal to or narrower than its parent's:
+    :func:`mcpclient_auth.constraints.is_narrower` (every parent constraint kept, each equal or
+    narrower by its evaluator; the child may add known constraints; anything unknown is a widening)."""
+    from .constraints import is_narrower  # constraints -> policy -> jsonrpc: no cycle, kept local anyway
 
-    For now (until the constraints registry's ``is_narrower`` replaces this): every constraint of the
-    parent must be repeated unchanged, and the child may add constraints of its own. Dropping or
-    changing a parent constraint is a widening.
-    """
-    if not parent:
-        return True
-    if not child:
-        return False
-    return all(name in child and child[name] == value for name, value in parent.items())
+    return is_narrower(parent, child)
 
 
 def _shown(value: str, limit: int = 64) -> str:

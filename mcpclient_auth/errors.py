@@ -203,6 +203,22 @@ class PhaseError(MandateError):
     code = "phase_invalid"
 
 
+class ConstraintError(MandateError):
+    """A capability's ``constraints`` are malformed: the mandate cannot be used (see :mod:`.constraints`)."""
+
+    code = "constraint_invalid"
+
+
+class ConstraintUnknown(ConstraintError):
+    """A capability carries a constraint that no registered evaluator understands.
+
+    Like a JOSE ``crit`` header nobody implements, it makes the whole mandate unusable: it is refused
+    at :class:`~mcpclient_auth.AgentRun` creation and answered 403 by the server, never ignored.
+    """
+
+    code = "constraint_unknown"
+
+
 # --- runtime refusals on the request path -----------------------------------------------------------
 
 
@@ -220,6 +236,14 @@ class ActionMappingError(MandateDenied):
     """A tool name that cannot be mapped to a legal action name; refused, never rewritten."""
 
     code = "invalid_action"
+
+
+class ConstraintViolated(MandateDenied):
+    """A granted action was called in a way its capability's constraints forbid (an argument outside
+    the allowed values, or the run's call budget ``max_calls`` used up); refused before it was sent
+    (client) or before the tool ran (server)."""
+
+    code = "constraint_violated"
 
 
 class JsonRpcError(McpClientAuthError, ValueError):
@@ -535,6 +559,9 @@ __all__ = [
     "ClaimsInvalid",
     "ComponentError",
     "ConfigurationError",
+    "ConstraintError",
+    "ConstraintUnknown",
+    "ConstraintViolated",
     "CriticalHeaderUnsupported",
     "DagError",
     "DelegationError",

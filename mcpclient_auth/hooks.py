@@ -118,6 +118,9 @@ class LocalRefusal:
     hooks: RunHooks
     body: bytes
     error: McpClientAuthError
+    #: 200 with a JSON-RPC error for a request; 202 without a body for a refused notification or
+    #: response (what a server answers to those: the MCP session goes on, nothing was sent).
+    status: int = 200
 
 
 #: Exception class names shared by httpx and httpx2 (distinct, unrelated hierarchies) -> ledger code.
@@ -357,12 +360,11 @@ def _refusal_for(request: Any, hooks: RunHooks) -> LocalRefusal | None:
 
 def _local_response(request: Any, refusal: LocalRefusal) -> Any:
     # Built with the request's own library: its client asserts the response stream's type.
-    return refusal.hooks.library.response(
-        200,
-        headers={"content-type": "application/json", "x-mcpclient-auth-refusal": refusal.error.code},
-        content=refusal.body,
-        request=request,
-    )
+    headers = {"x-mcpclient-auth-refusal": refusal.error.code}
+    if refusal.body:
+        headers["content-type"] = "application/json"
+    library = refusal.hooks.library
+    return library.response(refusal.status, headers=headers, content=refusal.body, request=request)
 
 
 def _record_failure(request: Any, exc: BaseException) -> None:
@@ -556,17 +558,19 @@ class RunHooks:
             request.extensions = extensions
 
     def _refuse(self, request: _Request, call: Call | None, exc: McpClientAuthError) -> None:
-        if (
-            self.answer_locally
-            and call is not None
-            and call.kind == "request"
-            and call.id is not None
-            and self._answers_locally(request)
-        ):
-            extensions = dict(request.extensions)
-            extensions[EXTENSION_REFUSAL] = LocalRefusal(self, refusal_body(call.id, exc), exc)
-            request.extensions = extensions
-            return
+        if self.answer_locally and call is not None and self._answers_locally(request):
+            refusal: LocalRefusal | None = None
+            if call.kind == "request" and call.id is not None:
+                refusal = LocalRefusal(self, refusal_body(call.id, exc), exc)
+            elif call.kind in ("notification", "response"):
+                # No id to answer: raising would end an mcp 1.x session (post_writer dies), so the
+                # refused message is swallowed with the 202 a server gives; the ledger has the denial.
+                refusal = LocalRefusal(self, b"", exc, status=202)
+            if refusal is not None:
+                extensions = dict(request.extensions)
+                extensions[EXTENSION_REFUSAL] = refusal
+                request.extensions = extensions
+                return
         raise exc
 
     def _answers_locally(self, request: _Request) -> bool:

@@ -18,7 +18,8 @@ parsers that disagree on "first wins" vs "last wins" would disagree on which too
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import JsonRpcError
@@ -48,6 +49,14 @@ class Call:
     method: str | None
     id: str | int | None
     tool: str | None = None
+    #: The request's ``params`` object (``None`` when absent, and for responses). What the policy
+    #: reads to name an action (a prompt's name) and the constraints check (tool arguments, a
+    #: resource ``uri``). Kept out of ``repr`` and equality: arguments may hold personal data.
+    params: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: For a ``response``: what it answers, judged from its shape — ``"error"`` (an error object),
+    #: ``"ping"`` (an empty result), ``"sampling/createMessage"``, ``"elicitation/create"``,
+    #: ``"roots/list"``, or ``"result"`` (any other result). ``None`` for requests and notifications.
+    answers: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_tool_call(self) -> bool:
@@ -146,10 +155,38 @@ def parse(body: bytes, *, content_type: str | None = None) -> Call | NotJsonRpc:
         if "result" in message or "error" in message:
             raise JsonRpcError("JSON-RPC message is both a request and a response")
         tool = _tool_name(message) if method == TOOLS_CALL else None
+        params = message.get("params")
+        if params is not None and not isinstance(params, dict):
+            # MCP params are always objects; positional (array) params could hide what is asked for.
+            raise JsonRpcError("JSON-RPC params must be an object")
         if "id" not in message:
-            return Call("notification", method, None, tool)
-        return Call("request", method, _request_id(message), tool)
+            return Call("notification", method, None, tool, params)
+        return Call("request", method, _request_id(message), tool, params)
 
     if "id" in message and (("result" in message) != ("error" in message)):
-        return Call("response", None, _request_id(message), None)
+        return Call("response", None, _request_id(message), None, None, _answered(message))
     raise JsonRpcError("JSON-RPC body is neither a request nor a response")
+
+
+def _answered(message: dict[str, Any]) -> str:
+    """What a client's response answers, from its shape (the client cannot see the server's request).
+
+    Only an error or an empty result (the answer to a server ``ping``) carries nothing the server
+    asked the agent's side for; everything else is named after the request it evidently answers, or
+    ``"result"``.
+    """
+    if "error" in message:
+        return "error"
+    result = message["result"]
+    if not isinstance(result, dict):
+        return "result"
+    keys = set(result) - {"_meta"}
+    if not keys:
+        return "ping"
+    if "roots" in keys:
+        return "roots/list"
+    if "action" in keys:
+        return "elicitation/create"
+    if "model" in keys or "role" in keys or "stopReason" in keys:
+        return "sampling/createMessage"
+    return "result"

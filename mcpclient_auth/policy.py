@@ -1,34 +1,57 @@
 """Name the action of a JSON-RPC call and decide whether the mandate allows it (pure: no I/O).
 
-The default :class:`McpActionPolicy` is the mapping of the wire profile (DESIGN §3):
+The default :class:`McpActionPolicy` is the mapping of the wire profile (DESIGN §3, revised
+2026-12-01): **every call needs a capability except protocol plumbing**.
 
     >>> policy = McpActionPolicy()
     >>> policy.action_for(Call("request", "tools/call", 1, "search"))
     'mcp.search'
-    >>> policy.action_for(Call("request", "tools/list", 2))
-    'mcp.rpc.tools.list'
+    >>> policy.action_for(Call("request", "prompts/get", 2, None, {"name": "summary"}))
+    'mcp.prompt.summary'
+    >>> policy.action_for(Call("request", "resources/read", 3, None, {"uri": "hr://handbook"}))
+    'mcp.rpc.resources.read'
+    >>> policy.requires_capability(Call("request", "tools/list", 4), "mcp.rpc.tools.list")
+    False
 
-``tools/call`` always needs a capability; session-level methods need one only when the policy is
-``strict``. :func:`check_call` puts both together and raises
-:class:`~mcpclient_auth.errors.MandateDenied` (or its subclass
-:class:`~mcpclient_auth.errors.ActionMappingError` for a name that cannot be an action) — it never
-rewrites a name into something legal, because a rewritten name could collide with a granted one.
+Plumbing (:data:`PLUMBING_METHODS`) is what sets up and runs a session and what the server filters
+down to the mandate anyway: ``initialize`` / ``server/discover``, ``ping``, the client's
+notifications about the session (``notifications/initialized``, ``…/cancelled``, ``…/progress``,
+``…/roots/list_changed``), ``resources/unsubscribe``, and the four list calls (``tools/list``,
+``prompts/list``, ``resources/list``, ``resources/templates/list``), whose answers the reference
+middleware filters to what the caller's mandate grants (and :func:`~.adapters.langgraph.narrow_tools`
+filters again on the client). A client's answer to a server request is plumbing only when it is an
+error or an empty result (a ``ping`` answer). Everything else — ``tools/call``, ``prompts/get``,
+``resources/read``, ``resources/subscribe``, ``completion/complete``, ``logging/setLevel``,
+``tasks/*``, sampling / elicitation / roots answers, and any method this table does not know — needs
+a capability the mandate grants.
+
+``McpActionPolicy(permissive=True)`` (also :data:`PERMISSIVE`) is the first design's behaviour, kept
+as an explicit opt-in: only ``tools/call`` needs a capability. ``strict=True`` goes the other way:
+even plumbing needs one. :func:`check_call` raises :class:`~mcpclient_auth.errors.MandateDenied` (or
+its subclass :class:`~mcpclient_auth.errors.ActionMappingError` for a name that cannot be an
+action) — it never rewrites a name into something legal, because a rewritten name could collide with
+a granted one.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
-from .errors import ActionMappingError, MandateDenied
+from .errors import ActionMappingError, ConfigurationError, MandateDenied
 from .jsonrpc import Call
 
 __all__ = [
     "ACTION_COMPONENT",
+    "PERMISSIVE",
+    "PLUMBING_ACTIONS",
+    "PLUMBING_METHODS",
     "RESERVED_NAMESPACES",
     "ActionPolicy",
     "CapabilitySet",
     "McpActionPolicy",
+    "call_arguments",
     "check_call",
     "is_action",
 ]
@@ -37,8 +60,35 @@ ACTION_COMPONENT = r"[A-Za-z][A-Za-z0-9_-]*"
 _ACTION = re.compile(rf"{ACTION_COMPONENT}(?:\.{ACTION_COMPONENT})*")
 
 #: First components a tool name may not use, because ``mcp.<tool>`` would land in the namespace of
-#: the session-level actions (``mcp.rpc.*``) that non-strict policies allow without a capability.
-RESERVED_NAMESPACES = frozenset({"rpc"})
+#: the session-level actions (``mcp.rpc.*``) or of the prompts (``mcp.prompt.<name>``).
+RESERVED_NAMESPACES = frozenset({"rpc", "prompt"})
+
+#: JSON-RPC methods a client may send without a capability (see the module docstring for why).
+PLUMBING_METHODS = frozenset(
+    {
+        "initialize",
+        "server/discover",
+        "ping",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/unsubscribe",
+    }
+)
+#: ``subscriptions/listen`` (protocol 2026-07-28) is plumbing only while it asks for nothing but
+#: list-changed notifications; one that also subscribes to resources (or anything else) is action
+#: ``mcp.rpc.subscriptions.listen.resources`` and needs a capability.
+_LISTEN = "subscriptions/listen"
+_LISTEN_PLUMBING_KEYS = frozenset({"toolsListChanged", "promptsListChanged", "resourcesListChanged"})
+
+PROMPTS_GET = "prompts/get"
+#: Response shapes (``Call.answers``) that carry nothing the server asked the agent's side for.
+_PLUMBING_ANSWERS = frozenset({"error", "ping"})
 
 # Longest action name accepted; far above any real tool name, it bounds work on hostile input.
 _MAX_ACTION_LENGTH = 256
@@ -47,6 +97,37 @@ _MAX_ACTION_LENGTH = 256
 def is_action(name: str) -> bool:
     """Whether ``name`` is a legal action: dot-separated ``[A-Za-z][A-Za-z0-9_-]*`` components."""
     return len(name) <= _MAX_ACTION_LENGTH and _ACTION.fullmatch(name) is not None
+
+
+_SESSION_PREFIX = "mcp.rpc."
+
+
+def _session_action(method: str) -> str:
+    return _SESSION_PREFIX + method.replace("/", ".")
+
+
+#: The actions of :data:`PLUMBING_METHODS` (and of plumbing answers): what the ledger verifier, which
+#: sees actions but no bodies, accepts without a capability. The mapping is one-to-one on these: a
+#: method with a ``.`` and the method ``response`` are refused, so no other method can reach them.
+PLUMBING_ACTIONS = frozenset(
+    {_session_action(m) for m in PLUMBING_METHODS} | {"mcp.rpc.response", _session_action(_LISTEN)}
+)
+
+
+def call_arguments(call: Call) -> Mapping[str, Any] | None:
+    """What argument constraints (:mod:`.constraints`) look at for ``call``.
+
+    ``tools/call`` and ``prompts/get``: ``params.arguments`` (``{}`` when absent);
+    ``resources/read`` / ``resources/subscribe``: ``{"uri": params.uri}``; anything else ``None``.
+    """
+    params = call.params or {}
+    if call.method in ("tools/call", PROMPTS_GET):
+        arguments = params.get("arguments")
+        return arguments if isinstance(arguments, Mapping) else {}
+    if call.method in ("resources/read", "resources/subscribe"):
+        uri = params.get("uri")
+        return {"uri": uri} if uri is not None else {}
+    return None
 
 
 @runtime_checkable
@@ -77,30 +158,56 @@ class McpActionPolicy:
     """The profile's default mapping.
 
     - ``tools/call`` with tool ``X`` -> ``mcp.X``; ``X`` must itself be a legal action name whose first
-      component is not reserved (``rpc``), else :class:`ActionMappingError`.
-    - any other method ``a/b`` -> ``mcp.rpc.a.b``; a client's JSON-RPC *response* to a server request
-      -> ``mcp.rpc.response``.
-    - session-level actions need a capability only when ``strict=True``.
+      component is not reserved (``rpc``, ``prompt``), else :class:`ActionMappingError`.
+    - ``prompts/get`` with prompt ``P`` -> ``mcp.prompt.P`` (``P`` a legal action name).
+    - any other method ``a/b`` -> ``mcp.rpc.a.b`` (``resources/read`` -> ``mcp.rpc.resources.read``;
+      which URIs is an argument constraint on ``uri``, see :mod:`.constraints`). A method containing
+      ``.``, or named ``response``, is refused: it would alias another method's action.
+    - a client's JSON-RPC *response* -> ``mcp.rpc.response`` for an error or empty result, else
+      ``mcp.rpc.<what it answers>`` (``mcp.rpc.sampling.createMessage``,
+      ``mcp.rpc.elicitation.create``, ``mcp.rpc.roots.list``) or ``mcp.rpc.response.result``.
+    - which of these need a capability: everything but plumbing (default); only tool calls
+      (``permissive=True``); everything (``strict=True``).
 
-        policy = McpActionPolicy(strict=True)   # mandate must also grant mcp.rpc.initialize, ...
+        policy = McpActionPolicy()                   # the default: plumbing free, the rest granted
+        policy = McpActionPolicy(permissive=True)    # opt-in: only tools/call is checked
     """
 
     TOOL_PREFIX = "mcp."
-    SESSION_PREFIX = "mcp.rpc."
+    PROMPT_PREFIX = "mcp.prompt."
+    SESSION_PREFIX = _SESSION_PREFIX
     RESPONSE_ACTION = "mcp.rpc.response"
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, *, permissive: bool = False) -> None:
+        if strict and permissive:
+            raise ConfigurationError("a policy cannot be both strict and permissive")
         self.strict = strict
+        self.permissive = permissive
 
     def __repr__(self) -> str:
+        if self.permissive:
+            return "McpActionPolicy(permissive=True)"
         return f"McpActionPolicy(strict={self.strict})"
 
     def action_for(self, call: Call) -> str:
         if call.is_tool_call:
-            return self._tool_action(call.tool)
+            return self._named_action(self.TOOL_PREFIX, call.tool, "tool", reserved=True)
         if call.method is None:
-            return self.RESPONSE_ACTION
-        action = self.SESSION_PREFIX + call.method.replace("/", ".")
+            return self._response_action(call.answers)
+        if call.method == PROMPTS_GET:
+            name = (call.params or {}).get("name")
+            return self._named_action(self.PROMPT_PREFIX, name if isinstance(name, str) else None, "prompt")
+        if "." in call.method or call.method == "response":
+            raise ActionMappingError(
+                f"JSON-RPC method {_safe_preview(call.method)!r} would alias another method's action; "
+                "refused",
+                method=_safe_preview(call.method),
+            )
+        action = _session_action(call.method)
+        if call.method == _LISTEN and not is_plumbing(call):
+            # A listen stream that also subscribes to resources (or to anything else) is not plumbing:
+            # its own action, so the ledger verifier, which sees actions only, can tell them apart.
+            action += ".resources"
         if not is_action(action):
             raise ActionMappingError(
                 f"JSON-RPC method {_safe_preview(call.method)!r} cannot be mapped to an action name",
@@ -109,23 +216,57 @@ class McpActionPolicy:
         return action
 
     def requires_capability(self, call: Call, action: str) -> bool:
-        return call.is_tool_call or self.strict
+        if self.strict:
+            return True
+        if self.permissive:
+            return call.is_tool_call
+        return not is_plumbing(call)
 
-    def _tool_action(self, tool: str | None) -> str:
-        if tool is None:
-            raise ActionMappingError("tools/call without a tool name")
-        if not is_action(tool):
+    def _response_action(self, answers: str | None) -> str:
+        if answers in _PLUMBING_ANSWERS:
+            return self.RESPONSE_ACTION
+        if answers in ("sampling/createMessage", "elicitation/create", "roots/list"):
+            return _session_action(answers)
+        return self.RESPONSE_ACTION + ".result"
+
+    def _named_action(self, prefix: str, name: str | None, what: str, *, reserved: bool = False) -> str:
+        if name is None:
+            raise ActionMappingError(f"{what} call without a {what} name")
+        if not is_action(name):
             raise ActionMappingError(
-                f"tool name {_safe_preview(tool)!r} is not a legal action name "
+                f"{what} name {_safe_preview(name)!r} is not a legal action name "
                 "(dot-separated [A-Za-z][A-Za-z0-9_-]* components); refused, not rewritten",
-                tool=_safe_preview(tool),
+                **{what: _safe_preview(name)},
             )
-        if tool.split(".", 1)[0] in RESERVED_NAMESPACES:
+        if reserved and _reserved(name):
             raise ActionMappingError(
-                f"tool name {_safe_preview(tool)!r} uses a reserved namespace; refused, not rewritten",
-                tool=_safe_preview(tool),
+                f"{what} name {_safe_preview(name)!r} uses a reserved namespace; refused, not rewritten",
+                **{what: _safe_preview(name)},
             )
-        return self.TOOL_PREFIX + tool
+        return prefix + name
+
+
+def _reserved(tool: str) -> bool:
+    first, dot, _ = tool.partition(".")
+    # ``rpc`` alone is refused too (the session namespace's root); a tool named plain ``prompt`` is
+    # fine: ``mcp.prompt`` is no prompt's action (those always have a name after the dot).
+    return first == "rpc" or (first in RESERVED_NAMESPACES and bool(dot))
+
+
+def is_plumbing(call: Call) -> bool:
+    """Whether the default policy lets ``call`` through without a capability (module docstring)."""
+    if call.kind == "response":
+        return call.answers in _PLUMBING_ANSWERS
+    if call.method in PLUMBING_METHODS:
+        return True
+    if call.method == _LISTEN:
+        notifications = (call.params or {}).get("notifications")
+        return isinstance(notifications, Mapping) and set(notifications) <= _LISTEN_PLUMBING_KEYS
+    return False
+
+
+#: The first design's behaviour as an explicit opt-in: only ``tools/call`` needs a capability.
+PERMISSIVE = McpActionPolicy(permissive=True)
 
 
 def check_call(policy: ActionPolicy, call: Call, mandate: CapabilitySet) -> str:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._encoding import compact_json, sha256_b64url
 from .act import ExecutionRecord, Mandate
+from .constraints import CallBudget, check_known
 from .dag import Frontier
 from .ect import ExecutionContextToken
 from .errors import (
@@ -212,8 +213,13 @@ class AgentRun:
     - ``audience``: the MCP server id(s) for the mandate ``aud`` / ECT ``aud`` (default: the
       endpoint URLs) and, when a single string, the signature's ``wimse-aud``.
     - ``ect_header`` (default ``Execution-Context``), ``mandate_header`` (``"act-mandate"`` |
-      ``"authorization"``), ``policy`` (default :class:`~mcpclient_auth.policy.McpActionPolicy`),
-      ``mandate_ttl``, ``ect_ttl``.
+      ``"authorization"``), ``policy`` (default :class:`~mcpclient_auth.policy.McpActionPolicy`: every
+      method but protocol plumbing needs a capability; ``McpActionPolicy(permissive=True)`` is the
+      explicit opt-out), ``mandate_ttl``, ``ect_ttl``.
+
+    A mandate whose capabilities carry a constraint no evaluator understands is refused here
+    (:class:`~mcpclient_auth.errors.ConstraintUnknown`); known constraints (:mod:`.constraints`) are
+    checked before each call is sent.
     """
 
     def __init__(
@@ -272,6 +278,8 @@ class AgentRun:
         self.mandate = self._resolve_mandate(issuer, mandate, purpose, capabilities, configured, mandate_ttl)
         if trust is not None:
             self.mandate = self._verified(self.mandate, trust)
+        check_known(self.mandate.cap)  # a constraint nobody enforces makes the mandate unusable
+        self._budget = CallBudget(max_runs=1)
         self.audiences: list[str] = configured or list(self.mandate.aud)
         self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
@@ -511,7 +519,12 @@ class AgentRun:
             self._check_principal()
             if self.mandate.exp <= time.time() + _EXPIRY_MARGIN:
                 raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
-            return check_call(self.policy, call, self.mandate)
+            action = check_call(self.policy, call, self.mandate)
+            # Constraints of a granted action apply whatever the policy (never ignored).
+            constraints = self.mandate.constraints(action)
+            if constraints:
+                self._budget.charge(self.id, action, constraints, call, expires=self.mandate.exp)
+            return action
         except McpClientAuthError as exc:
             self._deny(call, getattr(exc, "action", None), exc)
             raise

@@ -2,8 +2,9 @@
 
 Keys for a manager, an employee and an agent; the sample HR MCP server (with the verifying
 middleware) on a free 127.0.0.1 port; the LangGraph agent (scripted model) asks one question for each
-user; the employee's salary call is refused locally; both runs are closed, the ledger is verified and
-its DAG drawn to ``dag.html``. With ``--out DIR`` the files stay in DIR, else in a temp directory that
+user; the server lists to each agent only the tools its mandate grants, so the employee's model is
+never offered the salary tool; both runs are closed, the ledger is verified and its DAG drawn to
+``dag.html``. With ``--out DIR`` the files stay in DIR, else in a temp directory that
 is removed at the end. Exit 0 only when every ledger verifies.
 """
 
@@ -60,8 +61,8 @@ def demo(
         table = Table(
             "user",
             "mandate grants",
+            "offered to the model",
             "tools called",
-            "refused locally",
             "record",
             "verified",
             title="mcpclient-auth demo",
@@ -75,8 +76,9 @@ def demo(
             table.add_row(
                 f"{user.name} ({user.role})",
                 "\n".join(c.removeprefix("mcp.") for c in user.capabilities),
-                "\n".join(sorted(summary.tools)) or "-",
-                "\n".join(denied.get(run, [])) or "-",
+                "\n".join(result.answers[user.name].offered) or "-",
+                # a call refused locally (a ledger denial) is listed too, marked
+                "\n".join([*sorted(summary.tools), *(f"{t} (refused)" for t in denied.get(run, []))]) or "-",
                 f"{summary.status}, {'sealed' if summary.sealed else 'unsealed'}",
                 "[green]yes[/green]" if summary.verified else "[red]NO[/red]",
             )

@@ -77,8 +77,10 @@ async def ask(
 ) -> AgentAnswer:
     """Ask the agent ``question`` with the run's MCP server(s) as tools.
 
-    ``narrow=True`` offers the model only the tools the mandate grants; the default offers every tool
-    so a call outside the mandate is visibly refused *locally* (a ``denial`` in the ledger).
+    ``narrow=True`` offers the model only the tools the mandate grants. The default offers every tool
+    the server lists: a server behind ``McpAuthMiddleware`` already lists only what the caller's
+    mandate grants; against one that lists everything, a call outside the mandate is refused
+    *locally* (a ``denial`` in the ledger).
     ``sessions``: one MCP session held for the whole question (default), or ``"per-call"``.
     """
     client = MultiServerMCPClient(

@@ -8,8 +8,9 @@
 2. the sample HR server behind :class:`~mcpclient_auth.server.McpAuthMiddleware` on a free 127.0.0.1
    port (uvicorn in a thread), with its own audit ledger;
 3. the LangGraph agent (scripted model) asks the same question for each user: the manager's mandate
-   grants ``mcp.get_employee_salary``, the employee's does not — that call is refused locally, before
-   anything is sent, and the refusal is a ``denial`` in the ledger;
+   grants ``mcp.get_employee_salary``, the employee's does not — the server lists to his agent only
+   the tools his mandate grants, so his model is never offered the salary tool (a call to it would be
+   refused locally, before anything is sent, as a ``denial`` in the ledger: ``samples/plain_session.py``);
 4. both runs are closed (phase-2 record + seal), both ledgers verified, the DAG drawn to ``dag.html``.
 """
 

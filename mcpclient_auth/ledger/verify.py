@@ -26,9 +26,12 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   ``seal_invalid``, ``record_invalid``).
 - **runs** — the run starts with its mandate (``mandate_missing``); ids are unique (``duplicate_jti``);
   every ``pred`` is an earlier mandate or ECT of the same run (``pred_unknown``), not newer than its
-  child beyond the skew (``pred_newer``), and the DAG is acyclic (``dag_cycle``); a tool call's
-  ``exec_act`` is in the mandate's ``cap`` (``cap_violation``; session actions ``mcp.rpc.*`` are
-  allowed); the ECT issuer is the mandate's agent, and its key the bound one when the mandate has
+  child beyond the skew (``pred_newer``), and the DAG is acyclic (``dag_cycle``); every call's
+  ``exec_act`` is in the mandate's ``cap`` unless it is protocol plumbing
+  (``cap_violation``; :data:`~mcpclient_auth.policy.PLUMBING_ACTIONS`); the mandate's constraints are
+  all understood (``constraint_unknown``) and no action was called more often than its ``max_calls``
+  (``constraint_violation``; argument constraints need the bodies, which the ledger does not hold);
+  the ECT issuer is the mandate's agent, and its key the bound one when the mandate has
   ``cnf.jkt`` (``ect_issuer_mismatch``); the record keeps the mandate ``jti``
   (``record_jti_mismatch``); the seal's ``count`` and ``last`` match the file and its line's meta
   and ``ts`` match what it signs (``seal_mismatch``, ``token_time``);
@@ -55,10 +58,12 @@ from typing import Any
 
 from .. import jose
 from ..act import ExecutionRecord, Mandate
+from ..constraints import check_known
 from ..dag import check_dag
 from ..ect import ExecutionContextToken
 from ..errors import (
     AlgorithmNotAllowed,
+    ConstraintError,
     CriticalHeaderUnsupported,
     DelegationError,
     InvalidTokenType,
@@ -70,6 +75,7 @@ from ..errors import (
     UnknownKey,
 )
 from ..keys import TrustStore
+from ..policy import PLUMBING_ACTIONS
 from .format import GENESIS_PREV, LEDGER_VERSION, NO_RUN, LedgerEntry, parse_ts
 from .reader import LedgerReader, RawLine, RunSummary, TornTail, summarize
 
@@ -94,7 +100,9 @@ CHECKS: dict[str, str] = {
     "pred_newer": "a predecessor was issued after its child (beyond the clock skew)",
     "dag_cycle": "the run's execution DAG has a cycle",
     "dag_invalid": "the run's execution DAG breaks another rule (duplicate or too many preds)",
-    "cap_violation": "a tool call's exec_act is not among the mandate's capabilities",
+    "cap_violation": "a call's exec_act is not among the mandate's capabilities (only plumbing needs none)",
+    "constraint_unknown": "the mandate carries a constraint no evaluator understands (it was unusable)",
+    "constraint_violation": "a run made more calls of an action than its capability's max_calls",
     "ect_issuer_mismatch": "an ECT is not issued (or not signed) by the mandate's agent",
     "record_jti_mismatch": "the execution record's jti is not the mandate's",
     "record_invalid": "the execution record does not match its mandate or its claims are invalid",
@@ -104,7 +112,6 @@ CHECKS: dict[str, str] = {
     "entry_after_seal": "a run has entries after its seal",
 }
 
-_SESSION_PREFIX = "mcp.rpc."
 #: Token errors that mean "this is not a valid signature by a trusted key", whatever the token kind.
 _SIGNATURE_ERRORS: tuple[type[McpClientAuthError], ...] = (
     MalformedToken,
@@ -287,6 +294,8 @@ class _RunChecker:
         #: (seq, child jti, pred) for preds that were not yet known when their child was read.
         self._forward: list[tuple[int, str, str]] = []
         self._kid_binding: dict[tuple[str, str], bool] = {}
+        #: action -> ECTs of the run, for actions whose capability has ``max_calls``.
+        self._calls: dict[str, int] = {}
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
             "mandate": self._mandate,
             "ect": self._ect,
@@ -375,6 +384,10 @@ class _RunChecker:
         if mandate.jti != self.run or entry.jti != mandate.jti:
             self.fail(entry, "entry_mismatch", "the run id and the entry's jti must be the mandate's jti")
         self._times(entry, mandate.iat, mandate.exp)
+        try:
+            check_known(mandate.cap)
+        except ConstraintError as exc:
+            self.fail(entry, "constraint_unknown", f"mandate: {exc.code}: {exc.message}")
         self.mandate = mandate
         self._iat[mandate.jti] = mandate.iat
 
@@ -404,8 +417,9 @@ class _RunChecker:
                 # An unbound mandate names its agent only: the signer must at least be that agent's key.
                 self.fail(entry, "ect_issuer_mismatch", "the ECT is not signed by a key named as the agent")
             action = ect.exec_act
-            if not action.startswith(_SESSION_PREFIX) and not mandate.allows(action):
+            if action not in PLUMBING_ACTIONS and not mandate.allows(action):
                 self.fail(entry, "cap_violation", f"exec_act {action!r} is not among the mandate's cap")
+            self._count_call(entry, mandate, action)
             if ect.iat > mandate.exp + self.skew:
                 self.fail(entry, "token_time", "the call was made after its mandate expired")
         self._times(entry, ect.iat, ect.exp)
@@ -418,6 +432,17 @@ class _RunChecker:
                 self.fail(entry, "pred_newer", f"predecessor {parent} was issued after this token")
         self._iat.setdefault(jti, ect.iat)
         self._nodes.setdefault(jti, ect.pred)
+
+    def _count_call(self, entry: LedgerEntry, mandate: Mandate, action: str) -> None:
+        """``max_calls``: the run's ECTs for a budgeted action (bodies are not in the ledger, so
+        argument constraints cannot be re-checked here; the server enforces them before the tool runs)."""
+        limit = (mandate.constraints(action) or {}).get("max_calls")
+        if type(limit) is not int:
+            return
+        made = self._calls.get(action, 0) + 1
+        self._calls[action] = made
+        if made > limit:
+            self.fail(entry, "constraint_violation", f"call {made} of {action!r} exceeds max_calls {limit}")
 
     def _response(self, entry: LedgerEntry) -> None:
         if entry.jti is None or entry.jti == self.run or entry.jti not in self._iat:

@@ -24,6 +24,9 @@ headers and never buffered. OAuth discovery (``/.well-known/...``) passes untouc
 ``replay_store=`` shares replay protection between worker processes
 (:class:`~mcpclient_auth.replay_redis.RedisReplayStore`); the default is one in-memory store per
 middleware (``replay_cache_size`` ids, ``replay_entries_per_key`` per signing key).
+Every method but protocol plumbing needs a capability; constraints are enforced, unknown ones
+refused (403). ``tools/list``, ``prompts/list``, ``resources/list`` and ``resources/templates/list``
+answers are narrowed to what the caller's mandate grants (``filter_lists=True``, :mod:`._listfilter`).
 
 ``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once,
 each accepted ECT, and each refusal whose mandate verified (earlier refusals cannot be filed under a
@@ -43,12 +46,14 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ..act import Mandate
+from ..constraints import ConstraintRegistry
 from ..errors import McpClientAuthError, ServerLimitError
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
 from ..replay import ReplayStore
 from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
+from ._listfilter import list_filter_send
 from .verify import (
     IncomingHeaders,
     IncomingRequest,
@@ -113,6 +118,8 @@ class McpAuthMiddleware:
         replay_cache_size: int = 200_000,
         replay_entries_per_key: int | None = None,
         limits: RequestLimits | None = None,
+        filter_lists: bool = True,
+        constraints: ConstraintRegistry | None = None,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
@@ -137,7 +144,9 @@ class McpAuthMiddleware:
             replay_store=replay_store,
             replay_cache_size=replay_cache_size,
             replay_entries_per_key=replay_entries_per_key,
+            constraints=constraints,
         )
+        self.filter_lists = filter_lists
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
         self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
 
@@ -186,6 +195,12 @@ class McpAuthMiddleware:
 
         scope.setdefault("state", {})[STATE_KEY] = verified
         self._audit_accept(request, verified)
+        if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
+            verifier = self.verifier
+            send = list_filter_send(
+                send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
+                max_bytes=self.max_body_bytes,
+            )
         await self.app(scope, receive, send)
 
     # --- helpers -----------------------------------------------------------------------------------

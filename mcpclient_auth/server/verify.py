@@ -27,10 +27,12 @@ from typing import Any
 
 from .._encoding import sha256_b64url
 from ..act import Mandate
+from ..constraints import CallBudget, ConstraintRegistry
 from ..ect import ExecutionContextToken
 from ..errors import (
     CapabilityNotGranted,
     ClaimsInvalid,
+    ConstraintError,
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
@@ -117,7 +119,7 @@ class VerifiedRequest:
 
 
 # Policy failures: the caller proved who it is, but may not do this. Everything else is 401.
-_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied)
+_FORBIDDEN: tuple[type[McpClientAuthError], ...] = (CapabilityNotGranted, MandateDenied, ConstraintError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +193,10 @@ class McpRequestVerifier:
     Checks, in order: RFC 9421 signature (and with it Content-Digest, max age, nonce replay), the
     mandate (signature, expiry, audience = this server), the ECT (signature, audience, expiry, jti
     replay, ``inp_hash`` = body hash, ``iss`` = mandate ``sub``, ``wid`` = mandate ``jti``, signed by
-    the agent key the mandate binds), and the policy (``exec_act`` matches the body and, for tool calls,
-    is in the mandate's ``cap``).
+    the agent key the mandate binds), and the policy (``exec_act`` matches the body and is in the
+    mandate's ``cap`` unless it is plumbing, :mod:`mcpclient_auth.policy`), then the capability's
+    constraints (:mod:`mcpclient_auth.constraints`: argument values, ``max_calls`` per run). A mandate
+    with a constraint no evaluator of ``constraints`` understands is refused (403 ``constraint_unknown``).
 
     ``trust`` must have roles (:class:`~mcpclient_auth.errors.TrustRolesMissing` at construction
     otherwise): a mandate verifies only when signed by an issuer registered for its ``iss``, or as a
@@ -205,6 +209,10 @@ class McpRequestVerifier:
     default is a :class:`~mcpclient_auth.replay.MemoryReplayStore` of ``replay_cache_size`` ids
     (``replay_entries_per_key`` per signing key), which protects one process; with several worker
     processes pass a shared :class:`~mcpclient_auth.replay_redis.RedisReplayStore`.
+
+    Constraints: argument values are checked with every other check, and ``max_calls`` is counted once
+    the replay ids were claimed (a replayed request never uses up a run's budget). The counts live in
+    this object — per process, like the memory replay store — for at most ``budget_runs`` live runs.
     """
 
     def __init__(
@@ -223,6 +231,8 @@ class McpRequestVerifier:
         replay_cache_size: int = 200_000,
         replay_entries_per_key: int | None = None,
         replay_store: ReplayStore | None = None,
+        constraints: ConstraintRegistry | None = None,
+        budget_runs: int = 100_000,
     ) -> None:
         trust.require_roles()  # without roles any trusted key could mint any user's mandate
         self.trust = trust
@@ -249,6 +259,9 @@ class McpRequestVerifier:
             ect_header=ect_header,
         )
         self._mandates = _MandateCache()
+        # max_calls counts per run (mandate jti), in this process only: see CallBudget.
+        self._budget = CallBudget(max_runs=budget_runs, skew=skew, registry=constraints)
+        self.constraints = self._budget.registry
 
     def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
         """The :class:`VerifiedRequest`, or raise the typed error of the first check that failed."""
@@ -275,7 +288,7 @@ class McpRequestVerifier:
             self.replay_store.claim(pending.claims, now=now)
         except McpClientAuthError as exc:
             return self._claim_failed(pending.request, exc)
-        return pending.request
+        return self._charge(pending.request, now)
 
     async def acommit(
         self, pending: PendingRequest, *, now: float | None = None
@@ -285,7 +298,19 @@ class McpRequestVerifier:
             await self.replay_store.aclaim(pending.claims, now=now)
         except McpClientAuthError as exc:
             return self._claim_failed(pending.request, exc)
-        return pending.request
+        return self._charge(pending.request, now)
+
+    def _charge(self, verified: VerifiedRequest, now: float | None) -> VerifiedRequest | Rejection:
+        """Count the call against its capability's ``max_calls`` (evaluated and counted atomically)."""
+        mandate, call, action = verified.mandate, verified.call, verified.action
+        constraints = mandate.constraints(action) if mandate is not None and action is not None else None
+        if not constraints or call is None or action is None or mandate is None:
+            return verified
+        try:
+            self._budget.charge(mandate.jti, action, constraints, call, expires=mandate.exp, now=now)
+        except McpClientAuthError as exc:
+            return Rejection(exc, mandate, call, action)
+        return verified
 
     def check_unclaimed(
         self, request: IncomingRequest, *, now: float | None = None
@@ -314,6 +339,10 @@ class McpRequestVerifier:
             )
             if needs_cap and (mandate is None or not mandate.allows(str(action))):
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+            if call is not None and action is not None and mandate is not None:
+                # Constraints of a granted action apply whatever the policy; nothing is counted yet
+                # (see _charge: after the replay ids are claimed).
+                self._budget.check(mandate.jti, action, mandate.constraints(action), call)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         claims: list[ReplayClaim] = []
@@ -379,6 +408,7 @@ class McpRequestVerifier:
                 Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
             return cached
         mandate = Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
+        self.constraints.check_known(mandate.cap)  # unknown constraint: the mandate is unusable (403)
         self._mandates.put(token, mandate)
         return mandate
 

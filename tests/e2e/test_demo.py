@@ -59,18 +59,18 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "OK: every check holds" in verified.stdout
 
-    # What happened: the manager's salary call went through, the employee's was refused locally.
+    # What happened: the manager's salary call went through; the employee's model was never offered
+    # the salary tool (the server filters tools/list to the mandate), so it was never called.
+    [erik_row] = [line for line in done.stdout.splitlines() if "erik (employee)" in line]
+    assert erik_row.count("get_office_locations") == 3 and "get_employee_salary" not in erik_row
     trust = TrustStore.from_jwks(out / "keys" / "jwks.json")
     report = verify_ledger(out / "ledger.jsonl", trust)
     by_principal = {s.principal: s for s in report.runs.values()}
     assert set(by_principal) == {"maria", "erik"}
     assert by_principal["maria"].tools.get("get_employee_salary") == 1 and by_principal["maria"].denials == 0
-    assert "get_employee_salary" not in by_principal["erik"].tools and by_principal["erik"].denials == 1
+    assert "get_employee_salary" not in by_principal["erik"].tools and by_principal["erik"].denials == 0
     assert all(s.sealed and s.status == "completed" for s in report.runs.values())
-    denials = [e for e in Ledger.open(out / "ledger.jsonl").entries() if e.kind == "denial"]
-    assert [(d.meta["principal"], d.meta["tool"], d.meta["code"]) for d in denials] == [
-        ("erik", "get_employee_salary", "mandate_denied")
-    ]
+    assert [e for e in Ledger.open(out / "ledger.jsonl").entries() if e.kind == "denial"] == []
     # Held sessions (issue 18): per run and server one initialize, one notifications/initialized and
     # one tools/list — the session plumbing is not repeated for every tool call.
     session_ects = Counter(

@@ -376,15 +376,19 @@ async def test_langchain_refusal_becomes_an_error_tool_message(
 ) -> None:
     env = fresh(servers, "stateless")
     path = tmp_path / "client.jsonl"
-    async with asyncio.timeout(HANG_GUARD), env.run(path, capabilities=["mcp.search"]) as run:
-        adapter = MCPAdapter(signed_client(run))
-        tools = await adapter.list_tools()
+    wider = env.run(tmp_path / "catalogue.jsonl", capabilities=["mcp.search", "mcp.get_employee_salary"])
+    async with asyncio.timeout(HANG_GUARD), env.run(path, capabilities=["mcp.search"]) as run, wider:
+        adapter = MCPAdapter(signed_client(None, env.url))
+        # The server lists to each mandate only what it grants: the catalogue comes from a wider
+        # mandate, so the model is offered a tool this run may not call, and calls it.
+        with use_run(wider):
+            tools = await adapter.list_tools()
         model = scripted_model(
             [tool_call("get_employee_salary", {"employee": "bob"}, call_id="c1")],
             [tool_call("search", {"query": "policy"}, call_id="c2")],
             "done",
         )
-        agent = create_agent(model, tools, middleware=[RunMiddleware()])
+        agent = create_agent(model, tools, middleware=[RunMiddleware(lambda _runtime: run)])
         result = await agent.ainvoke({"messages": [HumanMessage("salary?")]})
     refused, found = [m for m in result["messages"] if isinstance(m, ToolMessage)]
     assert refused.status == "error" and "mandate_denied" in str(refused.content)

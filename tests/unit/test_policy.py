@@ -32,7 +32,9 @@ def tool(name: str) -> Call:
         (Call("request", "initialize", 1), "mcp.rpc.initialize"),
         (Call("request", "tools/list", 1), "mcp.rpc.tools.list"),
         (Call("notification", "notifications/initialized", None), "mcp.rpc.notifications.initialized"),
-        (Call("response", None, 3), "mcp.rpc.response"),
+        (Call("response", None, 3, answers="error"), "mcp.rpc.response"),
+        (Call("response", None, 3, answers="ping"), "mcp.rpc.response"),
+        (Call("response", None, 3), "mcp.rpc.response.result"),
     ],
 )
 def test_default_mapping(call: Call, action: str) -> None:
