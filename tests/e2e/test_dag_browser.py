@@ -57,7 +57,7 @@ def test_demo_dag_fits_1400_px_and_shows_every_tool_call(demo: Any, tmp_path: Pa
     entries = list(Ledger.open(demo.ledger).entries())
     tool_calls = {e.jti for e in entries if e.kind == "ect" and e.meta.get("tool")}
     denials = {f"denial-{e.seq}" for e in entries if e.kind == "denial"}
-    assert len(tool_calls) == 3 and len(denials) == 1
+    assert len(tool_calls) == 3  # the demo's server lists erik no salary tool: no refusal to draw
     measured = measure(demo.dag_html, tmp_path, width=WIDTH)
     assert_fits_and_shows(measured, {str(jti) for jti in tool_calls} | denials)
     assert all(svg["scale"] == 1 for svg in measured["svgs"])  # drawn at full size: readable
