@@ -55,6 +55,13 @@ class ConfigurationError(McpClientAuthError, ValueError):
     code = "configuration_error"
 
 
+class EndpointInvalid(ConfigurationError):
+    """An MCP endpoint URL that cannot be normalised to the one form the request will be sent to
+    (userinfo, fragment, a scheme other than http(s), a non-ASCII host, an invalid port ...)."""
+
+    code = "endpoint_invalid"
+
+
 # --- keys ------------------------------------------------------------------------------------------
 
 
@@ -270,6 +277,13 @@ class SessionClosed(McpClientAuthError):
     code = "session_closed"
 
 
+class RequestOutOfScope(McpClientAuthError):
+    """A request through a run's client to the run's origin on a path that is none of its endpoints
+    (and no OAuth discovery, token or registration request): refused, never sent unsigned."""
+
+    code = "request_out_of_scope"
+
+
 # --- HTTP message signatures and digests -----------------------------------------------------------
 
 
@@ -404,6 +418,41 @@ class InsufficientScope(AuthorizationError):
     retryable = False
 
 
+class ScopeNotAllowed(InsufficientScope):
+    """A 403 ``insufficient_scope`` asked for scopes outside the run's allowlist: no step-up, the
+    identity provider is never asked for them."""
+
+    code = "scope_not_allowed"
+    reason = "scope_not_allowed"
+    retryable = False
+
+
+# --- server: MCP session binding ------------------------------------------------------------------
+
+
+class SessionError(McpClientAuthError):
+    """Base for MCP session binding refusals at the server (``http_status`` is the answer's status)."""
+
+    code = "session_invalid"
+    http_status = 403
+
+
+class SessionNotYours(SessionError):
+    """A request names an MCP session (``mcp-session-id``) opened by another caller (mandate
+    ``iss``/``sub`` or agent key)."""
+
+    code = "session_not_yours"
+    http_status = 403
+
+
+class SessionUnknown(SessionError):
+    """A request names an MCP session the middleware has no owner for (never opened through it, or
+    its binding expired): answered 404 so that MCP clients start a new session."""
+
+    code = "session_unknown"
+    http_status = 404
+
+
 # --- server limits (availability, not credentials) ------------------------------------------------
 
 
@@ -457,6 +506,21 @@ class TooManyPendingBodies(ServerLimitError):
     """Too many request bodies (or bytes) are being read before their senders are authenticated."""
 
     code = "too_many_pending_bodies"
+
+
+class BodyFramingAmbiguous(ServerLimitError):
+    """The request carries both ``Content-Length`` and ``Transfer-Encoding``: its body length cannot be
+    trusted (RFC 9112 §6.3), so it is refused (400, connection closed) rather than read. Not retryable."""
+
+    code = "body_framing_ambiguous"
+    status = 400
+
+
+class MethodNotAllowed(McpClientAuthError, ValueError):
+    """An HTTP method the MCP endpoint does not serve (405): only GET, HEAD, POST and DELETE are
+    verified; any other method with a body would skip the JSON-RPC, ECT and capability checks."""
+
+    code = "method_not_allowed"
 
 
 # --- ledger and DAG ------------------------------------------------------------------------------
@@ -552,6 +616,7 @@ __all__ = [
     "AlgorithmNotAllowed",
     "AudienceMismatch",
     "AuthorizationError",
+    "BodyFramingAmbiguous",
     "BodyTimeout",
     "BodyTooLarge",
     "CapabilityNotGranted",
@@ -566,6 +631,7 @@ __all__ = [
     "DagError",
     "DelegationError",
     "DigestError",
+    "EndpointInvalid",
     "ExtensionTooLarge",
     "InsufficientScope",
     "InvalidTokenResponse",
@@ -581,6 +647,7 @@ __all__ = [
     "MandateDenied",
     "MandateError",
     "McpClientAuthError",
+    "MethodNotAllowed",
     "MissingSubjectToken",
     "NoTokenForPrincipal",
     "PhaseError",
@@ -589,10 +656,15 @@ __all__ = [
     "ReplayDetected",
     "ReplayStoreFull",
     "ReplayStoreUnavailable",
+    "RequestOutOfScope",
     "ResourceMetadataError",
     "RunClosed",
+    "ScopeNotAllowed",
     "ServerLimitError",
     "SessionClosed",
+    "SessionError",
+    "SessionNotYours",
+    "SessionUnknown",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",

@@ -3,9 +3,11 @@
 You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 :meth:`AgentRun.install` put a :class:`RunHooks` on a client. What the hooks do, per request:
 
-1. **scope guard** — only requests whose origin and path match the run's endpoint(s) are touched;
-   anything else (other origins, OAuth discovery/registration/token requests) passes untouched, and
-   headers we set on an earlier hop of a redirected request are removed before it leaves;
+1. **scope guard** (:mod:`.scope`, fail closed) — requests whose origin and path match the run's
+   endpoint(s) are signed (sent to the canonical URI); other origins and recognised OAuth
+   discovery/registration/token requests pass untouched; any other path on the run's origin is
+   refused (:class:`~mcpclient_auth.errors.RequestOutOfScope`, a ``denial`` entry). Headers we set on
+   an earlier hop of a redirected request are removed before it leaves;
 2. ``await request.aread()`` -> :func:`~mcpclient_auth.jsonrpc.parse` -> policy -> mandate check
    (refused: a ``denial`` ledger entry, then a local JSON-RPC error or the typed exception);
 3. the user's access token (when the run has a token source);
@@ -54,10 +56,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._encoding import b64url_encode
 from .authz._http import SIGNING_HOOK_MARKER
-from .errors import ConfigurationError, McpClientAuthError
-from .jsonrpc import Call
+from .authz.www_authenticate import bearer_challenge
+from .errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
+from .jsonrpc import Call, parse
 from .refusal import refusal_body
 from .run import InFlight
+from .scope import EndpointScope, MetadataCollector, sent_url
 from .sse import ResponseWatcher
 
 if TYPE_CHECKING:
@@ -85,7 +89,15 @@ __all__ = [
 EXTENSION_INFLIGHT = "mcpclient_auth.inflight"
 EXTENSION_REFUSAL = "mcpclient_auth.refusal"
 _EXTENSION_STAMP = "mcpclient_auth.stamp"
-_OUR_EXTENSIONS = (EXTENSION_INFLIGHT, EXTENSION_REFUSAL, _EXTENSION_STAMP)
+_EXTENSION_LEARN = "mcpclient_auth.learn_metadata"
+_EXTENSION_REFUSED = "mcpclient_auth.out_of_scope"
+_OUR_EXTENSIONS = (
+    EXTENSION_INFLIGHT,
+    EXTENSION_REFUSAL,
+    _EXTENSION_STAMP,
+    _EXTENSION_LEARN,
+    _EXTENSION_REFUSED,
+)
 _SIGNATURE_HEADERS = ("Signature", "Signature-Input", "Content-Digest")
 _SSE = "text/event-stream"
 
@@ -266,6 +278,10 @@ class ResponseTracker:
 _ResponseTracker = ResponseTracker  # the name stack-A code used
 
 
+#: What a hashing stream reports to: a call's tracker, or a metadata collector.
+StreamObserver = ResponseTracker | MetadataCollector
+
+
 class _StreamWrapper:
     """What both hashing streams share: the inner stream, the tracker, and ``elapsed``.
 
@@ -273,7 +289,7 @@ class _StreamWrapper:
     instead), so a wrapper must pass the inner stream's value through or ``elapsed`` raises after close.
     """
 
-    def __init__(self, inner: Any, tracker: ResponseTracker) -> None:
+    def __init__(self, inner: Any, tracker: StreamObserver) -> None:
         self._inner = inner
         self._tracker = tracker
 
@@ -332,10 +348,15 @@ class SyncHashingStream(_StreamWrapper):
             self._tracker.closed()
 
 
-def _tracker_for(response: Any) -> ResponseTracker | None:
+def _tracker_for(response: Any) -> StreamObserver | None:
+    scope = response.request.extensions.get(_EXTENSION_LEARN)
+    if isinstance(scope, EndpointScope):
+        return MetadataCollector(scope) if response.status_code == 200 else None
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
         return None
+    if response.status_code == 401:
+        _learn_metadata_url(inflight.run.scope, response)
     watcher: ResponseWatcher | None = None
     call = inflight.call
     if (
@@ -420,6 +441,37 @@ class SyncLocalAnswer(_TransportWrapper):
 # --- request side -------------------------------------------------------------------------------
 
 
+def _learn_metadata_url(scope: EndpointScope, response: _Response) -> None:
+    """A 401 from an endpoint may name RFC 9728 metadata on the run's origin: let a client's OAuth
+    flow fetch it (untouched) instead of the guard refusing it."""
+    try:
+        challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
+    except ChallengeMalformed:
+        return
+    if challenge is not None and challenge.resource_metadata is not None:
+        scope.learn_metadata_url(challenge.resource_metadata)
+
+
+def _refused(request: _Request) -> bool:
+    return request.extensions.get(_EXTENSION_REFUSED) is True
+
+
+def _send_canonical(request: _Request) -> None:
+    """Send an in-scope request to the canonical form of its URI (see :func:`.scope.sent_url`).
+
+    httpx already normalises almost everything; what it keeps (``HTTP://host:80/`` keeps the
+    explicit default port) would make the URI on the wire differ from the tokens' ``aud``.
+    """
+    current = str(request.url)
+    canonical = sent_url(current)
+    if canonical == current or canonical == current + "/":
+        return
+    old_netloc = request.url.netloc
+    request.url = type(request.url)(canonical)
+    if request.headers.get("host", "").encode("ascii", "replace") == old_netloc:
+        request.headers["Host"] = request.url.netloc.decode("ascii")
+
+
 def _scrub(request: _Request) -> None:
     """Remove what an earlier hop of this request got from us (headers and markers).
 
@@ -479,8 +531,10 @@ class RunHooks:
     async def on_request(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
-        endpoint = run.scope.match(str(request.url))
+        endpoint = self._guard(run, request)
         if endpoint is None:
+            if _refused(request):
+                self._refuse_out_of_scope(run, request, await request.aread())
             return
         run._check_open()
         body = await request.aread()
@@ -504,8 +558,10 @@ class RunHooks:
     def on_request_sync(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
-        endpoint = run.scope.match(str(request.url))
+        endpoint = self._guard(run, request)
         if endpoint is None:
+            if _refused(request):
+                self._refuse_out_of_scope(run, request, request.read())
             return
         run._check_open()
         if run.token_source is not None:  # token sources are async; install() refuses this too
@@ -527,6 +583,37 @@ class RunHooks:
 
     # shared ---------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _guard(run: AgentRun, request: _Request) -> Endpoint | None:
+        """The endpoint to sign ``request`` for, with its URL made canonical; ``None`` otherwise (an
+        authorization-server metadata request is marked for learning, a refusal is marked)."""
+        verdict = run.scope.classify(str(request.url))
+        if verdict.kind == "endpoint":
+            _send_canonical(request)
+            return verdict.endpoint
+        if verdict.kind == "refuse":
+            request.extensions = {**request.extensions, _EXTENSION_REFUSED: True}
+        elif verdict.metadata:
+            request.extensions = {**request.extensions, _EXTENSION_LEARN: run.scope}
+        return None
+
+    def _refuse_out_of_scope(self, run: AgentRun, request: _Request, body: bytes) -> None:
+        run._check_open()
+        request.extensions = {k: v for k, v in request.extensions.items() if k != _EXTENSION_REFUSED}
+        error = RequestOutOfScope(
+            f"refusing a {request.method} to {request.url.path!r} on the run's origin: it is none of the "
+            f"run's endpoints ({', '.join(run.scope.urls)}) and no OAuth discovery, token or registration "
+            "request; nothing was sent",
+            path=request.url.path,
+        )
+        try:
+            parsed = parse(body, content_type=request.headers.get("content-type"))
+        except McpClientAuthError:
+            parsed = None
+        call = parsed if isinstance(parsed, Call) else None
+        run._deny(call, None, error)
+        self._refuse(request, call, error)
+
     def _apply(
         self,
         run: AgentRun,
@@ -538,12 +625,13 @@ class RunHooks:
         authorization: str | None,
     ) -> None:
         url = request.url
-        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+        # the URI as sent (percent-encoding kept), without the query: the ledger's url
+        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.decode('ascii').partition('?')[0]}"
         prepared = run._prepare(call, action, body, endpoint, bare_url, authorization)
         headers = request.headers
         for name, value in prepared.headers.items():
             headers[name] = value
-        result = run.signer.sign(request, body=body)
+        result = run._signer_for(endpoint).sign(request, body=body)
         stamp = (
             *prepared.headers,
             *(_SIGNATURE_HEADERS if result.content_digest else _SIGNATURE_HEADERS[:2]),

@@ -2,13 +2,19 @@
 
 An id is a :class:`ReplayClaim`: the *partition* it is charged to (the thumbprint of the key that
 signed it), a fixed-size digest of the id, and the time after which every other check would refuse
-the token or signature anyway. A :class:`ReplayStore` stores a batch of claims all-or-nothing, or
-raises:
+the token or signature anyway. A :class:`ReplayStore` stores every claim of a batch, or raises
+(and then accepts none of them):
 
 - :class:`~mcpclient_auth.errors.ReplayDetected` — one of the ids is already stored (a replay);
 - :class:`~mcpclient_auth.errors.ReplayStoreFull` — no room: the store refuses, it never forgets an
   id that is still inside its window (that is what let a flood push a captured request back in);
 - :class:`~mcpclient_auth.errors.ReplayStoreUnavailable` — a shared store did not answer (fail closed).
+
+A raise does not always mean nothing was stored: :class:`MemoryReplayStore` is all-or-nothing (one
+lock), but the Redis store's pipeline is not a transaction, so after a ``ReplayDetected`` (or a
+failure mid-way) other ids of the batch may be stored. That is fail-closed -- such an id is only
+burnt, later requests carrying it are refused -- and what every store guarantees is: an id is
+accepted at most once within its window, and a batch is accepted only if all of its ids were new.
 
 Verifiers only *claim* after every other check passed, so a request that fails any check never takes
 room. Two implementations:
@@ -82,7 +88,10 @@ class ReplayClaim:
 
 @runtime_checkable
 class ReplayStore(Protocol):
-    """Stores a batch of claims all-or-nothing, or raises (see the module docstring).
+    """Stores every claim of a batch or raises; an id is accepted at most once (module docstring).
+
+    After a raise, ids of the batch may have been stored (not all stores are transactional), which
+    only burns them: fail closed, never a second acceptance.
 
     ``claim`` may block on I/O (a shared store); ``aclaim`` must not block the event loop.
     Claims already expired at ``now`` are accepted and not stored (nothing would accept them).

@@ -8,8 +8,18 @@
 Each id is ``SET <prefix><key thumbprint>:<kind>:<digest> 1 NX PX <ms until it expires>``: the server
 stores it only if absent, atomically, so of two workers receiving the same request at the same
 moment exactly one gets ``OK``. A request's ids (nonce, ECT ``jti``) go in one pipelined round trip;
-an id that was already there is a replay. Redis expires the keys itself, so the store never holds an
-id past the moment every verifier would refuse it anyway.
+an id that was already there is a replay. Redis expires the keys itself.
+
+Clocks: the TTL is computed from the claiming worker's clock, so a worker whose clock runs ``D``
+seconds ahead would store ids that expire ``D`` seconds before a correct-clock worker stops accepting
+them -- a replay window at that other worker. Every TTL therefore gets ``clock_margin`` seconds more
+(default 60, the verifier's default ``skew``): workers whose clocks differ by at most that margin
+cannot open such a window. Keep the workers' clocks synchronised (NTP) well within it; set
+``clock_margin`` to at least the ``skew`` the verifiers use.
+
+Not a transaction: the pipeline is not ``MULTI``/``EXEC``, so when one id of a batch is refused (a
+replay) the others of the batch may have been stored. That only burns them -- a later request
+carrying one of them is refused too -- so it fails closed: no id is ever accepted twice.
 
 Fail closed: a refused connection, a timeout (``timeout``, default 250 ms, no retries — a slow
 store must not hold requests) or any other Redis error raises
@@ -39,9 +49,11 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
-__all__ = ["DEFAULT_PREFIX", "RedisReplayStore"]
+__all__ = ["DEFAULT_CLOCK_MARGIN", "DEFAULT_PREFIX", "RedisReplayStore"]
 
 DEFAULT_PREFIX = "mcpclient-auth:replay:"
+#: Seconds added to every id's TTL: the verifier's default ``skew``. See the module docstring.
+DEFAULT_CLOCK_MARGIN = 60.0
 _REPLAY_MESSAGES = {
     "nonce": "this signature nonce was already used",
     "ect": "this token id was already used within its validity window",
@@ -75,13 +87,17 @@ class RedisReplayStore:
         async_client: redis.asyncio.Redis | None = None,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 0.25,
+        clock_margin: float = DEFAULT_CLOCK_MARGIN,
     ) -> None:
         if url is None and client is None and async_client is None:
             raise ConfigurationError("RedisReplayStore needs a url or a client")
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive")
+        if not clock_margin >= 0:
+            raise ConfigurationError("clock_margin must be a non-negative number of seconds")
         self.prefix = prefix
         self.timeout = timeout
+        self.clock_margin = float(clock_margin)
         self._url = url
         self._client = client
         self._async_client = async_client
@@ -92,7 +108,10 @@ class RedisReplayStore:
 
     def __repr__(self) -> str:
         # The URL may hold a password: never shown.
-        return f"RedisReplayStore(prefix={self.prefix!r}, timeout={self.timeout})"
+        return (
+            f"RedisReplayStore(prefix={self.prefix!r}, timeout={self.timeout}, "
+            f"clock_margin={self.clock_margin:g})"
+        )
 
     # the protocol ----------------------------------------------------------------------------------
 
@@ -151,7 +170,8 @@ class RedisReplayStore:
     def _commands(
         self, claims: Sequence[ReplayClaim], now: float | None
     ) -> tuple[list[ReplayClaim], list[tuple[str, int]]]:
-        current = time.time() if now is None else now
+        # Expiry by the latest clock in the fleet we tolerate, not only ours (module docstring).
+        current = (time.time() if now is None else now) - self.clock_margin
         live = [c for c in claims if c.expires_at > current]
         commands = [
             (f"{self.prefix}{c.partition}:{c.key}", max(1, math.ceil((c.expires_at - current) * 1000)))

@@ -74,7 +74,7 @@ from .keys import Identity, TrustStore
 from .ledger.writer import Ledger
 from .policy import ActionPolicy, McpActionPolicy, check_call
 from .principal import Principal
-from .scope import Endpoint, EndpointScope
+from .scope import Endpoint, EndpointScope, canonical_url
 
 if TYPE_CHECKING:
     import httpx
@@ -195,7 +195,9 @@ class AgentRun:
     - ``trust``: a :class:`~mcpclient_auth.keys.TrustStore` with roles; when given, the mandate is
       verified at creation as a server would (issuer registered for ``iss``, or a valid delegation
       chain; ``agent`` a registered agent key), so a forged mandate fails here, not at the server.
-    - ``endpoint``: the MCP endpoint URL(s) this run signs for; nothing else is touched.
+    - ``endpoint``: the MCP endpoint URL(s) this run signs for, normalised once as httpx sends them
+      (:func:`~mcpclient_auth.scope.canonical_url`; :class:`~mcpclient_auth.errors.EndpointInvalid`
+      if that is impossible). Other origins are untouched; other paths on its origin are refused.
     - ``ledger``: a path or a :class:`~mcpclient_auth.ledger.writer.Ledger` (``durability`` applies
       to a path only).
     - ``principal``: the user the run acts for (default: ``Principal(id=<mandate iss>)``; for a
@@ -210,6 +212,10 @@ class AgentRun:
       the user's token. The two never mix within one MCP session.
     - ``discover_resource_metadata``: on a 401 naming RFC 9728 ``resource_metadata``, fetch it
       (anonymously) and ask the token source for its ``resource`` as the audience.
+    - ``allowed_scopes``: the only scopes a 403 step-up may ask the identity provider for (default:
+      ``scopes``, the token source's own ``scopes`` and the ``scopes_supported`` of RFC 9728 metadata
+      the run fetched). A challenge demanding anything else is refused
+      (:class:`~mcpclient_auth.errors.ScopeNotAllowed`, a ``denial`` entry), never requested.
     - ``audience``: the MCP server id(s) for the mandate ``aud`` / ECT ``aud`` (default: the
       endpoint URLs) and, when a single string, the signature's ``wimse-aud``.
     - ``ect_header`` (default ``Execution-Context``), ``mandate_header`` (``"act-mandate"`` |
@@ -237,6 +243,7 @@ class AgentRun:
         scopes: Sequence[str] | None = None,
         discovery_token_source: TokenSource | None = None,
         discover_resource_metadata: bool = False,
+        allowed_scopes: Sequence[str] | None = None,
         audience: str | Sequence[str] | None = None,
         ect_header: str = "Execution-Context",
         mandate_header: str = "act-mandate",
@@ -271,6 +278,8 @@ class AgentRun:
         # per (endpoint url, source): scopes after a successful step-up; audiences found via RFC 9728
         self._stepped_scopes: dict[tuple[str, int], tuple[str, ...]] = {}
         self._audiences_found: dict[str, str] = {}
+        self.allowed_scopes = self._check_allowed_scopes(allowed_scopes, token_source, discovery_token_source)
+        self._advertised_scopes: dict[str, frozenset[str]] = {}
         self.ect_header = ect_header
         self.mandate_header = mandate_header
         self.ect_ttl = ect_ttl
@@ -288,6 +297,14 @@ class AgentRun:
         self.signer = RequestSigner(
             agent, "mcp", ect_header=ect_header, audience=audience if isinstance(audience, str) else None
         )
+        # wimse-aud = the endpoint's canonical URL (the tokens' aud), also for a /mcp/ hop or the
+        # legacy /messages/ path; a configured audience string keeps the one signer above.
+        self._signers = {
+            e.url: self.signer
+            if isinstance(audience, str)
+            else RequestSigner(agent, "mcp", ect_header=ect_header, audience=e.url)
+            for e in self.scope.endpoints
+        }
         self._owns_ledger = not isinstance(ledger, Ledger)
         if isinstance(ledger, Ledger):
             if durability is not None:
@@ -346,12 +363,50 @@ class AgentRun:
             raise ConfigurationError("purpose= differs from the mandate's task.purpose")
         if capabilities is not None:
             raise ConfigurationError("capabilities come from the mandate; do not pass capabilities=")
+        for endpoint in self.scope.endpoints:
+            spelled = [a for a in resolved.aud if a != endpoint.url and _same_endpoint(a, endpoint.url)]
+            if spelled and endpoint.url not in resolved.aud:
+                raise ConfigurationError(
+                    f"the mandate's aud spells endpoint {endpoint.url!r} as {spelled[0]!r}; verifiers "
+                    "compare aud as exact strings: issue the mandate for the canonical URL"
+                )
         missing = [a for a in audience if a not in resolved.aud]
         if missing:
             raise ConfigurationError(f"audience {missing[0]!r} is not among the mandate's aud")
         if resolved.exp <= time.time():
             raise TokenExpired("the mandate has expired")
         return resolved
+
+    def _check_allowed_scopes(
+        self,
+        allowed: Sequence[str] | None,
+        token_source: TokenSource | None,
+        discovery_source: TokenSource | None,
+    ) -> frozenset[str] | None:
+        if allowed is None:
+            return None
+        if isinstance(allowed, str) or not all(isinstance(s, str) and s and " " not in s for s in allowed):
+            raise ConfigurationError("allowed_scopes must be a list of scope strings (no spaces)")
+        result = frozenset(allowed)
+        configured = [*(self.scopes or ())]
+        for source in (token_source, discovery_source):
+            configured.extend(getattr(source, "scopes", None) or ())
+        outside = sorted(set(configured) - result)
+        if outside:
+            raise ConfigurationError(f"configured scopes {outside} are not in allowed_scopes")
+        return result
+
+    def _scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]:
+        """The scopes a step-up at ``endpoint`` may ask ``source`` for (see ``allowed_scopes``)."""
+        if self.allowed_scopes is not None:
+            return self.allowed_scopes
+        allowed = set(self.scopes or ())
+        allowed.update(getattr(source, "scopes", None) or ())
+        allowed.update(self._advertised_scopes.get(endpoint.url, ()))
+        return frozenset(allowed)
+
+    def _signer_for(self, endpoint: Endpoint) -> RequestSigner:
+        return self._signers.get(endpoint.url, self.signer)
 
     def _verified(self, mandate: Mandate, trust: TrustStore) -> Mandate:
         """The mandate as a server will judge it: issuer role or delegation chain, time, agent role."""
@@ -620,6 +675,7 @@ class AgentRun:
         metadata = await fetch_resource_metadata(metadata_url, expected_resource=endpoint.url)
         with self._lock:
             self._audiences_found[endpoint.url] = metadata.resource
+            self._advertised_scopes[endpoint.url] = frozenset(metadata.scopes_supported)
 
     def _ect_audience(self, endpoint: Endpoint) -> list[str]:
         if endpoint.url in self.audiences:
@@ -718,6 +774,13 @@ class AgentRun:
             jti=inflight.jti,
             meta={"code": code, "jti": inflight.jti, "message": message},
         )
+
+
+def _same_endpoint(audience: str, canonical: str) -> bool:
+    try:
+        return canonical_url(audience) == canonical
+    except ConfigurationError:
+        return False
 
 
 def _status_for(exc: BaseException | None) -> RecordStatus:

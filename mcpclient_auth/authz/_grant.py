@@ -12,7 +12,7 @@ from typing import ClassVar, Self
 
 import httpx
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidTokenResponse
 from ..keys import Identity
 from ..principal import Principal
 from ._http import (
@@ -98,9 +98,16 @@ class GrantSource:
         """The principal's token for ``audience``/``scopes``, from cache or from the token endpoint."""
         key = self._key(principal, audience, scopes)
         token = self.cache.get(key)
-        if token is not None:
-            return token
-        return await self.cache.fetch(key, lambda: self._request(key, principal, audience))
+        if token is None:
+            token = await self.cache.fetch(key, lambda: self._request(key, principal, audience))
+        expected = key.requested_token_type
+        if expected is not None and token.issued_token_type != expected:
+            # A cached (possibly shared) token is checked like a fresh response: never hand out a
+            # token of another type than the one asked for.
+            raise InvalidTokenResponse(
+                "a cached token is of a different type than requested", field="issued_token_type"
+            )
+        return token
 
     def invalidate(
         self,

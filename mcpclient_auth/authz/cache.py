@@ -56,7 +56,9 @@ class CacheKey(NamedTuple):
     """Everything that makes two token requests different (DESIGN §4, plus client and actor).
 
     ``principal`` is the principal id (``None`` for service tokens); ``subject`` and ``actor`` are
-    :func:`~mcpclient_auth.principal.token_digest` values, never tokens.
+    :func:`~mcpclient_auth.principal.token_digest` values, never tokens. The token types (RFC 8693)
+    are part of the request too: a source asking for an ID-JAG must never be handed an access token
+    another source cached for the same user, audience and scopes.
     """
 
     endpoint: str
@@ -68,6 +70,9 @@ class CacheKey(NamedTuple):
     audience: tuple[str, ...]
     resource: tuple[str, ...]
     scopes: tuple[str, ...]
+    requested_token_type: str | None = None
+    subject_token_type: str | None = None
+    actor_token_type: str | None = None
 
 
 #: What a miss runs to get a fresh token from the token endpoint.
@@ -149,6 +154,7 @@ class TokenCache:
 
     __slots__ = (
         "_clock",
+        "_detached",
         "_entries",
         "_flights",
         "_local",
@@ -185,7 +191,11 @@ class TokenCache:
         self._clock = clock
         # key -> (token, fresh_until). Tuples, not objects: the hit path reads two slots.
         self._entries: OrderedDict[CacheKey, tuple[AccessToken, float]] = OrderedDict()
-        self._flights: dict[CacheKey, asyncio.Task[AccessToken]] = {}
+        # key -> (the running request, the fingerprint it told the store to refuse).
+        self._flights: dict[CacheKey, tuple[asyncio.Task[AccessToken], str | None]] = {}
+        # Flights an invalidation made too old to join (they may bring back the token just rejected);
+        # they finish for the callers already waiting on them but store nothing here.
+        self._detached: set[asyncio.Task[AccessToken]] = set()
         # key -> fingerprint (or ANY_TOKEN) of a token invalidated here that a shared store may still
         # hold; the next miss on the key tells the store, so the fleet does not hand it out again.
         self._stale: dict[CacheKey, str] = {}
@@ -247,27 +257,32 @@ class TokenCache:
             return token
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
-        if flight is None or flight.get_loop() is not loop:
-            flight = loop.create_task(self._run(key, factory))
-            flight.add_done_callback(_consume_exception)
-            self._flights[key] = flight
-        return await asyncio.shield(flight)
+        if flight is None or flight[0].get_loop() is not loop:
+            stale = self._stale.pop(key, None)
+            task = loop.create_task(self._run(key, factory, stale))
+            task.add_done_callback(_consume_exception)
+            flight = self._flights[key] = (task, stale)
+        return await asyncio.shield(flight[0])
 
-    async def _run(self, key: CacheKey, factory: Callable[[], Awaitable[AccessToken]]) -> AccessToken:
+    async def _run(
+        self, key: CacheKey, factory: Callable[[], Awaitable[AccessToken]], stale: str | None
+    ) -> AccessToken:
         me = asyncio.current_task()
-        stale = self._stale.pop(key, None)
         try:
             token, fresh_until = await self._store.fetch(
                 key, factory, fresh_until=self.fresh_until, stale=stale
             )
-            self._put(key, token, fresh_until)
+            if me not in self._detached:
+                self._put(key, token, fresh_until)
             return token
         except BaseException:
             if stale is not None and key not in self._stale:  # not settled: the next try refuses it too
                 self._mark_stale(key, stale)
             raise
         finally:
-            if self._flights.get(key) is me:
+            self._detached.discard(me)
+            flight = self._flights.get(key)
+            if flight is not None and flight[0] is me:
                 del self._flights[key]
 
     def fresh_until(self, token: AccessToken) -> float:
@@ -300,18 +315,29 @@ class TokenCache:
     def invalidate(self, key: CacheKey, *, token: AccessToken | None = None) -> bool:
         """Forget ``key`` (only if it still holds ``token``, when given). True when something went.
 
-        In-flight requests are left alone: what they return was issued after the token being
-        invalidated, and dropping them would let a burst of 401s start a burst of requests.
+        In-flight requests are left alone with the in-process store: what they return was issued after
+        the token being invalidated, and dropping them would let a burst of 401s start a burst of
+        requests.
 
         With a shared store, the next miss on ``key`` also tells the store not to hand out the
         invalidated token (``token``, else the one this process held, else whatever the store holds).
+        A flight started before this call may be reading that very token from the store, so it is
+        not joined any more (unless it already refuses the same token): the next miss starts a new
+        one, and what the old one returns is not cached here.
         """
         entry = self._entries.get(key)
         if self._store.shared:
+            rejected: str | None = None
             if entry is None:
-                self._mark_stale(key, token.fingerprint if token is not None else ANY_TOKEN)
+                rejected = token.fingerprint if token is not None else ANY_TOKEN
             elif token is None or entry[0].token == token.token:
-                self._mark_stale(key, entry[0].fingerprint)
+                rejected = entry[0].fingerprint
+            if rejected is not None:
+                self._mark_stale(key, rejected)
+                flight = self._flights.get(key)
+                if flight is not None and flight[1] not in (rejected, ANY_TOKEN):
+                    del self._flights[key]
+                    self._detached.add(flight[0])
         if entry is None:
             return False
         if token is not None and entry[0].token != token.token:

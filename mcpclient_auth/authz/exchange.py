@@ -99,10 +99,14 @@ class TokenExchange(GrantSource):
             raise MissingSubjectToken(
                 f"principal {principal.id!r} has no subject token to exchange", principal=principal.id
             )
+        actor_type: str | None = None
         if principal.actor_token is not None:
             actor: str | None = token_digest(principal.actor_token)
+            actor_type = principal.actor_token_type or ACCESS_TOKEN_TYPE
         else:
             actor = self._actor_digest
+            if actor is not None:
+                actor_type = self._actor_type
         return CacheKey(
             self.token_endpoint,
             self.grant_type,
@@ -113,6 +117,9 @@ class TokenExchange(GrantSource):
             self.audience if audience is None else as_tuple(audience, "audience"),
             self.resource,
             self._scopes(scopes),
+            self.requested_token_type,
+            principal.subject_token_type,
+            actor_type,
         )
 
     def _form(self, principal: Principal, key: CacheKey, audience: str | None) -> dict[str, str | list[str]]:

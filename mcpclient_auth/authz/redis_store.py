@@ -14,7 +14,10 @@ What Redis holds, per :class:`~mcpclient_auth.authz.cache.CacheKey`:
   not decrypt. Its Redis TTL is the token's freshness (``expires_at - skew``).
 - ``<prefix>{<hmac>}:lease`` -- while one worker fetches: a random id, ``SET NX PX``, renewed by that
   worker while its request runs. Everyone else polls (bounded) for the token; when the lease vanishes
-  without a token (the holder died and its lease expired) the next worker takes it.
+  without a token (the holder died and its lease expired) the next worker takes it. A holder whose
+  event loop is blocked for longer than ``lease_ttl`` cannot renew and counts as dead: another worker
+  may then fetch in parallel, and the late holder's token is not written (only a lease holder
+  writes), so it never overwrites the newer one.
 - ``<prefix>{<hmac>}:failed`` -- when the holder's request failed with a typed authorization error:
   that error (encrypted like a token) with the holder's lease id, for ``lease_ttl``. Workers that
   were waiting on *that* lease raise the same error, as waiters of one in-process flight do; anyone
@@ -93,10 +96,12 @@ _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 )
-# Store the token (TTL = its freshness) and end our lease in one round trip.
+# Store the token (TTL = its freshness) and end our lease in one round trip -- only while the lease is
+# still ours: a holder that lost it (its loop stalled past lease_ttl) is a dead holder, and its late
+# write must not overwrite what the worker that took over stored.
 _STORE_AND_RELEASE = (
-    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
-    "if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end return 1"
+    "if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end "
+    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) redis.call('del', KEYS[2]) return 1"
 )
 
 _T = TypeVar("_T")
@@ -289,7 +294,7 @@ class RedisTokenStore:
                 keys_and_args = (failed_name, lease_name, value, self._lease_ms, lease_id)
                 with contextlib.suppress(_Down):
                     await self._call("write", redis.eval(_STORE_AND_RELEASE, 2, *keys_and_args))
-                    released = True
+                    released = True  # or lost: either way nothing of ours to release
                 raise
             until = fresh_until(token)
             renewing.cancel()
@@ -298,7 +303,10 @@ class RedisTokenStore:
                 if ttl_ms > 0:
                     value = self._seal(token, until, canonical)
                     keys_and_args = (entry_name, lease_name, value, ttl_ms, lease_id)
-                    await self._call("write", redis.eval(_STORE_AND_RELEASE, 2, *keys_and_args))
+                    if not await self._call("write", redis.eval(_STORE_AND_RELEASE, 2, *keys_and_args)):
+                        # Our lease expired under a stall and another worker took over: its token
+                        # stands; ours is still valid and goes to our own callers only.
+                        log.warning("token store: lease lost while fetching; the token was not shared")
                     released = True
             except _Down as down:
                 # The token is fresh and ours; only sharing it failed. Hand it out, do not raise.

@@ -10,7 +10,10 @@ a fresh signature and its own ``ect`` ledger entry. Per request:
   :class:`~mcpclient_auth.errors.UpstreamUnauthorized`;
 - ``403`` with ``error="insufficient_scope" scope="a b"`` -> one step-up: the token is re-obtained for
   the union of the scopes asked, granted and demanded, and the run asks for that union from then on;
-  a second 403 -> :class:`~mcpclient_auth.errors.InsufficientScope`;
+  a second 403 -> :class:`~mcpclient_auth.errors.InsufficientScope`. The demanded scopes must be in
+  the run's allowlist (``AgentRun(allowed_scopes=...)``; default the configured scopes plus the
+  RFC 9728 ``scopes_supported`` the run fetched): a server demanding anything else gets no step-up and
+  the identity provider is never asked (:class:`~mcpclient_auth.errors.ScopeNotAllowed`);
 - optional RFC 9728 (``AgentRun(discover_resource_metadata=True)``): a 401 naming
   ``resource_metadata`` makes the run fetch that document anonymously (no token, no signature), check
   that its ``resource`` is the endpoint, and ask the token source for that audience on the resend.
@@ -46,6 +49,7 @@ from ..errors import (
     ChallengeMalformed,
     ConfigurationError,
     InsufficientScope,
+    ScopeNotAllowed,
     UpstreamUnauthorized,
 )
 from .www_authenticate import BearerChallenge, bearer_challenge
@@ -145,6 +149,16 @@ class Attempt:
         principal = self.principal.id if self.principal is not None else None
         code = challenge.error if challenge is not None and challenge.error else None
         code = code if code is not None and _SAFE_CODE.fullmatch(code) else None
+        refused = _outside_allowlist(self, challenge) if status == 403 and not self.final else []
+        if refused:
+            return ScopeNotAllowed(
+                "the MCP server demands scopes outside the run's allowed_scopes; not asking the identity "
+                "provider for them",
+                status=status,
+                error=code,
+                scopes=[s for s in refused if _SAFE_CODE.fullmatch(s)],
+                principal=principal,
+            )
         if status == 403:
             return InsufficientScope(
                 "the MCP server requires more scope than the token carries"
@@ -194,7 +208,20 @@ def verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | Non
         return PASS, challenge  # a 403 for another reason (a signature or mandate rejection)
     if attempt.final or not set(challenge.scopes) - set(_held_scopes(attempt)):
         return FAIL, challenge  # nothing more to ask for: a step-up cannot help
+    if _outside_allowlist(attempt, challenge):
+        return FAIL, challenge  # never ask the identity provider for what the run does not allow
     return STEP_UP, challenge
+
+
+def _outside_allowlist(attempt: Attempt, challenge: BearerChallenge | None) -> list[str]:
+    """The newly demanded scopes a step-up may not ask for (sorted); empty when all are allowed."""
+    if challenge is None or challenge.error != "insufficient_scope":
+        return []
+    demanded = set(challenge.scopes) - set(_held_scopes(attempt))
+    run, endpoint = attempt.run, attempt.endpoint
+    if run is None or endpoint is None:
+        return sorted(demanded)  # nothing to judge by: allow nothing
+    return sorted(demanded - run._scope_allowlist(endpoint, attempt.source))
 
 
 def _held_scopes(attempt: Attempt) -> Iterable[str]:
@@ -248,14 +275,14 @@ class RunAuth(httpx.Auth):
             if action == PASS:
                 return
             if action == FAIL:
-                raise attempt.give_up(response.status_code, challenge)
+                raise _final(attempt, request, response.status_code, challenge)
             assert challenge is not None
             await self._prepare_resend(attempt, action, challenge)
             attempt.final = True
             response = yield request
             action, challenge = verdict(attempt, response)
             if action != PASS:
-                raise attempt.give_up(response.status_code, challenge)
+                raise _final(attempt, request, response.status_code, challenge)
             if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
                 # The step-up worked: ask for these scopes from now on instead of failing every call once.
                 attempt.run._remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
@@ -279,6 +306,21 @@ class RunAuth(httpx.Auth):
             principal, audience=attempt.audience, scopes=attempt.asked_scopes, token=attempt.token
         )
         attempt.token = None
+
+
+def _final(
+    attempt: Attempt, request: httpx.Request, status: int, challenge: BearerChallenge | None
+) -> AuthorizationError:
+    """The typed error the flow raises for a final 401/403, after its ``denial`` entry (the local
+    answer of :class:`UpstreamRefusalTransport` writes its own; this is the path without it)."""
+    from ..hooks import EXTENSION_INFLIGHT
+    from ..run import InFlight
+
+    error = attempt.give_up(status, challenge)
+    inflight = request.extensions.get(EXTENSION_INFLIGHT)
+    if isinstance(inflight, InFlight):
+        inflight.run._deny(inflight.call, inflight.action, error)
+    return error
 
 
 class UpstreamRefusalTransport(httpx.AsyncBaseTransport):

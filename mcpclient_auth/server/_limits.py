@@ -1,11 +1,14 @@
 """Pre-authentication limits of the reference middleware: what a sender without credentials can cost.
 
 Before a single body byte is read, :meth:`PreAuthGate.screen` refuses a request to a protected path
-that cannot possibly verify: no ``Signature-Input``, no mandate (the ``ACT-Mandate`` header or a
-bearer token), a ``keyid`` that is not in the trust store, or a ``Content-Length`` over the body
-limit. Those checks look at headers only (the ``keyid`` is read from the ``Signature-Input`` field with
-the project's structured-field parser; nothing is verified yet), so such a request costs the server a
-few microseconds and no buffer.
+that cannot possibly verify: a method other than GET, HEAD, POST and DELETE (405
+``method_not_allowed``), no ``Signature-Input``, no mandate (the ``ACT-Mandate`` header or a bearer
+token), a ``keyid`` that is not in the trust store, a ``Content-Length`` over the body limit, or both
+``Content-Length`` and ``Transfer-Encoding`` (400 ``body_framing_ambiguous``: the HTTP server reads
+the chunked body, while the declared length is what a budget would charge). Those checks look at
+headers only (the ``keyid`` is read from the ``Signature-Input`` field with the project's
+structured-field parser; nothing is verified yet), so such a request costs the server a few
+microseconds and no buffer.
 
 A request that passes is read by :meth:`PreAuthGate.read_body` under three bounds:
 
@@ -15,13 +18,14 @@ A request that passes is read by :meth:`PreAuthGate.read_body` under three bound
   slow sender cannot hold a connection and a buffer indefinitely;
 - ``max_pending_bodies`` / ``max_pending_body_bytes``: bodies being read at the same time, before
   their senders are authenticated, by count and by reserved bytes (``Content-Length``, or the body
-  limit when chunked). Over either bound the request is refused at once (503
-  ``too_many_pending_bodies``, ``Retry-After: 1``) instead of waiting. Bodies declared at most
-  ``SMALL_BODY`` (64 KiB, where JSON-RPC calls live) count against ``max_pending_bodies`` only, so
-  large bodies cannot crowd out ordinary calls through the byte budget; memory held for
-  unauthenticated bodies stays below ``max_pending_body_bytes + max_pending_bodies * 64 KiB``.
-  ``max_pending_per_key`` caps the reads that name one ``keyid``, so a sender using one key's id
-  cannot take every slot.
+  limit when chunked). The bytes actually received are charged as well, so a body longer than it
+  declared is refused before it holds more than the budget granted. Over either bound the request is
+  refused at once (503 ``too_many_pending_bodies``, ``Retry-After: 1``) instead of waiting. Bodies
+  declared at most ``SMALL_BODY`` (64 KiB, where JSON-RPC calls live) count against
+  ``max_pending_bodies`` only, so large bodies cannot crowd out ordinary calls through the byte
+  budget; memory held for unauthenticated bodies stays below ``max_pending_body_bytes +
+  max_pending_bodies * 64 KiB``. ``max_pending_per_key`` caps the reads that name one ``keyid``, so a
+  sender using one key's id cannot take every slot.
 
 These bound memory and time, not who gets served: ``keyid`` values are public (they are key
 thumbprints), so a sender who knows one passes the screen and can occupy that key's pending slots
@@ -41,16 +45,19 @@ import anyio
 
 from .. import _sfv
 from ..errors import (
+    BodyFramingAmbiguous,
     BodyTimeout,
     BodyTooLarge,
     ConfigurationError,
     McpClientAuthError,
+    MethodNotAllowed,
     SignatureMalformed,
     SignatureMissing,
     TooManyPendingBodies,
     UnknownKey,
 )
 from ..keys import TrustStore
+from .verify import VERIFIED_METHODS
 
 __all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits"]
 
@@ -95,32 +102,66 @@ class _PendingBudget:
         self._lock = threading.Lock()
 
     @contextmanager
-    def reserve(self, size: int, keyid: str) -> Iterator[None]:
-        charged = 0 if size <= SMALL_BODY else size
+    def reserve(self, size: int, keyid: str) -> Iterator[_Reservation]:
+        reservation = _Reservation(self, _charge(size))
         with self._lock:
             for_key = self.per_key.get(keyid, 0)
             if (
                 self.count + 1 > self.max_count
                 or for_key + 1 > self.max_per_key
-                or self.reserved + charged > self.max_bytes
+                or self.reserved + reservation.charged > self.max_bytes
             ):
-                raise TooManyPendingBodies(
-                    "too many request bodies are being received right now; retry shortly", retry_after=1
-                )
+                raise _too_many()
             self.count += 1
-            self.reserved += charged
+            self.reserved += reservation.charged
             self.per_key[keyid] = for_key + 1
         try:
-            yield
+            yield reservation
         finally:
             with self._lock:
                 self.count -= 1
-                self.reserved -= charged
+                self.reserved -= reservation.charged
                 left = self.per_key[keyid] - 1
                 if left:
                     self.per_key[keyid] = left
                 else:
                     del self.per_key[keyid]
+
+    def grow(self, reservation: _Reservation, charge: int) -> None:
+        """Raise ``reservation`` to ``charge`` bytes, or refuse if the budget has no room."""
+        with self._lock:
+            extra = charge - reservation.charged
+            if self.reserved + extra > self.max_bytes:
+                raise _too_many()
+            self.reserved += extra
+            reservation.charged = charge
+
+
+class _Reservation:
+    """The bytes one body read holds in the budget; grows (or is refused) as bytes arrive."""
+
+    __slots__ = ("_budget", "charged")
+
+    def __init__(self, budget: _PendingBudget, charged: int) -> None:
+        self._budget = budget
+        self.charged = charged
+
+    def cover(self, received: int) -> None:
+        """Make sure the bytes received so far are charged: the declared length is a claim, the
+        received bytes are a fact (defence in depth behind the framing check in ``screen``)."""
+        charge = _charge(received)
+        if charge > self.charged:
+            self._budget.grow(self, charge)
+
+
+def _charge(size: int) -> int:
+    return 0 if size <= SMALL_BODY else size
+
+
+def _too_many() -> TooManyPendingBodies:
+    return TooManyPendingBodies(
+        "too many request bodies are being received right now; retry shortly", retry_after=1
+    )
 
 
 class PreAuthGate:
@@ -148,6 +189,8 @@ class PreAuthGate:
     def screen(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | str:
         """The error that makes this request hopeless from its headers alone, or the (trusted, not
         yet verified) ``keyid`` it names."""
+        if method not in VERIFIED_METHODS:  # before anything else: no body is read for it
+            return MethodNotAllowed(f"{method} is not served on the MCP endpoint")
         signature_input = headers.get("signature-input")
         if signature_input is None:
             return SignatureMissing("no Signature-Input header", code="signature_missing")
@@ -157,6 +200,12 @@ class PreAuthGate:
         if not isinstance(keyid, str):
             return keyid
         if method in BODY_METHODS:
+            if "transfer-encoding" in headers and "content-length" in headers:
+                # RFC 9112 §6.3: the length is not to be trusted (a smuggling pattern). The HTTP
+                # server lets chunked win, so charging the declared length would under-charge.
+                return BodyFramingAmbiguous(
+                    "the request carries both Content-Length and Transfer-Encoding; refused"
+                )
             declared = _content_length(headers)
             if declared is not None and declared > self.limits.max_body_bytes:
                 return BodyTooLarge("the request body exceeds the allowed size")
@@ -167,9 +216,9 @@ class PreAuthGate:
         or :class:`TooManyPendingBodies`. ``keyid`` is what :meth:`screen` returned. A disconnect
         ends the body early (as before)."""
         limit = self.limits.max_body_bytes
-        declared = _content_length(headers)
+        declared = None if "transfer-encoding" in headers else _content_length(headers)
         reserve = limit if declared is None else min(declared, limit)
-        with self._pending.reserve(reserve, keyid):
+        with self._pending.reserve(reserve, keyid) as reservation:
             chunks: list[bytes] = []
             size = 0
             try:
@@ -182,6 +231,7 @@ class PreAuthGate:
                         size += len(chunk)
                         if size > limit:
                             raise BodyTooLarge("the request body exceeds the allowed size")
+                        reservation.cover(size)  # never hold more than the budget granted
                         chunks.append(chunk)
                         if not message.get("more_body", False):
                             break

@@ -28,6 +28,12 @@ Every method but protocol plumbing needs a capability; constraints are enforced,
 refused (403). ``tools/list``, ``prompts/list``, ``resources/list`` and ``resources/templates/list``
 answers are narrowed to what the caller's mandate grants (``filter_lists=True``, :mod:`._listfilter`).
 
+Every MCP session is bound to the caller that opened it (mandate ``iss``/``sub`` and agent key): a
+request on someone else's ``mcp-session-id`` is refused 403 ``session_not_yours``, one on a session id
+the middleware holds no owner for 404 ``session_unknown`` (:mod:`._sessions`; ``bind_sessions=False``
+turns this off). ECTs must name their run (``wid``) and only predecessors this server accepted for
+that run, unless ``multi_server_runs=True`` (:mod:`._dagshape`; one process's memory: see there).
+
 ``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once,
 each accepted ECT, and each refusal whose mandate verified (earlier refusals cannot be filed under a
 run, so they are only logged). The server cannot seal a client's run: verify it with
@@ -54,7 +60,9 @@ from ..policy import ActionPolicy
 from ..replay import ReplayStore
 from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
 from ._listfilter import list_filter_send
+from ._sessions import SESSION_HEADER, Caller, SessionBindings
 from .verify import (
+    VERIFIED_METHODS,
     IncomingHeaders,
     IncomingRequest,
     McpRequestVerifier,
@@ -120,6 +128,8 @@ class McpAuthMiddleware:
         limits: RequestLimits | None = None,
         filter_lists: bool = True,
         constraints: ConstraintRegistry | None = None,
+        bind_sessions: bool = True,
+        multi_server_runs: bool = False,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
@@ -144,9 +154,12 @@ class McpAuthMiddleware:
             replay_store=replay_store,
             replay_cache_size=replay_cache_size,
             replay_entries_per_key=replay_entries_per_key,
+            multi_server_runs=multi_server_runs,
             constraints=constraints,
         )
         self.filter_lists = filter_lists
+        #: who opened which MCP session (``None``: sessions are not bound)
+        self.sessions: SessionBindings | None = SessionBindings() if bind_sessions else None
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
         self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
 
@@ -174,7 +187,7 @@ class McpAuthMiddleware:
             status = http_status_for(refusal)
             _log.info("refused %s %s early: %s (%s)", method, scope.get("path"), refusal.code, status)
             # The body was not (fully) read: close the connection rather than drain it.
-            close = method in BODY_METHODS
+            close = method in BODY_METHODS or method not in VERIFIED_METHODS
             await _problem(send, status, refusal.code, refusal.message, error=refusal, close=close)
             return
 
@@ -192,6 +205,17 @@ class McpAuthMiddleware:
             self._audit_denial(request, verified)
             await _problem(send, status, error.code, error.message, error=error)
             return
+
+        if self.sessions is not None:
+            session_id, caller = request.headers.get(SESSION_HEADER), Caller.of(verified)
+            not_yours = self.sessions.admit(session_id, caller)
+            if not_yours is not None:
+                _log.info("rejected %s %s: %s", method, scope.get("path"), not_yours.code)
+                denied = Rejection(not_yours, verified.mandate, verified.call, verified.action)
+                self._audit_denial(request, denied)
+                await _problem(send, denied.status, not_yours.code, not_yours.message, error=not_yours)
+                return
+            send = self.sessions.watch(send, method, session_id, caller)
 
         scope.setdefault("state", {})[STATE_KEY] = verified
         self._audit_accept(request, verified)
@@ -309,6 +333,8 @@ async def _problem(
         400: "Bad Request",
         401: "Unauthorized",
         403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
         408: "Request Timeout",
         413: "Content Too Large",
         503: "Service Unavailable",
@@ -331,6 +357,8 @@ async def _problem(
     if status == 401:
         # RFC 9110 wants a challenge on 401; say which signature profile we expect.
         headers.append((b"www-authenticate", b'HTTPSig realm="mcp", tag="mcpclient-auth/1"'))
+    if status == 405:
+        headers.append((b"allow", ", ".join(sorted(VERIFIED_METHODS | {"OPTIONS"})).encode("ascii")))
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode("ascii")))
     if close:

@@ -8,9 +8,9 @@ so it can be used from any framework:
     verified.principal, verified.mandate.capabilities, verified.ect.exec_act
 
 The signature ``nonce`` and the ECT ``jti`` are stored in the replay store only after every other
-check passed, in one all-or-nothing claim: :meth:`McpRequestVerifier.check_unclaimed` runs the checks
-and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await acommit`` on an
-event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
+check passed, in one claim (accepted only if all are new): :meth:`McpRequestVerifier.check_unclaimed`
+runs the checks and returns a :class:`PendingRequest`, :meth:`~McpRequestVerifier.commit` (or ``await
+acommit`` on an event loop, for a shared store) claims its ids. ``check``/``verify`` do both.
 
 Each failure raises a typed :class:`~mcpclient_auth.errors.McpClientAuthError`; :func:`http_status_for`
 maps it to 401 (missing or invalid credentials) or 403 (valid credentials, action not allowed).
@@ -36,8 +36,10 @@ from ..errors import (
     JsonRpcError,
     MandateDenied,
     McpClientAuthError,
+    MethodNotAllowed,
     ReplayDetected,
     ServerLimitError,
+    SessionError,
     SignatureMissing,
     SignaturePolicyError,
     SignatureReplay,
@@ -50,8 +52,10 @@ from ..jsonrpc import Call, NotJsonRpc, parse
 from ..keys import TrustStore
 from ..policy import ActionPolicy, McpActionPolicy
 from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
+from ._dagshape import RunShapes
 
 __all__ = [
+    "VERIFIED_METHODS",
     "IncomingHeaders",
     "IncomingRequest",
     "McpRequestVerifier",
@@ -60,6 +64,11 @@ __all__ = [
     "VerifiedRequest",
     "http_status_for",
 ]
+
+
+#: The methods of MCP's streamable HTTP transport. Only POST carries a JSON-RPC body (and so an ECT
+#: and a capability check); any other method with a body would skip them, so it is refused (405).
+VERIFIED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
 
 
 class IncomingHeaders(Mapping[str, str]):
@@ -142,9 +151,14 @@ class Rejection:
 
 def http_status_for(error: McpClientAuthError) -> int:
     """401 for missing/invalid credentials, 403 for policy failures, 400 for malformed JSON-RPC, the
-    limit's own status (503, 413, 408) when a server limit refused the request."""
+    limit's own status (503, 413, 408) when a server limit refused the request, 403/404 for a request
+    on someone else's or an unknown MCP session."""
     if isinstance(error, ServerLimitError):
         return error.status
+    if isinstance(error, SessionError):
+        return error.http_status
+    if isinstance(error, MethodNotAllowed):
+        return 405
     if isinstance(error, JsonRpcError):
         return 400
     if isinstance(error, _FORBIDDEN):
@@ -233,6 +247,7 @@ class McpRequestVerifier:
         replay_store: ReplayStore | None = None,
         constraints: ConstraintRegistry | None = None,
         budget_runs: int = 100_000,
+        multi_server_runs: bool = False,
     ) -> None:
         trust.require_roles()  # without roles any trusted key could mint any user's mandate
         self.trust = trust
@@ -262,6 +277,8 @@ class McpRequestVerifier:
         # max_calls counts per run (mandate jti), in this process only: see CallBudget.
         self._budget = CallBudget(max_runs=budget_runs, skew=skew, registry=constraints)
         self.constraints = self._budget.registry
+        #: ``wid`` required; ``pred`` only names nodes accepted here for the run (see ._dagshape)
+        self.shapes = RunShapes(multi_server_runs=multi_server_runs)
 
     def verify(self, request: IncomingRequest, *, now: float | None = None) -> VerifiedRequest:
         """The :class:`VerifiedRequest`, or raise the typed error of the first check that failed."""
@@ -282,13 +299,14 @@ class McpRequestVerifier:
         return self.commit(pending, now=now)
 
     def commit(self, pending: PendingRequest, *, now: float | None = None) -> VerifiedRequest | Rejection:
-        """Store ``pending``'s nonce and ECT id (all-or-nothing); a replay or a store failure is a
-        :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
+        """Store ``pending``'s nonce and ECT id (accepted only if both are new); a replay or a store
+        failure is a :class:`Rejection` (401 ``nonce_replayed`` / ``replay_detected``, 503 for the store)."""
         try:
             self.replay_store.claim(pending.claims, now=now)
         except McpClientAuthError as exc:
             return self._claim_failed(pending.request, exc)
-        return self._charge(pending.request, now)
+        charged = self._charge(pending.request, now)
+        return charged if isinstance(charged, Rejection) else self._accepted(charged)
 
     async def acommit(
         self, pending: PendingRequest, *, now: float | None = None
@@ -298,7 +316,8 @@ class McpRequestVerifier:
             await self.replay_store.aclaim(pending.claims, now=now)
         except McpClientAuthError as exc:
             return self._claim_failed(pending.request, exc)
-        return self._charge(pending.request, now)
+        charged = self._charge(pending.request, now)
+        return charged if isinstance(charged, Rejection) else self._accepted(charged)
 
     def _charge(self, verified: VerifiedRequest, now: float | None) -> VerifiedRequest | Rejection:
         """Count the call against its capability's ``max_calls`` (evaluated and counted atomically)."""
@@ -322,6 +341,8 @@ class McpRequestVerifier:
         call: Call | None = None
         action: str | None = None
         try:
+            if request.method.upper() not in VERIFIED_METHODS:
+                raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
             signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
@@ -360,6 +381,12 @@ class McpRequestVerifier:
             agent=mandate.sub if mandate else None,
         )
         return PendingRequest(verified, tuple(claims))
+
+    def _accepted(self, verified: VerifiedRequest) -> VerifiedRequest:
+        """The request is accepted (ids claimed): its ECT may now be named as a predecessor."""
+        if verified.mandate is not None and verified.ect is not None:
+            self.shapes.accept(verified.mandate, verified.ect)
+        return verified
 
     @staticmethod
     def _claim_failed(verified: VerifiedRequest, error: McpClientAuthError) -> Rejection:
@@ -444,8 +471,7 @@ class McpRequestVerifier:
         if mandate is not None:
             if ect.iss != mandate.sub:
                 raise ClaimsInvalid("the ECT's issuer is not the mandate's agent", code="ect_issuer_mismatch")
-            if ect.wid is not None and ect.wid != mandate.jti:
-                raise ClaimsInvalid("the ECT belongs to another run (wid)", code="ect_run_mismatch")
+            self.shapes.check(mandate, ect)
         return ect
 
 

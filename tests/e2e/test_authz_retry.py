@@ -296,7 +296,7 @@ async def test_403_insufficient_scope_steps_up_once_with_the_union(env: AuthzEnv
     env.gate.required_scopes = frozenset({"mcp.read", "mcp.write"})
     source = env.exchange(scopes=["mcp.read"])
     async with (
-        env.run("alice", tmp_path / "l.jsonl", token_source=source) as run,
+        env.run("alice", tmp_path / "l.jsonl", token_source=source, allowed_scopes=["mcp.read", "mcp.write"]) as run,
         open_session(run) as session,
     ):
         first = await session.call_tool("search", {"query": "one"})
@@ -312,7 +312,8 @@ async def test_403_insufficient_scope_steps_up_once_with_the_union(env: AuthzEnv
 async def test_second_403_is_a_typed_refusal(env: AuthzEnv, tmp_path: Path) -> None:
     source = env.exchange(scopes=["mcp.read"])
     path = tmp_path / "l.jsonl"
-    async with env.run("alice", path, token_source=source) as run, open_session(run) as session:
+    allowed = ["mcp.read", "mcp.write", "mcp.admin"]
+    async with env.run("alice", path, token_source=source, allowed_scopes=allowed) as run, open_session(run) as session:
         await settled(session, env)
         # the server needs mcp.admin too, but its challenge only names mcp.write
         env.gate.required_scopes = frozenset({"mcp.write", "mcp.admin"})

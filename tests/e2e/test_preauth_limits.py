@@ -8,6 +8,7 @@ controls: no client library retries or buffers), valid traffic is signed as ``Ag
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import select
 import socket
 import threading
@@ -152,3 +153,43 @@ def test_unauthenticated_floods_and_slow_bodies_cost_little_and_valid_calls_go_o
         assert valid_statuses and set(valid_statuses) == {200}
         assert server.calls() == 5 + len(valid_statuses)
 
+
+
+def smuggled_chunked_post(port: int, agent: Identity, size: int) -> str:
+    """``Content-Length: 100`` plus ``Transfer-Encoding: chunked`` and a ``size``-byte chunk that never
+    ends (no last chunk): the status the server answered, or how the connection ended."""
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 100\r\nTransfer-Encoding: chunked\r\n{plausible_headers(agent)}\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(head.encode("ascii"))
+        with contextlib.suppress(OSError):  # refused and closed before the body: what we want
+            conn.sendall(f"{size:x}\r\n".encode("ascii") + b"x" * size + b"\r\n")
+        try:
+            return _status(conn.recv(4096))
+        except OSError:
+            return "reset"
+
+
+def test_content_length_with_chunked_body_is_refused_not_read(tmp_path: Path) -> None:
+    # Before the fix the gate charged the declared 100 bytes (nothing: a small body) while h11 read
+    # the chunked body up to max_body_bytes: 16 such requests held ~64 MiB against an 8 MiB budget.
+    user, agent = Identity.generate("ES256", name="maria"), Identity.generate("ES256", name="maria-agent")
+    trust_file = trust_for(issuers=[user], agents=[agent]).save(tmp_path / "trust.json")
+    port = free_port()
+    limits = ["--max-pending-body-bytes", str(8 * MiB), "--body-timeout", "6"]
+    with worker_process(port, trust_file, audience=f"http://127.0.0.1:{port}/mcp", extra=limits) as server:
+        raw_post(port, 1024, plausible_headers(agent))  # warm the request path once
+        baseline = rss_of(server.pid)
+        peak = baseline
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(smuggled_chunked_post, port, agent, 4 * MiB - 4096) for _ in range(16)]
+            while not all(f.done() for f in futures):
+                peak = max(peak, rss_of(server.pid))
+                time.sleep(0.05)
+            outcomes = Counter(f.result() for f in futures)
+        print(f"\nRSS peak +{(peak - baseline) / MiB:.1f} MiB; outcomes {dict(outcomes)}")
+        assert set(outcomes) <= {"400", "reset", "closed"}
+        assert outcomes["400"] >= 1
+        assert peak - baseline < 16 * MiB  # 16 bodies read would be ~64 MiB

@@ -8,6 +8,7 @@ layer and Redis connection pool.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -26,8 +27,9 @@ import pytest
 import redis
 
 from mcpclient_auth.authz import AccessToken, CacheKey, RedisTokenStore, TokenCache, TokenExchange
+from mcpclient_auth.authz.base import ID_TOKEN_TYPE
 from mcpclient_auth.authz.redis_store import canonical_key, generate_encryption_key
-from mcpclient_auth.errors import TokenStoreTimeout, TokenStoreUnavailable
+from mcpclient_auth.errors import InvalidTokenResponse, TokenStoreTimeout, TokenStoreUnavailable
 from mcpclient_auth.principal import Principal, token_digest
 from tests.support.idp import IdP, Reply
 from tests.support.redis_server import RedisServer
@@ -265,6 +267,65 @@ async def test_without_the_local_layer_every_call_reads_redis(redis_server: Redi
         await store.aclose()
 
 
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+
+
+async def test_sources_asking_for_different_token_types_never_share_a_token(
+    redis_server: RedisServer, idp: IdP
+) -> None:
+    # Same IdP, client, user, audience and scopes; one source asks for an access token, the other for
+    # an ID-JAG. Through one shared store the second used to get the first's access token.
+    encryption_key = generate_encryption_key()
+    stores = [RedisTokenStore(redis_server.url, encryption_key=encryption_key) for _ in range(2)]
+    sources = [
+        TokenExchange(
+            idp.token_url,
+            client_id="agent",
+            client_secret="s3cret",
+            audience="api://mcp",
+            scopes=["mcp.read"],
+            requested_token_type=token_type,
+            cache=TokenCache(store=store),
+        )
+        for token_type, store in zip((None, ID_JAG), stores, strict=True)
+    ]
+    try:
+        access = await sources[0].get_token(ALICE)
+        id_jag = await sources[1].get_token(ALICE)
+        assert access.issued_token_type == "urn:ietf:params:oauth:token-type:access_token"
+        assert id_jag.issued_token_type == ID_JAG and id_jag.token != access.token
+        assert idp.count == 2
+        # And the subject token's type is part of the key: the same text as an ID token is another request.
+        as_id_token = Principal(id="alice", subject_token=SUBJECT, subject_token_type=ID_TOKEN_TYPE)
+        assert (await sources[0].get_token(as_id_token)).token != access.token
+        assert idp.count == 3
+    finally:
+        for source in sources:
+            await source.aclose()
+        for store in stores:
+            await store.aclose()
+
+
+async def test_a_cached_token_of_another_type_is_refused(redis_server: RedisServer, idp: IdP) -> None:
+    # Defence in depth: whatever a shared store hands back is checked against the requested type.
+    store = RedisTokenStore(redis_server.url, encryption_key=generate_encryption_key())
+    source = TokenExchange(
+        idp.token_url, client_id="agent", client_secret="s3cret", audience="api://mcp",
+        scopes=["mcp.read"], requested_token_type=ID_JAG, cache=TokenCache(store=store),
+    )  # fmt: skip
+    try:
+        key = source._key(ALICE, None, None)
+        wrong = AccessToken("an-access-token", expires_at=time.time() + 600,
+                            issued_token_type="urn:ietf:params:oauth:token-type:access_token")  # fmt: skip
+        source.cache.put(key, wrong)
+        with pytest.raises(InvalidTokenResponse) as caught:
+            await source.get_token(ALICE)
+        assert caught.value.details.get("field") == "issued_token_type" and "an-access-token" not in str(caught.value)
+    finally:
+        await source.aclose()
+        await store.aclose()
+
+
 # --- encryption at rest ----------------------------------------------------------------------------
 
 
@@ -289,6 +350,74 @@ class Factory:
 def fresh(token: AccessToken) -> float:
     assert token.expires_at is not None
     return token.expires_at - 30
+
+
+@pytest.mark.parametrize("local", [True, False])
+async def test_a_re_obtain_after_invalidate_never_joins_an_older_flight(
+    redis_server: RedisServer, local: bool
+) -> None:
+    # A concurrent call's flight reads Redis (which still holds T1); this call gets a 401 with T1,
+    # invalidates it and re-obtains. Joining the older flight handed T1 back.
+    store = RedisTokenStore(redis_server.url, encryption_key=generate_encryption_key())
+    cache, factory, key = TokenCache(store=store, local=local), Factory(), alice_key()
+    try:
+        first = await cache.fetch(key, factory)
+        cache.clear()  # the local layer forgets it (as after its expiry); Redis still holds it
+        concurrent_call = asyncio.create_task(cache.fetch(key, factory))
+        for _ in range(3):
+            await asyncio.sleep(0)  # its flight has sent the Redis read
+        assert cache.in_flight == 1
+        cache.invalidate(key, token=first)
+        again = await cache.fetch(key, factory)
+        assert again.token != first.token and factory.calls == 2
+        assert (await concurrent_call).token == first.token  # it asked before the 401: its answer
+        assert (await cache.fetch(key, factory)).token == again.token  # T1 did not come back here
+        assert factory.calls == 2
+    finally:
+        await store.aclose()
+
+
+def test_a_holder_that_lost_its_lease_does_not_overwrite_the_newer_token(redis_server: RedisServer) -> None:
+    # Worker A's loop blocks (a synchronous call) longer than lease_ttl: it cannot renew, counts as
+    # dead, B takes over and stores its token. A's late write used to overwrite B's.
+    encryption_key, key = generate_encryption_key(), alice_key()
+    results: dict[str, str] = {}
+
+    def worker(name: str, block: float) -> None:
+        async def factory() -> AccessToken:
+            if block:
+                time.sleep(block)  # blocks this worker's event loop: no lease renewal
+            return AccessToken(f"token-of-{name}", expires_at=time.time() + 600)
+
+        async def run() -> str:
+            store = RedisTokenStore(redis_server.url, encryption_key=encryption_key, lease_ttl=1.0)
+            try:
+                return (await TokenCache(store=store).fetch(key, factory)).token
+            finally:
+                await store.aclose()
+
+        results[name] = asyncio.run(run())
+
+    holder = threading.Thread(target=worker, args=("A", 2.5))
+    holder.start()
+    time.sleep(0.3)
+    taker = threading.Thread(target=worker, args=("B", 0))
+    taker.start()
+    holder.join(30)
+    taker.join(30)
+    assert results == {"A": "token-of-A", "B": "token-of-B"}  # each got a valid token
+
+    async def later() -> str:
+        factory = Factory()
+        store = RedisTokenStore(redis_server.url, encryption_key=encryption_key)
+        try:
+            token = await TokenCache(store=store).fetch(key, factory)
+        finally:
+            await store.aclose()
+        assert factory.calls == 0
+        return token.token
+
+    assert asyncio.run(later()) == "token-of-B"  # the fleet keeps the token of the live holder
 
 
 async def test_entries_are_encrypted_and_bound_to_their_key(

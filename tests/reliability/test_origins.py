@@ -5,8 +5,9 @@ The run's endpoint is ``/hop`` on one local server (an echo app that answers ``/
 in-scope requests carry ``Authorization: Bearer <user token>`` as well as the mandate, the ECT and
 the signature. Asserted at the second server: no ``Authorization``, ``ACT-Mandate``,
 ``Execution-Context``, ``Signature``, ``Signature-Input`` or ``Content-Digest``, and the user's token
-in no header at all — for a cross-origin redirect, a same-origin redirect to a path outside the
-run's scope, and direct requests to the foreign origin through the same hooked clients.
+in no header at all — for a cross-origin redirect and direct requests to the foreign origin through
+the same hooked clients; a same-origin redirect to a path outside the run's scope is refused (it
+never leaves the client).
 
 ``tests/e2e/test_hooks_scope.py`` covers the same without a token source (other origins through a
 factory client; a cross-origin redirect through an installed client).
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from mcpclient_auth.authz import StaticTokens
+from mcpclient_auth.errors import RequestOutOfScope
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.principal import Principal
 from mcpclient_auth.run import AgentRun
@@ -111,21 +113,18 @@ async def test_same_origin_redirect_out_of_scope_drops_everything(
     servers: tuple[EchoApp, str, EchoApp, str], tmp_path: Path
 ) -> None:
     # httpx keeps Authorization on a same-origin redirect; the new path is not the run's endpoint,
-    # so the hooks must remove what they set on the first hop — the user token included.
+    # so the guard (failing closed since issue 12) refuses that hop: it never leaves, with or without
+    # what the first hop carried — the user token included.
     home, home_base, _foreign, _ = servers
     async with (
         new_run(home_base, tmp_path / "l.jsonl") as run,
         httpx.AsyncClient(follow_redirects=True) as client,
     ):
         run.install(client)
-        response = await asyncio.wait_for(
-            client.post(f"{home_base}/hop?to={home_base}/elsewhere", json=BODY), BOUND
-        )
-    assert response.status_code == 200 and response.json()["path"] == "/elsewhere"
+        with pytest.raises(RequestOutOfScope):
+            await asyncio.wait_for(client.post(f"{home_base}/hop?to={home_base}/elsewhere", json=BODY), BOUND)
     assert_first_hop_signed(home)
-    second = EchoApp()
-    second.received = home.received[1:]
-    assert_nothing_of_ours(second)
+    assert len(home.received) == 1  # the out-of-scope hop was not sent
 
 
 async def test_direct_requests_to_a_foreign_origin(

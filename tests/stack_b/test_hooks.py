@@ -525,22 +525,24 @@ async def test_connect_on_a_closed_run_fails_closed_with_the_typed_error(
 
 
 class _MovedEndpoint:
-    """ASGI middleware: ``/moved`` answers 307 to ``/mcp`` (a permanent-ish endpoint move)."""
+    """ASGI middleware: ``/moved`` answers 307 to ``http://127.0.0.1:<port>/mcp`` (an endpoint move)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/moved":
-            await send({"type": "http.response.start", "status": 307, "headers": [(b"location", b"/mcp")]})
+            location = f"http://127.0.0.1:{scope['server'][1]}/mcp".encode()
+            await send({"type": "http.response.start", "status": 307, "headers": [(b"location", location)]})
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)
 
 
 async def test_redirect_into_scope_is_signed_on_the_hop_that_enters_it(actors: Actors, tmp_path: Path) -> None:
-    """httpx2 follows a 307 from an out-of-scope path into the endpoint: the first hop carries nothing
-    of ours, the second (a rebuilt request: the hook needs ``aread()``) is signed and verified."""
+    """httpx2 follows a 307 from another origin into the endpoint: the first hop carries nothing of
+    ours, the second (a rebuilt request: the hook needs ``aread()``) is signed and verified. The same
+    out-of-scope path on the run's own origin is refused locally (the guard fails closed)."""
     auth = Middleware(McpAuthMiddleware, trust=actors.trust, audience=AUDIENCE)
     with running_server("stateless", middleware=[Middleware(_MovedEndpoint), auth]) as server:
         env = SignedEnv(actors, server, tmp_path / "unused.jsonl")
@@ -550,7 +552,11 @@ async def test_redirect_into_scope_is_signed_on_the_hop_that_enters_it(actors: A
         async with asyncio.timeout(HANG_GUARD), env.run(path) as run:
             client = httpx2_client_factory(run)(follow_redirects=True)
             async with client:
-                response = await client.post(server.base_url + "/moved", json=body, headers=headers)
+                refused = await client.post(server.base_url + "/moved", json=body, headers=headers)
+                assert server.log.entries() == []  # nothing left the client
+                other_origin = server.base_url.replace("127.0.0.1", "localhost")
+                response = await client.post(other_origin + "/moved", json=body, headers=headers)
+    assert refused.json()["error"]["data"]["code"] == "request_out_of_scope"
     assert response.status_code == 200 and "get_office_locations" in response.text
     moved, landed = server.log.entries()
     assert moved.path == "/moved" and moved.status == 307

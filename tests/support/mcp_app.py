@@ -304,7 +304,8 @@ class Guard:
         request = httpx.Request(scope["method"], _url_of(scope, headers), headers=headers, content=body)
         if scope["method"] in ("POST", "PUT", "PATCH"):
             verify_content_digest(headers.get("content-digest"), body)
-        verifier = RequestVerifier(state.trust, nonce_cache=state.nonce_cache)
+        # wimse-aud names the endpoint (the tokens' aud), also on a /mcp/ hop or the legacy /messages/ path
+        verifier = RequestVerifier(state.trust, nonce_cache=state.nonce_cache, audience=state.audience)
         signature = verifier.verify(request, body=body)
         mandate_token = headers.get("act-mandate")
         if mandate_token is None:

@@ -30,7 +30,7 @@ def nonce(value: str, ttl: float = 60, partition: str = "thumb-a") -> ReplayClai
 
 
 def test_claims_are_set_nx_with_expiry_under_the_prefix(redis_server: RedisServer) -> None:
-    store = RedisReplayStore(redis_server.url)
+    store = RedisReplayStore(redis_server.url, clock_margin=0)  # exact TTLs; the margin is tested below
     assert isinstance(store, ReplayStore)
     claim = nonce("n-1", ttl=30)
     store.claim([claim])
@@ -45,6 +45,40 @@ def test_claims_are_set_nx_with_expiry_under_the_prefix(redis_server: RedisServe
     store.claim([nonce("n-1", partition="thumb-b")])
     store.claim([nonce("old", ttl=-1)])
     assert command(redis_server, "DBSIZE") == b":2\r\n"
+    store.close()
+
+
+def test_a_worker_whose_clock_runs_ahead_cannot_shorten_the_window_elsewhere(
+    redis_server: RedisServer,
+) -> None:
+    # Worker A's clock is 30 s ahead. Without a margin its ids lived 30 s less in Redis than a
+    # correct-clock worker keeps accepting them: a replay window at that worker.
+    store = RedisReplayStore(redis_server.url)  # default margin: the verifier's default skew (60 s)
+    real = time.time()
+    claim = ReplayClaim.for_nonce("thumb-a", "ahead", real + 120)
+    store.claim([claim], now=real + 30)
+    ttl_ms = int(command(redis_server, "PTTL", f"{DEFAULT_PREFIX}thumb-a:{claim.key}")[1:].strip())
+    assert ttl_ms / 1000 >= claim.expires_at - time.time()
+    # An id A already considers expired (its clock is 30 s ahead of the expiry) is still stored.
+    late = ReplayClaim.for_nonce("thumb-a", "late", real)
+    store.claim([late], now=real + 30)
+    with pytest.raises(ReplayDetected):
+        store.claim([late], now=real)
+    with pytest.raises(ConfigurationError):
+        RedisReplayStore(redis_server.url, clock_margin=-1)
+    store.close()
+
+
+def test_a_refused_batch_may_burn_its_new_ids_but_never_accepts_one_twice(redis_server: RedisServer) -> None:
+    # What the protocol promises for a non-transactional store (ReplayStore docstring): fail closed.
+    store = RedisReplayStore(redis_server.url)
+    used_ect = ReplayClaim.for_ect("thumb-a", "jti-1", "run", time.time() + 600)
+    fresh_nonce = nonce("fresh")
+    store.claim([used_ect])
+    with pytest.raises(ReplayDetected):
+        store.claim([fresh_nonce, used_ect])
+    with pytest.raises(ReplayDetected):  # burnt, not accepted later
+        store.claim([fresh_nonce])
     store.close()
 
 

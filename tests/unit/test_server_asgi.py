@@ -10,6 +10,7 @@ import pytest
 
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX, McpAuthMiddleware, RequestLimits
+from mcpclient_auth.server.verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection
 from tests.support.trust import trust_for
 
 USER = Identity.generate("ES256", name="user")
@@ -147,6 +148,11 @@ class CountingReceive:
         ([(b"signature-input", b"sig1=(((;"), PLAUSIBLE[2]], 401, "signature_malformed"),
         ([(b"signature-input", b'other=();keyid="x"'), PLAUSIBLE[2]], 401, "signature_missing"),
         ([*PLAUSIBLE, (b"content-length", str(5 * 1024 * 1024).encode())], 413, "body_too_large"),
+        (
+            [*PLAUSIBLE, (b"content-length", b"100"), (b"transfer-encoding", b"chunked")],
+            400,
+            "body_framing_ambiguous",
+        ),
     ],
 )
 async def test_hopeless_requests_are_refused_before_the_body_is_read(
@@ -259,6 +265,41 @@ async def test_one_keyid_cannot_take_every_pending_slot() -> None:
     release.set()
     await first
     assert guarded.gate.pending_bodies == 0
+
+
+async def test_a_body_longer_than_it_declared_is_charged_as_it_arrives() -> None:
+    # Declared 10 bytes (not charged), sent 3 x 60 KiB: refused once the bytes received pass the
+    # budget, instead of being read up to max_body_bytes on the strength of the declared length.
+    app = App()
+    guarded = middleware(app, limits=RequestLimits(max_pending_body_bytes=100 * 1024))
+    receive = CountingReceive([b"x" * (60 * 1024)] * 3)
+    status, headers, body = await call(
+        guarded, "POST", "/mcp", headers=[*PLAUSIBLE, (b"content-length", b"10")], receive=receive
+    )
+    assert (status, json.loads(body)["code"]) == (503, "too_many_pending_bodies")
+    assert receive.calls == 2 and app.calls == []  # the third chunk was never asked for
+    assert headers["connection"] == "close"
+    assert guarded.gate.pending_bodies == 0 and guarded.gate._pending.reserved == 0
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "PROPFIND"])
+async def test_methods_other_than_the_transports_are_405_before_the_body_is_read(method: str) -> None:
+    # Only POST bodies are parsed as JSON-RPC (ECT and capability checks); a PUT would skip them.
+    app = App()
+    receive = CountingReceive([b'{"jsonrpc":"2.0","id":1,"method":"tools/call"}'])
+    status, headers, body = await call(middleware(app), method, "/mcp", headers=PLAUSIBLE, receive=receive)
+    document = json.loads(body)
+    assert (status, document["code"], document["title"]) == (405, "method_not_allowed", "Method Not Allowed")
+    assert headers["allow"] == "DELETE, GET, HEAD, OPTIONS, POST"
+    assert receive.calls == 0 and app.calls == [] and headers["connection"] == "close"
+
+
+def test_the_pure_verifier_refuses_other_methods_too() -> None:
+    verifier = McpRequestVerifier(TRUST, audience="https://hr.example/mcp")
+    request = IncomingRequest("PUT", "https://hr.example/mcp", IncomingHeaders(PLAUSIBLE), b"{}")
+    outcome = verifier.check(request)
+    assert isinstance(outcome, Rejection)
+    assert (outcome.error.code, outcome.status) == ("method_not_allowed", 405)
 
 
 def test_limits_are_validated() -> None:
