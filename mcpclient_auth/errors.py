@@ -271,6 +271,12 @@ class RunClosed(McpClientAuthError):
     code = "run_closed"
 
 
+class SessionClosed(McpClientAuthError):
+    """A tool bound to a held MCP session was called after the session was closed."""
+
+    code = "session_closed"
+
+
 class RequestOutOfScope(McpClientAuthError):
     """A request through a run's client to the run's origin on a path that is none of its endpoints
     (and no OAuth discovery, token or registration request): refused, never sent unsigned."""
@@ -700,6 +706,7 @@ __all__ = [
     "RunClosed",
     "ScopeNotAllowed",
     "ServerLimitError",
+    "SessionClosed",
     "SessionError",
     "SessionNotYours",
     "SessionUnknown",
