@@ -306,7 +306,10 @@ def graph(
         verdicts = None
         if jwks is not None:
             try:
-                report = verify_ledger(reader, _trust(jwks), allow_unsealed=allow_unsealed)
+                # The picture's --allow-unsealed accepts unfinished runs wherever they are, the tail too.
+                report = verify_ledger(
+                    reader, _trust(jwks), allow_unsealed=allow_unsealed, allow_unsealed_tail=allow_unsealed
+                )
                 verdicts = verdicts_from(report)
             except LedgerError as exc:
                 raise _usage_error(f"{exc.code}: {exc}") from None
