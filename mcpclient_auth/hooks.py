@@ -49,14 +49,13 @@ import hashlib
 import importlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._encoding import b64url_encode
 from .authz._http import SIGNING_HOOK_MARKER
 from .authz.www_authenticate import bearer_challenge
+from .context import current_run, use_run
 from .errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
 from .jsonrpc import Call, parse
 from .refusal import refusal_body
@@ -104,23 +103,6 @@ _SSE = "text/event-stream"
 #: An ``httpx.Request`` or ``httpx2.Request`` (same shape, unrelated classes); likewise responses.
 _Request = Any
 _Response = Any
-
-_CURRENT_RUN: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_run", default=None)
-
-
-@contextmanager
-def use_run(run: AgentRun) -> Iterator[AgentRun]:
-    """Select ``run`` for calls made in this context (see the module docstring)."""
-    token = _CURRENT_RUN.set(run)
-    try:
-        yield run
-    finally:
-        _CURRENT_RUN.reset(token)
-
-
-def current_run() -> AgentRun | None:
-    """The run selected with :func:`use_run` in this context, if any."""
-    return _CURRENT_RUN.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,7 +500,7 @@ class RunHooks:
         self._client = weakref.ref(client)
 
     def select(self) -> AgentRun:
-        run = _CURRENT_RUN.get() or self.run
+        run = current_run() or self.run
         if run is None:
             raise ConfigurationError(
                 "no AgentRun selected for this call: use `with use_run(run):` (or run.activate()) "

@@ -43,9 +43,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._encoding import compact_json, sha256_b64url
 from .act import ExecutionRecord, Mandate
 from .constraints import CallBudget, check_known
+from .context import acting_for, current_attempt, current_principal, discovery_mode, discovery_run, use_run
 from .dag import Frontier
 from .ect import ExecutionContextToken
 from .errors import (
@@ -114,35 +114,6 @@ _TOKEN_UNAVAILABLE = (
 DISCOVERY_METHODS = frozenset(
     {"initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
 )
-
-_ACTING_FOR: ContextVar[str | None] = ContextVar("mcpclient_auth_acting_for", default=None)
-_DISCOVERY: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_discovery", default=None)
-
-
-@contextmanager
-def acting_for(principal: Principal | str) -> Iterator[str]:
-    """Declare whom the calls made in this context are for; a run bound to anyone else refuses them.
-
-    with acting_for(request_user):          # e.g. from your web framework's auth
-        with use_run(run_for[request_user.id]):
-            ...                             # a mix-up of runs is refused (PrincipalMismatch)
-
-    Like :func:`~mcpclient_auth.hooks.use_run`, in mcp 1.x it must be set when a session is
-    *opened* (its transport tasks copy the context then): it then applies to every request of it.
-    """
-    principal_id = principal.id if isinstance(principal, Principal) else principal
-    if not isinstance(principal_id, str) or not principal_id:
-        raise ConfigurationError("acting_for() takes a Principal or a non-empty principal id")
-    token = _ACTING_FOR.set(principal_id)
-    try:
-        yield principal_id
-    finally:
-        _ACTING_FOR.reset(token)
-
-
-def current_principal() -> str | None:
-    """The principal id declared with :func:`acting_for` in this context, if any."""
-    return _ACTING_FOR.get()
 
 
 @dataclass(slots=True, eq=False)
@@ -457,14 +428,11 @@ class AgentRun:
 
         install(client, self, answer_locally=answer_locally)
 
-    def activate(self) -> Any:
+    def activate(self) -> AbstractContextManager[AgentRun]:
         """``with run.activate():`` — select this run for calls made through multi-run clients."""
-        from .hooks import use_run
-
         return use_run(self)
 
-    @contextmanager
-    def discovery(self) -> Iterator[AgentRun]:
+    def discovery(self) -> AbstractContextManager[AgentRun]:
         """``with run.discovery():`` — sessions opened here are *discovery sessions*: every request
         carries the service token from ``discovery_token_source`` and only listings are allowed
         (:data:`DISCOVERY_METHODS`; a tool call is refused with ``PrincipalMismatch``). Also selects
@@ -476,14 +444,7 @@ class AgentRun:
         """
         if self.discovery_token_source is None:
             raise ConfigurationError("run.discovery() needs AgentRun(discovery_token_source=...)")
-        from .hooks import use_run
-
-        token = _DISCOVERY.set(self)
-        try:
-            with use_run(self):
-                yield self
-        finally:
-            _DISCOVERY.reset(token)
+        return discovery_mode(self)
 
     async def close(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
         """Write the phase-2 record (``out_hash`` = SHA-256 of ``output``) and seal the run. Idempotent."""
@@ -601,7 +562,7 @@ class AgentRun:
 
     def _check_principal(self) -> None:
         """Refuse a call made on behalf of someone other than the run's principal (:func:`acting_for`)."""
-        acting = _ACTING_FOR.get()
+        acting = current_principal()
         if acting is not None and acting != self.principal.id:
             raise PrincipalMismatch(
                 f"run {self.id} acts for principal {self.principal.id!r}, not for {acting!r}",
@@ -611,7 +572,7 @@ class AgentRun:
 
     def _source_for(self, call: Call | None) -> TokenSource | None:
         """The token source for this request: the service source in a discovery session, else the user's."""
-        if _DISCOVERY.get() is not self:
+        if discovery_run() is not self:
             return self.token_source
         if call is not None and not (call.kind == "notification" or call.method in DISCOVERY_METHODS):
             raise PrincipalMismatch(
@@ -629,8 +590,6 @@ class AgentRun:
         A failure refuses the call like a denial. Under :class:`~.authz.retry.RunAuth` the token used
         is recorded for the 401/403 handling, and a step-up's scopes are asked for.
         """
-        from .authz.retry import current_attempt
-
         try:
             if call is None:
                 self._check_principal()  # calls were checked in _authorize_call

@@ -26,24 +26,24 @@ a ``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.m
 raises the typed error. Anything else (notifications, GET/DELETE, clients without our transport)
 gets the typed exception raised from the auth flow.
 
-The flow and the run's hook talk through one context variable (:func:`current_attempt`): the flow
-and the hooks run in the same task, one request at a time, so no request object has to carry it.
+The flow and the run's hook talk through one context variable
+(:func:`~mcpclient_auth.context.current_attempt`): the flow and the hooks run in the same task, one
+request at a time, so no request object has to carry it.
 
     factory = run.httpx_client_factory()    # composes RunAuth; passing auth= as well is an error
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import AsyncGenerator, Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .._encoding import sha256_b64url
+from ..context import current_attempt, use_attempt
 from ..errors import (
     AuthorizationError,
     ChallengeMalformed,
@@ -75,13 +75,6 @@ PASS, REOBTAIN, STEP_UP, FAIL = "pass", "reobtain", "step_up", "fail"
 #: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
 _MAX_ERROR_BODY = 64 * 1024
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-_ATTEMPT: ContextVar[Attempt | None] = ContextVar("mcpclient_auth_authz_attempt", default=None)
-
-
-def current_attempt() -> Attempt | None:
-    """The :class:`Attempt` of the request our auth flow is sending in this context, if any."""
-    return _ATTEMPT.get()
 
 
 @dataclass(eq=False)
@@ -256,42 +249,40 @@ class RunAuth(httpx.Auth):
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         attempt = Attempt(foreign_auth=self.inner is not None)
-        reset = _ATTEMPT.set(attempt)
-        try:
-            if self.inner is not None:
-                flow = self.inner.async_auth_flow(request)
-                try:
-                    outgoing = await flow.__anext__()
-                    while True:
-                        response = yield outgoing
-                        try:
-                            outgoing = await flow.asend(response)
-                        except StopAsyncIteration:
-                            return
-                finally:
-                    await flow.aclose()
-            response = yield request
-            action, challenge = verdict(attempt, response)
-            if action == PASS:
-                return
-            if action == FAIL:
-                raise _final(attempt, request, response.status_code, challenge)
-            assert challenge is not None
-            await self._prepare_resend(attempt, action, challenge)
-            attempt.final = True
-            response = yield request
-            action, challenge = verdict(attempt, response)
-            if action != PASS:
-                raise _final(attempt, request, response.status_code, challenge)
-            if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
-                # The step-up worked: ask for these scopes from now on instead of failing every call once.
-                attempt.run._remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
-        finally:
-            with contextlib.suppress(ValueError):  # reset from another context: nothing to undo there
-                _ATTEMPT.reset(reset)
-            # If the reset could not happen (the flow was finalised in another context), the variable
-            # may still hold this attempt in a long-lived context: let it hold nothing heavy.
-            attempt.release()
+        with use_attempt(attempt):  # reset on exit, unless finalised in another context
+            try:
+                if self.inner is not None:
+                    flow = self.inner.async_auth_flow(request)
+                    try:
+                        outgoing = await flow.__anext__()
+                        while True:
+                            response = yield outgoing
+                            try:
+                                outgoing = await flow.asend(response)
+                            except StopAsyncIteration:
+                                return
+                    finally:
+                        await flow.aclose()
+                response = yield request
+                action, challenge = verdict(attempt, response)
+                if action == PASS:
+                    return
+                if action == FAIL:
+                    raise _final(attempt, request, response.status_code, challenge)
+                assert challenge is not None
+                await self._prepare_resend(attempt, action, challenge)
+                attempt.final = True
+                response = yield request
+                action, challenge = verdict(attempt, response)
+                if action != PASS:
+                    raise _final(attempt, request, response.status_code, challenge)
+                if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
+                    # The step-up worked: ask for these scopes from now on instead of failing every call once.
+                    attempt.run._remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
+            finally:
+                # If the reset cannot happen (the flow was finalised in another context), the variable
+                # may still hold this attempt in a long-lived context: let it hold nothing heavy.
+                attempt.release()
 
     @staticmethod
     async def _prepare_resend(attempt: Attempt, action: str, challenge: BearerChallenge) -> None:
@@ -332,7 +323,7 @@ class UpstreamRefusalTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        attempt = _ATTEMPT.get()
+        attempt = current_attempt()
         if attempt is None or attempt.token is None or response.status_code not in (401, 403):
             return response
         action, challenge = verdict(attempt, response)
