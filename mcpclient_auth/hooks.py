@@ -57,9 +57,9 @@ from .authz._http import SIGNING_HOOK_MARKER
 from .authz.www_authenticate import bearer_challenge
 from .context import current_run, use_run
 from .errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
+from .journal import InFlight
 from .jsonrpc import Call, parse
 from .refusal import refusal_body
-from .run import InFlight
 from .scope import EndpointScope, MetadataCollector, sent_url
 from .sse import ResponseWatcher
 
@@ -243,12 +243,12 @@ class ResponseTracker:
 
     def failed(self, exc: BaseException) -> None:
         if not self._inflight.finished:
-            self._inflight.run._error(self._inflight, error_code_for(exc), type(exc).__name__)
+            self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
 
     def _finish(self, *, completed: bool) -> None:
         if self._inflight.finished:
             return
-        self._inflight.run._response(
+        self._inflight.run.journal.response(
             self._inflight,
             status=self._status,
             out_hash=b64url_encode(self._hash.digest()),
@@ -373,7 +373,7 @@ def _local_response(request: Any, refusal: LocalRefusal) -> Any:
 def _record_failure(request: Any, exc: BaseException) -> None:
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight) and not inflight.finished:
-        inflight.run._error(inflight, error_code_for(exc), type(exc).__name__)
+        inflight.run.journal.error(inflight, error_code_for(exc), type(exc).__name__)
 
 
 class _TransportWrapper:
@@ -593,7 +593,7 @@ class RunHooks:
         except McpClientAuthError:
             parsed = None
         call = parsed if isinstance(parsed, Call) else None
-        run._deny(call, None, error)
+        run.journal.denial(call, None, error)
         self._refuse(request, call, error)
 
     def _apply(
@@ -623,7 +623,7 @@ class RunHooks:
         if prepared.inflight is not None:
             extensions[EXTENSION_INFLIGHT] = prepared.inflight
             request.extensions = extensions
-            run._sent(prepared.inflight)
+            run.journal.sent(prepared.inflight)
         else:
             request.extensions = extensions
 

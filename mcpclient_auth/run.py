@@ -19,7 +19,8 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
     run.install(existing_client)        # an httpx.AsyncClient / httpx.Client you already have
     await run.close(output="final answer", status="completed")   # explicit close, idempotent
 
-Creating the run writes its ``mandate`` ledger entry. The hooks (:mod:`.hooks`) call into the run's
+Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
+its :class:`~.journal.RunJournal` (``run.journal``). The hooks (:mod:`.hooks`) call into the run's
 private per-call methods below; they are synchronous and do no network I/O, except
 :meth:`AgentRun._authorization`, the one place where a user access token is fetched. The 401 / 403
 handling around it (re-obtain once, step up once) is :mod:`.authz.retry`'s ``RunAuth``, which
@@ -57,18 +58,14 @@ from .dag import Frontier
 from .ect import ExecutionContextToken
 from .errors import (
     ConfigurationError,
-    InvalidTokenResponse,
     JsonRpcError,
     McpClientAuthError,
-    MissingSubjectToken,
-    NoTokenForPrincipal,
     PrincipalMismatch,
     RunClosed,
-    TokenExchangeRejected,
-    TokenExchangeUnavailable,
     TokenExpired,
 )
 from .httpsig import RequestSigner
+from .journal import InFlight, RunJournal
 from .jsonrpc import Call, NotJsonRpc, parse
 from .keys import Identity, TrustStore
 from .ledger.writer import Ledger
@@ -81,7 +78,6 @@ if TYPE_CHECKING:
 
     from .authz.base import AccessToken, TokenSource
     from .factory import McpHttpClientFactory
-    from .ledger.format import LedgerEntry
 
 __all__ = [
     "DISCOVERY_METHODS",
@@ -101,38 +97,11 @@ RecordStatus = Literal["completed", "failed", "cancelled"]
 _STATUSES = frozenset({"completed", "failed", "cancelled"})
 #: Seconds a mandate must still be valid for a call to be sent (a server checks ``exp`` on arrival).
 _EXPIRY_MARGIN = 5
-#: Failures to obtain the user's token: recorded as ``error`` entries, not ``denial`` (see ``_deny``).
-_TOKEN_UNAVAILABLE = (
-    MissingSubjectToken,
-    TokenExchangeRejected,
-    TokenExchangeUnavailable,
-    InvalidTokenResponse,
-    NoTokenForPrincipal,
-)
 #: What a discovery session (service credentials, :meth:`AgentRun.discovery`) may send: session set-up,
 #: listings and notifications. Tool calls, reads and prompts act for the user: never with the service token.
 DISCOVERY_METHODS = frozenset(
     {"initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
 )
-
-
-@dataclass(slots=True, eq=False)
-class InFlight:
-    """One signed request of a run, from its request hook to the end of its response."""
-
-    run: AgentRun
-    call: Call | None
-    action: str | None
-    jti: str | None
-    pred: list[str]
-    url: str
-    token: str | None = field(default=None, repr=False)
-    started: float = field(default_factory=time.monotonic)
-    finished: bool = False
-
-    @property
-    def is_tool_call(self) -> bool:
-        return self.call is not None and self.call.is_tool_call
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,19 +253,13 @@ class AgentRun:
         else:
             self.ledger = Ledger(ledger, durability=durability or "flush")
         self._lock = threading.Lock()
-        self._inflight: dict[int, InFlight] = {}
-        self._last_action: str | None = None
-        self._closed = False
         self.record: ExecutionRecord | None = None
         self._mandate_header_value = self.mandate.token
         self._static_headers = self._build_static_headers()
-        self.ledger.append(
-            run=self.id,
-            kind="mandate",
-            jti=self.mandate.jti,
-            token=self.mandate.token,
-            meta={"principal": self.principal.id, "endpoints": self.scope.urls, "agent": agent.kid},
+        self.journal = RunJournal(
+            self.ledger, run_id=self.id, principal_id=self.principal.id, frontier=self.frontier
         )
+        self.journal.mandate(self.mandate, endpoints=self.scope.urls, agent_kid=agent.kid)
 
     # --- construction -----------------------------------------------------------------------------
 
@@ -404,10 +367,10 @@ class AgentRun:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.journal.closed
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self.journal.closed else "open"
         return (
             f"AgentRun(id={self.id!r}, principal={self.principal.id!r}, "
             f"endpoints={self.endpoints!r}, {state})"
@@ -457,35 +420,16 @@ class AgentRun:
         with self._lock:
             if self.record is not None:
                 return self.record
-            self._closed = True
-            leftovers = [item for item in self._inflight.values() if not item.finished]
-            for item in leftovers:
-                item.finished = True
-            self._inflight.clear()
-        for item in leftovers:
-            self.ledger.append(
-                run=self.id,
-                kind="error",
-                jti=item.jti,
-                meta={
-                    "code": "incomplete",
-                    "jti": item.jti,
-                    "message": "no complete response before the run closed",
-                },
-            )
+            self.journal.stop()
         record = ExecutionRecord.issue(
             self.agent,
             self.mandate,
-            exec_act=self._last_action,
+            exec_act=self.journal.last_action,
             pred=self.frontier.current(),
             out_hash=sha256_b64url(_as_bytes(output)),
             status=status,
         )
-        meta: dict[str, Any] = {"status": status, "out_hash": record.out_hash}
-        if record.exec_act is not None:
-            meta["exec_act"] = record.exec_act
-        self.ledger.append(run=self.id, kind="record", jti=record.jti, token=record.token, meta=meta)
-        self.ledger.seal(self.id, self.agent)
+        self.journal.record(record, agent=self.agent)
         with self._lock:
             self.record = record
         if self._owns_ledger:
@@ -511,7 +455,7 @@ class AgentRun:
     # --- the per-call pipeline (called by hooks.py) -------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.journal.closed:
             raise RunClosed(f"run {self.id} is closed; start a new AgentRun for more calls")
 
     def _classify(self, method: str, body: bytes, content_type: str | None) -> Call | None:
@@ -525,7 +469,7 @@ class AgentRun:
             if isinstance(result, NotJsonRpc) and method in ("POST", "PUT", "PATCH"):
                 raise JsonRpcError(f"refusing to sign a {method} to the MCP endpoint that is not JSON-RPC")
         except McpClientAuthError as exc:
-            self._deny(None, None, exc)
+            self.journal.denial(None, None, exc)
             raise
         return result if isinstance(result, Call) else None
 
@@ -542,23 +486,8 @@ class AgentRun:
                 self._budget.charge(self.id, action, constraints, call, expires=self.mandate.exp)
             return action
         except McpClientAuthError as exc:
-            self._deny(call, getattr(exc, "action", None), exc)
+            self.journal.denial(call, getattr(exc, "action", None), exc)
             raise
-
-    def _deny(self, call: Call | None, action: str | None, exc: McpClientAuthError) -> None:
-        """Record a refused call: a ``denial`` when someone decided (the mandate, the principal
-        binding, the MCP server), an ``error`` when what the call needs could not be had (the
-        identity provider failed or had no token for the user)."""
-        meta: dict[str, Any] = {
-            "method": call.method if call else None,
-            "tool": call.tool if call else None,
-            "id": call.id if call else None,
-            "action": action,
-            "code": exc.code,
-            "principal": self.principal.id,
-        }
-        kind = "error" if isinstance(exc, _TOKEN_UNAVAILABLE) else "denial"
-        self.ledger.append(run=self.id, kind=kind, meta=meta)
 
     def _check_principal(self) -> None:
         """Refuse a call made on behalf of someone other than the run's principal (:func:`acting_for`)."""
@@ -614,7 +543,7 @@ class AgentRun:
                 attempt.used(self, source, self.principal, endpoint, call, audience, scopes, token)
             return header
         except McpClientAuthError as exc:
-            self._deny(call, None, exc)
+            self.journal.denial(call, None, exc)
             raise
 
     def _token_audience(self, endpoint: Endpoint) -> str | None:
@@ -670,69 +599,6 @@ class AgentRun:
         inflight = InFlight(self, call, action, ect.jti, pred, url, ect.token)
         return Prepared(headers, inflight)
 
-    def _sent(self, inflight: InFlight) -> None:
-        """The request was signed: write its ``ect`` entry and track it until its response ends."""
-        call = inflight.call
-        assert call is not None
-        meta: dict[str, Any] = {
-            "method": call.method,
-            "id": call.id,
-            "url": inflight.url,
-            "action": inflight.action,
-        }
-        if call.tool is not None:
-            meta["tool"] = call.tool
-        meta["principal"] = self.principal.id
-        with self._lock:
-            if self._closed:
-                raise RunClosed(f"run {self.id} closed while the call was being prepared")
-            self._inflight[id(inflight)] = inflight
-        self.ledger.append(run=self.id, kind="ect", jti=inflight.jti, token=inflight.token, meta=meta)
-
-    def _claim(self, inflight: InFlight) -> bool:
-        """Take the right to write the one outcome entry of ``inflight`` (False if already written)."""
-        with self._lock:
-            if inflight.finished:
-                return False
-            inflight.finished = True
-            self._inflight.pop(id(inflight), None)
-            return True
-
-    def _response(
-        self, inflight: InFlight, *, status: int, out_hash: str, nbytes: int, completed: bool
-    ) -> LedgerEntry | None:
-        """Write the ``response`` entry; a tool call whose answer arrived joins the frontier."""
-        if not self._claim(inflight):
-            return None
-        duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
-        call = inflight.call
-        entry = self.ledger.append(
-            run=self.id,
-            kind="response",
-            jti=inflight.jti,
-            meta={
-                "status": status,
-                "out_hash": out_hash,
-                "duration_ms": duration_ms,
-                "id": call.id if call else None,
-                "bytes": nbytes,
-            },
-        )
-        if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
-            self.frontier.complete(inflight.jti, inflight.pred)
-            self._last_action = inflight.action
-        return entry
-
-    def _error(self, inflight: InFlight, code: str, message: str) -> LedgerEntry | None:
-        """Write the ``error`` entry of a call that got no usable response."""
-        if not self._claim(inflight):
-            return None
-        return self.ledger.append(
-            run=self.id,
-            kind="error",
-            jti=inflight.jti,
-            meta={"code": code, "jti": inflight.jti, "message": message},
-        )
 
 
 def _same_endpoint(audience: str, canonical: str) -> bool:

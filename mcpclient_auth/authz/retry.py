@@ -52,6 +52,7 @@ from ..errors import (
     ScopeNotAllowed,
     UpstreamUnauthorized,
 )
+from ..journal import InFlight
 from .www_authenticate import BearerChallenge, bearer_challenge
 
 if TYPE_CHECKING:
@@ -305,12 +306,11 @@ def _final(
     """The typed error the flow raises for a final 401/403, after its ``denial`` entry (the local
     answer of :class:`UpstreamRefusalTransport` writes its own; this is the path without it)."""
     from ..hooks import EXTENSION_INFLIGHT
-    from ..run import InFlight
 
     error = attempt.give_up(status, challenge)
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight):
-        inflight.run._deny(inflight.call, inflight.action, error)
+        inflight.run.journal.denial(inflight.call, inflight.action, error)
     return error
 
 
@@ -332,7 +332,6 @@ class UpstreamRefusalTransport(httpx.AsyncBaseTransport):
             return response
         from ..hooks import EXTENSION_INFLIGHT
         from ..refusal import refusal_body
-        from ..run import InFlight
 
         inflight = request.extensions.get(EXTENSION_INFLIGHT)
         if not isinstance(inflight, InFlight):
@@ -340,14 +339,14 @@ class UpstreamRefusalTransport(httpx.AsyncBaseTransport):
         error = attempt.give_up(response.status_code, challenge)
         body = await _read_capped(response)
         run = inflight.run
-        run._response(
+        run.journal.response(
             inflight,
             status=response.status_code,
             out_hash=sha256_b64url(body),
             nbytes=len(body),
             completed=False,
         )
-        run._deny(call, inflight.action, error)
+        run.journal.denial(call, inflight.action, error)
         return httpx.Response(
             200,
             headers={"content-type": "application/json", "x-mcpclient-auth-refusal": error.code},
