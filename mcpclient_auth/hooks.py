@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 from ._encoding import b64url_encode
 from .authz._http import SIGNING_HOOK_MARKER
 from .authz.www_authenticate import bearer_challenge
-from .context import current_run, use_run
+from .calls import Admitted, Refusal, admit, authorization, check_open, prepare
+from .context import current_attempt, current_run, use_run
 from .errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
 from .journal import InFlight
 from .jsonrpc import Call, parse
@@ -97,7 +98,6 @@ _OUR_EXTENSIONS = (
     _EXTENSION_LEARN,
     _EXTENSION_REFUSED,
 )
-_SIGNATURE_HEADERS = ("Signature", "Signature-Input", "Content-Digest")
 _SSE = "text/event-stream"
 
 #: An ``httpx.Request`` or ``httpx2.Request`` (same shape, unrelated classes); likewise responses.
@@ -518,17 +518,17 @@ class RunHooks:
             if _refused(request):
                 self._refuse_out_of_scope(run, request, await request.aread())
             return
-        run._check_open()
+        check_open(run)
         body = await request.aread()
-        call: Call | None = None
-        try:
-            call = run._classify(request.method, body, request.headers.get("content-type"))
-            action = run._authorize_call(call) if call is not None else None
-            authorization = await run._authorization(call, endpoint)
-        except McpClientAuthError as exc:
-            self._refuse(request, call, exc)
+        admitted = admit(run, request.method, body, request.headers.get("content-type"))
+        if isinstance(admitted, Refusal):
+            self._refuse(request, admitted.call, admitted.error)
             return
-        self._apply(run, request, body, endpoint, call, action, authorization)
+        header = await authorization(run, admitted.call, endpoint, current_attempt())
+        if isinstance(header, Refusal):
+            self._refuse(request, header.call, header.error)
+            return
+        self._apply(run, request, body, endpoint, admitted, header)
 
     async def on_response(self, response: _Response) -> None:
         tracker = _tracker_for(response)
@@ -545,18 +545,15 @@ class RunHooks:
             if _refused(request):
                 self._refuse_out_of_scope(run, request, request.read())
             return
-        run._check_open()
+        check_open(run)
         if run.token_source is not None:  # token sources are async; install() refuses this too
             raise ConfigurationError("a run with a token_source needs an httpx.AsyncClient")
         body = request.read()
-        call: Call | None = None
-        try:
-            call = run._classify(request.method, body, request.headers.get("content-type"))
-            action = run._authorize_call(call) if call is not None else None
-        except McpClientAuthError as exc:
-            self._refuse(request, call, exc)
+        admitted = admit(run, request.method, body, request.headers.get("content-type"))
+        if isinstance(admitted, Refusal):
+            self._refuse(request, admitted.call, admitted.error)
             return
-        self._apply(run, request, body, endpoint, call, action, None)
+        self._apply(run, request, body, endpoint, admitted, None)
 
     def on_response_sync(self, response: _Response) -> None:
         tracker = _tracker_for(response)
@@ -580,7 +577,7 @@ class RunHooks:
         return None
 
     def _refuse_out_of_scope(self, run: AgentRun, request: _Request, body: bytes) -> None:
-        run._check_open()
+        check_open(run)
         request.extensions = {k: v for k, v in request.extensions.items() if k != _EXTENSION_REFUSED}
         error = RequestOutOfScope(
             f"refusing a {request.method} to {request.url.path!r} on the run's origin: it is none of the "
@@ -602,24 +599,12 @@ class RunHooks:
         request: _Request,
         body: bytes,
         endpoint: Endpoint,
-        call: Call | None,
-        action: str | None,
+        admitted: Admitted,
         authorization: str | None,
     ) -> None:
-        url = request.url
-        # the URI as sent (percent-encoding kept), without the query: the ledger's url
-        bare_url = f"{url.scheme}://{url.netloc.decode('ascii')}{url.raw_path.decode('ascii').partition('?')[0]}"
-        prepared = run._prepare(call, action, body, endpoint, bare_url, authorization)
-        headers = request.headers
-        for name, value in prepared.headers.items():
-            headers[name] = value
-        result = run._signer_for(endpoint).sign(request, body=body)
-        stamp = (
-            *prepared.headers,
-            *(_SIGNATURE_HEADERS if result.content_digest else _SIGNATURE_HEADERS[:2]),
-        )
+        prepared = prepare(run, request, body, endpoint, admitted, authorization)
         extensions = dict(request.extensions)
-        extensions[_EXTENSION_STAMP] = stamp
+        extensions[_EXTENSION_STAMP] = prepared.stamp
         if prepared.inflight is not None:
             extensions[EXTENSION_INFLIGHT] = prepared.inflight
             request.extensions = extensions

@@ -34,12 +34,12 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .act import ExecutionRecord, Mandate
+    from .calls import RunView
     from .dag import Frontier
     from .jsonrpc import Call
     from .keys import Identity
     from .ledger.format import LedgerEntry
     from .ledger.writer import Ledger
-    from .run import AgentRun
 
 __all__ = ["InFlight", "RunJournal"]
 
@@ -58,7 +58,7 @@ _TOKEN_UNAVAILABLE = (
 class InFlight:
     """One signed request of a run, from its request hook to the end of its response."""
 
-    run: AgentRun
+    run: RunView
     call: Call | None
     action: str | None
     jti: str | None

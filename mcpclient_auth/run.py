@@ -20,11 +20,10 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
     await run.close(output="final answer", status="completed")   # explicit close, idempotent
 
 Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
-its :class:`~.journal.RunJournal` (``run.journal``). The hooks (:mod:`.hooks`) call into the run's
-private per-call methods below; they are synchronous and do no network I/O, except
-:meth:`AgentRun._authorization`, the one place where a user access token is fetched. The 401 / 403
-handling around it (re-obtain once, step up once) is :mod:`.authz.retry`'s ``RunAuth``, which
-factory-built and installed async clients carry.
+its :class:`~.journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
+:mod:`.calls` over the run's public members (:class:`~.calls.RunView`); the hooks (:mod:`.hooks`)
+bind them to httpx and httpx2. The 401 / 403 handling around them (re-obtain once, step up once) is
+:mod:`.authz.retry`'s ``RunAuth``, which factory-built and installed async clients carry.
 
 Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
 is for with :func:`acting_for`, and a run bound to someone else refuses its requests
@@ -46,37 +45,31 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._encoding import compact_json, sha256_b64url
 from .act import ExecutionRecord, Mandate
+from .calls import DISCOVERY_METHODS
 from .constraints import CallBudget, check_known
-from .context import acting_for, current_attempt, current_principal, discovery_mode, discovery_run, use_run
+from .context import acting_for, current_principal, discovery_mode, use_run
 from .dag import Frontier
-from .ect import ExecutionContextToken
 from .errors import (
     ConfigurationError,
-    JsonRpcError,
-    McpClientAuthError,
-    PrincipalMismatch,
-    RunClosed,
     TokenExpired,
 )
 from .httpsig import RequestSigner
-from .journal import InFlight, RunJournal
-from .jsonrpc import Call, NotJsonRpc, parse
+from .journal import RunJournal
 from .keys import Identity, TrustStore
 from .ledger.writer import Ledger
-from .policy import ActionPolicy, McpActionPolicy, check_call
+from .policy import ActionPolicy, McpActionPolicy
 from .principal import Principal
 from .scope import Endpoint, EndpointScope, canonical_url
 
 if TYPE_CHECKING:
     import httpx
 
-    from .authz.base import AccessToken, TokenSource
+    from .authz.base import TokenSource
     from .factory import McpHttpClientFactory
 
 __all__ = [
@@ -95,24 +88,6 @@ MANDATE_HEADER = "ACT-Mandate"
 MANDATE_HEADER_MODES = ("act-mandate", "authorization")
 RecordStatus = Literal["completed", "failed", "cancelled"]
 _STATUSES = frozenset({"completed", "failed", "cancelled"})
-#: Seconds a mandate must still be valid for a call to be sent (a server checks ``exp`` on arrival).
-_EXPIRY_MARGIN = 5
-#: What a discovery session (service credentials, :meth:`AgentRun.discovery`) may send: session set-up,
-#: listings and notifications. Tool calls, reads and prompts act for the user: never with the service token.
-DISCOVERY_METHODS = frozenset(
-    {"initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What the request hook puts on the wire: header values to overwrite, and the in-flight call."""
-
-    # may hold the user's access token: never in repr()
-    headers: dict[str, str] = field(repr=False)
-    inflight: InFlight | None
-
-
 def _as_bytes(output: Any) -> bytes:
     if output is None:
         return b""
@@ -339,9 +314,6 @@ class AgentRun:
         allowed.update(self._advertised_scopes.get(endpoint.url, ()))
         return frozenset(allowed)
 
-    def _signer_for(self, endpoint: Endpoint) -> RequestSigner:
-        return self._signers.get(endpoint.url, self.signer)
-
     def _verified(self, mandate: Mandate, trust: TrustStore) -> Mandate:
         """The mandate as a server will judge it: issuer role or delegation chain, time, agent role."""
         if not trust.is_agent(self.agent.kid):
@@ -452,101 +424,29 @@ class AgentRun:
     ) -> None:
         self.close_sync(status=_status_for(exc))
 
-    # --- the per-call pipeline (called by hooks.py) -------------------------------------------------
+    # --- what the per-call pipeline reads (calls.RunView) -----------------------------------------
 
-    def _check_open(self) -> None:
-        if self.journal.closed:
-            raise RunClosed(f"run {self.id} is closed; start a new AgentRun for more calls")
+    @property
+    def budget(self) -> CallBudget:
+        """The run's call budget: the ``max_calls`` constraints of its mandate, charged per call."""
+        return self._budget
 
-    def _classify(self, method: str, body: bytes, content_type: str | None) -> Call | None:
-        """Parse the body; ``None`` for a body-less request (GET/DELETE: signed, but not a call).
+    @property
+    def static_headers(self) -> Mapping[str, str]:
+        """The headers every request of the run carries (the mandate, unless a token source is set)."""
+        return self._static_headers
 
-        Raises (after a ``denial`` entry) for malformed JSON-RPC, or a POST that is not JSON-RPC.
-        """
-        result: Call | NotJsonRpc
-        try:
-            result = parse(body, content_type=content_type)
-            if isinstance(result, NotJsonRpc) and method in ("POST", "PUT", "PATCH"):
-                raise JsonRpcError(f"refusing to sign a {method} to the MCP endpoint that is not JSON-RPC")
-        except McpClientAuthError as exc:
-            self.journal.denial(None, None, exc)
-            raise
-        return result if isinstance(result, Call) else None
+    def signer_for(self, endpoint: Endpoint) -> RequestSigner:
+        """The request signer for ``endpoint`` (its ``wimse-aud`` is the endpoint's canonical URL)."""
+        return self._signers.get(endpoint.url, self.signer)
 
-    def _authorize_call(self, call: Call) -> str:
-        """The call's action if the policy and the mandate allow it; else a ``denial`` entry and raise."""
-        try:
-            self._check_principal()
-            if self.mandate.exp <= time.time() + _EXPIRY_MARGIN:
-                raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
-            action = check_call(self.policy, call, self.mandate)
-            # Constraints of a granted action apply whatever the policy (never ignored).
-            constraints = self.mandate.constraints(action)
-            if constraints:
-                self._budget.charge(self.id, action, constraints, call, expires=self.mandate.exp)
-            return action
-        except McpClientAuthError as exc:
-            self.journal.denial(call, getattr(exc, "action", None), exc)
-            raise
+    def scopes_for(self, endpoint: Endpoint, source: TokenSource) -> Sequence[str] | None:
+        """The scopes to ask ``source`` for at ``endpoint``: a successful step-up's, else the run's."""
+        remembered = self._stepped_scopes.get((endpoint.url, id(source)))
+        return list(remembered) if remembered is not None else self.scopes
 
-    def _check_principal(self) -> None:
-        """Refuse a call made on behalf of someone other than the run's principal (:func:`acting_for`)."""
-        acting = current_principal()
-        if acting is not None and acting != self.principal.id:
-            raise PrincipalMismatch(
-                f"run {self.id} acts for principal {self.principal.id!r}, not for {acting!r}",
-                principal=self.principal.id,
-                requested=acting,
-            )
-
-    def _source_for(self, call: Call | None) -> TokenSource | None:
-        """The token source for this request: the service source in a discovery session, else the user's."""
-        if discovery_run() is not self:
-            return self.token_source
-        if call is not None and not (call.kind == "notification" or call.method in DISCOVERY_METHODS):
-            raise PrincipalMismatch(
-                f"a discovery session (service credentials) may only list; {call.method or 'a response'!r} "
-                "must be sent in a session that carries the user's token",
-                principal=self.principal.id,
-                method=call.method,
-            )
-        return self.discovery_token_source
-
-    async def _authorization(self, call: Call | None, endpoint: Endpoint) -> str | None:
-        """The ``Authorization`` value for this request: the user's token from the token source.
-
-        ``None`` when the run has no token source (the mandate or the caller's own auth then decides).
-        A failure refuses the call like a denial. Under :class:`~.authz.retry.RunAuth` the token used
-        is recorded for the 401/403 handling, and a step-up's scopes are asked for.
-        """
-        try:
-            if call is None:
-                self._check_principal()  # calls were checked in _authorize_call
-            source = self._source_for(call)
-            if source is None:
-                return None
-            attempt = current_attempt()
-            if attempt is not None and attempt.foreign_auth:
-                raise ConfigurationError(
-                    "this client has its own auth= while the run has a token source: two sources of "
-                    "Authorization; build the client without auth="
-                )
-            audience = self._token_audience(endpoint)
-            if attempt is not None and attempt.scopes is not None:
-                scopes: Sequence[str] | None = list(attempt.scopes)
-            else:
-                remembered = self._stepped_scopes.get((endpoint.url, id(source)))
-                scopes = list(remembered) if remembered is not None else self.scopes
-            token: AccessToken = await source.get_token(self.principal, audience=audience, scopes=scopes)
-            header = token.authorization_header()
-            if attempt is not None:
-                attempt.used(self, source, self.principal, endpoint, call, audience, scopes, token)
-            return header
-        except McpClientAuthError as exc:
-            self.journal.denial(call, None, exc)
-            raise
-
-    def _token_audience(self, endpoint: Endpoint) -> str | None:
+    def token_audience(self, endpoint: Endpoint) -> str | None:
+        """The OAuth resource to ask the token source for at ``endpoint``."""
         # None = the token source's configured audience, unless RFC 9728 metadata named the resource.
         return self._audiences_found.get(endpoint.url)
 
@@ -565,39 +465,11 @@ class AgentRun:
             self._audiences_found[endpoint.url] = metadata.resource
             self._advertised_scopes[endpoint.url] = frozenset(metadata.scopes_supported)
 
-    def _ect_audience(self, endpoint: Endpoint) -> list[str]:
+    def ect_audience(self, endpoint: Endpoint) -> list[str]:
+        """The ``aud`` of the ECTs sent to ``endpoint``."""
         if endpoint.url in self.audiences:
             return [endpoint.url]
         return self.audiences
-
-    def _prepare(
-        self,
-        call: Call | None,
-        action: str | None,
-        body: bytes,
-        endpoint: Endpoint,
-        url: str,
-        authorization: str | None,
-    ) -> Prepared:
-        """Mint the ECT (for a call) and return the headers to set; registers the call in flight."""
-        headers = dict(self._static_headers)
-        if authorization is not None:
-            headers["Authorization"] = authorization
-        if call is None or action is None:
-            return Prepared(headers, None)
-        pred = self.frontier.begin() if call.is_tool_call else self.frontier.session_pred()
-        ect = ExecutionContextToken.mint(
-            self.agent,
-            audience=self._ect_audience(endpoint),
-            exec_act=action,
-            pred=pred,
-            wid=self.id,
-            inp_hash=sha256_b64url(body),
-            ttl=self.ect_ttl,
-        )
-        headers[self.ect_header] = ect.token
-        inflight = InFlight(self, call, action, ect.jti, pred, url, ect.token)
-        return Prepared(headers, inflight)
 
 
 
