@@ -48,9 +48,9 @@ from .policy import check_call
 if TYPE_CHECKING:
     from .act import Mandate
     from .authz.base import TokenSource
-    from .authz.retry import Attempt
     from .constraints import CallBudget
     from .dag import Frontier
+    from .hooks.auth import Attempt
     from .httpsig import RequestSigner
     from .journal import RunJournal
     from .keys import Identity

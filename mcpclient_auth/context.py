@@ -11,9 +11,8 @@ one client may serve several runs and several users:
 - **discovery mode** (:func:`discovery_mode` / :func:`discovery_run`): sessions opened inside
   ``run.discovery()`` carry the run's service token and may only list.
 
-A fourth variable, the **attempt** (:func:`use_attempt` / :func:`current_attempt`), carries one request's
-401/403 state between the auth flow (:class:`~mcpclient_auth.authz.retry.RunAuth`) and the request hook,
-which run in the same task, one request at a time.
+(One request's 401/403 state, the auth flow's ``Attempt``, is not context state: it travels in that
+request's ``extensions``, see :mod:`mcpclient_auth.hooks.auth`.)
 
 In mcp 1.x the context must be set when a session is *opened* (its transport tasks copy the context
 then): it then applies to every request of that session. mcp 2.x sends every request in the context of
@@ -23,12 +22,11 @@ the call that made it.
         ...                             # requests through a multi-run client act for alice's run
 
 This module imports nothing from the request path, so everything above it (``run``, ``hooks``,
-``authz.retry``) can import it at top level.
+``hooks.auth``) can import it at top level.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -38,24 +36,20 @@ from .errors import ConfigurationError
 from .principal import Principal
 
 if TYPE_CHECKING:
-    from .authz.retry import Attempt
     from .run import AgentRun
 
 __all__ = [
     "acting_for",
-    "current_attempt",
     "current_principal",
     "current_run",
     "discovery_mode",
     "discovery_run",
-    "use_attempt",
     "use_run",
 ]
 
 _CURRENT_RUN: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_run", default=None)
 _ACTING_FOR: ContextVar[str | None] = ContextVar("mcpclient_auth_acting_for", default=None)
 _DISCOVERY: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_discovery", default=None)
-_ATTEMPT: ContextVar[Attempt | None] = ContextVar("mcpclient_auth_authz_attempt", default=None)
 
 
 @contextmanager
@@ -121,24 +115,3 @@ def discovery_mode(run: AgentRun) -> AbstractContextManager[AgentRun]:
 def discovery_run() -> AgentRun | None:
     """The run whose discovery session this context is in (:func:`discovery_mode`), if any."""
     return _DISCOVERY.get()
-
-
-@contextmanager
-def _use_attempt(attempt: Attempt) -> Iterator[Attempt]:
-    token = _ATTEMPT.set(attempt)
-    try:
-        yield attempt
-    finally:
-        # An auth flow finalised in another context cannot reset here: nothing to undo there.
-        with contextlib.suppress(ValueError):
-            _ATTEMPT.reset(token)
-
-
-def use_attempt(attempt: Attempt) -> AbstractContextManager[Attempt]:
-    """Make ``attempt`` the current request's 401/403 state (used by the auth flow)."""
-    return _use_attempt(attempt)
-
-
-def current_attempt() -> Attempt | None:
-    """The :class:`~mcpclient_auth.authz.retry.Attempt` our auth flow is sending in this context, if any."""
-    return _ATTEMPT.get()

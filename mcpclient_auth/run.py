@@ -23,7 +23,7 @@ Creating the run writes its ``mandate`` ledger entry; every ledger write of the 
 its :class:`~.journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
 :mod:`.calls` over the run's public members (:class:`~.calls.RunView`); the hooks (:mod:`.hooks`)
 bind them to httpx and httpx2. The 401 / 403 handling around them (re-obtain once, step up once) is
-:mod:`.authz.retry`'s ``RunAuth``, which factory-built and installed async clients carry.
+:mod:`.hooks.auth`'s ``RunAuth``, which factory-built and installed async clients (httpx and httpx2) carry.
 
 Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
 is for with :func:`acting_for`, and a run bound to someone else refuses its requests
@@ -120,7 +120,7 @@ class AgentRun:
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
       are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
-      on 403 ``insufficient_scope`` (:mod:`.authz.retry`).
+      on 403 ``insufficient_scope`` (:mod:`.hooks.auth`).
     - ``discovery_token_source``: a service source (e.g. :class:`~mcpclient_auth.authz.ClientCredentials`)
       for *discovery sessions* only: sessions opened inside ``with run.discovery():`` carry the service
       token on every request and may only list (:data:`DISCOVERY_METHODS`); every other session carries

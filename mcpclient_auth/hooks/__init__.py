@@ -49,14 +49,16 @@ from typing import TYPE_CHECKING, Any
 from ..authz._http import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
 from ..calls import Admitted, Refusal, admit, authorization, check_open, prepare
-from ..context import current_attempt, current_run, use_run
+from ..context import current_run, use_run
 from ..errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
 from ..journal import InFlight
 from ..jsonrpc import Call, parse
 from ..refusal import refusal_body
 from ..scope import EndpointScope, MetadataCollector, sent_url
 from ..sse import ResponseWatcher
+from .auth import Attempt
 from .library import (
+    EXTENSION_ATTEMPT,
     EXTENSION_INFLIGHT,
     EXTENSION_LEARN,
     EXTENSION_REFUSAL,
@@ -225,7 +227,10 @@ class RunHooks:
         if isinstance(admitted, Refusal):
             self._refuse(request, admitted.call, admitted.error)
             return
-        header = await authorization(run, admitted.call, endpoint, current_attempt())
+        attempt = request.extensions.get(EXTENSION_ATTEMPT)
+        header = await authorization(
+            run, admitted.call, endpoint, attempt if isinstance(attempt, Attempt) else None
+        )
         if isinstance(header, Refusal):
             self._refuse(request, header.call, header.error)
             return

@@ -15,6 +15,7 @@ import functools
 
 import httpx
 
+from .auth import AuthFlow, UpstreamRefusal
 from .library import HttpLibrary
 from .streams import AsyncHashingStream, SyncHashingStream
 from .transports import AsyncLocalAnswer, SyncLocalAnswer
@@ -24,8 +25,18 @@ __all__ = [
     "HashingAsyncStream",
     "HashingSyncStream",
     "LocalAnswerTransport",
+    "RunAuth",
     "SyncLocalAnswerTransport",
+    "UpstreamRefusalTransport",
 ]
+
+
+class RunAuth(AuthFlow, httpx.Auth):  # type: ignore[override]  # properties for its flags
+    """The ``auth=`` of factory-built httpx clients: the run's 401/403 handling (:mod:`.auth`)."""
+
+
+class UpstreamRefusalTransport(UpstreamRefusal, httpx.AsyncBaseTransport):
+    """Innermost httpx transport: a final 401/403 becomes a local JSON-RPC refusal (:mod:`.auth`)."""
 
 
 class LocalAnswerTransport(AsyncLocalAnswer, httpx.AsyncBaseTransport):
@@ -52,6 +63,8 @@ LIBRARY = HttpLibrary(
     sync_transport=SyncLocalAnswerTransport,
     async_stream=HashingAsyncStream,
     sync_stream=HashingSyncStream,
+    auth=RunAuth,
+    upstream_transport=UpstreamRefusalTransport,
     response=httpx.Response,
     default_timeout=functools.partial(httpx.Timeout, 30.0, read=300.0),
 )

@@ -16,6 +16,7 @@ import functools
 
 import httpx2
 
+from .auth import AuthFlow, UpstreamRefusal
 from .library import HttpLibrary
 from .streams import AsyncHashingStream, SyncHashingStream
 from .transports import AsyncLocalAnswer, SyncLocalAnswer
@@ -25,8 +26,18 @@ __all__ = [
     "HashingAsyncStream",
     "HashingSyncStream",
     "LocalAnswerTransport",
+    "RunAuth",
     "SyncLocalAnswerTransport",
+    "UpstreamRefusalTransport",
 ]
+
+
+class RunAuth(AuthFlow, httpx2.Auth):  # type: ignore[override]  # properties for its flags
+    """The ``auth=`` of factory-built httpx2 clients: the run's 401/403 handling (:mod:`.auth`)."""
+
+
+class UpstreamRefusalTransport(UpstreamRefusal, httpx2.AsyncBaseTransport):
+    """Innermost httpx2 transport: a final 401/403 becomes a local JSON-RPC refusal (:mod:`.auth`)."""
 
 
 class LocalAnswerTransport(AsyncLocalAnswer, httpx2.AsyncBaseTransport):
@@ -53,6 +64,8 @@ LIBRARY = HttpLibrary(
     sync_transport=SyncLocalAnswerTransport,
     async_stream=HashingAsyncStream,
     sync_stream=HashingSyncStream,
+    auth=RunAuth,
+    upstream_transport=UpstreamRefusalTransport,
     response=httpx2.Response,
     default_timeout=functools.partial(httpx2.Timeout, 30.0, read=300.0),
 )

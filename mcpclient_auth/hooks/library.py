@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     from .transports import AsyncLocalAnswer, SyncLocalAnswer
 
 __all__ = [
+    "EXTENSION_ATTEMPT",
     "EXTENSION_INFLIGHT",
     "EXTENSION_REFUSAL",
     "HttpLibrary",
     "error_code_for",
+    "is_http_error",
     "library_for",
     "library_named",
 ]
@@ -34,6 +36,8 @@ __all__ = [
 #: ``request.extensions`` keys the hooks set (and remove before a redirect leaves).
 EXTENSION_INFLIGHT = "mcpclient_auth.inflight"
 EXTENSION_REFUSAL = "mcpclient_auth.refusal"
+#: The 401/403 state of one request (``auth.Attempt``), set by the auth flow for all its sends.
+EXTENSION_ATTEMPT = "mcpclient_auth.attempt"
 EXTENSION_STAMP = "mcpclient_auth.stamp"
 EXTENSION_LEARN = "mcpclient_auth.learn_metadata"
 EXTENSION_REFUSED = "mcpclient_auth.out_of_scope"
@@ -79,10 +83,22 @@ class HttpLibrary:
     #: ``(inner, tracker)``: a byte stream of this library hashing what passes
     async_stream: type[AsyncHashingStream]
     sync_stream: type[SyncHashingStream]
+    #: ``auth.AuthFlow`` bound to this library's ``Auth`` (``(inner=None)``)
+    auth: type[Any]
+    #: ``(inner)``: ``auth.UpstreamRefusal`` bound to this library's ``AsyncBaseTransport``
+    upstream_transport: type[Any]
     #: ``(status, headers=..., content=..., request=...)`` of this library
     response: Callable[..., Any]
     #: ``() -> Timeout``: mcp's defaults (30 s, 300 s for reads) as this library's Timeout
     default_timeout: Callable[[], Any]
+
+
+def is_http_error(exc: BaseException) -> bool:
+    """True for an ``HTTPError`` of httpx or httpx2 (distinct, unrelated hierarchies)."""
+    return any(
+        cls.__name__ == "HTTPError" and cls.__module__.partition(".")[0] in _LIBRARY_MODULES
+        for cls in type(exc).__mro__
+    )
 
 
 def library_named(name: str) -> HttpLibrary:

@@ -11,7 +11,6 @@ import pytest
 import mcpclient_auth
 from mcpclient_auth import context
 from mcpclient_auth.authz import StaticTokens
-from mcpclient_auth.authz.retry import Attempt
 from mcpclient_auth.errors import ConfigurationError
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.principal import Principal
@@ -93,10 +92,3 @@ def test_context_state_does_not_leak_between_tasks(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert seen == [None, run]
-
-
-def test_the_attempt_is_reset_on_exit() -> None:
-    attempt = Attempt()
-    with context.use_attempt(attempt):
-        assert context.current_attempt() is attempt
-    assert context.current_attempt() is None
