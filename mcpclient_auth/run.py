@@ -305,7 +305,7 @@ class AgentRun:
             raise ConfigurationError(f"configured scopes {outside} are not in allowed_scopes")
         return result
 
-    def _scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]:
+    def scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]:
         """The scopes a step-up at ``endpoint`` may ask ``source`` for (see ``allowed_scopes``)."""
         if self.allowed_scopes is not None:
             return self.allowed_scopes
@@ -450,12 +450,12 @@ class AgentRun:
         # None = the token source's configured audience, unless RFC 9728 metadata named the resource.
         return self._audiences_found.get(endpoint.url)
 
-    def _remember_scopes(self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]) -> None:
+    def remember_scopes(self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]) -> None:
         """After a successful step-up: ask ``source`` for these scopes at ``endpoint`` from now on."""
         with self._lock:
             self._stepped_scopes[(endpoint.url, id(source))] = tuple(scopes)
 
-    async def _discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None:
+    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None:
         """RFC 9728: fetch ``metadata_url`` anonymously; its ``resource`` (which must be this endpoint)
         becomes the audience asked of the token source for this endpoint."""
         from .authz.resource_metadata import fetch_resource_metadata

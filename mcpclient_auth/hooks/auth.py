@@ -215,7 +215,7 @@ def _outside_allowlist(attempt: Attempt, challenge: BearerChallenge | None) -> l
     run, endpoint = attempt.run, attempt.endpoint
     if run is None or endpoint is None:
         return sorted(demanded)  # nothing to judge by: allow nothing
-    return sorted(demanded - run._scope_allowlist(endpoint, attempt.source))
+    return sorted(demanded - run.scope_allowlist(endpoint, attempt.source))
 
 
 def _held_scopes(attempt: Attempt) -> Iterable[str]:
@@ -281,7 +281,7 @@ class AuthFlow:
                 raise _final(attempt, request, response.status_code, challenge)
             if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
                 # The step-up worked: ask for these scopes from now on instead of failing every call once.
-                attempt.run._remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
+                attempt.run.remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
         finally:
             request.extensions.pop(EXTENSION_ATTEMPT, None)
             attempt.release()  # hold no credential or run past the request
@@ -294,7 +294,7 @@ class AuthFlow:
             attempt.scopes = tuple(sorted(set(_held_scopes(attempt)) | set(challenge.scopes)))
             return
         if run.discover_resource_metadata and challenge.resource_metadata is not None:
-            await run._discover_audience(endpoint, challenge.resource_metadata)
+            await run.discover_audience(endpoint, challenge.resource_metadata)
         source.invalidate(
             principal, audience=attempt.audience, scopes=attempt.asked_scopes, token=attempt.token
         )
