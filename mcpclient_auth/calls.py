@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._encoding import sha256_b64url
 from .context import current_principal, discovery_run
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from .keys import Identity
     from .policy import ActionPolicy
     from .principal import Principal
-    from .run import AgentRun
     from .scope import Endpoint, EndpointScope
 
 __all__ = [
@@ -116,10 +115,19 @@ class RunView(Protocol):
     @property
     def static_headers(self) -> Mapping[str, str]: ...
 
+    @property
+    def discover_resource_metadata(self) -> bool: ...
+
     def signer_for(self, endpoint: Endpoint) -> RequestSigner: ...
     def ect_audience(self, endpoint: Endpoint) -> list[str]: ...
     def token_audience(self, endpoint: Endpoint) -> str | None: ...
     def scopes_for(self, endpoint: Endpoint, source: TokenSource) -> Sequence[str] | None: ...
+    # what the 401/403 flow (hooks/auth.py) learns and asks at run time
+    def scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]: ...
+    def remember_scopes(
+        self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]
+    ) -> None: ...
+    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +250,7 @@ async def authorization(
         token = await source.get_token(run.principal, audience=audience, scopes=scopes)
         header = token.authorization_header()
         if attempt is not None:
-            # The 401/403 flow still reaches into the run it was given (#14 step 5 moves that state).
-            owner = cast("AgentRun", run)
-            attempt.used(owner, source, run.principal, endpoint, call, audience, scopes, token)
+            attempt.used(run, source, run.principal, endpoint, call, audience, scopes, token)
         return header
     except McpClientAuthError as exc:
         run.journal.denial(call, None, exc)

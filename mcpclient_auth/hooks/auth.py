@@ -56,6 +56,7 @@ from .library import EXTENSION_ATTEMPT, EXTENSION_INFLIGHT, is_http_error, libra
 
 if TYPE_CHECKING:
     from ..authz.base import AccessToken, TokenSource
+    from ..calls import RunView
     from ..jsonrpc import Call
     from ..principal import Principal
     from ..run import AgentRun
@@ -90,7 +91,7 @@ class Attempt:
     foreign_auth: bool = False
     scopes: tuple[str, ...] | None = None
     final: bool = False
-    run: AgentRun | None = None
+    run: RunView | None = None
     source: TokenSource | None = None
     principal: Principal | None = None
     endpoint: Endpoint | None = None
@@ -102,7 +103,7 @@ class Attempt:
 
     def used(
         self,
-        run: AgentRun,
+        run: RunView,
         source: TokenSource,
         principal: Principal,
         endpoint: Endpoint,
