@@ -36,3 +36,21 @@ def test_the_root_exports_the_context_helpers_once() -> None:
     for name in ("use_run", "current_run", "acting_for"):
         assert name in mcpclient_auth.__all__
         assert getattr(mcpclient_auth, name) is getattr(context, name)
+
+
+def test_httpsig_exports_the_signer_and_verifier_not_the_rfc9421_layer() -> None:
+    # The generic RFC 9421 machinery lives in the private _components / _rfc9421 modules.
+    from mcpclient_auth import httpsig
+
+    assert sorted(httpsig.__all__) == [
+        "MCP_TAG",
+        "PROFILES",
+        "RequestSigner",
+        "RequestVerifier",
+        "SignatureProfile",
+        "SignatureResult",
+        "VerifiedSignature",
+        "WIMSE_TAG",
+    ]
+    for name in httpsig.__all__:
+        assert hasattr(httpsig, name)
