@@ -50,7 +50,13 @@ from ..authz._http import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
 from ..calls import Admitted, Refusal, admit, authorization, check_open, prepare
 from ..context import current_run, use_run
-from ..errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
+from ..errors import (
+    ChallengeMalformed,
+    ConfigurationError,
+    McpClientAuthError,
+    PrincipalMismatch,
+    RequestOutOfScope,
+)
 from ..journal import InFlight
 from ..jsonrpc import Call, parse
 from ..refusal import refusal_body
@@ -216,6 +222,9 @@ class RunHooks:
     async def on_request(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
+        if self._crosses_runs(run, request):
+            self._refuse_cross_run(run, request, await request.aread())
+            return
         endpoint = self._guard(run, request)
         if endpoint is None:
             if _refused(request):
@@ -246,6 +255,9 @@ class RunHooks:
     def on_request_sync(self, request: _Request) -> None:
         _scrub(request)
         run = self.select()
+        if self._crosses_runs(run, request):
+            self._refuse_cross_run(run, request, request.read())
+            return
         endpoint = self._guard(run, request)
         if endpoint is None:
             if _refused(request):
@@ -267,6 +279,40 @@ class RunHooks:
             response.stream = self.library.sync_stream(response.stream, tracker)
 
     # shared ---------------------------------------------------------------------------------------------
+
+    def _crosses_runs(self, selected: AgentRun, request: _Request) -> bool:
+        """True when a client built for its own run is used while *another* run is selected and the
+        request goes to either run's origin.
+
+        Such a request can be signed by neither: the selected run has no business on the client's
+        endpoints (and signing for it through another run's client mixes their ledgers), and the
+        client's run was not selected. Passing it untouched would send an unsigned, unchecked,
+        unrecorded call to the client's endpoint, so it is refused. Requests outside both runs'
+        origins carry nothing of ours and pass as before.
+        """
+        own = self.run
+        if own is None or selected is own:
+            return False
+        url = str(request.url)
+        return own.scope.classify(url).kind != "other" or selected.scope.classify(url).kind != "other"
+
+    def _refuse_cross_run(self, selected: AgentRun, request: _Request, body: bytes) -> None:
+        own = self.run
+        assert own is not None  # _crosses_runs is true only for a client with its own run
+        check_open(own)
+        error = PrincipalMismatch(
+            f"this client acts for run {own.id} (principal {own.principal.id!r}); the call selected run "
+            f"{selected.id} (principal {selected.principal.id!r}); nothing was sent",
+            principal=own.principal.id,
+            requested=selected.principal.id,
+        )
+        try:
+            parsed = parse(body, content_type=request.headers.get("content-type"))
+        except McpClientAuthError:
+            parsed = None
+        call = parsed if isinstance(parsed, Call) else None
+        own.journal.denial(call, None, error)
+        self._refuse(request, call, error)
 
     @staticmethod
     def _guard(run: AgentRun, request: _Request) -> Endpoint | None:

@@ -19,8 +19,9 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from mcpclient_auth.adapters.mcp_session import open_session
 from mcpclient_auth.authz import StaticTokens
+from mcpclient_auth.context import use_run
 from mcpclient_auth.ect import ExecutionContextToken
-from mcpclient_auth.errors import MandateDenied
+from mcpclient_auth.errors import MandateDenied, PrincipalMismatch
 from mcpclient_auth.ledger import verify_ledger
 from mcpclient_auth.principal import Principal
 from mcpclient_auth.refusal import REFUSAL_CODE
@@ -307,3 +308,46 @@ async def test_mandate_in_authorization_mode(env: Env, tmp_path: Path) -> None:
     assert env.state.rejected == 0
     assert all(s.authorization == f"Bearer {run.mandate.token}" for s in env.state.requests)
     assert all("act-mandate" not in s.carried_our_headers for s in env.state.requests)
+
+
+async def test_a_client_of_one_run_refuses_calls_while_another_run_is_selected(
+    env: Env, echo: tuple[EchoApp, str], tmp_path: Path
+) -> None:
+    """A client built for run A, used inside ``use_run(B)``: a call to A's endpoint is signable by
+    neither run, so it is refused (local -32003, a denial in A's ledger) — never sent unsigned."""
+    app, other = echo
+    path_a, path_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    other_run = AgentRun(
+        agent=env.agent, issuer=env.user, purpose="p", capabilities=["mcp.other"], endpoint=f"{other}/mcp",
+        ledger=path_b,
+    )
+    landing = EchoApp()
+    with serve(landing) as third:
+        async with env.run(path_a) as run, other_run, run.httpx_client_factory()() as client:
+            with use_run(other_run):
+                refused = await client.post(env.url, json=SALARY, headers=MCP_HEADERS)
+                to_b = await client.post(f"{other}/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+                elsewhere = await client.post(f"{third}/x", json=INITIALIZE)
+    error = refused.json()["error"]
+    assert error["code"] == REFUSAL_CODE and error["data"]["code"] == "principal_mismatch"
+    assert to_b.json()["error"]["data"]["code"] == "principal_mismatch"
+    assert env.state.requests == [] and app.received == []  # nothing reached either run's server
+    assert elsewhere.status_code == 200 and len(landing.received) == 1 and landing.ours() == []
+    assert [e.meta["code"] for e in entries(path_a, kind="denial")] == ["principal_mismatch"] * 2
+    assert entries(path_b, kind="denial") == []
+
+
+def test_an_installed_sync_client_refuses_while_another_run_is_selected(
+    env: Env, echo: tuple[EchoApp, str], tmp_path: Path
+) -> None:
+    _, other = echo
+    other_run = AgentRun(
+        agent=env.agent, issuer=env.user, purpose="p", capabilities=[], endpoint=f"{other}/mcp",
+        ledger=tmp_path / "b.jsonl",
+    )
+    with env.run(tmp_path / "a.jsonl") as run, other_run, httpx.Client(headers=MCP_HEADERS) as client:
+        run.install(client)
+        with use_run(other_run), pytest.raises(PrincipalMismatch):
+            client.post(env.url, json=INITIALIZE)
+        assert client.post(env.url, json=INITIALIZE).status_code == 200  # its own run: signed as before
+    assert env.state.verified_ects == 1 and len(env.state.requests) == 1
