@@ -179,8 +179,11 @@ def _challenge(response: Any) -> BearerChallenge | None:
         return None
 
 
-def verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | None]:
+def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, BearerChallenge | None]:
     """What to do about ``response`` to a send that carried the run's token.
+
+    ``sent`` is the request ``response`` answers (default ``response.request``; a transport passes it
+    because the client ties the two together only after the transport returns).
 
     ``PASS`` (not our business: no token of ours on it, or not an authorization failure), ``REOBTAIN``
     (401 invalid_token, or a 401 naming resource metadata when the run discovers it), ``STEP_UP``
@@ -188,6 +191,10 @@ def verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | Non
     """
     status = response.status_code
     if attempt.token is None or status not in (401, 403):
+        return PASS, None
+    if not _answered_by_endpoint(attempt, response, sent):
+        # After a redirect the answer came from a hop that got none of our credentials: its 401/403
+        # says nothing about the run's token, so it must not drive a re-obtain or step-up.
         return PASS, None
     challenge = _challenge(response)
     if status == 401:
@@ -206,6 +213,19 @@ def verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | Non
     if _outside_allowlist(attempt, challenge):
         return FAIL, challenge  # never ask the identity provider for what the run does not allow
     return STEP_UP, challenge
+
+
+def _answered_by_endpoint(attempt: Attempt, response: Any, sent: Any) -> bool:
+    """True when the answered send (``sent``, else ``response.request``) went to the endpoint the
+    run's token was last used for."""
+    run, endpoint = attempt.run, attempt.endpoint
+    if run is None or endpoint is None:
+        return False
+    try:
+        url = str((sent if sent is not None else response.request).url)
+    except (AttributeError, RuntimeError):  # a response without its request: nothing to tie it to
+        return False
+    return run.scope.match(url) == endpoint
 
 
 def _outside_allowlist(attempt: Attempt, challenge: BearerChallenge | None) -> list[str]:
@@ -334,7 +354,7 @@ class UpstreamRefusal:
             or response.status_code not in (401, 403)
         ):
             return response
-        action, challenge = verdict(attempt, response)
+        action, challenge = verdict(attempt, response, request)
         call = attempt.call
         if action != FAIL or call is None or call.kind != "request" or call.id is None:
             return response

@@ -18,7 +18,7 @@ from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from mcpclient_auth.adapters.mcp_session import open_session
-from mcpclient_auth.authz import StaticTokens
+from mcpclient_auth.authz import AccessToken, StaticTokens
 from mcpclient_auth.context import use_run
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import MandateDenied, PrincipalMismatch
@@ -351,3 +351,60 @@ def test_an_installed_sync_client_refuses_while_another_run_is_selected(
             client.post(env.url, json=INITIALIZE)
         assert client.post(env.url, json=INITIALIZE).status_code == 200  # its own run: signed as before
     assert env.state.verified_ects == 1 and len(env.state.requests) == 1
+
+
+class _Unauthorized:
+    """Another origin that answers every request 401 invalid_token."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.received += 1
+        body = b"no"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"www-authenticate", b'Bearer error="invalid_token"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_401_from_another_origin_after_a_redirect_is_final(
+    echo: tuple[EchoApp, str], tmp_path: Path
+) -> None:
+    """The run's endpoint redirects to another origin that answers 401: that hop carried none of our
+    credentials, so its answer must not make the run drop its token and obtain a new one."""
+    app, other = echo
+    user, agent, _ = actors()
+    obtained: list[str] = []
+
+    def lookup(principal: Principal) -> AccessToken:
+        obtained.append(principal.id)
+        return AccessToken(f"alice-token-{len(obtained)}")
+
+    foreign = _Unauthorized()
+    with serve(foreign) as foreign_base:
+        run = AgentRun(
+            agent=agent,
+            issuer=user,
+            purpose="p",
+            capabilities=["mcp.search"],
+            endpoint=f"{other}/hop",
+            ledger=tmp_path / "l.jsonl",
+            token_source=StaticTokens(lookup),
+        )
+        async with run, run.httpx_client_factory()(follow_redirects=True, headers=MCP_HEADERS) as client:
+            body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "search", "arguments": {}}}
+            response = await client.post(f"{other}/hop?to={foreign_base}/collect", json=body)
+    assert response.status_code == 401  # the other origin's answer, passed through as final
+    assert obtained == [user.name]  # no re-obtain
+    assert foreign.received == 1 and len(app.received) == 1  # no resend to the endpoint either
+    assert app.received[0][2]["authorization"] == "Bearer alice-token-1"
