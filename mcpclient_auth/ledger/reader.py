@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,6 +64,29 @@ class RawLine:
             value = self.entry.meta.get("torn_hash")
             return value if isinstance(value, str) else None
         return None
+
+
+#: The error of a complete-looking line a writer closed with a recovery record: torn bytes.
+CLOSED_BY_RECOVERY = "torn bytes closed by a recovery record"
+
+
+def closing_recoveries(lines: Iterable[RawLine]) -> Iterator[RawLine]:
+    """``lines`` with every line that the next line's recovery record closes turned into torn bytes
+    (``entry`` ``None``, ``error`` :data:`CLOSED_BY_RECOVERY`).
+
+    A writer only recovers a tail that was torn (no newline) or unreadable, so a parsable line followed
+    by a recovery of its hash was written without its newline: whatever it says, it is a write that did
+    not finish (or bytes someone put there to be "repaired"), never an entry to count or show.
+    """
+    held: RawLine | None = None
+    for line in lines:
+        if held is not None:
+            if held.entry is not None and line.recovery_of == held.hash:
+                held = replace(held, entry=None, error=CLOSED_BY_RECOVERY)
+            yield held
+        held = line
+    if held is not None:
+        yield held
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +275,7 @@ class LedgerReader:
         skipped and recorded in :attr:`problems`; a torn tail in :attr:`torn`."""
         self.problems, self.problem_count, self.torn = [], 0, None
         pending: tuple[RawLine, str] | None = None
-        for line in self.lines():
+        for line in closing_recoveries(self.lines()):
             if pending is not None:
                 bad, reason = pending
                 self._problem(bad, reason, recovered=line.recovery_of == bad.hash)

@@ -16,6 +16,8 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   ``torn_hash``/``torn_bytes`` are that line's) is a reported recovery, not a failure — if the record
   says nothing else, the torn bytes begin like the ledger's next line, and its signature (when it
   has one) covers exactly those facts (``recovery_invalid`` otherwise).
+  A line the recovery closes is torn bytes even when it parses (a complete-looking line written
+  without its newline, :func:`~.reader.closing_recoveries`): never routed, shown or counted as an entry.
 - **the tail** — a seal or a server ``checkpoint`` signs the hash of the line before it, and through
   the chain every line before that: what follows the *last* one is vouched for by nobody. Anything
   there other than a torn line closed by a *signed* recovery fails ``unsealed_tail`` (and a torn
@@ -99,7 +101,15 @@ from .format import (
     LedgerEntry,
     parse_ts,
 )
-from .reader import LedgerReader, RawLine, RunSummary, TornTail, summarize
+from .reader import (
+    CLOSED_BY_RECOVERY,
+    LedgerReader,
+    RawLine,
+    RunSummary,
+    TornTail,
+    closing_recoveries,
+    summarize,
+)
 
 __all__ = [
     "CHECKS",
@@ -829,6 +839,10 @@ class _Verifier:
                     pending, pending_before, pending_seq = line, expected_prev, last_seq
                     previous = line
                     expected_prev = line.hash
+                    if line.error == CLOSED_BY_RECOVERY:
+                        # Complete-looking torn bytes: the writer took their seq (it is checked to be
+                        # the next one), so its recovery record follows that seq. Never an entry.
+                        last_seq += 1
                     continue
                 self.report.entries += 1
                 number = line.number
@@ -925,9 +939,7 @@ class _Verifier:
         for problem in problems:
             self.fail(recovery, "recovery_invalid", problem, line=following.number if following else None)
         if not problems:
-            self.report.recoveries.append(
-                Recovery(recovery.seq, bad.number, bad.length, recovery.seq - 1, signed)
-            )
+            self.report.recoveries.append(Recovery(recovery.seq, bad.number, bad.length, seq_before, signed))
         if not signed:
             self._uncovered(bad.number, None)
 
@@ -1145,4 +1157,4 @@ def verify_ledger(
         allow_unsealed_tail=allow_unsealed_tail,
         anchors=anchors,
     )
-    return verifier.run(reader.lines())
+    return verifier.run(closing_recoveries(reader.lines()))

@@ -278,3 +278,29 @@ def test_a_recovery_record_that_closes_nothing(tmp_path: Path, actors: Actors) -
     with Ledger(path) as ledger:
         write_run(ledger, actors)
     assert checks(verify_ledger(path, trust(actors))) == {"recovery_invalid"}
+
+
+def test_a_complete_looking_line_closed_by_a_recovery_is_never_an_entry(tmp_path: Path, actors: Actors) -> None:
+    """Review 3, a3: a forged, correctly chained entry written without its newline and then "repaired"
+    by the writer's signed recovery is torn bytes — never parsed, shown as an entry or counted."""
+    path = tmp_path / "l.jsonl"
+    with Ledger(path, key=actors.agent) as ledger:
+        written = write_run(ledger, actors, principal="maria", seal=False)
+    last_line = lines_of(path)[-1]
+    last = parse_line(last_line)
+    forged = LedgerEntry(
+        1, last.seq + 1, format_ts(last.time + 1), written.run, "denial", None, None,
+        {"code": "approved", "note": "maria approved salary disclosure"}, line_hash(last_line),
+    )
+    with open(path, "ab") as stream:
+        stream.write(encode_line(forged))  # no newline: the next writer "repairs" it
+    with Ledger(path, key=actors.agent) as ledger:
+        (recovery,) = ledger.recoveries
+    assert recovery.seq == last.seq + 2  # the writer took the torn bytes' seq
+    assert [e.meta for e in Ledger.open(path).entries() if "note" in e.meta] == []
+    report = verify_ledger(path, trust(actors), allow_unsealed=True, allow_unsealed_tail=True)
+    assert report.ok, report.failures
+    assert report.entries == report.lines - 1  # the closed bytes are no entry
+    assert [(r.line, r.last_good_seq, r.signed) for r in report.recoveries] == [
+        (len(lines_of(path)) - 1, last.seq, True)
+    ]
