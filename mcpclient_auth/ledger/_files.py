@@ -10,6 +10,10 @@
   mode, and may read it); one we own whose mode lets group or others in (say 0644 from ``touch`` and
   a 022 umask, or 0666) is fixed to 0600, with a warning — refusing would only stop the agent over a
   mode its own user can change.
+- A file with more than one hard link is refused: another name for the same inode (planted by someone
+  who could write the directory) would let its owner read or rewrite the ledger behind our back.
+- The open itself never blocks: ``O_NONBLOCK`` until the fd is known to be a regular file (a FIFO at
+  the path would otherwise hang the writer until someone opens the other end), then cleared.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 def open_private(path: Path, flags: int, *, what: str = "ledger") -> int:
     """An fd for ``path`` (created 0600 when missing), opened without following a final symlink."""
     shown = os.fspath(path)
-    flags |= os.O_CLOEXEC | _NOFOLLOW
+    flags |= os.O_CLOEXEC | _NOFOLLOW | os.O_NONBLOCK
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -42,11 +46,19 @@ def open_private(path: Path, flags: int, *, what: str = "ledger") -> int:
     except OSError as exc:
         if path.is_symlink():
             raise LedgerFileUnsafe(f"{what} {shown!r} is a symbolic link; refusing to follow it") from None
+        if path.exists() and not path.is_file():  # say, a FIFO with no reader (ENXIO)
+            raise LedgerFileUnsafe(f"{what} {shown!r} is not a regular file") from None
         raise LedgerError(f"cannot open {what} {shown!r}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise LedgerFileUnsafe(f"{what} {shown!r} is not a regular file")
+        if info.st_nlink != 1:
+            raise LedgerFileUnsafe(
+                f"{what} {shown!r} has {info.st_nlink} hard links; "
+                "refusing a file reachable by another name"
+            )
+        os.set_blocking(fd, True)
         mode = stat.S_IMODE(info.st_mode)
         if created:
             # The umask may have narrowed the mode; the file is exactly owner read/write.

@@ -158,3 +158,31 @@ def test_only_a_key_without_a_role_may_checkpoint_and_no_issuer_may_sign_a_recov
         Ledger(path, key=signer).close()
         report = verify_ledger(path, trust)
         assert report.ok == ok and (ok or "recovery_invalid" in report.checks()), signer.name
+
+
+def test_a_hard_linked_ledger_or_anchor_is_refused(tmp_path: Path) -> None:
+    """Review 3: another name for the ledger's inode lets whoever holds it read or rewrite it."""
+    for target, open_it in (
+        (tmp_path / "ledger.jsonl", lambda p: Ledger(p)),
+        (tmp_path / "anchors.jsonl", lambda p: FileAnchor(p).anchor(AnchorPoint("l", 1, "h", "t"))),
+    ):
+        other = tmp_path / f"attacker-{target.name}"
+        other.write_bytes(b"")
+        other.chmod(0o600)
+        os.link(other, target)
+        with pytest.raises(LedgerFileUnsafe) as caught:
+            open_it(target)
+        assert "hard links" in caught.value.message
+        assert other.read_bytes() == b""
+
+
+@pytest.mark.parametrize("name", ["ledger", "anchor"])
+def test_a_fifo_at_the_ledger_or_anchor_path_is_refused_without_blocking(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.jsonl"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(LedgerFileUnsafe) as caught:  # the anchor (write-only) open used to block forever
+        if name == "ledger":
+            Ledger(path)
+        else:
+            FileAnchor(path).anchor(AnchorPoint("l", 1, "h", "t"))
+    assert "not a regular file" in caught.value.message
