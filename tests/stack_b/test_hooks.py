@@ -30,7 +30,7 @@ from starlette.middleware import Middleware
 
 from mcpclient_auth.adapters.langchain_mcp import RunMiddleware, signed_client
 from mcpclient_auth.adapters.mcp2 import RunClient, open_client
-from mcpclient_auth.errors import MandateDenied, RunClosed
+from mcpclient_auth.errors import MandateDenied, PrincipalMismatch, RunClosed
 from mcpclient_auth.factory import httpx2_client_factory, httpx_client_factory, install
 from mcpclient_auth.hooks import library_for, use_run
 from mcpclient_auth.ledger import verify_ledger
@@ -258,6 +258,27 @@ async def test_other_origins_and_paths_get_no_headers(servers: dict[str, SignedE
     for request in (foreign, discovery):
         assert not any(request.header(name) for name in _OUR_HEADERS), request.url
     assert entries(path, kind="ect") == [] and entries(path, kind="denial") == []
+
+
+async def test_a_run_s_httpx2_client_refuses_while_another_run_is_selected(
+    servers: dict[str, SignedEnv], tmp_path: Path
+) -> None:
+    """Review 3, b2: a client built for run A, used inside ``use_run(B)``, must not send A's endpoint an
+    unsigned call — refused (``principal_mismatch``, a denial in A's ledger), nothing reaches it."""
+    env = fresh(servers, "stateless")
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    with running_server("stateless") as other:
+        async with (
+            asyncio.timeout(HANG_GUARD),
+            env.run(tmp_path / "a.jsonl") as run,
+            env.run(tmp_path / "b.jsonl", user="bob", endpoint=other.url) as other_run,
+            httpx2.AsyncClient() as client,
+        ):
+            install(client, run)
+            with use_run(other_run), pytest.raises(PrincipalMismatch):
+                await client.post(env.url, json=listing)
+    assert env.requests() == [] and other.log.entries() == []
+    assert [e.meta["code"] for e in entries(tmp_path / "a.jsonl", kind="denial")] == ["principal_mismatch"]
 
 
 # ------------------------------------------------------------------------------------------ httpx2 details
