@@ -216,15 +216,17 @@ def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, Bea
 
 
 def _answered_by_endpoint(attempt: Attempt, response: Any, sent: Any) -> bool:
-    """True when the answered send (``sent``, else ``response.request``) went to the endpoint the
-    run's token was last used for."""
+    """False when the answered send (``sent``, else ``response.request``) went elsewhere than the
+    endpoint the run's token was last used for (a redirect hop). ``used()`` sets the token together
+    with run and endpoint, and httpx ties every response to its request, so "cannot tell" only
+    happens to hand-built values; they keep the plain status/challenge judgement."""
     run, endpoint = attempt.run, attempt.endpoint
     if run is None or endpoint is None:
-        return False
+        return True
     try:
         url = str((sent if sent is not None else response.request).url)
-    except (AttributeError, RuntimeError):  # a response without its request: nothing to tie it to
-        return False
+    except (AttributeError, RuntimeError):
+        return True
     return run.scope.match(url) == endpoint
 
 
