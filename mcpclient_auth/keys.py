@@ -508,6 +508,7 @@ class TrustStore:
         self._keys: dict[str, PublicKey] = {}
         self._issuers: dict[str, frozenset[str]] = {}
         self._agents: set[str] = set()
+        self._kids_by_thumbprint: dict[str, set[str]] = {}
         self._max_depth = DEFAULT_MAX_DELEGATION_DEPTH
         self.max_delegation_depth = max_delegation_depth
         for key in keys:
@@ -524,8 +525,23 @@ class TrustStore:
         existing = self._keys.get(public.kid)
         if existing is not None and existing != public:
             raise KeyFormatError(f"two different keys claim kid {public.kid!r}")
+        # A mandate binds its agent by thumbprint (cnf.jkt); a kid spelling another key's thumbprint
+        # would let a verifier that ever compared kid with jkt confuse the two keys. Refused both ways.
+        for other in self._kids_by_thumbprint.get(public.kid, ()):
+            if self._keys[other].thumbprint != public.thumbprint:
+                raise KeyFormatError(f"kid {public.kid[:16]!r} is the thumbprint of another key")
+        claimed = self._keys.get(public.thumbprint)
+        if claimed is not None and claimed.thumbprint != public.thumbprint:
+            raise KeyFormatError(
+                f"another key uses this key's thumbprint {public.thumbprint[:16]!r} as its kid"
+            )
         self._keys[public.kid] = public
+        self._kids_by_thumbprint.setdefault(public.thumbprint, set()).add(public.kid)
         return public
+
+    def _same_key_kids(self, public: PublicKey) -> set[str]:
+        """Every kid under which this very key (same thumbprint) is registered."""
+        return self._kids_by_thumbprint.get(public.thumbprint, set()) | {public.kid}
 
     # --- roles -------------------------------------------------------------------------------------
 
@@ -551,7 +567,7 @@ class TrustStore:
         for name in names:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError("each principal must be a non-empty string")
-        if public.kid in self._agents:
+        if self._same_key_kids(public) & self._agents:
             raise TrustRoleConflict(
                 f"key {public.kid[:16]!r} is an agent key; an agent key cannot also issue mandates"
             )
@@ -562,7 +578,7 @@ class TrustStore:
     def add_agent(self, key: KeyLike) -> PublicKey:
         """Add ``key`` as an agent key (signs ECTs, requests, records, seals and delegations)."""
         public = self._public_for(key)
-        if public.kid in self._issuers:
+        if self._same_key_kids(public) & self._issuers.keys():
             raise TrustRoleConflict(
                 f"key {public.kid[:16]!r} is an issuer key; an issuer key cannot also be an agent key"
             )

@@ -360,8 +360,6 @@ class _RunChecker:
         """Whether the key named ``kid`` is the one a mandate's ``cnf.jkt`` binds."""
         if not isinstance(kid, str):
             return False
-        if kid == jkt:
-            return True
         cached = self._kid_binding.get((kid, jkt))
         if cached is None:
             cached = kid in self.trust and self.trust.get(kid).thumbprint == jkt

@@ -411,7 +411,8 @@ class McpRequestVerifier:
                 # Name-only mandates: at least the agent key the mandate names, not any agent's.
                 raise SignaturePolicyError("the request was not signed by the agent the mandate names")
             return
-        if signature.keyid != mandate.agent_kid:
+        # cnf.jkt is a thumbprint, the signature names a kid: compare the key's thumbprint, never the kid.
+        if self.trust.get(signature.keyid).thumbprint != mandate.agent_kid:
             raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")
 
     # --- pieces -------------------------------------------------------------------------------------

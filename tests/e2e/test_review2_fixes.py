@@ -1,0 +1,163 @@
+"""Second adversarial review of the trust model (issue 12): each fix against the demo's HR server.
+
+Every test here failed on main before its fix (the PoCs of the review, turned into assertions).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from mcpclient_auth.act import Mandate
+from mcpclient_auth.cli import app as cli_app
+from mcpclient_auth.demo.hr import hr_app
+from mcpclient_auth.demo.serving import free_port, running
+from mcpclient_auth.errors import KeyFormatError, TrustRoleConflict
+from mcpclient_auth.keys import Identity, TrustStore
+from mcpclient_auth.ledger import verify_ledger
+from mcpclient_auth.run import AgentRun
+from tests.support.trust import trust_for
+
+pytestmark = pytest.mark.e2e
+
+SALARY = "mcp.get_employee_salary"
+OFFICES = "mcp.get_office_locations"
+ACCEPT = "application/json, text/event-stream"
+VERSION = "2025-06-18"
+
+
+def init_message() -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+
+
+def salary_call(employee: str, request_id: int = 2) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": "get_employee_salary", "arguments": {"employee": employee}},
+    }
+
+
+def body_of(response: httpx.Response) -> Any:
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:"):
+                return json.loads(line[5:])
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+@dataclass
+class Server:
+    url: str
+    directory: Path
+
+    @property
+    def ledger(self) -> Path:
+        return self.directory / "server.jsonl"
+
+
+def serve(trust: TrustStore, directory: Path, **options: Any) -> Iterator[Server]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with running(hr_app(trust, audience=url, ledger=directory / "server.jsonl", **options), port):
+        yield Server(url, directory)
+
+
+class Session:
+    """One MCP session opened and driven through ``run``'s signing hooks (sync httpx)."""
+
+    def __init__(self, run: AgentRun, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=15)
+        run.install(self.http)
+        response = self.http.post(url, json=init_message(), headers={"accept": ACCEPT})
+        assert response.status_code == 200, response.text
+        self.headers = {"accept": ACCEPT, "mcp-session-id": response.headers["mcp-session-id"],
+                        "mcp-protocol-version": VERSION}
+        self.http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers)
+
+    def post(self, message: dict[str, Any]) -> httpx.Response:
+        return self.http.post(self.url, json=message, headers=self.headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# --- 1. key binding compares thumbprints, never a kid with cnf.jkt ----------------------------------------
+
+
+def with_kid(identity: Identity, kid: str, **members: str) -> Identity:
+    return Identity.from_jwk(identity.private_jwk() | {"kid": kid, **members})
+
+
+def test_a_kid_spelling_another_keys_thumbprint_is_refused_by_the_trust_store() -> None:
+    victim = with_kid(Identity.generate(name="victim-agent"), "victim-agent-2026")
+    mallory = with_kid(Identity.generate(name="mallory"), victim.public.thumbprint)
+    store = TrustStore()
+    store.add_agent(victim)
+    with pytest.raises(KeyFormatError):
+        store.add_agent(mallory)
+    # ... in either order: the squatting kid first, then the key whose thumbprint it spells.
+    store = TrustStore()
+    store.add_agent(mallory)
+    with pytest.raises(KeyFormatError):
+        store.add_agent(victim)
+
+
+def test_one_key_under_two_kids_cannot_be_issuer_and_agent(tmp_path: Path) -> None:
+    maria = Identity.generate(name="maria")
+    as_agent = maria.public_jwk() | {"kid": "maria-agent"}
+    store = TrustStore()
+    store.add_issuer(maria)
+    with pytest.raises(TrustRoleConflict):
+        store.add_agent(as_agent)
+    store = TrustStore()
+    store.add_agent(as_agent)
+    with pytest.raises(TrustRoleConflict):
+        store.add_issuer(maria)
+    # The CLI that writes trust files refuses it too.
+    maria.save(tmp_path / "maria.jwk")
+    (tmp_path / "maria-as-agent.jwk").write_text(json.dumps(as_agent))
+    jwks = tmp_path / "jwks.json"
+    first = CliRunner().invoke(cli_app, ["keys", "trust", str(jwks), "--issuer", str(tmp_path / "maria.jwk")])
+    second = CliRunner().invoke(cli_app, ["keys", "trust", str(jwks), "--agent", str(tmp_path / "maria-as-agent.jwk")])
+    assert first.exit_code == 0, first.stdout
+    assert second.exit_code != 0
+    assert not TrustStore.from_jwks(jwks).is_agent("maria-agent")
+
+
+def test_an_agent_with_a_custom_kid_acts_on_its_mandate_and_verifies(tmp_path: Path) -> None:
+    """The server and the ledger compare the signer's thumbprint with cnf.jkt (before: its kid, so an
+    agent whose kid is not its thumbprint was refused, and a kid equal to a thumbprint was accepted)."""
+    maria = Identity.generate(name="maria")
+    agent = with_kid(Identity.generate(name="hr-agent"), "hr-agent-2026")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    for server in serve(trust, tmp_path):
+        mandate = Mandate.issue(maria, agent=agent, audience=server.url, purpose="HR", capabilities=[SALARY])
+        run = AgentRun(agent=agent, mandate=mandate.token, endpoint=server.url, ledger=tmp_path / "agent.jsonl")
+        session = Session(run, server.url)
+        try:
+            response = session.post(salary_call("carol"))
+        finally:
+            session.close()
+        assert response.status_code == 200, response.text
+        assert "error" not in body_of(response)
+        run.close_sync()
+        report = verify_ledger(tmp_path / "agent.jsonl", trust)
+        assert report.ok, report.checks()
