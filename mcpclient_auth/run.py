@@ -288,7 +288,7 @@ class AgentRun:
         if trust is not None:
             self.mandate = self._verified(self.mandate, trust)
         check_known(self.mandate.cap)  # a constraint nobody enforces makes the mandate unusable
-        self._budget = CallBudget(max_runs=1)
+        self._budget = CallBudget(max_runs=len(self.mandate.chain))  # one slot per budgeted link
         self.audiences: list[str] = configured or list(self.mandate.aud)
         self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
@@ -576,9 +576,8 @@ class AgentRun:
                 raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
             action = check_call(self.policy, call, self.mandate)
             # Constraints of a granted action apply whatever the policy (never ignored).
-            constraints = self.mandate.constraints(action)
-            if constraints:
-                self._budget.charge(self.id, action, constraints, call, expires=self.mandate.exp)
+            # Charged to every budgeted link of the chain (all or nothing), as the server does.
+            self._budget.charge_chain(self.mandate.chain, action, call)
             return action
         except McpClientAuthError as exc:
             self._deny(call, getattr(exc, "action", None), exc)

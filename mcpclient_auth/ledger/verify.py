@@ -267,6 +267,10 @@ def _check_for(kind: str, exc: Exception) -> tuple[str, str]:
 # --- one run -------------------------------------------------------------------------------------------
 
 
+#: A call charged to an ancestor mandate's budget: (seq, ECT jti, ancestor jti, action, max_calls).
+AncestorCall = tuple[int, "str | None", str, str, int]
+
+
 class _RunChecker:
     """Every check that concerns one run, fed its entries in file order.
 
@@ -296,6 +300,8 @@ class _RunChecker:
         self._kid_binding: dict[tuple[str, str], bool] = {}
         #: action -> ECTs of the run, for actions whose capability has ``max_calls``.
         self._calls: dict[str, int] = {}
+        #: (seq, ECT jti, ancestor jti, action, max_calls) for each call a budgeted ancestor pays for.
+        self._ancestor_calls: list[AncestorCall] = []
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
             "mandate": self._mandate,
             "ect": self._ect,
@@ -434,6 +440,11 @@ class _RunChecker:
     def _count_call(self, entry: LedgerEntry, mandate: Mandate, action: str) -> None:
         """``max_calls``: the run's ECTs for a budgeted action (bodies are not in the ledger, so
         argument constraints cannot be re-checked here; the server enforces them before the tool runs)."""
+        for ancestor in mandate.chain[:-1]:
+            # A delegated run spends its ancestors' budgets too; they are totalled over every run.
+            bound = (ancestor.constraints(action) or {}).get("max_calls")
+            if type(bound) is int:
+                self._ancestor_calls.append((entry.seq, entry.jti, ancestor.jti, action, bound))
         limit = (mandate.constraints(action) or {}).get("max_calls")
         if type(limit) is not int:
             return
@@ -504,7 +515,9 @@ class _RunChecker:
         """End of the run (its seal, or the end of the file): settle forward references."""
         if self._forward:
             self._settle_forward()
-        return _RunResult(self.run, self.failures, self.summary, self.tokens_verified, self.sealed)
+        return _RunResult(
+            self.run, self.failures, self.summary, self.tokens_verified, self.sealed, self._ancestor_calls
+        )
 
     def _settle_forward(self) -> None:
         # Forward references only exist in damaged ledgers: sort them into cycles and unknown ids.
@@ -530,6 +543,7 @@ class _RunResult:
     summary: RunSummary
     tokens_verified: int
     sealed: bool
+    ancestor_calls: list[AncestorCall]
 
 
 # --- where the runs are checked ---------------------------------------------------------------------
@@ -656,6 +670,7 @@ class _Verifier:
         else:
             self.runs = _InlineRuns(trust, skew, self._run_done)
         self.sealed: set[str] = set()
+        self._ancestor_calls: list[tuple[AncestorCall, str]] = []
 
     def fail(self, entry: LedgerEntry | None, check: str, reason: str, *, line: int | None = None) -> None:
         self.report.failures.append(
@@ -709,6 +724,7 @@ class _Verifier:
                 self._judge_unreadable(pending, None)
         finally:
             self.runs.close()
+        self._check_ancestor_budgets()
         report = self.report
         report.failures.sort(key=_failure_order)
         # A run is verified when no failure at all names it (chain and seq failures on its lines too).
@@ -762,6 +778,24 @@ class _Verifier:
         if not result.sealed and not self.allow_unsealed:
             report.failures.append(Failure(None, None, result.run, "run_unsealed", "the run has no seal"))
         report.runs[result.run] = result.summary
+        self._ancestor_calls.extend((call, result.run) for call in result.ancestor_calls)
+
+    def _check_ancestor_budgets(self) -> None:
+        """``max_calls`` of a mandate bounds the calls of all its delegations together, across runs."""
+        made: dict[tuple[str, str], int] = {}
+        for (seq, jti, ancestor, action, limit), run in sorted(self._ancestor_calls, key=lambda c: c[0][0]):
+            count = made[(ancestor, action)] = made.get((ancestor, action), 0) + 1
+            if count > limit:
+                self.report.failures.append(
+                    Failure(
+                        seq,
+                        jti,
+                        run,
+                        "constraint_violation",
+                        f"call {count} of {action!r} under mandate {ancestor} (delegations included) "
+                        f"exceeds its max_calls {limit}",
+                    )
+                )
 
 
 def _failure_order(failure: Failure) -> int:

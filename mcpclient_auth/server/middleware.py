@@ -130,6 +130,8 @@ class McpAuthMiddleware:
         constraints: ConstraintRegistry | None = None,
         bind_sessions: bool = True,
         multi_server_runs: bool = False,
+        budget_runs: int = 100_000,
+        budget_runs_per_root: int | None = None,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
@@ -156,6 +158,8 @@ class McpAuthMiddleware:
             replay_entries_per_key=replay_entries_per_key,
             multi_server_runs=multi_server_runs,
             constraints=constraints,
+            budget_runs=budget_runs,
+            budget_runs_per_root=budget_runs_per_root,
         )
         self.filter_lists = filter_lists
         #: who opened which MCP session (``None``: sessions are not bound)

@@ -226,7 +226,9 @@ class McpRequestVerifier:
 
     Constraints: argument values are checked with every other check, and ``max_calls`` is counted once
     the replay ids were claimed (a replayed request never uses up a run's budget). The counts live in
-    this object — per process, like the memory replay store — for at most ``budget_runs`` live runs.
+    this object — per process, like the memory replay store, and reset when the process restarts — for
+    at most ``budget_runs`` live mandates (``budget_runs_per_root`` per chain root). A delegated call is
+    charged to every mandate of its chain whose capability has ``max_calls``.
     """
 
     def __init__(
@@ -247,6 +249,7 @@ class McpRequestVerifier:
         replay_store: ReplayStore | None = None,
         constraints: ConstraintRegistry | None = None,
         budget_runs: int = 100_000,
+        budget_runs_per_root: int | None = None,
         multi_server_runs: bool = False,
     ) -> None:
         trust.require_roles()  # without roles any trusted key could mint any user's mandate
@@ -274,8 +277,11 @@ class McpRequestVerifier:
             ect_header=ect_header,
         )
         self._mandates = _MandateCache()
-        # max_calls counts per run (mandate jti), in this process only: see CallBudget.
-        self._budget = CallBudget(max_runs=budget_runs, skew=skew, registry=constraints)
+        # max_calls counts per mandate jti, delegations charged to every budgeted ancestor, in this
+        # process only (reset on restart): see CallBudget.
+        self._budget = CallBudget(
+            max_runs=budget_runs, max_runs_per_root=budget_runs_per_root, skew=skew, registry=constraints
+        )
         self.constraints = self._budget.registry
         #: ``wid`` required; ``pred`` only names nodes accepted here for the run (see ._dagshape)
         self.shapes = RunShapes(multi_server_runs=multi_server_runs)
@@ -322,11 +328,11 @@ class McpRequestVerifier:
     def _charge(self, verified: VerifiedRequest, now: float | None) -> VerifiedRequest | Rejection:
         """Count the call against its capability's ``max_calls`` (evaluated and counted atomically)."""
         mandate, call, action = verified.mandate, verified.call, verified.action
-        constraints = mandate.constraints(action) if mandate is not None and action is not None else None
-        if not constraints or call is None or action is None or mandate is None:
+        if call is None or action is None or mandate is None:
             return verified
         try:
-            self._budget.charge(mandate.jti, action, constraints, call, expires=mandate.exp, now=now)
+            # Every budgeted link of the chain: a self-delegated sub-mandate brings no fresh budget.
+            self._budget.charge_chain(mandate.chain, action, call, now=now)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         return verified
@@ -363,7 +369,7 @@ class McpRequestVerifier:
             if call is not None and action is not None and mandate is not None:
                 # Constraints of a granted action apply whatever the policy; nothing is counted yet
                 # (see _charge: after the replay ids are claimed).
-                self._budget.check(mandate.jti, action, mandate.constraints(action), call)
+                self._budget.check_chain(mandate.chain, action, call)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         claims: list[ReplayClaim] = []

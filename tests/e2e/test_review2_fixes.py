@@ -161,3 +161,105 @@ def test_an_agent_with_a_custom_kid_acts_on_its_mandate_and_verifies(tmp_path: P
         run.close_sync()
         report = verify_ledger(tmp_path / "agent.jsonl", trust)
         assert report.ok, report.checks()
+
+
+# --- 2. max_calls bounds a mandate's delegations too ---------------------------------------------------
+
+
+def budgeted(limit: int) -> list[Any]:
+    return [{"action": SALARY, "constraints": {"args": {"employee": {"eq": "carol"}}, "max_calls": limit}}]
+
+
+def test_self_delegation_brings_no_fresh_max_calls_budget(tmp_path: Path) -> None:
+    maria = Identity.generate(name="maria")
+    agent = Identity.generate(name="hr-agent")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    for server in serve(trust, tmp_path):
+        root = Mandate.issue(maria, agent=agent, audience=server.url, purpose="one lookup", capabilities=budgeted(1))
+        run = AgentRun(agent=agent, mandate=root.token, endpoint=server.url, ledger=tmp_path / "root.jsonl", trust=trust)
+        session = Session(run, server.url)
+        assert session.post(salary_call("carol")).status_code == 200
+        session.close()
+        run.close_sync()
+        for index in range(3):
+            child = root.delegate(agent, agent=agent, capabilities=budgeted(1))
+            run = AgentRun(
+                agent=agent, mandate=child.token, endpoint=server.url,
+                ledger=tmp_path / f"child{index}.jsonl", trust=trust,
+            )
+            session = Session(run, server.url)
+            response = session.post(salary_call("carol"))
+            session.close()
+            run.close_sync()
+            assert response.status_code == 403, response.text
+            assert response.json()["code"] == "constraint_violated"
+        assert verify_ledger(server.ledger, trust, allow_unsealed=True).ok
+
+
+def test_verify_ledger_totals_an_ancestors_budget_across_runs(tmp_path: Path) -> None:
+    """Two servers (or one restarted: budgets are per process) each accept one delegated call; the
+    root allowed one: the ledger holding both runs fails ``constraint_violation``."""
+    maria = Identity.generate(name="maria")
+    agent = Identity.generate(name="hr-agent")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    from mcpclient_auth.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "agent.jsonl")
+    for first in serve(trust, tmp_path / "a"):
+        for second in serve(trust, tmp_path / "b"):
+            root = Mandate.issue(
+                maria, agent=agent, audience=[first.url, second.url], purpose="one lookup", capabilities=budgeted(1)
+            )
+            for server in (first, second):
+                child = root.delegate(agent, agent=agent, capabilities=budgeted(1))
+                run = AgentRun(agent=agent, mandate=child.token, endpoint=server.url, ledger=ledger, trust=trust)
+                session = Session(run, server.url)
+                response = session.post(salary_call("carol"))
+                session.close()
+                run.close_sync()
+                assert response.status_code == 200, response.text
+    ledger.close()
+    report = verify_ledger(tmp_path / "agent.jsonl", trust)
+    assert not report.ok
+    assert [failure.check for failure in report.failures] == ["constraint_violation"]
+    assert verify_ledger(tmp_path / "agent.jsonl", trust, jobs=2).checks() == report.checks()
+
+
+def test_one_roots_delegations_cannot_fill_the_budget_table() -> None:
+    """A per-root quota of budget slots: mallory's self-delegations fill her root's share, not the
+    table, and erik's mandate still gets a budget (real McpRequestVerifier, signed requests)."""
+    from mcpclient_auth._encoding import sha256_b64url
+    from mcpclient_auth.ect import ExecutionContextToken
+    from mcpclient_auth.httpsig import RequestSigner
+    from mcpclient_auth.server.verify import IncomingHeaders, IncomingRequest, McpRequestVerifier
+
+    audience = "https://hr.example/mcp"
+    maria, erik = Identity.generate(name="maria"), Identity.generate(name="erik")
+    mallory, good = Identity.generate(name="mallory-agent"), Identity.generate(name="erik-agent")
+    trust = trust_for(issuers=[maria, erik], agents=[mallory, good])
+    verifier = McpRequestVerifier(trust, audience=audience, budget_runs=6, budget_runs_per_root=3)
+    caps: list[Any] = [{"action": "mcp.search", "constraints": {"max_calls": 100}}]
+
+    def call(agent: Identity, mandate: Mandate) -> str:
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search", "arguments": {"q": "x"}}}
+        ).encode()
+        ect = ExecutionContextToken.mint(
+            agent, audience=[audience], exec_act="mcp.search", pred=[mandate.jti], wid=mandate.jti,
+            inp_hash=sha256_b64url(body),
+        )
+        request = httpx.Request(
+            "POST", audience, content=body,
+            headers={"content-type": "application/json", "act-mandate": mandate.token, "execution-context": ect.token},
+        )
+        RequestSigner(agent, audience=audience).sign(request)
+        outcome = verifier.check(IncomingRequest("POST", str(request.url), IncomingHeaders(request.headers.raw), body))
+        error = getattr(outcome, "error", None)
+        return str(error.code) if error is not None else "accepted"
+
+    root = Mandate.issue(maria, agent=mallory, audience=audience, purpose="p", capabilities=caps)
+    outcomes = [call(mallory, root.delegate(mallory, agent=mallory, capabilities=caps)) for _ in range(4)]
+    assert outcomes == ["accepted", "accepted", "budget_capacity", "budget_capacity"]
+    assert call(good, Mandate.issue(erik, agent=good, audience=audience, purpose="p", capabilities=caps)) == "accepted"
