@@ -293,6 +293,13 @@ class AgentRun:
         self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
             raise ConfigurationError("principal must be a Principal")
+        if self.principal.id != self.mandate.principal:
+            # The user token fetched and the ledger's attribution must be the mandate's principal's.
+            raise PrincipalMismatch(
+                f"the run's principal {self.principal.id!r} is not the mandate's principal "
+                f"{self.mandate.principal!r} (its chain's root iss)",
+                principal=self.principal.id,
+            )
         self.frontier = Frontier(self.mandate.jti)
         self.signer = RequestSigner(
             agent, "mcp", ect_header=ect_header, audience=audience if isinstance(audience, str) else None

@@ -95,6 +95,7 @@ CHECKS: dict[str, str] = {
     "signer_not_agent": "an ECT, record or seal is signed by a key that is not a registered agent key",
     "token_time": "a token was logged outside its validity, or a call outlived its mandate",
     "entry_mismatch": "an entry's jti, run or wid disagrees with its token, or a response answers no call",
+    "principal_mismatch": "an entry names another principal than the run's mandate (its chain's root iss)",
     "mandate_missing": "a run's entries do not start with its mandate",
     "pred_unknown": "a pred is not an earlier mandate or ECT of the same run",
     "pred_newer": "a predecessor was issued after its child (beyond the clock skew)",
@@ -322,6 +323,10 @@ class _RunChecker:
             self._missing_reported = True
             self.fail(entry, "mandate_missing", "the run's first entry is not its mandate")
         self._handlers[entry.kind](entry)
+        principal = entry.meta.get("principal")
+        if self.mandate is not None and principal is not None and principal != self.mandate.principal:
+            # The run acts for the mandate's principal; a log naming another user misattributes it.
+            self.fail(entry, "principal_mismatch", "the entry names another principal than the run's mandate")
         if entry.kind != "seal":
             self._count += 1
 
@@ -393,6 +398,7 @@ class _RunChecker:
         except ConstraintError as exc:
             self.fail(entry, "constraint_unknown", f"mandate: {exc.code}: {exc.message}")
         self.mandate = mandate
+        self.summary.principal = mandate.principal  # whom the mandate names, not what the log says
         self._iat[mandate.jti] = mandate.iat
 
     def _ect(self, entry: LedgerEntry) -> None:

@@ -263,3 +263,50 @@ def test_one_roots_delegations_cannot_fill_the_budget_table() -> None:
     outcomes = [call(mallory, root.delegate(mallory, agent=mallory, capabilities=caps)) for _ in range(4)]
     assert outcomes == ["accepted", "accepted", "budget_capacity", "budget_capacity"]
     assert call(good, Mandate.issue(erik, agent=good, audience=audience, purpose="p", capabilities=caps)) == "accepted"
+
+
+# --- 3. the run's principal is the mandate's -----------------------------------------------------------
+
+
+def test_a_run_cannot_carry_one_users_mandate_for_another_principal(tmp_path: Path) -> None:
+    from mcpclient_auth.errors import PrincipalMismatch
+    from mcpclient_auth.principal import Principal
+
+    maria = Identity.generate(name="maria")
+    agent = Identity.generate(name="hr-agent")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    url = "http://127.0.0.1:1/mcp"
+    mandate = Mandate.issue(maria, agent=agent, audience=url, purpose="p", capabilities=[SALARY])
+    with pytest.raises(PrincipalMismatch) as raised:
+        AgentRun(agent=agent, mandate=mandate.token, endpoint=url, ledger=tmp_path / "l.jsonl",
+                 trust=trust, principal=Principal(id="erik"))
+    assert raised.value.code == "principal_mismatch"
+    assert not (tmp_path / "l.jsonl").exists() or (tmp_path / "l.jsonl").read_text() == ""
+    # The mandate's own principal is accepted (given explicitly or by default).
+    run = AgentRun(agent=agent, mandate=mandate.token, endpoint=url, ledger=tmp_path / "ok.jsonl",
+                   trust=trust, principal=Principal(id="maria"))
+    run.close_sync()
+
+
+def test_verify_ledger_refuses_an_entry_naming_another_principal(tmp_path: Path) -> None:
+    from mcpclient_auth.ledger import Ledger
+
+    maria = Identity.generate(name="maria")
+    agent = Identity.generate(name="hr-agent")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    url = "http://127.0.0.1:1/mcp"
+    mandate = Mandate.issue(maria, agent=agent, audience=url, purpose="p", capabilities=[SALARY])
+    run = AgentRun(agent=agent, mandate=mandate.token, endpoint=url, ledger=tmp_path / "genuine.jsonl", trust=trust)
+    run.close_sync()
+    assert verify_ledger(tmp_path / "genuine.jsonl", trust).runs[mandate.jti].principal == "maria"
+    # The same run, its mandate entry re-logged as erik's (a writer that ignored the check).
+    forged = Ledger(tmp_path / "forged.jsonl")
+    for entry in Ledger.open(tmp_path / "genuine.jsonl").entries():
+        if entry.kind == "mandate":
+            forged.append(run=entry.run, kind="mandate", jti=entry.jti, token=entry.token,
+                          meta=entry.meta | {"principal": "erik"})
+    forged.seal(mandate.jti, agent)
+    forged.close()
+    report = verify_ledger(tmp_path / "forged.jsonl", trust)
+    assert "principal_mismatch" in report.checks()
+    assert report.runs[mandate.jti].principal == "maria"
