@@ -553,6 +553,13 @@ class KeyBindingMismatch(TokenError):
     code = "key_binding_mismatch"
 
 
+class RecordMandateMissing(TokenError):
+    """An execution record verified without its mandate: the agent's key alone signs a record, so
+    its mandate claims (``iss``, ``cap``, ...) prove nothing until compared with the verified mandate."""
+
+    code = "record_mandate_missing"
+
+
 # --- authorization: additions ---------------------------------------------------------------------
 
 
@@ -647,6 +654,7 @@ __all__ = [
     "PhaseError",
     "PrincipalMismatch",
     "PrivilegeEscalation",
+    "RecordMandateMissing",
     "ReplayDetected",
     "ReplayStoreFull",
     "ReplayStoreUnavailable",

@@ -310,3 +310,38 @@ def test_verify_ledger_refuses_an_entry_naming_another_principal(tmp_path: Path)
     report = verify_ledger(tmp_path / "forged.jsonl", trust)
     assert "principal_mismatch" in report.checks()
     assert report.runs[mandate.jti].principal == "maria"
+
+
+# --- 4. `token verify` does not vouch for forged evidence ---------------------------------------------
+
+
+def test_token_verify_refuses_a_record_forged_by_the_agent_and_an_issuer_signed_ect(tmp_path: Path) -> None:
+    import time
+    import uuid
+
+    from mcpclient_auth import jose
+    from mcpclient_auth._encoding import sha256_b64url
+    from mcpclient_auth.ect import ExecutionContextToken
+
+    maria = Identity.generate(name="maria")
+    agent = Identity.generate(name="hr-agent")
+    jwks = trust_for(issuers=[maria], agents=[agent]).save(tmp_path / "jwks.json")
+    now = int(time.time())
+    # The agent key alone signs a "record" claiming maria granted a delete.
+    claims = {
+        "iss": "maria", "sub": "hr-agent", "aud": "http://hr.example/mcp", "iat": now, "exp": now + 900,
+        "jti": str(uuid.uuid4()), "task": {"purpose": "p"}, "cap": [{"action": "mcp.delete_employee"}],
+        "cnf": {"jkt": agent.public.thumbprint}, "exec_act": "mcp.delete_employee", "pred": [],
+        "inp_hash": sha256_b64url(b"p"), "out_hash": sha256_b64url(b"x"), "status": "completed",
+    }
+    forged = jose.encode(agent, jose.ACT_TYP, claims)
+    result = CliRunner().invoke(cli_app, ["token", "verify", forged, "--jwks", str(jwks)])
+    assert result.exit_code == 1 and "record_mandate_missing" in result.stderr
+    # With a genuine mandate of maria's for something else, the record does not match it.
+    genuine = Mandate.issue(maria, agent=agent, audience="http://hr.example/mcp", purpose="p", capabilities=[SALARY])
+    result = CliRunner().invoke(cli_app, ["token", "verify", forged, "--jwks", str(jwks), "--mandate", genuine.token])
+    assert result.exit_code == 1, result.stdout
+    # An ECT signed by an issuer key (not an agent): invalid once the trust file has roles.
+    ect = ExecutionContextToken.mint(maria, audience=["https://hr.example/mcp"], exec_act=SALARY, pred=[genuine.jti])
+    result = CliRunner().invoke(cli_app, ["token", "verify", ect.token, "--jwks", str(jwks)])
+    assert result.exit_code == 1 and "signer_not_agent" in result.stderr
