@@ -153,7 +153,7 @@ def _verify_act(token: str, trust: TrustStore, audience: str | None, mandate: st
 def _verify_ect(token: str, trust: TrustStore, audience: str | None, mandate: str | None) -> tuple[str, Any]:
     ect = ExecutionContextToken.verify(token, trust, audience=audience)
     # With roles, only an agent key signs ECTs (an issuer key signing calls would skip the agent).
-    if trust.has_roles and not trust.is_agent(ect.header.get("kid")):
+    if trust.has_roles and not trust.is_agent(str(ect.header.get("kid"))):
         raise KeyBindingMismatch("the ECT is not signed by a registered agent key", code="signer_not_agent")
     return "ect", ect
 
