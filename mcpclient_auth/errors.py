@@ -259,6 +259,12 @@ class JsonRpcError(McpClientAuthError, ValueError):
     code = "jsonrpc_malformed"
 
 
+class RequestIdInFlight(JsonRpcError):
+    """A request reuses the id of a request still pending in the same MCP session."""
+
+    code = "request_id_in_flight"
+
+
 class PrincipalMismatch(McpClientAuthError):
     """A run bound to one principal was asked to act for another."""
 
@@ -658,6 +664,7 @@ __all__ = [
     "ReplayDetected",
     "ReplayStoreFull",
     "ReplayStoreUnavailable",
+    "RequestIdInFlight",
     "RequestOutOfScope",
     "ResourceMetadataError",
     "RunClosed",

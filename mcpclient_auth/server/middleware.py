@@ -53,11 +53,12 @@ from typing import Any
 
 from ..act import Mandate
 from ..constraints import ConstraintRegistry
-from ..errors import McpClientAuthError, ServerLimitError
+from ..errors import McpClientAuthError, RequestIdInFlight, ServerLimitError
 from ..keys import TrustStore
 from ..ledger import Ledger
 from ..policy import ActionPolicy
 from ..replay import ReplayStore
+from ._inflight import InFlightIds
 from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
 from ._listfilter import list_filter_send
 from ._sessions import SESSION_HEADER, Caller, SessionBindings
@@ -162,6 +163,8 @@ class McpAuthMiddleware:
             budget_runs_per_root=budget_runs_per_root,
         )
         self.filter_lists = filter_lists
+        #: request ids pending per MCP session (a colliding id could misroute a listing: _inflight.py)
+        self.inflight = InFlightIds()
         #: who opened which MCP session (``None``: sessions are not bound)
         self.sessions: SessionBindings | None = SessionBindings() if bind_sessions else None
         self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
@@ -221,15 +224,33 @@ class McpAuthMiddleware:
                 return
             send = self.sessions.watch(send, method, session_id, caller)
 
-        scope.setdefault("state", {})[STATE_KEY] = verified
-        self._audit_accept(request, verified)
-        if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
-            verifier = self.verifier
-            send = list_filter_send(
-                send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
-                max_bytes=self.max_body_bytes,
-            )
-        await self.app(scope, receive, send)
+        pending_key = None
+        call = verified.call
+        session_id = request.headers.get(SESSION_HEADER)
+        is_request = call is not None and call.kind == "request"
+        if self.filter_lists and method == "POST" and session_id and call is not None and is_request:
+            pending_key = self.inflight.claim(session_id, call.id)
+            if pending_key is None:
+                collision = RequestIdInFlight("a request with this id is still pending in this MCP session")
+                _log.info("rejected %s %s: %s", method, scope.get("path"), collision.code)
+                denied = Rejection(collision, verified.mandate, call, verified.action)
+                self._audit_denial(request, denied)
+                await _problem(send, denied.status, collision.code, collision.message, error=collision)
+                return
+            send = self.inflight.watch(send, pending_key)
+        try:
+            scope.setdefault("state", {})[STATE_KEY] = verified
+            self._audit_accept(request, verified)
+            if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
+                verifier = self.verifier
+                send = list_filter_send(
+                    send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
+                    max_bytes=self.max_body_bytes,
+                )
+            await self.app(scope, receive, send)
+        finally:
+            if pending_key is not None:
+                self.inflight.release(pending_key)
 
     # --- helpers -----------------------------------------------------------------------------------
 

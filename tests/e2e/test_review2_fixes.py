@@ -345,3 +345,54 @@ def test_token_verify_refuses_a_record_forged_by_the_agent_and_an_issuer_signed_
     ect = ExecutionContextToken.mint(maria, audience=["https://hr.example/mcp"], exec_act=SALARY, pred=[genuine.jti])
     result = CliRunner().invoke(cli_app, ["token", "verify", ect.token, "--jwks", str(jwks)])
     assert result.exit_code == 1 and "signer_not_agent" in result.stderr
+
+
+# --- 5. a request id pending in the session cannot be reused (list answers cannot be misrouted) --------
+
+
+def test_a_request_reusing_a_pending_id_is_refused(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from mcpclient_auth.demo.hr import build_hr_server
+
+    entered, release = threading.Event(), threading.Event()
+    mcp = build_hr_server()
+
+    @mcp.tool
+    async def hold() -> str:
+        entered.set()
+        await asyncio.to_thread(release.wait, 20)
+        return "released"
+
+    maria = Identity.generate(name="maria")
+    agent = Identity.generate(name="hr-agent")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    with running(hr_app(trust, audience=url, mcp=mcp), port):
+        mandate = Mandate.issue(maria, agent=agent, audience=url, purpose="p", capabilities=["mcp.hold", OFFICES])
+        run = AgentRun(agent=agent, mandate=mandate.token, endpoint=url, ledger=tmp_path / "agent.jsonl")
+        session = Session(run, url)
+        held: list[httpx.Response] = []
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "hold", "arguments": {}}}
+        worker = threading.Thread(target=lambda: held.append(session.post(call)))
+        worker.start()
+        try:
+            assert entered.wait(20)
+            # tools/list under id "7" while the call with id 7 is pending: the transport would route
+            # both answers by "7"; refused before it reaches the server.
+            colliding = session.post({"jsonrpc": "2.0", "id": "7", "method": "tools/list"})
+            assert colliding.status_code == 400, colliding.text
+            assert colliding.json()["code"] == "request_id_in_flight"
+            other = session.post({"jsonrpc": "2.0", "id": 8, "method": "tools/list"})
+            assert other.status_code == 200
+            assert "get_employee_salary" not in other.text  # filtered as usual
+        finally:
+            release.set()
+            worker.join(20)
+        assert held and held[0].status_code == 200 and "released" in held[0].text
+        again = session.post({"jsonrpc": "2.0", "id": "7", "method": "tools/list"})  # free again
+        assert again.status_code == 200 and "get_employee_salary" not in again.text
+        session.close()
+        run.close_sync()
