@@ -613,6 +613,14 @@ class TrustStore:
         """Whether the key ``kid`` is a registered agent key."""
         return isinstance(kid, str) and kid in self._agents
 
+    def agent_named(self, name: str) -> PublicKey | None:
+        """The one agent key whose JWK ``name`` is ``name`` — what a name-only mandate (no ``cnf.jkt``)
+        designates; ``None`` when no agent key, or more than one distinct key, carries that name
+        (names are not unique, so an ambiguous name binds nobody)."""
+        keys = (self._keys[kid] for kid in self._agents)
+        found = {key.thumbprint: key for key in keys if key.name == name}
+        return next(iter(found.values())) if len(found) == 1 else None
+
     @property
     def issuers(self) -> dict[str, frozenset[str]]:
         """Issuer ``kid`` -> the principals it may sign mandates for (a copy)."""

@@ -365,7 +365,8 @@ class _RunChecker:
         """Whether the trusted key ``kid`` carries the name ``sub`` (an unknown kid is reported already)."""
         if not isinstance(kid, str) or kid not in self.trust:
             return True
-        return self.trust.get(kid).name == sub
+        named = self.trust.agent_named(sub)  # exactly one agent key may carry the name
+        return named is not None and named.thumbprint == self.trust.get(kid).thumbprint
 
     def _bound_key(self, kid: Any, jkt: str) -> bool:
         """Whether the key named ``kid`` is the one a mandate's ``cnf.jkt`` binds."""

@@ -413,9 +413,13 @@ class McpRequestVerifier:
                 raise SignaturePolicyError(
                     "the mandate binds no agent key (cnf.jkt); refused", code="mandate_unbound"
                 )
-            if self.trust.get(signature.keyid).name != mandate.sub:
-                # Name-only mandates: at least the agent key the mandate names, not any agent's.
-                raise SignaturePolicyError("the request was not signed by the agent the mandate names")
+            named = self.trust.agent_named(mandate.sub)
+            if named is None or named.thumbprint != self.trust.get(signature.keyid).thumbprint:
+                # Name-only mandates: the one agent key carrying that name (an ambiguous name binds nobody).
+                raise SignaturePolicyError(
+                    "the request was not signed by the agent the mandate names (exactly one agent key "
+                    "must carry that name)"
+                )
             return
         # cnf.jkt is a thumbprint, the signature names a kid: compare the key's thumbprint, never the kid.
         if self.trust.get(signature.keyid).thumbprint != mandate.agent_kid:

@@ -396,3 +396,35 @@ def test_a_request_reusing_a_pending_id_is_refused(tmp_path: Path) -> None:
         assert again.status_code == 200 and "get_employee_salary" not in again.text
         session.close()
         run.close_sync()
+
+
+# --- 6. a name-only mandate designates exactly one agent key ------------------------------------------
+
+
+def test_a_name_only_mandate_is_refused_when_two_agent_keys_share_the_name(tmp_path: Path) -> None:
+    maria = Identity.generate(name="maria")
+    agent_a, agent_b = Identity.generate(name="agent"), Identity.generate(name="agent")  # two `keys init` defaults
+    ambiguous = trust_for(issuers=[maria], agents=[agent_a, agent_b])
+    for server in serve(ambiguous, tmp_path, require_key_binding=False):
+        mandate = Mandate.issue(maria, agent="agent", audience=server.url, purpose="for A", capabilities=[SALARY])
+        run = AgentRun(agent=agent_b, mandate=mandate.token, endpoint=server.url, ledger=tmp_path / "b.jsonl")
+        http = httpx.Client(timeout=15)
+        run.install(http)
+        response = http.post(server.url, json=init_message(), headers={"accept": ACCEPT})
+        http.close()
+        run.close_sync()
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "signature_policy_violation"
+        report = verify_ledger(tmp_path / "b.jsonl", ambiguous)
+        assert "ect_issuer_mismatch" in report.checks() and "seal_invalid" in report.checks()
+    # With one key of that name the same mandate works (name-only mode stays usable).
+    unique = trust_for(issuers=[maria], agents=[agent_a])
+    (tmp_path / "unique").mkdir()
+    for server in serve(unique, tmp_path / "unique", require_key_binding=False):
+        mandate = Mandate.issue(maria, agent="agent", audience=server.url, purpose="for A", capabilities=[SALARY])
+        run = AgentRun(agent=agent_a, mandate=mandate.token, endpoint=server.url, ledger=tmp_path / "a.jsonl")
+        session = Session(run, server.url)
+        assert session.post(salary_call("carol")).status_code == 200
+        session.close()
+        run.close_sync()
+        assert verify_ledger(tmp_path / "a.jsonl", unique).ok
