@@ -428,3 +428,36 @@ def test_a_name_only_mandate_is_refused_when_two_agent_keys_share_the_name(tmp_p
         session.close()
         run.close_sync()
         assert verify_ledger(tmp_path / "a.jsonl", unique).ok
+
+
+# --- 7. an MCP session is bound to its principal, not to the leaf mandate's iss ------------------------
+
+
+def test_a_session_is_bound_to_the_principal_of_the_chain(tmp_path: Path) -> None:
+    """hr-agent delegates maria's and erik's mandates to the same helper: both sub-mandates have
+    iss=hr-agent, sub=hr-helper and the helper's key. The helper on erik's behalf must not post into
+    the session it opened on maria's behalf."""
+    maria, erik = Identity.generate(name="maria"), Identity.generate(name="erik")
+    agent, helper = Identity.generate(name="hr-agent"), Identity.generate(name="hr-helper")
+    trust = trust_for(issuers=[maria, erik], agents=[agent, helper])
+    for server in serve(trust, tmp_path):
+        def delegated(user: Identity) -> Mandate:
+            root = Mandate.issue(user, agent=agent, audience=server.url, purpose="HR", capabilities=[OFFICES])
+            return root.delegate(agent, agent=helper, capabilities=[OFFICES])
+
+        for_maria = AgentRun(agent=helper, mandate=delegated(maria).token, endpoint=server.url,
+                             ledger=tmp_path / "maria.jsonl", trust=trust)
+        for_erik = AgentRun(agent=helper, mandate=delegated(erik).token, endpoint=server.url,
+                            ledger=tmp_path / "erik.jsonl", trust=trust)
+        session = Session(for_maria, server.url)
+        offices = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                   "params": {"name": "get_office_locations", "arguments": {}}}
+        assert session.post(offices).status_code == 200
+        with httpx.Client(timeout=15) as intruder:
+            for_erik.install(intruder)
+            response = intruder.post(server.url, json=offices | {"id": 4}, headers=session.headers)
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "session_not_yours"
+        session.close()
+        for_maria.close_sync()
+        for_erik.close_sync()
