@@ -50,7 +50,7 @@ from ..jose import ACT_TYP
 from ..jose import decode as decode_jws
 from ..jsonrpc import Call, NotJsonRpc, parse
 from ..keys import TrustStore
-from ..policy import ActionPolicy, McpActionPolicy
+from ..policy import ActionPolicy, McpActionPolicy, ungranted_input_responses
 from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
 from ._dagshape import RunShapes
 
@@ -366,6 +366,13 @@ class McpRequestVerifier:
             )
             if needs_cap and (mandate is None or not mandate.allows(str(action))):
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+            if call is not None:
+                # 2026-07-28: sampling / elicitation / roots answers ride inside the retried request.
+                for answer_action in ungranted_input_responses(self.policy, call, mandate):
+                    raise CapabilityNotGranted(
+                        f"the request carries an answer the mandate does not grant ({answer_action!r})",
+                        action=answer_action,
+                    )
             if call is not None and action is not None and mandate is not None:
                 # Constraints of a granted action apply whatever the policy; nothing is counted yet
                 # (see _charge: after the replay ids are claimed).

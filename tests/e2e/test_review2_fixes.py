@@ -461,3 +461,66 @@ def test_a_session_is_bound_to_the_principal_of_the_chain(tmp_path: Path) -> Non
         session.close()
         for_maria.close_sync()
         for_erik.close_sync()
+
+
+# --- 8. MCP 2026-07-28: answers inside inputResponses need their capability ----------------------------
+
+ELICITED = {"ask": {"action": "accept", "content": {"value": "123-45-6789"}}}
+
+
+def test_input_responses_need_the_capability_of_the_answer_client_side() -> None:
+    from mcpclient_auth.errors import MandateDenied
+    from mcpclient_auth.jsonrpc import parse
+    from mcpclient_auth.policy import McpActionPolicy, check_call
+
+    maria, agent = Identity.generate(name="maria"), Identity.generate(name="hr-agent")
+    retried = json.dumps({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "ask_user", "arguments": {}, "inputResponses": ELICITED},
+    }).encode()
+    call = parse(retried, content_type="application/json")
+    only_tool = Mandate.issue(maria, agent=agent, audience="https://hr.example/mcp", purpose="p",
+                              capabilities=["mcp.ask_user"])
+    with pytest.raises(MandateDenied) as denied:
+        check_call(McpActionPolicy(), call, only_tool)  # type: ignore[arg-type]
+    assert denied.value.details["action"] == "mcp.rpc.elicitation.create"
+    both = Mandate.issue(maria, agent=agent, audience="https://hr.example/mcp", purpose="p",
+                         capabilities=["mcp.ask_user", "mcp.rpc.elicitation.create"])
+    assert check_call(McpActionPolicy(), call, both) == "mcp.ask_user"  # type: ignore[arg-type]
+
+
+def test_input_responses_need_the_capability_of_the_answer_server_side() -> None:
+    """The server verifier refuses a retried request whose embedded elicitation answer the mandate does
+    not grant (a client that skips its own check), with a signed request on the real verifier."""
+    from mcpclient_auth._encoding import sha256_b64url
+    from mcpclient_auth.ect import ExecutionContextToken
+    from mcpclient_auth.httpsig import RequestSigner
+    from mcpclient_auth.server.verify import IncomingHeaders, IncomingRequest, McpRequestVerifier
+
+    audience = "https://hr.example/mcp"
+    maria, agent = Identity.generate(name="maria"), Identity.generate(name="hr-agent")
+    trust = trust_for(issuers=[maria], agents=[agent])
+    verifier = McpRequestVerifier(trust, audience=audience)
+
+    def outcome(capabilities: list[Any], params: dict[str, Any]) -> str:
+        mandate = Mandate.issue(maria, agent=agent, audience=audience, purpose="p", capabilities=capabilities)
+        body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}).encode()
+        ect = ExecutionContextToken.mint(
+            agent, audience=[audience], exec_act="mcp.ask_user", pred=[mandate.jti], wid=mandate.jti,
+            inp_hash=sha256_b64url(body),
+        )
+        request = httpx.Request(
+            "POST", audience, content=body,
+            headers={"content-type": "application/json", "act-mandate": mandate.token, "execution-context": ect.token},
+        )
+        RequestSigner(agent, audience=audience).sign(request)
+        result = verifier.check(IncomingRequest("POST", audience, IncomingHeaders(request.headers.raw), body))
+        error = getattr(result, "error", None)
+        return str(error.code) if error is not None else "accepted"
+
+    retried = {"name": "ask_user", "arguments": {}, "inputResponses": ELICITED}
+    assert outcome(["mcp.ask_user"], retried) == "capability_not_granted"
+    assert outcome(["mcp.ask_user"], {"name": "ask_user", "arguments": {}}) == "accepted"
+    assert outcome(["mcp.ask_user", "mcp.rpc.elicitation.create"], retried) == "accepted"
+    roots = {"name": "ask_user", "arguments": {}, "inputResponses": {"r": {"roots": []}}}
+    assert outcome(["mcp.ask_user"], roots) == "capability_not_granted"
