@@ -277,6 +277,12 @@ class RunClosed(McpClientAuthError):
     code = "run_closed"
 
 
+class SessionClosed(McpClientAuthError):
+    """A tool bound to a held MCP session was called after the session was closed."""
+
+    code = "session_closed"
+
+
 class RequestOutOfScope(McpClientAuthError):
     """A request through a run's client to the run's origin on a path that is none of its endpoints
     (and no OAuth discovery, token or registration request): refused, never sent unsigned."""
@@ -597,6 +603,47 @@ class ResourceMetadataError(AuthorizationError):
     retryable = False
 
 
+class AuthorizationServerMetadataError(AuthorizationError):
+    """RFC 8414 authorization server metadata that could not be fetched or is not acceptable
+    (another ``issuer`` than the one it was fetched for, a member of the wrong type)."""
+
+    code = "authorization_server_metadata_invalid"
+    reason = "invalid_authorization_server_metadata"
+    retryable = False
+
+
+class AssertionUnavailable(AuthorizationError):
+    """The assertion for an RFC 7523 jwt-bearer grant could not be obtained (the callable failed or
+    returned nothing usable). Only the failing callable's exception type is reported."""
+
+    code = "token_exchange_failed"
+    reason = "assertion_unavailable"
+    retryable = False
+
+
+class AuthorizationResponseError(AuthorizationError):
+    """The authorization-code redirect was refused by us or by the authorization server.
+
+    ``reason``: ``access_denied`` (the AS answered with an ``error``), ``state_mismatch``,
+    ``issuer_mismatch`` (RFC 9207 ``iss`` missing where required, or not identical to the issuer),
+    ``redirect_mismatch`` (not our redirect URI), ``no_code``, ``interaction_failed`` (the user
+    interaction callback raised). Never carries the code, the state or the URL.
+    """
+
+    code = "authorization_response_invalid"
+    reason = "authorization_response_invalid"
+    retryable = False
+
+
+class ClientRegistrationError(AuthorizationError):
+    """No client identity usable at this authorization server: no pre-registered ``client_id``, no
+    Client ID Metadata Document support, and dynamic client registration absent or refused."""
+
+    code = "client_registration_failed"
+    reason = "client_registration_failed"
+    retryable = False
+
+
 class TokenStoreUnavailable(AuthorizationError):
     """The shared token store (Redis/Valkey) could not be used, so no token was obtained.
 
@@ -621,14 +668,18 @@ class TokenStoreTimeout(TokenStoreUnavailable):
 __all__ = [
     "ActionMappingError",
     "AlgorithmNotAllowed",
+    "AssertionUnavailable",
     "AudienceMismatch",
     "AuthorizationError",
+    "AuthorizationResponseError",
+    "AuthorizationServerMetadataError",
     "BodyFramingAmbiguous",
     "BodyTimeout",
     "BodyTooLarge",
     "CapabilityNotGranted",
     "ChallengeMalformed",
     "ClaimsInvalid",
+    "ClientRegistrationError",
     "ComponentError",
     "ConfigurationError",
     "ConstraintError",
@@ -670,6 +721,7 @@ __all__ = [
     "RunClosed",
     "ScopeNotAllowed",
     "ServerLimitError",
+    "SessionClosed",
     "SessionError",
     "SessionNotYours",
     "SessionUnknown",

@@ -18,15 +18,24 @@
   (``langchain.mcp`` would let the ``MCPError`` end the agent run), or re-raises it as the typed
   exception with ``raise_refusals=True``.
 
+- :func:`run_tools` — ``async with run_tools(run) as tools:`` the run's tools on **one held MCP
+  session** (the adapter kept connected for the block: one handshake / discovery, then only tool
+  calls), or ``sessions="per-call"`` (each tool call connects on its own, ``langchain.mcp``'s default).
+  The session is opened and closed with ``run`` selected; in mcp 2.x each call then acts for the run
+  selected *at call time* (:class:`RunMiddleware`, ``use_run``) — or, when none is, for the client's
+  own run (``signed_client(run)``).
+
 Legacy (stateful) servers: a held session's setup requests act for the run selected when it was
 opened, and a server that binds a session to its first principal refuses other users on it — there,
-don't hold the adapter open (each tool call then opens its own session) or use one client per user.
+hold one session per user (one ``run_tools`` per run, each with its own ``signed_client(run)``) or
+don't hold it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
@@ -35,12 +44,18 @@ from ..errors import ConfigurationError
 from ..factory import httpx2_client_factory
 from ..hooks import use_run
 from ..refusal import refusal_text
+from ._tools import narrow as narrow_to_mandate
+from ._tools import selected
 from .mcp2 import refusal_from_error
 
 if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
     from ..run import AgentRun
 
-__all__ = ["RunMiddleware", "signed_client"]
+__all__ = ["RunMiddleware", "run_tools", "signed_client"]
+
+SessionMode = Literal["held", "per-call"]
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -100,3 +115,29 @@ class RunMiddleware(AgentMiddleware):
                 name=tool_call["name"],
                 status="error",
             )
+
+
+@contextlib.asynccontextmanager
+async def run_tools(
+    run: AgentRun, client: Any = None, *, sessions: SessionMode = "held", narrow: bool = False
+) -> AsyncIterator[list[BaseTool]]:
+    """``async with run_tools(run) as tools:`` — ``langchain.mcp`` tools for the block (module docstring).
+
+    ``client``: a fastmcp ``Client`` (default :func:`signed_client(run) <signed_client>`);
+    ``narrow=True``: only the tools the mandate grants.
+    """
+    if sessions not in ("held", "per-call"):
+        raise ConfigurationError(f"sessions must be 'held' or 'per-call', not {sessions!r}")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # langchain.mcp is marked beta
+        from langchain.mcp import MCPAdapter
+
+    adapter = MCPAdapter(client if client is not None else signed_client(run))
+    async with contextlib.AsyncExitStack() as stack:
+        with use_run(run):
+            if sessions == "held":
+                await stack.enter_async_context(selected(run, adapter))
+            tools: list[BaseTool] = await adapter.list_tools()
+        yield narrow_to_mandate(tools, run) if narrow else tools

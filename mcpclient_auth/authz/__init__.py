@@ -8,7 +8,12 @@
     source.invalidate(principal, token=token)       # after a 401 invalid_token; re-obtain once
 
 Sources: :class:`StaticTokens` (a per-user mapping or lookup), :class:`TokenExchange` (RFC 8693),
-:class:`EntraOnBehalfOf` (Entra OBO), :class:`ClientCredentials` (a service token). The token-endpoint
+:class:`EntraOnBehalfOf` (Entra OBO), :class:`ClientCredentials` (a service token),
+:class:`JwtBearer` (RFC 7523: workload identity federation, any assertion), :class:`IdJag`
+(enterprise-managed authorization: RFC 8693 at the IdP, then jwt-bearer at the MCP authorization
+server) and :class:`AuthorizationCode` (PKCE, RFC 9207 ``iss``, RFC 9728 + RFC 8414 discovery, CIMD /
+pre-registered / dynamic client registration, refresh). :func:`discover` and
+:func:`fetch_authorization_server_metadata` do the discovery on their own. The token-endpoint
 sources share a :class:`TokenCache` design: TTL ``expires_in - 30 s``, LRU-bounded, single-flight,
 one retry for transient failures, typed errors (:class:`~mcpclient_auth.errors.AuthorizationError`).
 """
@@ -16,6 +21,15 @@ one retry for transient failures, typed errors (:class:`~mcpclient_auth.errors.A
 from __future__ import annotations
 
 from ._http import SIGNING_HOOK_MARKER
+from .authorization_code import (
+    AUTHORIZATION_CODE_GRANT,
+    AuthorizationCode,
+    AuthorizationRequest,
+    Interaction,
+    authorization_request,
+    parse_redirect,
+    pkce_challenge,
+)
 from .base import (
     ACCESS_TOKEN_TYPE,
     DEFAULT_SKEW,
@@ -39,8 +53,20 @@ from .client_auth import (
     client_authentication,
 )
 from .client_credentials import CLIENT_CREDENTIALS_GRANT, ClientCredentials
+from .discovery import (
+    AuthorizationServerMetadata,
+    Discovered,
+    check_resource,
+    discover,
+    fetch_authorization_server_metadata,
+    metadata_urls,
+    parse_authorization_server_metadata,
+    resource_metadata_urls,
+)
 from .entra import JWT_BEARER_GRANT, EntraOnBehalfOf
 from .exchange import TOKEN_EXCHANGE_GRANT, TokenExchange
+from .id_jag import ID_JAG_TOKEN_TYPE, IdJag
+from .jwt_bearer import AssertionProvider, JwtBearer
 from .redis_store import RedisTokenStore
 from .resource_metadata import ResourceMetadata, fetch_resource_metadata, well_known_metadata_url
 from .static import StaticTokens, TokenLookup
@@ -48,9 +74,11 @@ from .www_authenticate import BearerChallenge, Challenge, bearer_challenge, pars
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "AUTHORIZATION_CODE_GRANT",
     "CLIENT_AUTH_METHODS",
     "CLIENT_CREDENTIALS_GRANT",
     "DEFAULT_SKEW",
+    "ID_JAG_TOKEN_TYPE",
     "ID_TOKEN_TYPE",
     "JWT_BEARER_GRANT",
     "JWT_TOKEN_TYPE",
@@ -60,6 +88,10 @@ __all__ = [
     "SIGNING_HOOK_MARKER",
     "TOKEN_EXCHANGE_GRANT",
     "AccessToken",
+    "AssertionProvider",
+    "AuthorizationCode",
+    "AuthorizationRequest",
+    "AuthorizationServerMetadata",
     "BearerChallenge",
     "CacheKey",
     "Challenge",
@@ -67,8 +99,12 @@ __all__ = [
     "ClientCredentials",
     "ClientSecretBasic",
     "ClientSecretPost",
+    "Discovered",
     "EntraOnBehalfOf",
+    "IdJag",
     "InProcessTokenStore",
+    "Interaction",
+    "JwtBearer",
     "NoClientAuthentication",
     "PrivateKeyJwt",
     "RedisTokenStore",
@@ -79,10 +115,19 @@ __all__ = [
     "TokenLookup",
     "TokenSource",
     "TokenStore",
+    "authorization_request",
     "bearer_challenge",
+    "check_resource",
     "client_authentication",
+    "discover",
+    "fetch_authorization_server_metadata",
     "fetch_resource_metadata",
+    "metadata_urls",
     "normalise_scopes",
+    "parse_authorization_server_metadata",
     "parse_challenges",
+    "parse_redirect",
+    "pkce_challenge",
+    "resource_metadata_urls",
     "well_known_metadata_url",
 ]

@@ -45,7 +45,11 @@ class GrantSource:
     """Base of the token-endpoint sources. Not a public class: use the subclasses.
 
     Subclasses set ``grant_type`` and implement :meth:`_key` and :meth:`_form`. ``audience`` and
-    ``scopes`` given to ``get_token`` replace the configured defaults.
+    ``scopes`` given to ``get_token`` replace the configured defaults. ``issuer`` (the authorization
+    server's RFC 8414 issuer) is the ``aud`` of ``private_key_jwt`` client assertions;
+    ``assertion_audience="token_endpoint"`` selects the token endpoint URL instead (the behaviour
+    before 0.2; :class:`~mcpclient_auth.authz.EntraOnBehalfOf` keeps it as its default, as Entra
+    documents it).
     """
 
     grant_type: ClassVar[str]
@@ -66,10 +70,18 @@ class GrantSource:
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        issuer: str | None = None,
+        assertion_audience: str | None = None,
     ) -> None:
         self.token_endpoint = check_endpoint(token_endpoint)
+        self.issuer = issuer
         self._client_auth: ClientAuthentication = client_authentication(
-            client_id, client_secret, client_key=client_key, method=auth_method
+            client_id,
+            client_secret,
+            client_key=client_key,
+            method=auth_method,
+            issuer=issuer,
+            assertion_audience=assertion_audience,
         )
         self.client_id = client_id
         self.scopes: tuple[str, ...] = normalise_scopes(scopes)

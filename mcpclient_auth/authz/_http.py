@@ -47,7 +47,9 @@ __all__ = [
     "check_idp_client",
     "default_http_client",
     "parse_token_response",
+    "refresh_token_of",
     "request_token",
+    "request_token_body",
 ]
 
 _log = logging.getLogger("mcpclient_auth.authz")
@@ -150,6 +152,33 @@ async def request_token(
     what: str = "token request",
 ) -> AccessToken:
     """POST ``form`` to ``endpoint`` (at most twice) and return the parsed :class:`AccessToken`."""
+    body = await request_token_body(
+        client, endpoint, form, client_auth, now=now, retry_backoff=retry_backoff,
+        attempt_timeout=attempt_timeout, what=what,
+    )
+    return parse_token_response(
+        body,
+        now=now(),
+        requested_scopes=requested_scopes,
+        expected_issued_token_type=expected_issued_token_type,
+        require_issued_token_type=require_issued_token_type,
+        what=what,
+    )
+
+
+async def request_token_body(
+    client: httpx.AsyncClient,
+    endpoint: str,
+    form: FormData,
+    client_auth: ClientAuthentication,
+    *,
+    now: Callable[[], float],
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+    attempt_timeout: float = DEFAULT_TIMEOUT,
+    what: str = "token request",
+) -> bytes:
+    """:func:`request_token` up to the parse: the 200 body (for sources that read more members,
+    such as ``refresh_token``). Same retry and failure mapping."""
     where = _loggable(endpoint)
     for attempt in (1, 2):
         if attempt == 2:
@@ -170,15 +199,19 @@ async def request_token(
                 ) from None
             continue
         _log.debug("%s to %s succeeded on attempt %d", what, where, attempt)
-        return parse_token_response(
-            body,
-            now=now(),
-            requested_scopes=requested_scopes,
-            expected_issued_token_type=expected_issued_token_type,
-            require_issued_token_type=require_issued_token_type,
-            what=what,
-        )
+        return body
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def refresh_token_of(body: bytes) -> str | None:
+    """The ``refresh_token`` of a token response :func:`parse_token_response` accepted, if it offers
+    a usable one (visible ASCII); anything else counts as not offered."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    value = data.get("refresh_token") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and _HEADER_SAFE.fullmatch(value) else None
 
 
 async def _attempt(

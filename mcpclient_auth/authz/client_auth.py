@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import ClassVar, Protocol
 from urllib.parse import quote_plus
 
@@ -108,14 +108,28 @@ class ClientSecretPost:
 class PrivateKeyJwt:
     """``private_key_jwt`` (RFC 7523 §2.2, OIDC Core §9): a short-lived JWT signed by the client key.
 
-    Claims: ``iss`` = ``sub`` = client_id, ``aud`` = the token endpoint, a random ``jti``, ``iat``
-    and ``exp`` = ``iat + lifetime``. Header ``{"alg", "typ": "JWT", "kid"}``.
+    Claims: ``iss`` = ``sub`` = client_id, ``aud``, a random ``jti``, ``iat`` and
+    ``exp`` = ``iat + lifetime``. Header ``{"alg", "typ": "JWT", "kid"}``.
+
+    ``aud`` (``assertion_audience``): ``"issuer"`` (default) — the authorization server's issuer
+    identifier from its RFC 8414 metadata, as draft-ietf-oauth-rfc7523bis and MCP SEP-1046 require (an
+    assertion that names only the issuer cannot be replayed at another server's token endpoint that
+    accepts its own URL); ``"token_endpoint"`` — the token endpoint URL (the behaviour before 0.2, and
+    what Entra ID documents); or an explicit URL.
     """
 
     method: ClassVar[str] = "private_key_jwt"
-    __slots__ = ("_identity", "client_id", "lifetime")
+    __slots__ = ("_audience", "_identity", "client_id", "lifetime")
 
-    def __init__(self, client_id: str, identity: Identity, *, lifetime: int = 60) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        identity: Identity,
+        *,
+        lifetime: int = 60,
+        issuer: str | None = None,
+        assertion_audience: str = "issuer",
+    ) -> None:
         self.client_id = _check_client_id(client_id)
         if not isinstance(identity, Identity):
             raise ConfigurationError("private_key_jwt needs client_key=<an Identity>")
@@ -123,14 +137,20 @@ class PrivateKeyJwt:
             raise ConfigurationError("a client assertion lifetime must be 1..300 seconds")
         self._identity = identity
         self.lifetime = lifetime
+        self._audience = _assertion_audience(assertion_audience, issuer)
+
+    @property
+    def audience(self) -> str | None:
+        """The fixed ``aud`` (the issuer or an explicit URL); ``None`` = the token endpoint."""
+        return self._audience
 
     def assertion(self, token_endpoint: str, now: float) -> str:
-        """A fresh client assertion for ``token_endpoint``."""
+        """A fresh client assertion for a request to ``token_endpoint``."""
         iat = int(now)
         claims = {
             "iss": self.client_id,
             "sub": self.client_id,
-            "aud": token_endpoint,
+            "aud": self._audience if self._audience is not None else token_endpoint,
             "jti": secrets.token_urlsafe(18),
             "iat": iat,
             "exp": iat + self.lifetime,
@@ -145,7 +165,26 @@ class PrivateKeyJwt:
         form["client_assertion"] = self.assertion(token_endpoint, now)
 
     def __repr__(self) -> str:
-        return f"PrivateKeyJwt(client_id={self.client_id!r}, kid={self._identity.kid!r})"
+        return (
+            f"PrivateKeyJwt(client_id={self.client_id!r}, kid={self._identity.kid!r}, "
+            f"aud={self._audience or 'token_endpoint'!r})"
+        )
+
+
+def _assertion_audience(mode: str, issuer: str | None) -> str | None:
+    if mode == "token_endpoint":
+        return None
+    if mode == "issuer":
+        if not isinstance(issuer, str) or not issuer:
+            raise ConfigurationError(
+                "private_key_jwt puts the authorization server's issuer in the assertion's aud: give "
+                "issuer=<the AS issuer from its RFC 8414 metadata>, or assertion_audience='token_endpoint' "
+                "for servers that want the token endpoint URL"
+            )
+        return issuer
+    if isinstance(mode, str) and mode.startswith(("https://", "http://")):
+        return mode
+    raise ConfigurationError("assertion_audience must be 'issuer', 'token_endpoint' or an explicit URL")
 
 
 class NoClientAuthentication:
@@ -166,24 +205,31 @@ class NoClientAuthentication:
         return f"NoClientAuthentication(client_id={self.client_id!r})"
 
 
-def _basic(client_id: str, secret: str | None, key: Identity | None) -> ClientAuthentication:
+def _basic(client_id: str, secret: str | None, key: Identity | None, **_: str | None) -> ClientAuthentication:
     _refuse(key, "client_key", ClientSecretBasic.method)
     return ClientSecretBasic(client_id, _check_secret(secret, ClientSecretBasic.method))
 
 
-def _post(client_id: str, secret: str | None, key: Identity | None) -> ClientAuthentication:
+def _post(client_id: str, secret: str | None, key: Identity | None, **_: str | None) -> ClientAuthentication:
     _refuse(key, "client_key", ClientSecretPost.method)
     return ClientSecretPost(client_id, _check_secret(secret, ClientSecretPost.method))
 
 
-def _private_key_jwt(client_id: str, secret: str | None, key: Identity | None) -> ClientAuthentication:
+def _private_key_jwt(
+    client_id: str,
+    secret: str | None,
+    key: Identity | None,
+    *,
+    issuer: str | None = None,
+    assertion_audience: str | None = None,
+) -> ClientAuthentication:
     _refuse(secret, "client_secret", PrivateKeyJwt.method)
     if key is None:
         raise ConfigurationError("private_key_jwt needs client_key=<an Identity>")
-    return PrivateKeyJwt(client_id, key)
+    return PrivateKeyJwt(client_id, key, issuer=issuer, assertion_audience=assertion_audience or "issuer")
 
 
-def _none(client_id: str, secret: str | None, key: Identity | None) -> ClientAuthentication:
+def _none(client_id: str, secret: str | None, key: Identity | None, **_: str | None) -> ClientAuthentication:
     _refuse(secret, "client_secret", NoClientAuthentication.method)
     _refuse(key, "client_key", NoClientAuthentication.method)
     return NoClientAuthentication(client_id)
@@ -196,7 +242,7 @@ def _refuse(value: object, name: str, method: str) -> None:
 
 
 #: Method name (RFC 8414 ``token_endpoint_auth_methods_supported`` values) -> constructor.
-CLIENT_AUTH_METHODS = {
+CLIENT_AUTH_METHODS: dict[str, Callable[..., ClientAuthentication]] = {
     "client_secret_basic": _basic,
     "client_secret_post": _post,
     "private_key_jwt": _private_key_jwt,
@@ -210,11 +256,14 @@ def client_authentication(
     *,
     client_key: Identity | None = None,
     method: str | None = None,
+    issuer: str | None = None,
+    assertion_audience: str | None = None,
 ) -> ClientAuthentication:
     """Pick the client authentication for these credentials.
 
     Without ``method``: ``private_key_jwt`` when ``client_key`` is given, ``client_secret_basic`` when
-    ``client_secret`` is, else ``none`` (a public client).
+    ``client_secret`` is, else ``none`` (a public client). ``issuer`` / ``assertion_audience`` set the
+    ``private_key_jwt`` assertion's ``aud`` (see :class:`PrivateKeyJwt`).
     """
     if method is None:
         if client_key is not None:
@@ -229,4 +278,4 @@ def client_authentication(
         raise ConfigurationError(
             f"unknown client authentication method {method!r}; use one of {sorted(CLIENT_AUTH_METHODS)}"
         ) from None
-    return build(client_id, client_secret, client_key)
+    return build(client_id, client_secret, client_key, issuer=issuer, assertion_audience=assertion_audience)

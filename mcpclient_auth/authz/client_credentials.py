@@ -52,6 +52,8 @@ class ClientCredentials(GrantSource):
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        issuer: str | None = None,
+        assertion_audience: str | None = None,
     ) -> None:
         super().__init__(
             token_endpoint=token_endpoint,
@@ -64,6 +66,8 @@ class ClientCredentials(GrantSource):
             cache=cache,
             timeout=timeout,
             retry_backoff=retry_backoff,
+            issuer=issuer,
+            assertion_audience=assertion_audience,
         )
         self.audience = as_tuple(audience, "audience")
         self.resource = as_tuple(resource, "resource")

@@ -63,6 +63,8 @@ class EntraOnBehalfOf(GrantSource):
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        issuer: str | None = None,
+        assertion_audience: str | None = "token_endpoint",
     ) -> None:
         if auth_method is None and client_secret is not None and client_key is None:
             auth_method = "client_secret_post"
@@ -77,6 +79,8 @@ class EntraOnBehalfOf(GrantSource):
             cache=cache,
             timeout=timeout,
             retry_backoff=retry_backoff,
+            issuer=issuer,
+            assertion_audience=assertion_audience,
         )
 
     def _key(self, principal: Principal, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:

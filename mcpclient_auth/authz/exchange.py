@@ -63,6 +63,8 @@ class TokenExchange(GrantSource):
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        issuer: str | None = None,
+        assertion_audience: str | None = None,
     ) -> None:
         super().__init__(
             token_endpoint=token_endpoint,
@@ -75,6 +77,8 @@ class TokenExchange(GrantSource):
             cache=cache,
             timeout=timeout,
             retry_backoff=retry_backoff,
+            issuer=issuer,
+            assertion_audience=assertion_audience,
         )
         self.audience = as_tuple(audience, "audience")
         self.resource = as_tuple(resource, "resource")

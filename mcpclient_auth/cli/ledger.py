@@ -2,8 +2,12 @@
 
     mcpclient-auth ledger verify ledger.jsonl --jwks keys/jwks.json [--json] [--jobs 4] [--allow-unsealed]
     mcpclient-auth ledger show ledger.jsonl [--run R] [--kind ect] [--tool search]
+    mcpclient-auth ledger show ledger.jsonl --tree [--expand-sessions]       # a tree per run
     mcpclient-auth ledger runs ledger.jsonl [--jwks keys/jwks.json]
-    mcpclient-auth ledger graph ledger.jsonl [--run R] --format html -o dag.html
+    mcpclient-auth ledger graph ledger.jsonl [--run R] --format html -o dag.html [--jwks keys/jwks.json]
+
+``graph`` and ``show --tree`` draw each MCP session's plumbing (initialize, tools/list ...) as one
+node; ``--expand-sessions`` shows every session call.
 
 Exit codes: 0 ok, 1 a check failed (``verify``, or ``runs --jwks``), 2 usage errors (missing file,
 unreadable JWKS, a JWKS without trust roles, unknown kind). ``--run`` takes a run id or a
@@ -20,12 +24,25 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
 from ..errors import KeyFormatError, LedgerError
 from ..keys import TrustStore
 from ..ledger.format import KINDS
 from ..ledger.reader import LedgerReader
-from ..ledger.render import Row, build_graphs, run_line, table_rows, to_dot, to_html, to_mermaid
+from ..ledger.render import (
+    Row,
+    TreeItem,
+    build_graphs,
+    run_line,
+    run_trees,
+    table_rows,
+    to_dot,
+    to_html,
+    to_mermaid,
+    verdicts_from,
+)
 from ..ledger.verify import Report, verify_ledger
 from .keys import roles_hint
 
@@ -40,7 +57,7 @@ class GraphFormat(StrEnum):
     html = "html"
 
 
-_RENDERERS = {GraphFormat.mermaid: to_mermaid, GraphFormat.dot: to_dot, GraphFormat.html: to_html}
+_RENDERERS = {GraphFormat.mermaid: to_mermaid, GraphFormat.dot: to_dot}
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -128,11 +145,21 @@ def show(
     run: str | None = typer.Option(None, "--run", help="Only this run (id or prefix)."),
     kind: str | None = typer.Option(None, "--kind", help=f"Only this kind: {', '.join(KINDS)}."),
     tool: str | None = typer.Option(None, "--tool", help="Only calls of this tool (and their responses)."),
+    tree: bool = typer.Option(False, "--tree", help="A tree per run: mandate, sessions, calls, record."),
+    expand_sessions: bool = typer.Option(
+        False, "--expand-sessions", help="With --tree: every session call, not one line per session."
+    ),
 ) -> None:
-    """A table of entries: seq, time, run, kind, method/tool, status, duration, principal."""
+    """A table of entries (seq, time, run, kind, method/tool, status, duration, principal) or,
+    with ``--tree``, a tree per run."""
     if kind is not None and kind not in KINDS:
         raise _usage_error(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     reader = _reader(file)
+    if tree:
+        if kind is not None or tool is not None:
+            raise _usage_error("--tree shows whole runs: it does not combine with --kind or --tool")
+        _print_trees(reader, run, expand_sessions)
+        return
     table = Table(*Row.COLUMNS, header_style="bold")
     count = 0
     for row in table_rows(reader.entries(), run=run, kind=kind, tool=tool):
@@ -144,6 +171,31 @@ def show(
     for problem in reader.problems:
         note = " (recovered)" if problem.recovered else ""
         typer.echo(f"warning: line {problem.number}: {problem.reason}{note}", err=True)
+
+
+def _print_trees(reader: LedgerReader, run: str | None, expand_sessions: bool) -> None:
+    graphs = build_graphs(reader.entries(), run=run, collapse=True)
+    if run is not None and not graphs:
+        raise _usage_error(f"no run matching {run!r}")
+    console = _console()
+    for item in run_trees(graphs, expand=expand_sessions):
+        console.print(_rich_tree(item))
+    if not graphs:
+        console.print("no runs")
+    for problem in reader.problems:
+        note = " (recovered)" if problem.recovered else ""
+        typer.echo(f"warning: line {problem.number}: {problem.reason}{note}", err=True)
+
+
+_TREE_STYLES = {"run": "bold", "session": "dim", "denial": "red", "record": "magenta", "mandate": "blue"}
+
+
+def _rich_tree(item: TreeItem, parent: Tree | None = None) -> Tree:
+    label = Text(item.label, style=_TREE_STYLES.get(item.kind, ""))
+    node = Tree(label) if parent is None else parent.add(label)
+    for child in item.children:
+        _rich_tree(child, node)
+    return node
 
 
 @app.command("runs")
@@ -174,13 +226,33 @@ def graph(
     fmt: GraphFormat = typer.Option(..., "--format", help="mermaid, dot or html (self-contained SVG)."),
     run: str | None = typer.Option(None, "--run", help="Only this run (id or prefix)."),
     out: Path | None = typer.Option(None, "-o", "--output", help="Write here instead of standard output."),
+    expand_sessions: bool = typer.Option(
+        False, "--expand-sessions", help="Draw every session call, not one node per MCP session."
+    ),
+    jwks: Path | None = typer.Option(
+        None, "--jwks", help="html: verify against these keys and show each run's verdict."
+    ),
+    allow_unsealed: bool = typer.Option(
+        False, "--allow-unsealed", help="With --jwks: accept runs without a seal (a server's ledger)."
+    ),
 ) -> None:
-    """Draw the execution DAG of each run: mandate, tool calls, session calls, denials, record."""
+    """Draw the execution DAG of each run: mandate, tool calls, denials, record, and one node per
+    MCP session for its plumbing (``--expand-sessions``: every session call)."""
     reader = _reader(file)
-    graphs = build_graphs(reader.entries(), run=run)
+    graphs = build_graphs(reader.entries(), run=run, collapse=not expand_sessions)
     if run is not None and not graphs:
         raise _usage_error(f"no run matching {run!r}")
-    text = _RENDERERS[fmt](graphs)
+    if fmt is GraphFormat.html:
+        verdicts = None
+        if jwks is not None:
+            try:
+                report = verify_ledger(reader, _trust(jwks), allow_unsealed=allow_unsealed)
+                verdicts = verdicts_from(report)
+            except LedgerError as exc:
+                raise _usage_error(f"{exc.code}: {exc}") from None
+        text = to_html(graphs, verdicts=verdicts)
+    else:
+        text = _RENDERERS[fmt](graphs)
     if out is None:
         typer.echo(text, nl=False)
         return

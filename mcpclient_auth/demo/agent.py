@@ -1,4 +1,5 @@
-"""A LangGraph agent over ``MultiServerMCPClient`` whose every MCP call goes through an :class:`AgentRun`.
+"""A LangGraph agent over ``MultiServerMCPClient`` whose every MCP call goes through an :class:`AgentRun`,
+on one MCP session held for the question (:func:`~mcpclient_auth.adapters.langgraph.run_tools`).
 
     answer = await ask(run, "What is Bob's salary?", script=[tool_call("get_employee_salary", ...),
                                                              AIMessage(content="...")])
@@ -21,7 +22,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
-from ..adapters.langgraph import RefusalInterceptor, connection, narrow_tools
+from ..adapters.langgraph import RefusalInterceptor, SessionMode, connection, run_tools
 from ..run import AgentRun
 
 __all__ = ["MODEL_ENV", "AgentAnswer", "ScriptedModel", "ask", "chat_model", "tool_call"]
@@ -66,7 +67,13 @@ class AgentAnswer:
 
 
 async def ask(
-    run: AgentRun, question: str, *, script: Sequence[AIMessage], narrow: bool = False, server: str = "hr"
+    run: AgentRun,
+    question: str,
+    *,
+    script: Sequence[AIMessage],
+    narrow: bool = False,
+    server: str = "hr",
+    sessions: SessionMode = "held",
 ) -> AgentAnswer:
     """Ask the agent ``question`` with the run's MCP server(s) as tools.
 
@@ -74,16 +81,15 @@ async def ask(
     the server lists: a server behind ``McpAuthMiddleware`` already lists only what the caller's
     mandate grants; against one that lists everything, a call outside the mandate is refused
     *locally* (a ``denial`` in the ledger).
+    ``sessions``: one MCP session held for the whole question (default), or ``"per-call"``.
     """
     client = MultiServerMCPClient(
         {server: connection(run)},  # type: ignore[dict-item]
         tool_interceptors=[RefusalInterceptor()],  # a refusal becomes a tool error the model can read
     )
-    tools = await client.get_tools()
-    if narrow:
-        tools = narrow_tools(tools, run)
-    agent = create_agent(chat_model(script), tools)
-    result = await agent.ainvoke({"messages": [{"role": "user", "content": question}]})
+    async with run_tools(run, client, sessions=sessions, narrow=narrow) as tools:
+        agent = create_agent(chat_model(script), tools)
+        result = await agent.ainvoke({"messages": [{"role": "user", "content": question}]})
     messages = result["messages"]
     results = [(str(m.name), _text(m.content)) for m in messages if isinstance(m, ToolMessage)]
     return AgentAnswer(_text(messages[-1].content), [t.name for t in tools], results)

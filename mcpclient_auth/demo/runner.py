@@ -26,7 +26,7 @@ from langchain_core.messages import AIMessage
 
 from ..keys import Identity, TrustStore
 from ..ledger import Ledger, verify_ledger
-from ..ledger.render import build_graphs, to_html
+from ..ledger.render import build_graphs, to_html, verdicts_from
 from ..ledger.verify import Report
 from ..principal import Principal
 from ..run import AgentRun
@@ -156,9 +156,13 @@ def run_demo(out: Path) -> DemoResult:
         ledger.close()
         server_ledger.close()
 
+    report = verify_ledger(ledger_path, trust)
     dag_html = out / "dag.html"
-    graphs = build_graphs(Ledger.open(ledger_path).entries())
-    dag_html.write_text(to_html(graphs, title="mcpclient-auth demo"), encoding="utf-8")
+    # Session plumbing collapsed to one node per MCP session; the runs and their verdicts on top.
+    graphs = build_graphs(Ledger.open(ledger_path).entries(), collapse=True)
+    dag_html.write_text(
+        to_html(graphs, title="mcpclient-auth demo", verdicts=verdicts_from(report)), encoding="utf-8"
+    )
     os.chmod(dag_html, 0o600)
     return DemoResult(
         out=out,
@@ -167,7 +171,7 @@ def run_demo(out: Path) -> DemoResult:
         ledger=ledger_path,
         server_ledger=server_ledger_path,
         dag_html=dag_html,
-        report=verify_ledger(ledger_path, trust),
+        report=report,
         server_report=verify_ledger(server_ledger_path, trust, allow_unsealed=True),
         answers=answers,
         runs=runs,

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "client ledger:" in done.stdout and "OK" in done.stdout
     assert "maria's answer: Offices: Berlin, Lisbon, Toronto. Bob earns 98,000 a year." in done.stdout
+    assert "erik's answer: Offices: Berlin, Lisbon, Toronto. Salaries are outside my mandate for you." in done.stdout
 
     # The files it promises, private ones 0600.
     for name in ("maria.jwk", "erik.jwk", "agent.jwk"):
@@ -69,6 +71,16 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert "get_employee_salary" not in by_principal["erik"].tools and by_principal["erik"].denials == 0
     assert all(s.sealed and s.status == "completed" for s in report.runs.values())
     assert [e for e in Ledger.open(out / "ledger.jsonl").entries() if e.kind == "denial"] == []
+    # Held sessions (issue 18): per run and server one initialize, one notifications/initialized and
+    # one tools/list — the session plumbing is not repeated for every tool call.
+    session_ects = Counter(
+        (e.run, e.meta.get("method"))
+        for e in Ledger.open(out / "ledger.jsonl").entries()
+        if e.kind == "ect" and not e.meta.get("tool")
+    )
+    assert session_ects == Counter(
+        {(run, method): 1 for run in report.runs for method in ("initialize", "notifications/initialized", "tools/list")}
+    )
     # The server never saw erik's salary call: its audit ledger has one salary ECT, maria's.
     server = [e for e in Ledger.open(out / "server-ledger.jsonl").entries() if e.meta.get("tool")]
     assert [

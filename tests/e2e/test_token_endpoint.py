@@ -506,7 +506,9 @@ async def test_rfc8693_body_with_client_secret_post_and_id_token_subject(idp: Id
 
 @pytest.mark.parametrize(("client_id", "key"), [("agent-pkj", KEY), ("agent-ed", ED_KEY)])
 async def test_rfc8693_body_with_private_key_jwt(idp: IdP, client_id: str, key: Identity) -> None:
-    async with TokenExchange(idp.token_url, client_id=client_id, client_key=key, scopes="mcp.read") as source:
+    async with TokenExchange(
+        idp.token_url, client_id=client_id, client_key=key, scopes="mcp.read", assertion_audience="token_endpoint"
+    ) as source:
         assert source.auth_method == "private_key_jwt"
         await source.get_token(ALICE)
         source.invalidate(ALICE)

@@ -9,11 +9,15 @@
         idp.requests[-1].form["subject_token"]      # ['alice-sso-token']
         IdP.decode(token.token)                     # {'sub': 'alice', 'aud': [...], 'scope': '...', ...}
 
-Grants: RFC 8693 token exchange, Entra-style jwt-bearer on-behalf-of and client credentials, at
-``/token`` and at Entra's ``/{tenant}/oauth2/v2.0/token``. Client authentication is checked for real:
+Grants: RFC 8693 token exchange (also issuing ID-JAGs, ``requested_token_type`` =
+``urn:ietf:params:oauth:token-type:id-jag``), Entra-style jwt-bearer on-behalf-of, the generic RFC 7523
+jwt-bearer grant (an assertion from ``subjects``, or an ID-JAG another ``IdP`` issued for this one's
+``issuer``) and client credentials, at ``/token`` and at Entra's ``/{tenant}/oauth2/v2.0/token``; RFC 8414
+metadata at ``/.well-known/oauth-authorization-server``. Client authentication is checked for real:
 ``client_secret_basic`` (RFC 6749 §2.3.1 form-urldecoding of id and secret), ``client_secret_post``,
 ``private_key_jwt`` (the assertion is verified with PyJWT against the registered public key:
-signature, ``iss`` = ``sub`` = client id, ``aud`` = the endpoint URL, ``exp``, unique ``jti``) and
+signature, ``iss`` = ``sub`` = client id, ``aud`` = the endpoint URL, or the issuer when
+``assertion_audience = "issuer"``, ``exp``, unique ``jti``) and
 public clients. Issued tokens are opaque to the client but encode (user, audience, resource, scope,
 grant, client) so tests can check what was issued for whom. The app runs in the server's thread, so
 every piece of shared state is guarded by a lock.
@@ -43,6 +47,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_CREDENTIALS = "client_credentials"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ID_JAG_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,8 @@ class IdP:
         self.subjects = dict(subjects or {})
         self.expires_in = expires_in
         self.base_url = ""
+        #: What a private_key_jwt assertion's ``aud`` must be: "token_endpoint" (the URL) or "issuer".
+        self.assertion_audience = "token_endpoint"
         self.metadata: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -142,6 +149,7 @@ class IdP:
                 Route("/token", self._token, methods=["POST"]),
                 Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
                 Route("/.well-known/oauth-protected-resource/{rest:path}", self._metadata, methods=["GET"]),
+                Route("/.well-known/oauth-authorization-server", self._server_metadata, methods=["GET"]),
             ]
         )
 
@@ -150,6 +158,10 @@ class IdP:
     @property
     def token_url(self) -> str:
         return f"{self.base_url}/token"
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -178,6 +190,7 @@ class IdP:
             self._replies.clear()
             self._seen_jti.clear()
         self.expires_in = 3600
+        self.assertion_audience = "token_endpoint"
         self.metadata = None
 
     @staticmethod
@@ -259,7 +272,7 @@ class IdP:
                 assertion,
                 key=key.key,
                 algorithms=["ES256", "EdDSA"],
-                audience=str(request.url),
+                audience=self.issuer if self.assertion_audience == "issuer" else str(request.url),
                 issuer=client_id,
                 options={"require": ["iss", "sub", "aud", "exp", "jti"]},
             )
@@ -280,6 +293,10 @@ class IdP:
             self._one(form, "subject_token_type")
             issued_type = form.get("requested_token_type", [ACCESS_TOKEN_TYPE])[0]
             actor = form.get("actor_token", [None])[0]
+        elif grant == JWT_BEARER and "requested_token_use" not in form:
+            # RFC 7523 §2.1: any assertion we trust (WIF platform token, or an ID-JAG made for us).
+            user = self._assertion_user(self._one(form, "assertion"), form)
+            issued_type, actor = None, None
         elif grant == JWT_BEARER:
             if self._one(form, "requested_token_use") != "on_behalf_of" or "scope" not in form:
                 raise _Refused(400, "invalid_request")
@@ -295,7 +312,7 @@ class IdP:
         with self._lock:
             self._issued += 1
             number = self._issued
-        claims = {
+        claims: dict[str, Any] = {
             "sub": user or client_id,
             "aud": form.get("audience", []),
             "resource": form.get("resource", []),
@@ -305,9 +322,11 @@ class IdP:
             "actor": self.subjects.get(actor) if actor else None,
             "n": number,
         }
+        if issued_type == ID_JAG_TYPE:
+            claims["issued"] = ID_JAG_TYPE  # an ID-JAG: an assertion for the AS named in audience
         document: dict[str, Any] = {
             "access_token": "at." + _b64url(json.dumps(claims).encode()),
-            "token_type": "Bearer",
+            "token_type": "N_A" if issued_type == ID_JAG_TYPE else "Bearer",
             "expires_in": self.expires_in,
         }
         if scope:
@@ -315,6 +334,20 @@ class IdP:
         if issued_type is not None:
             document["issued_token_type"] = issued_type
         return document
+
+    def _assertion_user(self, assertion: str, form: dict[str, list[str]]) -> str:
+        if assertion in self.subjects:
+            return self.subjects[assertion]
+        try:
+            claims = IdP.decode(assertion)
+        except (AssertionError, ValueError):
+            raise _Refused(400, "invalid_grant") from None
+        # An ID-JAG must name this server as its audience and the resource asked for now.
+        if claims.get("issued") != ID_JAG_TYPE or claims.get("aud") != [self.issuer]:
+            raise _Refused(400, "invalid_grant")
+        if form.get("resource") and claims.get("resource") != form["resource"]:
+            raise _Refused(400, "invalid_target")
+        return str(claims["sub"])
 
     def _user(self, token: str) -> str:
         user = self.subjects.get(token)
@@ -329,7 +362,19 @@ class IdP:
             raise _Refused(400, "invalid_request")
         return values[0]
 
-    # --- RFC 9728 metadata ---------------------------------------------------------------------------
+    # --- RFC 8414 / RFC 9728 metadata -----------------------------------------------------------------
+
+    async def _server_metadata(self, request: Request) -> Response:
+        with self._lock:
+            self._metadata_requests.append({k.lower(): v for k, v in request.headers.items()})
+        return JSONResponse(
+            {
+                "issuer": self.issuer,
+                "token_endpoint": self.token_url,
+                "grant_types_supported": [TOKEN_EXCHANGE, JWT_BEARER, CLIENT_CREDENTIALS],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt", "none"],
+            }
+        )
 
     async def _metadata(self, request: Request) -> Response:
         with self._lock:

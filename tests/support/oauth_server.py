@@ -8,7 +8,14 @@ dynamic client registration, RFC 9728 / RFC 8414 metadata), mounted on the MCP s
     server.requests                                  # (method, path) of every OAuth request
 
 ``Browser`` plays the user: it follows the authorization URL with its own plain client and reads
-``code`` and ``state`` from the redirect, so the provider's callback gets what a real one would.
+``code`` and ``state`` from the redirect, so the provider's callback gets what a real one would;
+``Browser.redirect`` hands back the whole redirect URL instead (for ``AuthorizationCode``).
+
+Options for the 2026 client features (all off by default): RFC 9207 ``iss`` in the redirect
+(``send_iss``, ``advertise_iss``, ``iss_value``), refresh tokens (``issue_refresh``), pre-registered
+confidential clients (``preregistered``, checked with client_secret_basic), Client ID Metadata
+Documents (``cimd``), no dynamic registration (``registration=False``), ``scopes_supported``. ``token_forms`` / ``authorize_queries`` /
+``registrations`` record what arrived.
 """
 
 from __future__ import annotations
@@ -41,6 +48,14 @@ class Browser:
         query = parse_qs(urlsplit(answer.headers["location"]).query)
         self._result = (query["code"][0], query.get("state", [None])[0])
 
+    async def redirect(self, authorization_url: str) -> str:
+        """An ``AuthorizationCode`` interaction: the whole redirect URL the AS answered with."""
+        self.visited.append(authorization_url)
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            answer = await client.get(authorization_url)
+        assert answer.status_code == 302, answer.text
+        return str(answer.headers["location"])
+
     async def callback(self) -> tuple[str, str | None]:
         assert self._result is not None, "the authorization URL was never visited"
         result, self._result = self._result, None
@@ -52,8 +67,20 @@ class AuthorizationServer:
     access_token: str
     requests: list[tuple[str, str]] = field(default_factory=list)
     browser: Browser = field(default_factory=Browser)
+    send_iss: bool = False
+    advertise_iss: bool = False
+    iss_value: str | None = None  # what to send as iss (default: the issuer)
+    issue_refresh: bool = False
+    cimd: bool = False
+    registration: bool = True  # advertise registration_endpoint (RFC 7591)
+    preregistered: dict[str, str] = field(default_factory=dict)
+    scopes_supported: list[str] | None = None
+    token_forms: list[dict[str, str]] = field(default_factory=list)
+    authorize_queries: list[dict[str, str]] = field(default_factory=list)
+    registrations: list[dict[str, object]] = field(default_factory=list)
     _codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, redirect_uri)
     _clients: set[str] = field(default_factory=set)
+    _refresh: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _record(self, request: Request) -> None:
@@ -67,7 +94,10 @@ class AuthorizationServer:
     async def _resource_metadata(self, request: Request) -> Response:
         self._record(request)
         base = self._base(request)
-        return JSONResponse({"resource": f"{base}/mcp", "authorization_servers": [base]})
+        document: dict[str, object] = {"resource": f"{base}/mcp", "authorization_servers": [base]}
+        if self.scopes_supported is not None:
+            document["scopes_supported"] = self.scopes_supported
+        return JSONResponse(document)
 
     async def _server_metadata(self, request: Request) -> Response:
         self._record(request)
@@ -77,17 +107,22 @@ class AuthorizationServer:
                 "issuer": base,
                 "authorization_endpoint": f"{base}/authorize",
                 "token_endpoint": f"{base}/token",
-                "registration_endpoint": f"{base}/register",
+                **({"registration_endpoint": f"{base}/register"} if self.registration else {}),
                 "response_types_supported": ["code"],
                 "grant_types_supported": ["authorization_code", "refresh_token"],
                 "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": ["none"],
+                "token_endpoint_auth_methods_supported": ["none", "client_secret_basic"],
+                "authorization_response_iss_parameter_supported": self.advertise_iss,
+                "client_id_metadata_document_supported": self.cimd,
+                **({"scopes_supported": self.scopes_supported} if self.scopes_supported else {}),
             }
         )
 
     async def _register(self, request: Request) -> Response:
         self._record(request)
         metadata = await request.json()
+        with self._lock:
+            self.registrations.append(dict(metadata))
         client_id = "client-" + secrets.token_hex(4)
         with self._lock:
             self._clients.add(client_id)
@@ -97,17 +132,42 @@ class AuthorizationServer:
     async def _authorize(self, request: Request) -> Response:
         self._record(request)
         query = request.query_params
-        if query.get("client_id") not in self._clients or query.get("code_challenge_method") != "S256":
+        with self._lock:
+            self.authorize_queries.append(dict(query))
+        client_id = query.get("client_id") or ""
+        known = (
+            client_id in self._clients
+            or client_id in self.preregistered
+            or (self.cimd and client_id.startswith("https://"))
+        )
+        if not known or query.get("code_challenge_method") != "S256":
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         code = secrets.token_urlsafe(16)
         with self._lock:
             self._codes[code] = (query["code_challenge"], query["redirect_uri"])
-        target = query["redirect_uri"] + "?" + urlencode({"code": code, "state": query.get("state", "")})
+        answer = {"code": code, "state": query.get("state", "")}
+        if self.send_iss:
+            answer["iss"] = self.iss_value or self._base(request)
+        target = query["redirect_uri"] + "?" + urlencode(answer)
         return RedirectResponse(target, status_code=302)
 
     async def _token(self, request: Request) -> Response:
         self._record(request)
         form = await request.form()
+        fields = {k: str(v) for k, v in form.items()}
+        with self._lock:
+            self.token_forms.append(fields)
+        basic = request.headers.get("authorization", "")
+        if basic:
+            user, _, password = base64.b64decode(basic.removeprefix("Basic ")).decode().partition(":")
+            if self.preregistered.get(user) != password:
+                return JSONResponse({"error": "invalid_client"}, status_code=401)
+        if form.get("grant_type") == "refresh_token":
+            with self._lock:
+                known = str(form.get("refresh_token", "")) in self._refresh
+            if not known:
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            return JSONResponse(self._issue())
         with self._lock:
             issued = self._codes.pop(str(form.get("code", "")), None)
         if form.get("grant_type") != "authorization_code" or issued is None:
@@ -117,7 +177,24 @@ class AuthorizationServer:
         computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         if computed != challenge or form.get("redirect_uri") != redirect_uri:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        return JSONResponse({"access_token": self.access_token, "token_type": "Bearer", "expires_in": 3600})
+        return JSONResponse(self._issue())
+
+    def _issue(self) -> dict[str, object]:
+        document: dict[str, object] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }
+        if self.issue_refresh:
+            refresh = "rt-" + secrets.token_hex(8)
+            with self._lock:
+                self._refresh.add(refresh)
+            document["refresh_token"] = refresh
+        return document
+
+    def revoke_refresh_tokens(self) -> None:
+        with self._lock:
+            self._refresh.clear()
 
     def routes(self) -> list[Route]:
         return [

@@ -62,7 +62,7 @@ def test_none_sends_only_the_client_id() -> None:
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
 def test_private_key_jwt_assertion(alg: str) -> None:
     key = Identity.generate(alg, name="client-key")
-    auth = PrivateKeyJwt("agent", key)
+    auth = PrivateKeyJwt("agent", key, assertion_audience="token_endpoint")  # the pre-0.2 behaviour
     form, headers = apply(auth)
     assert headers == {}
     assert form["client_id"] == "agent"
@@ -85,7 +85,7 @@ def test_the_factory_picks_the_method() -> None:
     key = Identity.generate()
     assert isinstance(client_authentication("c", "s"), ClientSecretBasic)
     assert isinstance(client_authentication("c", "s", method="client_secret_post"), ClientSecretPost)
-    assert isinstance(client_authentication("c", client_key=key), PrivateKeyJwt)
+    assert isinstance(client_authentication("c", client_key=key, issuer="https://as.example"), PrivateKeyJwt)
     assert isinstance(client_authentication("c"), NoClientAuthentication)
 
 
@@ -108,7 +108,39 @@ def test_the_factory_refuses_contradictions(secret: str | None, with_key: bool, 
 
 def test_reprs_hide_the_secret_and_key() -> None:
     key = Identity.generate()
-    for auth in (ClientSecretBasic("c", SECRET), ClientSecretPost("c", SECRET), PrivateKeyJwt("c", key)):
+    pkj = PrivateKeyJwt("c", key, issuer="https://as.example")
+    for auth in (ClientSecretBasic("c", SECRET), ClientSecretPost("c", SECRET), pkj):
         assert "SECRET-SENTINEL" not in repr(auth)
         assert str(key.private_jwk()["d"]) not in repr(auth)
         assert "'c'" in repr(auth)
+
+
+def _aud(auth: PrivateKeyJwt) -> object:
+    form, _ = apply(auth)
+    return decode(str(form["client_assertion"])).claims["aud"]
+
+
+def test_private_key_jwt_aud_is_the_issuer_by_default() -> None:
+    # SEP-1046 / draft-ietf-oauth-rfc7523bis: the AS issuer, not the endpoint the assertion is sent to.
+    key = Identity.generate()
+    assert _aud(PrivateKeyJwt("agent", key, issuer="https://as.example/tenant")) == "https://as.example/tenant"
+    via_factory = client_authentication("agent", client_key=key, issuer="https://as.example")
+    assert isinstance(via_factory, PrivateKeyJwt) and _aud(via_factory) == "https://as.example"
+
+
+def test_private_key_jwt_aud_old_behaviour_and_explicit_url_are_selectable() -> None:
+    key = Identity.generate()
+    assert _aud(PrivateKeyJwt("agent", key, assertion_audience="token_endpoint")) == ENDPOINT
+    explicit = PrivateKeyJwt("agent", key, issuer="https://ignored", assertion_audience="https://aud.example")
+    assert _aud(explicit) == "https://aud.example"
+
+
+def test_private_key_jwt_without_an_issuer_fails_closed() -> None:
+    # No silent fallback to the token endpoint: the caller says which aud the server wants.
+    key = Identity.generate()
+    with pytest.raises(ConfigurationError, match="issuer"):
+        PrivateKeyJwt("agent", key)
+    with pytest.raises(ConfigurationError, match="issuer"):
+        client_authentication("agent", client_key=key)
+    with pytest.raises(ConfigurationError):
+        PrivateKeyJwt("agent", key, issuer="https://as.example", assertion_audience="nonsense")

@@ -94,7 +94,7 @@ def test_reprs_show_no_secret() -> None:
         TokenExchange(ENDPOINT, client_id="c", client_secret=SECRET, actor_token="ACTOR-SENTINEL"),
         EntraOnBehalfOf(client_id="c", client_secret=SECRET, tenant="contoso.com"),
         ClientCredentials(ENDPOINT, client_id="c", client_secret=SECRET),
-        TokenExchange(ENDPOINT, client_id="c", client_key=key),
+        TokenExchange(ENDPOINT, client_id="c", client_key=key, issuer="https://idp.example"),
     ]
     for source in sources:
         text = repr(source) + repr(vars(source).get("_client_auth"))

@@ -32,7 +32,7 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     assert {"nproc", "cpu_model", "python"} <= set(data["machine"])
     results = data["results"]
     # Target 7 (Redis replay store) needs redis-server; CI installs it (.ci/run).
-    expected = {"1", "2", "3", "4", "5", "6", "8"} | ({"7"} if redis_binary() else set())
+    expected = {"1", "2", "3", "4", "5", "6", "8", "9"} | ({"7"} if redis_binary() else set())
     assert {r["target"] for r in results} == expected
     for row in results:
         assert row["name"] and row["unit"] and row["baseline_name"]
@@ -51,5 +51,10 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
         assert all(r["baseline_name"] == "in-process token cache hit (µs)" for r in shared)
     memory = next(r for r in results if r["target"] == "5")
     assert memory["extra"]["bounded"] is True
+    # held sessions (issue 18): fewer requests and ledger entries per tool call than per-call sessions
+    held = {r["name"]: r for r in results if r["target"] == "9"}
+    assert len(held) == 3
+    assert held["held session: HTTP requests per tool call"]["ratio"] < 1
+    assert held["held session: ledger entries per tool call"]["ratio"] < 1
     # the table names every figure
     assert all(r["name"][:40] in completed.stdout for r in results)

@@ -211,7 +211,7 @@ def test_graph_html_draws_fan_out_and_fan_in(
     path, _, first, _ = ledger
     out = tmp_path / "dag.html"
     code, stdout, _ = invoke(
-        "ledger", "graph", str(path), "--run", first.run[:8], "--format", "html", "-o", str(out)
+        "ledger", "graph", str(path), "--run", first.run[:8], "--format", "html", "-o", str(out), "--expand-sessions"
     )
     assert code == 0 and "wrote" in stdout
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -254,14 +254,14 @@ def test_graph_html_escapes_what_it_shows(tmp_path: Path, actors: Actors) -> Non
 
 def test_graph_mermaid_and_dot(ledger: tuple[Path, Path, WrittenRun, WrittenRun]) -> None:
     path, _, _first, second = ledger
-    code, mermaid, _ = invoke("ledger", "graph", str(path), "--format", "mermaid")
+    code, mermaid, _ = invoke("ledger", "graph", str(path), "--format", "mermaid", "--expand-sessions")
     assert code == 0
     assert mermaid.startswith("flowchart TD") and mermaid.count("subgraph run") == 2
     # first run: 3 session + 3 fan-out + 3 fan-in + 1 to the record, and the dotted denial edge;
     # second run: 3 session + 2 fan-out + 2 fan-in + 1 to the record
     assert mermaid.count(" --> ") == 10 + 8 and mermaid.count(" -.-> ") == 1
     assert '"search<br/>' in mermaid and "class " in mermaid
-    code, dot, _ = invoke("ledger", "graph", str(path), "--format", "dot", "--run", second.run)
+    code, dot, _ = invoke("ledger", "graph", str(path), "--format", "dot", "--run", second.run, "--expand-sessions")
     assert code == 0
     assert dot.startswith("digraph ledger {") and dot.count("subgraph cluster_") == 1
     assert dot.count(" -> ") == 3 + 2 + 2 + 1 and "style=dashed" not in dot

@@ -1,0 +1,80 @@
+"""Which of our token sources each auth scenario uses (SDK variant of both everything-clients).
+
+Everything here is the SDK's public API: the sources (``AuthorizationCode``, ``ClientCredentials``,
+``JwtBearer``, ``IdJag``) and, where a source needs its token endpoint up front, ``discover`` (RFC 9728
+then RFC 8414), which is also what the suite's TypeScript reference client does for these grants.
+The scenario's credentials come from ``MCP_CONFORMANCE_CONTEXT``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _common import CIMD_URL, REDIRECT_URI, context, fetch_redirect
+
+from mcpclient_auth import AuthorizationCode, ClientCredentials, Identity, IdJag, JwtBearer, Principal
+from mcpclient_auth.authz import ID_TOKEN_TYPE, discover
+
+USER = "conformance-user"
+
+
+def principal_for(scenario: str) -> Principal:
+    ctx = context()
+    if scenario == "auth/enterprise-managed-authorization" and ctx.get("idp_id_token"):
+        # ID-JAG leg 1 exchanges the user's ID token issued by the enterprise IdP.
+        return Principal(id=USER, subject_token=ctx["idp_id_token"], subject_token_type=ID_TOKEN_TYPE)
+    return Principal(id=USER)
+
+
+async def token_source_for(scenario: str, url: str, http_get: Any) -> Any:
+    ctx = context()
+    if scenario in ("auth/client-credentials-basic", "auth/client-credentials-jwt"):
+        found = await discover(url)
+        assert found.server.token_endpoint is not None
+        if scenario == "auth/client-credentials-basic":
+            return ClientCredentials(
+                found.server.token_endpoint,
+                client_id=ctx["client_id"],
+                client_secret=ctx["client_secret"],
+                resource=found.resource.resource,
+            )
+        key = Identity.from_pem(ctx["private_key_pem"].encode())
+        return ClientCredentials(
+            found.server.token_endpoint,
+            client_id=ctx["client_id"],
+            client_key=key,
+            issuer=found.server.issuer,  # the assertion's aud (SEP-1046, rfc7523bis)
+            resource=found.resource.resource,
+        )
+    if scenario == "auth/wif-jwt-bearer":
+        found = await discover(url)
+        assert found.server.token_endpoint is not None
+        platform_jwt = ctx["valid_jwt"]
+        return JwtBearer(
+            found.server.token_endpoint,
+            client_id=ctx["client_id"],
+            assertion=lambda principal: platform_jwt,  # the workload's platform token, read per request
+            resource=found.resource.resource,
+        )
+    if scenario == "auth/enterprise-managed-authorization":
+        found = await discover(url)
+        assert found.server.token_endpoint is not None
+        return IdJag(
+            idp_token_endpoint=ctx["idp_token_endpoint"],
+            idp_client_id=ctx["idp_client_id"],
+            token_endpoint=found.server.token_endpoint,
+            issuer=found.server.issuer,
+            client_id=ctx["client_id"],
+            client_secret=ctx["client_secret"],
+            resource=found.resource.resource,
+        )
+    pre_registered = scenario == "auth/pre-registration"
+    return AuthorizationCode(
+        server_url=url,
+        interaction=fetch_redirect(http_get),
+        redirect_uri=REDIRECT_URI,
+        client_id=ctx.get("client_id") if pre_registered else None,
+        client_secret=ctx.get("client_secret") if pre_registered else None,
+        client_metadata_url=CIMD_URL,
+        client_metadata={"client_name": "mcpclient-auth conformance client"},
+    )
