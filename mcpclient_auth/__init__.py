@@ -27,18 +27,18 @@ from .authz import (
     TokenExchange,
     TokenSource,
 )
+from .context import acting_for, current_run, use_run
 from .digest import content_digest, verify_content_digest
 from .ect import ExecutionContextToken
 from .errors import McpClientAuthError
 from .factory import multi_run_client_factory
-from .hooks import current_run, use_run
 from .httpsig import RequestSigner, RequestVerifier, SignatureResult, VerifiedSignature
 from .keys import Identity, PublicKey, TrustStore
 from .ledger import Ledger, LedgerReader, Report, verify_ledger
 from .policy import ActionPolicy, McpActionPolicy
 from .principal import Principal
 from .replay import MemoryReplayStore, ReplayCache, ReplayStore
-from .run import AgentRun, acting_for
+from .run import AgentRun
 from .wit import WorkloadIdentityToken
 
 __version__ = "0.1.0"

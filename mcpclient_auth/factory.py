@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from ._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
 from .authz._http import SIGNING_HOOK_MARKER
-from .authz.retry import check_installable, compose_auth, wrap_upstream
 from .errors import ConfigurationError
 from .hooks import HttpLibrary, RunHooks, library_for, library_named
+from .hooks._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
+from .hooks.auth import check_installable, compose_auth, wrap_upstream
 
 if TYPE_CHECKING:
     from .run import AgentRun

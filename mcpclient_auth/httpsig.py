@@ -33,23 +33,13 @@ from typing import Any
 
 from . import _sfv
 from ._components import (
-    DERIVED_COMPONENTS,
     ComponentId,
     HttpMessage,
-    component_value,
-    signature_base,
     target_uri,
 )
 from ._rfc9421 import (
-    HTTP_SIGNATURE_ALGORITHMS,
-    CreatedSignature,
-    HttpSignatureAlgorithm,
     ParsedSignature,
-    create_signature,
-    http_signature_algorithm,
     parse_signature_fields,
-    parse_signatures,
-    serialize_signature_params,
     verify_signature,
 )
 from .digest import verify_content_digest
@@ -69,30 +59,14 @@ from .replay import MemoryReplayStore, ReplayClaim, ReplayStore, key_partition
 from .wit import WIT_HEADER, WorkloadIdentityToken
 
 __all__ = [
-    "DERIVED_COMPONENTS",
-    "HTTP_SIGNATURE_ALGORITHMS",
     "MCP_TAG",
     "PROFILES",
     "WIMSE_TAG",
-    "ComponentId",
-    "CreatedSignature",
-    "HttpMessage",
-    "HttpSignatureAlgorithm",
-    "ParsedSignature",
     "RequestSigner",
     "RequestVerifier",
     "SignatureProfile",
     "SignatureResult",
     "VerifiedSignature",
-    "component_value",
-    "create_signature",
-    "http_signature_algorithm",
-    "parse_signature_fields",
-    "parse_signatures",
-    "serialize_signature_params",
-    "signature_base",
-    "target_uri",
-    "verify_signature",
 ]
 
 MCP_TAG = "mcpclient-auth/1"

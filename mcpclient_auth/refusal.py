@@ -4,6 +4,8 @@ When our layer refuses a call inside an MCP session (mandate denial, missing use
 error), raising from an httpx hook would tear down the whole mcp 1.x session. Instead the client's
 transport answers the request locally with a JSON-RPC error for its id (DESIGN §3):
 
+    >>> import json
+    >>> from mcpclient_auth.errors import MandateDenied
     >>> body = refusal_body(7, MandateDenied("not granted", action="mcp.x"))
     >>> json.loads(body)["error"]["code"], json.loads(body)["error"]["data"]["code"]
     (-32003, 'mandate_denied')

@@ -19,11 +19,11 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
     run.install(existing_client)        # an httpx.AsyncClient / httpx.Client you already have
     await run.close(output="final answer", status="completed")   # explicit close, idempotent
 
-Creating the run writes its ``mandate`` ledger entry. The hooks (:mod:`.hooks`) call into the run's
-private per-call methods below; they are synchronous and do no network I/O, except
-:meth:`AgentRun._authorization`, the one place where a user access token is fetched. The 401 / 403
-handling around it (re-obtain once, step up once) is :mod:`.authz.retry`'s ``RunAuth``, which
-factory-built and installed async clients carry.
+Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
+its :class:`~.journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
+:mod:`.calls` over the run's public members (:class:`~.calls.RunView`); the hooks (:mod:`.hooks`)
+bind them to httpx and httpx2. The 401 / 403 handling around them (re-obtain once, step up once) is
+:mod:`.hooks.auth`'s ``RunAuth``, which factory-built and installed async clients (httpx and httpx2) carry.
 
 Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
 is for with :func:`acting_for`, and a run bound to someone else refuses its requests
@@ -43,45 +43,35 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._encoding import compact_json, sha256_b64url
 from .act import ExecutionRecord, Mandate
+from .calls import DISCOVERY_METHODS
 from .constraints import CallBudget, check_known
+from .context import acting_for, current_principal, discovery_mode, use_run
 from .dag import Frontier
-from .ect import ExecutionContextToken
 from .errors import (
     ConfigurationError,
-    InvalidTokenResponse,
-    JsonRpcError,
-    McpClientAuthError,
-    MissingSubjectToken,
-    NoTokenForPrincipal,
     PrincipalMismatch,
-    RunClosed,
-    TokenExchangeRejected,
-    TokenExchangeUnavailable,
     TokenExpired,
 )
 from .httpsig import RequestSigner
-from .jsonrpc import Call, NotJsonRpc, parse
+from .journal import RunJournal
 from .keys import Identity, TrustStore
 from .ledger.writer import Ledger
-from .policy import ActionPolicy, McpActionPolicy, check_call
+from .policy import ActionPolicy, McpActionPolicy
 from .principal import Principal
 from .scope import Endpoint, EndpointScope, canonical_url
 
 if TYPE_CHECKING:
     import httpx
 
-    from .authz.base import AccessToken, TokenSource
+    from .authz.base import TokenSource
     from .factory import McpHttpClientFactory
-    from .ledger.format import LedgerEntry
 
 __all__ = [
     "DISCOVERY_METHODS",
@@ -99,80 +89,6 @@ MANDATE_HEADER = "ACT-Mandate"
 MANDATE_HEADER_MODES = ("act-mandate", "authorization")
 RecordStatus = Literal["completed", "failed", "cancelled"]
 _STATUSES = frozenset({"completed", "failed", "cancelled"})
-#: Seconds a mandate must still be valid for a call to be sent (a server checks ``exp`` on arrival).
-_EXPIRY_MARGIN = 5
-#: Failures to obtain the user's token: recorded as ``error`` entries, not ``denial`` (see ``_deny``).
-_TOKEN_UNAVAILABLE = (
-    MissingSubjectToken,
-    TokenExchangeRejected,
-    TokenExchangeUnavailable,
-    InvalidTokenResponse,
-    NoTokenForPrincipal,
-)
-#: What a discovery session (service credentials, :meth:`AgentRun.discovery`) may send: session set-up,
-#: listings and notifications. Tool calls, reads and prompts act for the user: never with the service token.
-DISCOVERY_METHODS = frozenset(
-    {"initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
-)
-
-_ACTING_FOR: ContextVar[str | None] = ContextVar("mcpclient_auth_acting_for", default=None)
-_DISCOVERY: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_discovery", default=None)
-
-
-@contextmanager
-def acting_for(principal: Principal | str) -> Iterator[str]:
-    """Declare whom the calls made in this context are for; a run bound to anyone else refuses them.
-
-    with acting_for(request_user):          # e.g. from your web framework's auth
-        with use_run(run_for[request_user.id]):
-            ...                             # a mix-up of runs is refused (PrincipalMismatch)
-
-    Like :func:`~mcpclient_auth.hooks.use_run`, in mcp 1.x it must be set when a session is
-    *opened* (its transport tasks copy the context then): it then applies to every request of it.
-    """
-    principal_id = principal.id if isinstance(principal, Principal) else principal
-    if not isinstance(principal_id, str) or not principal_id:
-        raise ConfigurationError("acting_for() takes a Principal or a non-empty principal id")
-    token = _ACTING_FOR.set(principal_id)
-    try:
-        yield principal_id
-    finally:
-        _ACTING_FOR.reset(token)
-
-
-def current_principal() -> str | None:
-    """The principal id declared with :func:`acting_for` in this context, if any."""
-    return _ACTING_FOR.get()
-
-
-@dataclass(slots=True, eq=False)
-class InFlight:
-    """One signed request of a run, from its request hook to the end of its response."""
-
-    run: AgentRun
-    call: Call | None
-    action: str | None
-    jti: str | None
-    pred: list[str]
-    url: str
-    token: str | None = field(default=None, repr=False)
-    started: float = field(default_factory=time.monotonic)
-    finished: bool = False
-
-    @property
-    def is_tool_call(self) -> bool:
-        return self.call is not None and self.call.is_tool_call
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What the request hook puts on the wire: header values to overwrite, and the in-flight call."""
-
-    # may hold the user's access token: never in repr()
-    headers: dict[str, str] = field(repr=False)
-    inflight: InFlight | None
-
-
 def _as_bytes(output: Any) -> bytes:
     if output is None:
         return b""
@@ -205,7 +121,7 @@ class AgentRun:
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
       are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
-      on 403 ``insufficient_scope`` (:mod:`.authz.retry`).
+      on 403 ``insufficient_scope`` (:mod:`.hooks.auth`).
     - ``discovery_token_source``: a service source (e.g. :class:`~mcpclient_auth.authz.ClientCredentials`)
       for *discovery sessions* only: sessions opened inside ``with run.discovery():`` carry the service
       token on every request and may only list (:data:`DISCOVERY_METHODS`); every other session carries
@@ -320,19 +236,13 @@ class AgentRun:
         else:
             self.ledger = Ledger(ledger, durability=durability or "flush")
         self._lock = threading.Lock()
-        self._inflight: dict[int, InFlight] = {}
-        self._last_action: str | None = None
-        self._closed = False
         self.record: ExecutionRecord | None = None
         self._mandate_header_value = self.mandate.token
         self._static_headers = self._build_static_headers()
-        self.ledger.append(
-            run=self.id,
-            kind="mandate",
-            jti=self.mandate.jti,
-            token=self.mandate.token,
-            meta={"principal": self.principal.id, "endpoints": self.scope.urls, "agent": agent.kid},
+        self.journal = RunJournal(
+            self.ledger, run_id=self.id, principal_id=self.principal.id, frontier=self.frontier
         )
+        self.journal.mandate(self.mandate, endpoints=self.scope.urls, agent_kid=agent.kid)
 
     # --- construction -----------------------------------------------------------------------------
 
@@ -403,7 +313,7 @@ class AgentRun:
             raise ConfigurationError(f"configured scopes {outside} are not in allowed_scopes")
         return result
 
-    def _scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]:
+    def scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]:
         """The scopes a step-up at ``endpoint`` may ask ``source`` for (see ``allowed_scopes``)."""
         if self.allowed_scopes is not None:
             return self.allowed_scopes
@@ -411,9 +321,6 @@ class AgentRun:
         allowed.update(getattr(source, "scopes", None) or ())
         allowed.update(self._advertised_scopes.get(endpoint.url, ()))
         return frozenset(allowed)
-
-    def _signer_for(self, endpoint: Endpoint) -> RequestSigner:
-        return self._signers.get(endpoint.url, self.signer)
 
     def _verified(self, mandate: Mandate, trust: TrustStore) -> Mandate:
         """The mandate as a server will judge it: issuer role or delegation chain, time, agent role."""
@@ -440,10 +347,10 @@ class AgentRun:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.journal.closed
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self.journal.closed else "open"
         return (
             f"AgentRun(id={self.id!r}, principal={self.principal.id!r}, "
             f"endpoints={self.endpoints!r}, {state})"
@@ -464,14 +371,11 @@ class AgentRun:
 
         install(client, self, answer_locally=answer_locally)
 
-    def activate(self) -> Any:
+    def activate(self) -> AbstractContextManager[AgentRun]:
         """``with run.activate():`` — select this run for calls made through multi-run clients."""
-        from .hooks import use_run
-
         return use_run(self)
 
-    @contextmanager
-    def discovery(self) -> Iterator[AgentRun]:
+    def discovery(self) -> AbstractContextManager[AgentRun]:
         """``with run.discovery():`` — sessions opened here are *discovery sessions*: every request
         carries the service token from ``discovery_token_source`` and only listings are allowed
         (:data:`DISCOVERY_METHODS`; a tool call is refused with ``PrincipalMismatch``). Also selects
@@ -483,14 +387,7 @@ class AgentRun:
         """
         if self.discovery_token_source is None:
             raise ConfigurationError("run.discovery() needs AgentRun(discovery_token_source=...)")
-        from .hooks import use_run
-
-        token = _DISCOVERY.set(self)
-        try:
-            with use_run(self):
-                yield self
-        finally:
-            _DISCOVERY.reset(token)
+        return discovery_mode(self)
 
     async def close(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
         """Write the phase-2 record (``out_hash`` = SHA-256 of ``output``) and seal the run. Idempotent."""
@@ -503,35 +400,16 @@ class AgentRun:
         with self._lock:
             if self.record is not None:
                 return self.record
-            self._closed = True
-            leftovers = [item for item in self._inflight.values() if not item.finished]
-            for item in leftovers:
-                item.finished = True
-            self._inflight.clear()
-        for item in leftovers:
-            self.ledger.append(
-                run=self.id,
-                kind="error",
-                jti=item.jti,
-                meta={
-                    "code": "incomplete",
-                    "jti": item.jti,
-                    "message": "no complete response before the run closed",
-                },
-            )
+            self.journal.stop()
         record = ExecutionRecord.issue(
             self.agent,
             self.mandate,
-            exec_act=self._last_action,
+            exec_act=self.journal.last_action,
             pred=self.frontier.current(),
             out_hash=sha256_b64url(_as_bytes(output)),
             status=status,
         )
-        meta: dict[str, Any] = {"status": status, "out_hash": record.out_hash}
-        if record.exec_act is not None:
-            meta["exec_act"] = record.exec_act
-        self.ledger.append(run=self.id, kind="record", jti=record.jti, token=record.token, meta=meta)
-        self.ledger.seal(self.id, self.agent)
+        self.journal.record(record, agent=self.agent)
         with self._lock:
             self.record = record
         if self._owns_ledger:
@@ -554,126 +432,38 @@ class AgentRun:
     ) -> None:
         self.close_sync(status=_status_for(exc))
 
-    # --- the per-call pipeline (called by hooks.py) -------------------------------------------------
+    # --- what the per-call pipeline reads (calls.RunView) -----------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RunClosed(f"run {self.id} is closed; start a new AgentRun for more calls")
+    @property
+    def budget(self) -> CallBudget:
+        """The run's call budget: the ``max_calls`` constraints of its mandate, charged per call."""
+        return self._budget
 
-    def _classify(self, method: str, body: bytes, content_type: str | None) -> Call | None:
-        """Parse the body; ``None`` for a body-less request (GET/DELETE: signed, but not a call).
+    @property
+    def static_headers(self) -> Mapping[str, str]:
+        """The headers every request of the run carries (the mandate, unless a token source is set)."""
+        return self._static_headers
 
-        Raises (after a ``denial`` entry) for malformed JSON-RPC, or a POST that is not JSON-RPC.
-        """
-        result: Call | NotJsonRpc
-        try:
-            result = parse(body, content_type=content_type)
-            if isinstance(result, NotJsonRpc) and method in ("POST", "PUT", "PATCH"):
-                raise JsonRpcError(f"refusing to sign a {method} to the MCP endpoint that is not JSON-RPC")
-        except McpClientAuthError as exc:
-            self._deny(None, None, exc)
-            raise
-        return result if isinstance(result, Call) else None
+    def signer_for(self, endpoint: Endpoint) -> RequestSigner:
+        """The request signer for ``endpoint`` (its ``wimse-aud`` is the endpoint's canonical URL)."""
+        return self._signers.get(endpoint.url, self.signer)
 
-    def _authorize_call(self, call: Call) -> str:
-        """The call's action if the policy and the mandate allow it; else a ``denial`` entry and raise."""
-        try:
-            self._check_principal()
-            if self.mandate.exp <= time.time() + _EXPIRY_MARGIN:
-                raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
-            action = check_call(self.policy, call, self.mandate)
-            # Constraints of a granted action apply whatever the policy (never ignored).
-            # Charged to every budgeted link of the chain (all or nothing), as the server does.
-            self._budget.charge_chain(self.mandate.chain, action, call)
-            return action
-        except McpClientAuthError as exc:
-            self._deny(call, getattr(exc, "action", None), exc)
-            raise
+    def scopes_for(self, endpoint: Endpoint, source: TokenSource) -> Sequence[str] | None:
+        """The scopes to ask ``source`` for at ``endpoint``: a successful step-up's, else the run's."""
+        remembered = self._stepped_scopes.get((endpoint.url, id(source)))
+        return list(remembered) if remembered is not None else self.scopes
 
-    def _deny(self, call: Call | None, action: str | None, exc: McpClientAuthError) -> None:
-        """Record a refused call: a ``denial`` when someone decided (the mandate, the principal
-        binding, the MCP server), an ``error`` when what the call needs could not be had (the
-        identity provider failed or had no token for the user)."""
-        meta: dict[str, Any] = {
-            "method": call.method if call else None,
-            "tool": call.tool if call else None,
-            "id": call.id if call else None,
-            "action": action,
-            "code": exc.code,
-            "principal": self.principal.id,
-        }
-        kind = "error" if isinstance(exc, _TOKEN_UNAVAILABLE) else "denial"
-        self.ledger.append(run=self.id, kind=kind, meta=meta)
-
-    def _check_principal(self) -> None:
-        """Refuse a call made on behalf of someone other than the run's principal (:func:`acting_for`)."""
-        acting = _ACTING_FOR.get()
-        if acting is not None and acting != self.principal.id:
-            raise PrincipalMismatch(
-                f"run {self.id} acts for principal {self.principal.id!r}, not for {acting!r}",
-                principal=self.principal.id,
-                requested=acting,
-            )
-
-    def _source_for(self, call: Call | None) -> TokenSource | None:
-        """The token source for this request: the service source in a discovery session, else the user's."""
-        if _DISCOVERY.get() is not self:
-            return self.token_source
-        if call is not None and not (call.kind == "notification" or call.method in DISCOVERY_METHODS):
-            raise PrincipalMismatch(
-                f"a discovery session (service credentials) may only list; {call.method or 'a response'!r} "
-                "must be sent in a session that carries the user's token",
-                principal=self.principal.id,
-                method=call.method,
-            )
-        return self.discovery_token_source
-
-    async def _authorization(self, call: Call | None, endpoint: Endpoint) -> str | None:
-        """The ``Authorization`` value for this request: the user's token from the token source.
-
-        ``None`` when the run has no token source (the mandate or the caller's own auth then decides).
-        A failure refuses the call like a denial. Under :class:`~.authz.retry.RunAuth` the token used
-        is recorded for the 401/403 handling, and a step-up's scopes are asked for.
-        """
-        from .authz.retry import current_attempt
-
-        try:
-            if call is None:
-                self._check_principal()  # calls were checked in _authorize_call
-            source = self._source_for(call)
-            if source is None:
-                return None
-            attempt = current_attempt()
-            if attempt is not None and attempt.foreign_auth:
-                raise ConfigurationError(
-                    "this client has its own auth= while the run has a token source: two sources of "
-                    "Authorization; build the client without auth="
-                )
-            audience = self._token_audience(endpoint)
-            if attempt is not None and attempt.scopes is not None:
-                scopes: Sequence[str] | None = list(attempt.scopes)
-            else:
-                remembered = self._stepped_scopes.get((endpoint.url, id(source)))
-                scopes = list(remembered) if remembered is not None else self.scopes
-            token: AccessToken = await source.get_token(self.principal, audience=audience, scopes=scopes)
-            header = token.authorization_header()
-            if attempt is not None:
-                attempt.used(self, source, self.principal, endpoint, call, audience, scopes, token)
-            return header
-        except McpClientAuthError as exc:
-            self._deny(call, None, exc)
-            raise
-
-    def _token_audience(self, endpoint: Endpoint) -> str | None:
+    def token_audience(self, endpoint: Endpoint) -> str | None:
+        """The OAuth resource to ask the token source for at ``endpoint``."""
         # None = the token source's configured audience, unless RFC 9728 metadata named the resource.
         return self._audiences_found.get(endpoint.url)
 
-    def _remember_scopes(self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]) -> None:
+    def remember_scopes(self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]) -> None:
         """After a successful step-up: ask ``source`` for these scopes at ``endpoint`` from now on."""
         with self._lock:
             self._stepped_scopes[(endpoint.url, id(source))] = tuple(scopes)
 
-    async def _discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None:
+    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None:
         """RFC 9728: fetch ``metadata_url`` anonymously; its ``resource`` (which must be this endpoint)
         becomes the audience asked of the token source for this endpoint."""
         from .authz.resource_metadata import fetch_resource_metadata
@@ -683,103 +473,12 @@ class AgentRun:
             self._audiences_found[endpoint.url] = metadata.resource
             self._advertised_scopes[endpoint.url] = frozenset(metadata.scopes_supported)
 
-    def _ect_audience(self, endpoint: Endpoint) -> list[str]:
+    def ect_audience(self, endpoint: Endpoint) -> list[str]:
+        """The ``aud`` of the ECTs sent to ``endpoint``."""
         if endpoint.url in self.audiences:
             return [endpoint.url]
         return self.audiences
 
-    def _prepare(
-        self,
-        call: Call | None,
-        action: str | None,
-        body: bytes,
-        endpoint: Endpoint,
-        url: str,
-        authorization: str | None,
-    ) -> Prepared:
-        """Mint the ECT (for a call) and return the headers to set; registers the call in flight."""
-        headers = dict(self._static_headers)
-        if authorization is not None:
-            headers["Authorization"] = authorization
-        if call is None or action is None:
-            return Prepared(headers, None)
-        pred = self.frontier.begin() if call.is_tool_call else self.frontier.session_pred()
-        ect = ExecutionContextToken.mint(
-            self.agent,
-            audience=self._ect_audience(endpoint),
-            exec_act=action,
-            pred=pred,
-            wid=self.id,
-            inp_hash=sha256_b64url(body),
-            ttl=self.ect_ttl,
-        )
-        headers[self.ect_header] = ect.token
-        inflight = InFlight(self, call, action, ect.jti, pred, url, ect.token)
-        return Prepared(headers, inflight)
-
-    def _sent(self, inflight: InFlight) -> None:
-        """The request was signed: write its ``ect`` entry and track it until its response ends."""
-        call = inflight.call
-        assert call is not None
-        meta: dict[str, Any] = {
-            "method": call.method,
-            "id": call.id,
-            "url": inflight.url,
-            "action": inflight.action,
-        }
-        if call.tool is not None:
-            meta["tool"] = call.tool
-        meta["principal"] = self.principal.id
-        with self._lock:
-            if self._closed:
-                raise RunClosed(f"run {self.id} closed while the call was being prepared")
-            self._inflight[id(inflight)] = inflight
-        self.ledger.append(run=self.id, kind="ect", jti=inflight.jti, token=inflight.token, meta=meta)
-
-    def _claim(self, inflight: InFlight) -> bool:
-        """Take the right to write the one outcome entry of ``inflight`` (False if already written)."""
-        with self._lock:
-            if inflight.finished:
-                return False
-            inflight.finished = True
-            self._inflight.pop(id(inflight), None)
-            return True
-
-    def _response(
-        self, inflight: InFlight, *, status: int, out_hash: str, nbytes: int, completed: bool
-    ) -> LedgerEntry | None:
-        """Write the ``response`` entry; a tool call whose answer arrived joins the frontier."""
-        if not self._claim(inflight):
-            return None
-        duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
-        call = inflight.call
-        entry = self.ledger.append(
-            run=self.id,
-            kind="response",
-            jti=inflight.jti,
-            meta={
-                "status": status,
-                "out_hash": out_hash,
-                "duration_ms": duration_ms,
-                "id": call.id if call else None,
-                "bytes": nbytes,
-            },
-        )
-        if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
-            self.frontier.complete(inflight.jti, inflight.pred)
-            self._last_action = inflight.action
-        return entry
-
-    def _error(self, inflight: InFlight, code: str, message: str) -> LedgerEntry | None:
-        """Write the ``error`` entry of a call that got no usable response."""
-        if not self._claim(inflight):
-            return None
-        return self.ledger.append(
-            run=self.id,
-            kind="error",
-            jti=inflight.jti,
-            meta={"code": code, "jti": inflight.jti, "message": message},
-        )
 
 
 def _same_endpoint(audience: str, canonical: str) -> bool:

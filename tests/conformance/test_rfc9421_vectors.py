@@ -17,18 +17,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcpclient_auth._components import ComponentId, HttpMessage, component_value
 from mcpclient_auth._encoding import b64url_decode
-from mcpclient_auth.errors import ComponentError, SignatureInvalid, SignaturePolicyError
-from mcpclient_auth.httpsig import (
-    ComponentId,
-    HttpMessage,
-    component_value,
+from mcpclient_auth._rfc9421 import (
     create_signature,
     parse_signature_fields,
     parse_signatures,
     serialize_signature_params,
     verify_signature,
 )
+from mcpclient_auth.errors import ComponentError, SignatureInvalid, SignaturePolicyError
 
 VECTORS_FILE = "rfc9421_vectors.json"
 

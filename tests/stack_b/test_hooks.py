@@ -406,7 +406,7 @@ async def test_one_verifying_server_accepts_both_stacks(
 ) -> None:
     """Acceptance 2, cross-stack: the reference middleware accepts stack-B and stack-A requests in one
     run. Stack A is represented by its request path — an httpx 0.28 client from the stack-A factory
-    (the same hooks, through :mod:`mcpclient_auth._httpx`) — driving the JSON-RPC sequence an mcp 1.x
+    (the same hooks, through :mod:`mcpclient_auth.hooks._httpx`) — driving the JSON-RPC sequence an mcp 1.x
     client sends to a stateless server (initialize, initialized, tools/call); mcp 1.x itself cannot be
     installed beside mcp 2.x, so its session layer is the one piece not exercised here."""
     env = fresh(servers, "stateless")

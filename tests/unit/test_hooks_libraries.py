@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mcpclient_auth import _httpx
 from mcpclient_auth.errors import ConfigurationError
 from mcpclient_auth.factory import LocalAnswerTransport, httpx2_client_factory, httpx_client_factory, install
 from mcpclient_auth.hooks import (
     AsyncHashingStream,
     AsyncLocalAnswer,
+    _httpx,
     error_code_for,
     library_for,
     library_named,
@@ -41,6 +41,32 @@ def test_library_for_dispatches_on_the_objects_library() -> None:
         assert issubclass(library.async_stream, AsyncHashingStream)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         library_for(object())
+
+
+def test_the_per_library_classes_are_written_out_not_built_at_run_time() -> None:
+    # Greppable classes mypy can see: each is defined in its library's module, with no type() call.
+    import ast
+    import inspect
+
+    from mcpclient_auth import hooks
+
+    second = library_named("httpx2")
+    for library, module in (
+        (_httpx.LIBRARY, "mcpclient_auth.hooks._httpx"),
+        (second, "mcpclient_auth.hooks._httpx2"),
+    ):
+        for cls in (
+            library.async_transport,
+            library.sync_transport,
+            library.async_stream,
+            library.sync_stream,
+        ):
+            assert cls.__module__ == module
+    package = Path(inspect.getfile(hooks)).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "type":
+                assert len(node.args) < 3, f"{path.name}:{node.lineno} builds a class at run time"
 
 
 def test_factories_and_install_use_the_matching_library(tmp_path: Path) -> None:
@@ -91,7 +117,9 @@ def test_stack_a_never_imports_httpx2() -> None:
         "import mcpclient_auth, mcpclient_auth.factory, mcpclient_auth.hooks\n"
         "from mcpclient_auth.factory import httpx_client_factory\n"
         "httpx_client_factory(None)()\n"
-        "assert 'mcpclient_auth._httpx2' not in sys.modules\n"
+        "assert 'mcpclient_auth.hooks._httpx2' not in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcpclient_auth._rfc9421 import parse_signature_fields
 from mcpclient_auth.digest import parse_digest_field, verify_content_digest
 from mcpclient_auth.errors import (
     ComponentError,
@@ -33,7 +34,6 @@ from mcpclient_auth.httpsig import (
     WIMSE_TAG,
     RequestSigner,
     RequestVerifier,
-    parse_signature_fields,
 )
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.replay import ReplayCache
@@ -666,7 +666,8 @@ def test_wit_claims_and_validation(es256: Identity, issuer: Identity) -> None:
 
 
 def test_httpx_response_adapter_and_req_components(es256: Identity) -> None:
-    from mcpclient_auth.httpsig import HttpMessage, create_signature, parse_signature_fields, verify_signature
+    from mcpclient_auth._components import HttpMessage
+    from mcpclient_auth._rfc9421 import create_signature, verify_signature
 
     request = _request()
     RequestSigner(es256).sign(request, created=NOW)

@@ -10,6 +10,7 @@ import pytest
 
 from mcpclient_auth.act import ExecutionRecord, Mandate
 from mcpclient_auth.authz import StaticTokens
+from mcpclient_auth.calls import Admitted, prepare
 from mcpclient_auth.errors import ConfigurationError, RunClosed, TokenExpired
 from mcpclient_auth.factory import DEFAULT_TIMEOUT, httpx_client_factory, install, multi_run_client_factory
 from mcpclient_auth.hooks import current_run, use_run
@@ -236,7 +237,9 @@ def test_no_credential_in_reprs(keys: tuple[Identity, Identity], tmp_path: Path)
 
     call = Call("request", "tools/call", 1, "search")
     endpoint = run.scope.endpoints[0]
-    prepared = run._prepare(call, "mcp.search", b"{}", endpoint, URL, "Bearer user-secret-token")
+    request = httpx.Request("POST", URL, content=b"{}")
+    admitted = Admitted(call, "mcp.search")
+    prepared = prepare(run, request, b"{}", endpoint, admitted, "Bearer user-secret-token")
     assert prepared.headers["Authorization"] == "Bearer user-secret-token"
     for text in (repr(prepared), repr(prepared.inflight), repr(run), repr(run.principal)):
         assert "user-secret-token" not in text

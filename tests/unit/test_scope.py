@@ -180,7 +180,7 @@ def test_agent_run_uses_the_canonical_form_everywhere(tmp_path: Path) -> None:
     ) as run:
         assert run.endpoints == ["http://h.example/mcp"]
         assert run.mandate.aud == ["http://h.example/mcp"]
-        assert run._signer_for(run.scope.endpoints[0])._audience == "http://h.example/mcp"
+        assert run.signer_for(run.scope.endpoints[0])._audience == "http://h.example/mcp"
 
 
 def test_a_mandate_spelling_its_endpoint_differently_is_refused(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """401 / 403 handling for the user's token: re-obtain once, step up once, then fail typed.
 
-A client built by :meth:`AgentRun.httpx_client_factory` carries a :class:`RunAuth` (an
-``httpx.Auth``). httpx runs the client's event hooks on *every* request an auth flow yields, so each
-resend goes through the run's request hook again: a fresh token from the token source, a fresh ECT,
-a fresh signature and its own ``ect`` ledger entry. Per request:
+A client built by :meth:`AgentRun.httpx_client_factory` (or the httpx2 factory) carries a ``RunAuth``
+(:class:`AuthFlow` subclassed with the library's ``Auth`` in :mod:`._httpx` / :mod:`._httpx2`: one flow
+for httpx and httpx2). The library runs the client's event hooks on *every* request an auth flow yields,
+so each resend goes through the run's request hook again: a fresh token from the token source, a fresh
+ECT, a fresh signature and its own ``ect`` ledger entry. Per request:
 
 - ``401`` with ``error="invalid_token"`` -> ``invalidate(..., token=<the token sent>)``, re-obtain,
   resend once (many requests failing with the same stale token cause one re-obtain); a second 401 ->
@@ -18,32 +19,29 @@ a fresh signature and its own ``ect`` ledger entry. Per request:
   ``resource_metadata`` makes the run fetch that document anonymously (no token, no signature), check
   that its ``resource`` is the endpoint, and ask the token source for that audience on the resend.
 
-**How a final failure reaches the caller.** For a JSON-RPC request with an id sent through a
-factory-built client, :class:`UpstreamRefusalTransport` (the innermost transport) answers it locally
-as a -32003 JSON-RPC error carrying the typed error's code (``upstream_unauthorized`` /
-``insufficient_scope``), after writing the server's real answer (``response`` entry, its status) and
-a ``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.mcp_session.RunSession`
-raises the typed error. Anything else (notifications, GET/DELETE, clients without our transport)
-gets the typed exception raised from the auth flow.
+**How a final failure reaches the caller.** For a JSON-RPC request with an id sent through a factory-
+built client, ``UpstreamRefusalTransport`` (:class:`UpstreamRefusal`, the innermost transport) answers
+it locally as a -32003 JSON-RPC error carrying the typed error's code (``upstream_unauthorized`` /
+``insufficient_scope``), after writing the server's real answer (``response`` entry, its status) and a
+``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.mcp_session.RunSession`
+raises the typed error. Anything else (notifications, GET/DELETE, clients without our transport) gets
+the typed exception raised from the auth flow.
 
-The flow and the run's hook talk through one context variable (:func:`current_attempt`): the flow
-and the hooks run in the same task, one request at a time, so no request object has to carry it.
+The flow, the run's request hook and the transport share one :class:`Attempt` per request, carried
+in ``request.extensions`` (as httpx passes per-request state): no context variable.
 
     factory = run.httpx_client_factory()    # composes RunAuth; passing auth= as well is an error
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import AsyncGenerator, Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from .._encoding import sha256_b64url
+from ..authz.www_authenticate import BearerChallenge, bearer_challenge
 from ..errors import (
     AuthorizationError,
     ChallengeMalformed,
@@ -52,21 +50,25 @@ from ..errors import (
     ScopeNotAllowed,
     UpstreamUnauthorized,
 )
-from .www_authenticate import BearerChallenge, bearer_challenge
+from ..journal import InFlight
+from ..refusal import refusal_body
+from .library import EXTENSION_ATTEMPT, EXTENSION_INFLIGHT, is_http_error, library_for, library_named
 
 if TYPE_CHECKING:
+    from ..authz.base import AccessToken, TokenSource
+    from ..calls import RunView
     from ..jsonrpc import Call
     from ..principal import Principal
     from ..run import AgentRun
     from ..scope import Endpoint
-    from .base import AccessToken, TokenSource
 
 __all__ = [
     "Attempt",
-    "RunAuth",
-    "UpstreamRefusalTransport",
+    "AuthFlow",
+    "UpstreamRefusal",
+    "check_installable",
     "compose_auth",
-    "current_attempt",
+    "verdict",
     "wrap_upstream",
 ]
 
@@ -75,13 +77,6 @@ PASS, REOBTAIN, STEP_UP, FAIL = "pass", "reobtain", "step_up", "fail"
 #: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
 _MAX_ERROR_BODY = 64 * 1024
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-_ATTEMPT: ContextVar[Attempt | None] = ContextVar("mcpclient_auth_authz_attempt", default=None)
-
-
-def current_attempt() -> Attempt | None:
-    """The :class:`Attempt` of the request our auth flow is sending in this context, if any."""
-    return _ATTEMPT.get()
 
 
 @dataclass(eq=False)
@@ -96,7 +91,7 @@ class Attempt:
     foreign_auth: bool = False
     scopes: tuple[str, ...] | None = None
     final: bool = False
-    run: AgentRun | None = None
+    run: RunView | None = None
     source: TokenSource | None = None
     principal: Principal | None = None
     endpoint: Endpoint | None = None
@@ -108,7 +103,7 @@ class Attempt:
 
     def used(
         self,
-        run: AgentRun,
+        run: RunView,
         source: TokenSource,
         principal: Principal,
         endpoint: Endpoint,
@@ -221,7 +216,7 @@ def _outside_allowlist(attempt: Attempt, challenge: BearerChallenge | None) -> l
     run, endpoint = attempt.run, attempt.endpoint
     if run is None or endpoint is None:
         return sorted(demanded)  # nothing to judge by: allow nothing
-    return sorted(demanded - run._scope_allowlist(endpoint, attempt.source))
+    return sorted(demanded - run.scope_allowlist(endpoint, attempt.source))
 
 
 def _held_scopes(attempt: Attempt) -> Iterable[str]:
@@ -233,36 +228,36 @@ def _held_scopes(attempt: Attempt) -> Iterable[str]:
     return held
 
 
-class RunAuth(httpx.Auth):
+class AuthFlow:
     """The ``auth=`` of factory-built clients: 401/403 handling for the run's token (module docstring).
 
     ``inner``: the caller's own ``httpx.Auth`` on a multi-run client; its flow is driven unchanged, and
     a run with a token source refuses requests made under it (two sources of ``Authorization``).
     """
 
-    def __init__(self, inner: httpx.Auth | None = None) -> None:
+    def __init__(self, inner: Any = None) -> None:
         self.inner = inner
 
     @property
-    def requires_request_body(self) -> bool:  # type: ignore[override]
+    def requires_request_body(self) -> bool:
         return bool(self.inner is not None and self.inner.requires_request_body)
 
     @property
-    def requires_response_body(self) -> bool:  # type: ignore[override]
+    def requires_response_body(self) -> bool:
         return bool(self.inner is not None and self.inner.requires_response_body)
 
     def __repr__(self) -> str:
         return f"RunAuth(inner={type(self.inner).__name__ if self.inner is not None else None})"
 
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         attempt = Attempt(foreign_auth=self.inner is not None)
-        reset = _ATTEMPT.set(attempt)
         try:
             if self.inner is not None:
                 flow = self.inner.async_auth_flow(request)
                 try:
                     outgoing = await flow.__anext__()
                     while True:
+                        outgoing.extensions[EXTENSION_ATTEMPT] = attempt
                         response = yield outgoing
                         try:
                             outgoing = await flow.asend(response)
@@ -270,6 +265,8 @@ class RunAuth(httpx.Auth):
                             return
                 finally:
                     await flow.aclose()
+            # The request hook and the transport read the attempt from the request they handle.
+            request.extensions[EXTENSION_ATTEMPT] = attempt
             response = yield request
             action, challenge = verdict(attempt, response)
             if action == PASS:
@@ -285,13 +282,10 @@ class RunAuth(httpx.Auth):
                 raise _final(attempt, request, response.status_code, challenge)
             if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
                 # The step-up worked: ask for these scopes from now on instead of failing every call once.
-                attempt.run._remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
+                attempt.run.remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
         finally:
-            with contextlib.suppress(ValueError):  # reset from another context: nothing to undo there
-                _ATTEMPT.reset(reset)
-            # If the reset could not happen (the flow was finalised in another context), the variable
-            # may still hold this attempt in a long-lived context: let it hold nothing heavy.
-            attempt.release()
+            request.extensions.pop(EXTENSION_ATTEMPT, None)
+            attempt.release()  # hold no credential or run past the request
 
     @staticmethod
     async def _prepare_resend(attempt: Attempt, action: str, challenge: BearerChallenge) -> None:
@@ -301,7 +295,7 @@ class RunAuth(httpx.Auth):
             attempt.scopes = tuple(sorted(set(_held_scopes(attempt)) | set(challenge.scopes)))
             return
         if run.discover_resource_metadata and challenge.resource_metadata is not None:
-            await run._discover_audience(endpoint, challenge.resource_metadata)
+            await run.discover_audience(endpoint, challenge.resource_metadata)
         source.invalidate(
             principal, audience=attempt.audience, scopes=attempt.asked_scopes, token=attempt.token
         )
@@ -309,55 +303,57 @@ class RunAuth(httpx.Auth):
 
 
 def _final(
-    attempt: Attempt, request: httpx.Request, status: int, challenge: BearerChallenge | None
+    attempt: Attempt, request: Any, status: int, challenge: BearerChallenge | None
 ) -> AuthorizationError:
     """The typed error the flow raises for a final 401/403, after its ``denial`` entry (the local
     answer of :class:`UpstreamRefusalTransport` writes its own; this is the path without it)."""
-    from ..hooks import EXTENSION_INFLIGHT
-    from ..run import InFlight
-
     error = attempt.give_up(status, challenge)
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight):
-        inflight.run._deny(inflight.call, inflight.action, error)
+        inflight.run.journal.denial(inflight.call, inflight.action, error)
     return error
 
 
-class UpstreamRefusalTransport(httpx.AsyncBaseTransport):
+class UpstreamRefusal:
     """Innermost transport of factory-built clients: a *final* 401/403 for a JSON-RPC request with an
-    id becomes a local JSON-RPC refusal (see the module docstring); everything else passes through."""
+    id becomes a local JSON-RPC refusal (see the module docstring); everything else passes through.
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    A library-neutral mixin: :mod:`._httpx` / :mod:`._httpx2` subclass it with their library's
+    ``AsyncBaseTransport`` (``UpstreamRefusalTransport``).
+    """
+
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: Any) -> Any:
         response = await self.inner.handle_async_request(request)
-        attempt = _ATTEMPT.get()
-        if attempt is None or attempt.token is None or response.status_code not in (401, 403):
+        attempt = request.extensions.get(EXTENSION_ATTEMPT)
+        if (
+            not isinstance(attempt, Attempt)
+            or attempt.token is None
+            or response.status_code not in (401, 403)
+        ):
             return response
         action, challenge = verdict(attempt, response)
         call = attempt.call
         if action != FAIL or call is None or call.kind != "request" or call.id is None:
             return response
-        from ..hooks import EXTENSION_INFLIGHT
-        from ..refusal import refusal_body
-        from ..run import InFlight
-
         inflight = request.extensions.get(EXTENSION_INFLIGHT)
         if not isinstance(inflight, InFlight):
             return response
         error = attempt.give_up(response.status_code, challenge)
         body = await _read_capped(response)
         run = inflight.run
-        run._response(
+        run.journal.response(
             inflight,
             status=response.status_code,
             out_hash=sha256_b64url(body),
             nbytes=len(body),
             completed=False,
         )
-        run._deny(call, inflight.action, error)
-        return httpx.Response(
+        run.journal.denial(call, inflight.action, error)
+        # Built with the request's own library: its client asserts the response stream's type.
+        return library_for(request).response(
             200,
             headers={"content-type": "application/json", "x-mcpclient-auth-refusal": error.code},
             content=refusal_body(call.id, error),
@@ -368,7 +364,7 @@ class UpstreamRefusalTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: Any) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
@@ -377,8 +373,10 @@ async def _read_capped(response: httpx.Response) -> bytes:
             if size > _MAX_ERROR_BODY:
                 break
             chunks.append(chunk)
-    except httpx.HTTPError:
-        pass  # the status is what matters; a broken error body is hashed as far as it came
+    except Exception as exc:
+        if not is_http_error(exc):
+            raise
+        # the status is what matters; a broken error body is hashed as far as it came
     finally:
         await response.aclose()
     return b"".join(chunks)
@@ -404,27 +402,26 @@ def compose_auth(run: AgentRun | None, auth: Any, *, library: str = "httpx") -> 
             raise ConfigurationError(
                 "auth= together with mandate_header='authorization': two sources of Authorization"
             )
-        if not _uses_tokens(run) or library != "httpx":
+        if not _uses_tokens(run):
             return auth
-        return RunAuth()
-    if library != "httpx":
-        return auth
-    return RunAuth(inner=auth)
+        return library_named(library).auth()
+    return library_named(library).auth(inner=auth)
 
 
 def wrap_upstream(client: Any) -> None:
     """Put :class:`UpstreamRefusalTransport` under every transport of ``client`` (before our outer
     wrapper goes on). Only for httpx clients whose auth is a :class:`RunAuth`."""
-    if not isinstance(client, httpx.AsyncClient) or not isinstance(client.auth, RunAuth):
+    library = library_for(client)
+    if not isinstance(client, library.async_client) or not isinstance(client.auth, AuthFlow):
         return
     transport = getattr(client, "_transport", None)
     mounts = getattr(client, "_mounts", None)
     if transport is None or not isinstance(mounts, dict):
         return  # no local answers then: the auth flow raises the typed error instead
-    client._transport = UpstreamRefusalTransport(transport)
+    client._transport = library.upstream_transport(transport)
     for pattern, mounted in list(mounts.items()):
         if mounted is not None:
-            mounts[pattern] = UpstreamRefusalTransport(mounted)
+            mounts[pattern] = library.upstream_transport(mounted)
 
 
 def check_installable(client: Any, run: AgentRun | None, *, answer_locally: bool = False) -> None:
@@ -440,7 +437,8 @@ def check_installable(client: Any, run: AgentRun | None, *, answer_locally: bool
             "this client already sends Authorization (auth= or a default header) and the run has a "
             "token source: two sources of Authorization"
         )
-    if isinstance(client, httpx.AsyncClient):
-        client.auth = RunAuth()
+    library = library_for(client)
+    if isinstance(client, library.async_client):
+        client.auth = library.auth()
         if answer_locally:
             wrap_upstream(client)

@@ -1,0 +1,352 @@
+"""httpx / httpx2 event hooks that authorise, chain, sign and record every MCP call of a run.
+
+You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
+:meth:`AgentRun.install` put a :class:`RunHooks` on a client. What the hooks do, per request:
+
+1. **scope guard** (:mod:`.scope`, fail closed) — requests whose origin and path match the run's
+   endpoint(s) are signed (sent to the canonical URI); other origins and recognised OAuth
+   discovery/registration/token requests pass untouched; any other path on the run's origin is
+   refused (:class:`~mcpclient_auth.errors.RequestOutOfScope`, a ``denial`` entry). Headers we set on
+   an earlier hop of a redirected request are removed before it leaves;
+2. ``await request.aread()`` -> :func:`~mcpclient_auth.jsonrpc.parse` -> policy -> mandate check
+   (refused: a ``denial`` ledger entry, then a local JSON-RPC error or the typed exception);
+3. the user's access token (when the run has a token source);
+4. an ECT with the DAG ``pred`` and ``inp_hash`` = SHA-256 of the exact body bytes;
+5. headers overwritten (``Execution-Context``, ``ACT-Mandate``, ``Authorization``), then
+   ``Content-Digest`` + RFC 9421 signature;
+6. the ``ect`` ledger entry.
+
+GET and DELETE to the endpoint carry the mandate and a signature but no ECT. The response hook
+never reads the body: it wraps ``response.stream`` so the bytes are hashed as the transport consumes
+them (JSON and ``text/event-stream`` alike), writes the ``response`` entry when the JSON-RPC answer
+has arrived or the stream ends, and lets a successful tool call join the DAG frontier.
+
+One client can serve several runs: the run is chosen per call from a context variable,
+
+    with use_run(run_for_alice):        # or run.activate()
+        ...                             # requests through a multi-run client act for this run
+
+falling back to the run the client was built for. In mcp 1.x the context must be set when the
+session is *opened* (its transport tasks copy the context then); mcp 2.x sends every request in the
+context of the call that made it.
+
+**One core, two HTTP libraries.** Everything here is library-neutral: the hooks only touch
+``request.method``, ``str(request.url)``, ``request.headers``, ``request.extensions`` and
+``aread()``/``read()``, which httpx 0.28 and its fork httpx2 share; the decisions are
+:mod:`mcpclient_auth.calls`'. The few objects that must be instances of the *request's* library — the
+transport wrapper (:mod:`.transports`), the hashing byte stream (:mod:`.streams`), the local
+``Response`` — come from an :class:`~.library.HttpLibrary` whose classes are written out per library
+(:mod:`._httpx`, :mod:`._httpx2`; httpx2 is imported only when used):
+
+    library_for(client)          # -> the HttpLibrary of an httpx or httpx2 client/request/response
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ..authz._http import SIGNING_HOOK_MARKER
+from ..authz.www_authenticate import bearer_challenge
+from ..calls import Admitted, Refusal, admit, authorization, check_open, prepare
+from ..context import current_run, use_run
+from ..errors import ChallengeMalformed, ConfigurationError, McpClientAuthError, RequestOutOfScope
+from ..journal import InFlight
+from ..jsonrpc import Call, parse
+from ..refusal import refusal_body
+from ..scope import EndpointScope, MetadataCollector, sent_url
+from ..sse import ResponseWatcher
+from .auth import Attempt
+from .library import (
+    EXTENSION_ATTEMPT,
+    EXTENSION_INFLIGHT,
+    EXTENSION_LEARN,
+    EXTENSION_REFUSAL,
+    EXTENSION_REFUSED,
+    EXTENSION_STAMP,
+    OUR_EXTENSIONS,
+    HttpLibrary,
+    error_code_for,
+    library_for,
+    library_named,
+)
+from .streams import AsyncHashingStream, ResponseTracker, StreamObserver, SyncHashingStream
+from .transports import AsyncLocalAnswer, LocalRefusal, SyncLocalAnswer
+
+if TYPE_CHECKING:
+    from ..run import AgentRun
+    from ..scope import Endpoint
+
+__all__ = [
+    "EXTENSION_INFLIGHT",
+    "EXTENSION_REFUSAL",
+    "AsyncHashingStream",
+    "AsyncLocalAnswer",
+    "HttpLibrary",
+    "LocalRefusal",
+    "ResponseTracker",
+    "RunHooks",
+    "SyncHashingStream",
+    "SyncLocalAnswer",
+    "current_run",
+    "error_code_for",
+    "library_for",
+    "library_named",
+    "use_run",
+]
+
+_SSE = "text/event-stream"
+
+#: An ``httpx.Request`` or ``httpx2.Request`` (same shape, unrelated classes); likewise responses.
+_Request = Any
+_Response = Any
+
+
+def _tracker_for(response: Any) -> StreamObserver | None:
+    scope = response.request.extensions.get(EXTENSION_LEARN)
+    if isinstance(scope, EndpointScope):
+        return MetadataCollector(scope) if response.status_code == 200 else None
+    inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
+    if not isinstance(inflight, InFlight) or inflight.finished:
+        return None
+    if response.status_code == 401:
+        _learn_metadata_url(inflight.run.scope, response)
+    watcher: ResponseWatcher | None = None
+    call = inflight.call
+    if (
+        call is not None
+        and call.kind == "request"
+        and call.id is not None
+        and response.headers.get("content-type", "").lower().startswith(_SSE)
+    ):
+        watcher = ResponseWatcher(call.id)
+    return ResponseTracker(inflight, response.status_code, watcher)
+
+
+# --- request side -------------------------------------------------------------------------------
+
+
+def _learn_metadata_url(scope: EndpointScope, response: _Response) -> None:
+    """A 401 from an endpoint may name RFC 9728 metadata on the run's origin: let a client's OAuth
+    flow fetch it (untouched) instead of the guard refusing it."""
+    try:
+        challenge = bearer_challenge(response.headers.get_list("www-authenticate"))
+    except ChallengeMalformed:
+        return
+    if challenge is not None and challenge.resource_metadata is not None:
+        scope.learn_metadata_url(challenge.resource_metadata)
+
+
+def _refused(request: _Request) -> bool:
+    return request.extensions.get(EXTENSION_REFUSED) is True
+
+
+def _send_canonical(request: _Request) -> None:
+    """Send an in-scope request to the canonical form of its URI (see :func:`.scope.sent_url`).
+
+    httpx already normalises almost everything; what it keeps (``HTTP://host:80/`` keeps the
+    explicit default port) would make the URI on the wire differ from the tokens' ``aud``.
+    """
+    current = str(request.url)
+    canonical = sent_url(current)
+    if canonical == current or canonical == current + "/":
+        return
+    old_netloc = request.url.netloc
+    request.url = type(request.url)(canonical)
+    if request.headers.get("host", "").encode("ascii", "replace") == old_netloc:
+        request.headers["Host"] = request.url.netloc.decode("ascii")
+
+
+def _scrub(request: _Request) -> None:
+    """Remove what an earlier hop of this request got from us (headers and markers).
+
+    httpx copies headers and shares ``extensions`` when it builds a redirect or retry request, so
+    without this a hop out of scope would carry our mandate, ECT and signature, and a hop in scope
+    would sign stale values (say, an old Content-Digest after a 303 turned a POST into a GET).
+    """
+    extensions = request.extensions
+    if not any(key in extensions for key in OUR_EXTENSIONS):
+        return
+    stamp = extensions.get(EXTENSION_STAMP)
+    if isinstance(stamp, tuple):
+        for name in stamp:
+            request.headers.pop(name, None)
+    # Copy, never mutate: the dict may be shared with the previous hop's request.
+    request.extensions = {k: v for k, v in extensions.items() if k not in OUR_EXTENSIONS}
+
+
+class RunHooks:
+    """The request and response hooks of one client (async and sync flavours).
+
+    ``run`` is the client's default run (``None`` for a multi-run client that relies on
+    :func:`use_run`). ``answer_locally`` turns refusals of JSON-RPC requests into local JSON-RPC error
+    responses; it is only honoured when the client's transport for the URL is our wrapper (bound with
+    :meth:`bind`), otherwise the typed exception is raised — a refused request never leaves.
+    """
+
+    def __init__(
+        self, run: AgentRun | None, *, answer_locally: bool = False, library: HttpLibrary | None = None
+    ) -> None:
+        self.run = run
+        self.answer_locally = answer_locally
+        #: the HTTP library of the client these hooks sit on (default httpx; install() sets it)
+        self.library = library if library is not None else library_named("httpx")
+        self._client: weakref.ReferenceType[Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RunHooks(run={self.run!r}, answer_locally={self.answer_locally}, library={self.library.name!r})"
+        )
+
+    def bind(self, client: Any) -> None:
+        """Remember the (httpx or httpx2) client, to ask which transport would carry a request."""
+        self._client = weakref.ref(client)
+
+    def select(self) -> AgentRun:
+        run = current_run() or self.run
+        if run is None:
+            raise ConfigurationError(
+                "no AgentRun selected for this call: use `with use_run(run):` (or run.activate()) "
+                "around the session, or build the client from run.httpx_client_factory()"
+            )
+        return run
+
+    # async flavour (AsyncClient) -------------------------------------------------------------------------
+
+    async def on_request(self, request: _Request) -> None:
+        _scrub(request)
+        run = self.select()
+        endpoint = self._guard(run, request)
+        if endpoint is None:
+            if _refused(request):
+                self._refuse_out_of_scope(run, request, await request.aread())
+            return
+        check_open(run)
+        body = await request.aread()
+        admitted = admit(run, request.method, body, request.headers.get("content-type"))
+        if isinstance(admitted, Refusal):
+            self._refuse(request, admitted.call, admitted.error)
+            return
+        attempt = request.extensions.get(EXTENSION_ATTEMPT)
+        header = await authorization(
+            run, admitted.call, endpoint, attempt if isinstance(attempt, Attempt) else None
+        )
+        if isinstance(header, Refusal):
+            self._refuse(request, header.call, header.error)
+            return
+        self._apply(run, request, body, endpoint, admitted, header)
+
+    async def on_response(self, response: _Response) -> None:
+        tracker = _tracker_for(response)
+        if tracker is not None:
+            response.stream = self.library.async_stream(response.stream, tracker)
+
+    # sync flavour (Client) ------------------------------------------------------------------------------
+
+    def on_request_sync(self, request: _Request) -> None:
+        _scrub(request)
+        run = self.select()
+        endpoint = self._guard(run, request)
+        if endpoint is None:
+            if _refused(request):
+                self._refuse_out_of_scope(run, request, request.read())
+            return
+        check_open(run)
+        if run.token_source is not None:  # token sources are async; install() refuses this too
+            raise ConfigurationError("a run with a token_source needs an httpx.AsyncClient")
+        body = request.read()
+        admitted = admit(run, request.method, body, request.headers.get("content-type"))
+        if isinstance(admitted, Refusal):
+            self._refuse(request, admitted.call, admitted.error)
+            return
+        self._apply(run, request, body, endpoint, admitted, None)
+
+    def on_response_sync(self, response: _Response) -> None:
+        tracker = _tracker_for(response)
+        if tracker is not None:
+            response.stream = self.library.sync_stream(response.stream, tracker)
+
+    # shared ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _guard(run: AgentRun, request: _Request) -> Endpoint | None:
+        """The endpoint to sign ``request`` for, with its URL made canonical; ``None`` otherwise (an
+        authorization-server metadata request is marked for learning, a refusal is marked)."""
+        verdict = run.scope.classify(str(request.url))
+        if verdict.kind == "endpoint":
+            _send_canonical(request)
+            return verdict.endpoint
+        if verdict.kind == "refuse":
+            request.extensions = {**request.extensions, EXTENSION_REFUSED: True}
+        elif verdict.metadata:
+            request.extensions = {**request.extensions, EXTENSION_LEARN: run.scope}
+        return None
+
+    def _refuse_out_of_scope(self, run: AgentRun, request: _Request, body: bytes) -> None:
+        check_open(run)
+        request.extensions = {k: v for k, v in request.extensions.items() if k != EXTENSION_REFUSED}
+        error = RequestOutOfScope(
+            f"refusing a {request.method} to {request.url.path!r} on the run's origin: it is none of the "
+            f"run's endpoints ({', '.join(run.scope.urls)}) and no OAuth discovery, token or registration "
+            "request; nothing was sent",
+            path=request.url.path,
+        )
+        try:
+            parsed = parse(body, content_type=request.headers.get("content-type"))
+        except McpClientAuthError:
+            parsed = None
+        call = parsed if isinstance(parsed, Call) else None
+        run.journal.denial(call, None, error)
+        self._refuse(request, call, error)
+
+    def _apply(
+        self,
+        run: AgentRun,
+        request: _Request,
+        body: bytes,
+        endpoint: Endpoint,
+        admitted: Admitted,
+        authorization: str | None,
+    ) -> None:
+        prepared = prepare(run, request, body, endpoint, admitted, authorization)
+        extensions = dict(request.extensions)
+        extensions[EXTENSION_STAMP] = prepared.stamp
+        if prepared.inflight is not None:
+            extensions[EXTENSION_INFLIGHT] = prepared.inflight
+            request.extensions = extensions
+            run.journal.sent(prepared.inflight)
+        else:
+            request.extensions = extensions
+
+    def _refuse(self, request: _Request, call: Call | None, exc: McpClientAuthError) -> None:
+        if self.answer_locally and call is not None and self._answers_locally(request):
+            refusal: LocalRefusal | None = None
+            if call.kind == "request" and call.id is not None:
+                refusal = LocalRefusal(self, refusal_body(call.id, exc), exc)
+            elif call.kind in ("notification", "response"):
+                # No id to answer: raising would end an mcp 1.x session (post_writer dies), so the
+                # refused message is swallowed with the 202 a server gives; the ledger has the denial.
+                refusal = LocalRefusal(self, b"", exc, status=202)
+            if refusal is not None:
+                extensions = dict(request.extensions)
+                extensions[EXTENSION_REFUSAL] = refusal
+                request.extensions = extensions
+                return
+        raise exc
+
+    def _answers_locally(self, request: _Request) -> bool:
+        """True only when the transport that would carry ``request`` is our wrapper for these hooks."""
+        client = self._client() if self._client is not None else None
+        if client is None:
+            return False
+        transport_for_url: Any = getattr(client, "_transport_for_url", None)
+        if transport_for_url is None:
+            return False
+        transport = transport_for_url(request.url)
+        return getattr(transport, "mcpclient_auth_hooks", None) is self
+
+
+# Token sources refuse an identity-provider client that carries these hooks (it would sign and
+# ledger IdP requests): mark every hook function; bound methods expose the function's attributes.
+for _hook in (RunHooks.on_request, RunHooks.on_response, RunHooks.on_request_sync, RunHooks.on_response_sync):
+    setattr(_hook, SIGNING_HOOK_MARKER, True)

@@ -1,0 +1,71 @@
+"""The httpx2 side of the hooks (mcp 2.x, fastmcp 4): the mixins subclassed with httpx2's classes.
+
+httpx2 is a fork of httpx with distinct classes (not subclasses), so its client checks
+``isinstance(response.stream, AsyncByteStream)`` against its own. Imported lazily (by
+:func:`~.library.library_for` or the httpx2 client factory): stack A never needs httpx2.
+
+    >>> import httpx2
+    >>> from mcpclient_auth.hooks.library import library_for
+    >>> library_for(httpx2.AsyncClient()) is LIBRARY
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+
+import httpx2
+
+from .auth import AuthFlow, UpstreamRefusal
+from .library import HttpLibrary
+from .streams import AsyncHashingStream, SyncHashingStream
+from .transports import AsyncLocalAnswer, SyncLocalAnswer
+
+__all__ = [
+    "LIBRARY",
+    "HashingAsyncStream",
+    "HashingSyncStream",
+    "LocalAnswerTransport",
+    "RunAuth",
+    "SyncLocalAnswerTransport",
+    "UpstreamRefusalTransport",
+]
+
+
+class RunAuth(AuthFlow, httpx2.Auth):  # type: ignore[override]  # properties for its flags
+    """The ``auth=`` of factory-built httpx2 clients: the run's 401/403 handling (:mod:`.auth`)."""
+
+
+class UpstreamRefusalTransport(UpstreamRefusal, httpx2.AsyncBaseTransport):
+    """Innermost httpx2 transport: a final 401/403 becomes a local JSON-RPC refusal (:mod:`.auth`)."""
+
+
+class LocalAnswerTransport(AsyncLocalAnswer, httpx2.AsyncBaseTransport):
+    """Wraps an httpx2 transport: answers refused requests locally; records network failures."""
+
+
+class SyncLocalAnswerTransport(SyncLocalAnswer, httpx2.BaseTransport):
+    """The synchronous twin of :class:`LocalAnswerTransport`."""
+
+
+class HashingAsyncStream(AsyncHashingStream, httpx2.AsyncByteStream):
+    """``response.stream`` wrapper hashing the body as the client reads it."""
+
+
+class HashingSyncStream(SyncHashingStream, httpx2.SyncByteStream):
+    """The synchronous twin of :class:`HashingAsyncStream`."""
+
+
+LIBRARY = HttpLibrary(
+    name="httpx2",
+    async_client=httpx2.AsyncClient,
+    sync_client=httpx2.Client,
+    async_transport=LocalAnswerTransport,
+    sync_transport=SyncLocalAnswerTransport,
+    async_stream=HashingAsyncStream,
+    sync_stream=HashingSyncStream,
+    auth=RunAuth,
+    upstream_transport=UpstreamRefusalTransport,
+    response=httpx2.Response,
+    default_timeout=functools.partial(httpx2.Timeout, 30.0, read=300.0),
+)

@@ -1,0 +1,230 @@
+"""``RunJournal``: every ledger entry a run writes, and the exactly-once outcome of each call.
+
+A run's ledger lines come from several places — the request hook (``ect``, ``denial``), the response
+tracker (``response``), a failed transport (``error``), the 401/403 handling (``response`` +
+``denial``) and :meth:`~mcpclient_auth.run.AgentRun.close` (``incomplete`` errors, ``record``,
+``seal``). They all go through one :class:`RunJournal`, which also owns the table of calls in flight
+and the claim that lets exactly one outcome entry (``response`` or ``error``) be written per call,
+whichever path reaches it first:
+
+    journal.sent(inflight)                  # the ``ect`` entry; the call is now in flight
+    journal.response(inflight, status=200, out_hash=h, nbytes=n, completed=True)
+    journal.error(inflight, "transport_error", "ReadError")   # -> None: already answered
+
+Writing is local file I/O only (the :class:`~mcpclient_auth.ledger.writer.Ledger`); the journal
+makes no decision about a call, it records the ones made elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    InvalidTokenResponse,
+    McpClientAuthError,
+    MissingSubjectToken,
+    NoTokenForPrincipal,
+    RunClosed,
+    TokenExchangeRejected,
+    TokenExchangeUnavailable,
+)
+
+if TYPE_CHECKING:
+    from .act import ExecutionRecord, Mandate
+    from .calls import RunView
+    from .dag import Frontier
+    from .jsonrpc import Call
+    from .keys import Identity
+    from .ledger.format import LedgerEntry
+    from .ledger.writer import Ledger
+
+__all__ = ["InFlight", "RunJournal"]
+
+#: Failures to obtain the user's token: recorded as ``error`` entries, not ``denial`` (see
+#: :meth:`RunJournal.denial`).
+_TOKEN_UNAVAILABLE = (
+    MissingSubjectToken,
+    TokenExchangeRejected,
+    TokenExchangeUnavailable,
+    InvalidTokenResponse,
+    NoTokenForPrincipal,
+)
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """One signed request of a run, from its request hook to the end of its response."""
+
+    run: RunView
+    call: Call | None
+    action: str | None
+    jti: str | None
+    pred: list[str]
+    url: str
+    token: str | None = field(default=None, repr=False)
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    @property
+    def is_tool_call(self) -> bool:
+        return self.call is not None and self.call.is_tool_call
+
+
+class RunJournal:
+    """The ledger writes of one run (``run_id``, acting for ``principal_id``).
+
+    ``frontier`` is the run's DAG frontier: a tool call whose successful answer is journalled joins it.
+    """
+
+    def __init__(self, ledger: Ledger, *, run_id: str, principal_id: str, frontier: Frontier) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.principal_id = principal_id
+        self.frontier = frontier
+        self._lock = threading.Lock()
+        self._inflight: dict[int, InFlight] = {}
+        self._closed = False
+        self._last_action: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RunJournal(run={self.run_id!r}, in_flight={len(self._inflight)}, closed={self._closed})"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`stop` ran: no further call may be journalled as sent."""
+        return self._closed
+
+    @property
+    def last_action(self) -> str | None:
+        """The action of the last tool call that completed successfully (the record's ``exec_act``)."""
+        return self._last_action
+
+    # --- entries ----------------------------------------------------------------------------------
+
+    def mandate(self, mandate: Mandate, *, endpoints: list[str], agent_kid: str) -> LedgerEntry:
+        """The run's first entry: its mandate."""
+        return self.ledger.append(
+            run=self.run_id,
+            kind="mandate",
+            jti=mandate.jti,
+            token=mandate.token,
+            meta={"principal": self.principal_id, "endpoints": endpoints, "agent": agent_kid},
+        )
+
+    def denial(self, call: Call | None, action: str | None, exc: McpClientAuthError) -> LedgerEntry:
+        """Record a refused call: a ``denial`` when someone decided (the mandate, the principal
+        binding, the MCP server), an ``error`` when what the call needs could not be had (the
+        identity provider failed or had no token for the user)."""
+        meta: dict[str, Any] = {
+            "method": call.method if call else None,
+            "tool": call.tool if call else None,
+            "id": call.id if call else None,
+            "action": action,
+            "code": exc.code,
+            "principal": self.principal_id,
+        }
+        kind = "error" if isinstance(exc, _TOKEN_UNAVAILABLE) else "denial"
+        return self.ledger.append(run=self.run_id, kind=kind, meta=meta)
+
+    def sent(self, inflight: InFlight) -> LedgerEntry:
+        """The request was signed: write its ``ect`` entry and track it until its response ends.
+
+        Raises :class:`~mcpclient_auth.errors.RunClosed` (nothing written) once the run is closing.
+        """
+        call = inflight.call
+        assert call is not None
+        meta: dict[str, Any] = {
+            "method": call.method,
+            "id": call.id,
+            "url": inflight.url,
+            "action": inflight.action,
+        }
+        if call.tool is not None:
+            meta["tool"] = call.tool
+        meta["principal"] = self.principal_id
+        with self._lock:
+            if self._closed:
+                raise RunClosed(f"run {self.run_id} closed while the call was being prepared")
+            self._inflight[id(inflight)] = inflight
+        return self.ledger.append(
+            run=self.run_id, kind="ect", jti=inflight.jti, token=inflight.token, meta=meta
+        )
+
+    def claim(self, inflight: InFlight) -> bool:
+        """Take the right to write the one outcome entry of ``inflight`` (False if already written)."""
+        with self._lock:
+            if inflight.finished:
+                return False
+            inflight.finished = True
+            self._inflight.pop(id(inflight), None)
+            return True
+
+    def response(
+        self, inflight: InFlight, *, status: int, out_hash: str, nbytes: int, completed: bool
+    ) -> LedgerEntry | None:
+        """Write the ``response`` entry (``None``: the call's outcome was already written); a tool
+        call whose answer arrived with a 2xx status joins the frontier."""
+        if not self.claim(inflight):
+            return None
+        duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
+        call = inflight.call
+        entry = self.ledger.append(
+            run=self.run_id,
+            kind="response",
+            jti=inflight.jti,
+            meta={
+                "status": status,
+                "out_hash": out_hash,
+                "duration_ms": duration_ms,
+                "id": call.id if call else None,
+                "bytes": nbytes,
+            },
+        )
+        if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
+            self.frontier.complete(inflight.jti, inflight.pred)
+            self._last_action = inflight.action
+        return entry
+
+    def error(self, inflight: InFlight, code: str, message: str) -> LedgerEntry | None:
+        """Write the ``error`` entry of a call that got no usable response (``None``: already written)."""
+        if not self.claim(inflight):
+            return None
+        return self.ledger.append(
+            run=self.run_id,
+            kind="error",
+            jti=inflight.jti,
+            meta={"code": code, "jti": inflight.jti, "message": message},
+        )
+
+    # --- closing ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Refuse further calls and write an ``incomplete`` error for each call still in flight."""
+        with self._lock:
+            self._closed = True
+            leftovers = [item for item in self._inflight.values() if not item.finished]
+            for item in leftovers:
+                item.finished = True
+            self._inflight.clear()
+        for item in leftovers:
+            self.ledger.append(
+                run=self.run_id,
+                kind="error",
+                jti=item.jti,
+                meta={
+                    "code": "incomplete",
+                    "jti": item.jti,
+                    "message": "no complete response before the run closed",
+                },
+            )
+
+    def record(self, record: ExecutionRecord, *, agent: Identity) -> LedgerEntry:
+        """Write the phase-2 record, then seal the run's entries with ``agent``'s key."""
+        meta: dict[str, Any] = {"status": record.status, "out_hash": record.out_hash}
+        if record.exec_act is not None:
+            meta["exec_act"] = record.exec_act
+        self.ledger.append(run=self.run_id, kind="record", jti=record.jti, token=record.token, meta=meta)
+        return self.ledger.seal(self.run_id, agent)

@@ -1,0 +1,17 @@
+"""The per-call pipeline (``mcpclient_auth.calls``) on bare ``httpx2.Request`` objects, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2
+
+from tests.support import calls_pipeline as pipeline
+
+
+async def test_an_admitted_call_is_signed_chained_and_journalled(tmp_path: Path) -> None:
+    await pipeline.check_admitted_call_is_signed_chained_and_journalled(httpx2, tmp_path)
+
+
+async def test_refusals_are_journalled_and_nothing_is_signed(tmp_path: Path) -> None:
+    await pipeline.check_refusals_are_journalled_and_nothing_is_signed(httpx2, tmp_path)

@@ -1,0 +1,124 @@
+"""The per-call pipeline (``mcpclient_auth.calls``) on bare requests of one HTTP library, no network.
+
+One body of test code for httpx (``tests/unit/test_calls.py``) and httpx2
+(``tests/stack_b/test_calls.py``): each test takes the library module and builds its ``Request``.
+The requests are checked by the server's own pure verifier (``McpRequestVerifier``), so "the ECT
+and the signature are present" means "a server accepts them".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from mcpclient_auth.calls import Admitted, Refusal, admit, authorization, check_open, prepare
+from mcpclient_auth.context import acting_for
+from mcpclient_auth.ect import ExecutionContextToken
+from mcpclient_auth.errors import MandateDenied, PrincipalMismatch, RunClosed
+from mcpclient_auth.journal import InFlight
+from mcpclient_auth.keys import Identity
+from mcpclient_auth.ledger import Ledger
+from mcpclient_auth.run import AgentRun
+from mcpclient_auth.server.verify import IncomingHeaders, IncomingRequest, McpRequestVerifier, Rejection
+from tests.support.trust import trust_for
+
+URL = "http://127.0.0.1:9/mcp"  # never contacted
+USER = Identity.generate("ES256", name="alice")
+AGENT = Identity.generate("EdDSA", name="agent-1")
+
+
+def make_run(tmp_path: Path) -> AgentRun:
+    return AgentRun(
+        agent=AGENT,
+        issuer=USER,
+        purpose="p",
+        capabilities=["mcp.search"],
+        endpoint=URL,
+        ledger=tmp_path / "l.jsonl",
+    )
+
+
+def body_of(method: str, ident: int, **params: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode()
+
+
+def tool_call(ident: int, name: str = "search") -> bytes:
+    return body_of("tools/call", ident, name=name, arguments={"q": "x"})
+
+
+async def send(
+    lib: ModuleType, run: AgentRun, body: bytes
+) -> tuple[Any, Admitted | Refusal, InFlight | None]:
+    """Run the whole pipeline on a bare ``lib.Request``; journal it as sent when admitted."""
+    request = lib.Request("POST", URL, content=body, headers={"content-type": "application/json"})
+    endpoint = run.scope.endpoints[0]
+    check_open(run)
+    admitted = admit(run, request.method, body, request.headers.get("content-type"))
+    if isinstance(admitted, Refusal):
+        return request, admitted, None
+    header = await authorization(run, admitted.call, endpoint, None)
+    assert not isinstance(header, Refusal)
+    prepared = prepare(run, request, body, endpoint, admitted, header)
+    assert prepared.inflight is not None
+    run.journal.sent(prepared.inflight)
+    return request, admitted, prepared.inflight
+
+
+def server_view(request: Any, body: bytes) -> IncomingRequest:
+    return IncomingRequest(
+        method=request.method,
+        url=str(request.url),
+        headers=IncomingHeaders(list(request.headers.items())),
+        content=body,
+    )
+
+
+def verifier() -> McpRequestVerifier:
+    return McpRequestVerifier(trust_for(issuers=[USER], agents=[AGENT]), audience=URL)
+
+
+async def check_admitted_call_is_signed_chained_and_journalled(lib: ModuleType, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    server = verifier()
+    body = tool_call(1)
+    request, admitted, inflight = await send(lib, run, body)
+    assert isinstance(admitted, Admitted) and admitted.action == "mcp.search"
+    verified = server.verify(server_view(request, body))  # signature, mandate, ECT, policy: all pass
+    assert verified.action == "mcp.search" and verified.principal == "alice"
+    ect = ExecutionContextToken.decode(request.headers["Execution-Context"])
+    assert ect.pred == [run.id] and ect.wid == run.id  # the first tool call hangs off the mandate
+    entry = next(Ledger.open(tmp_path / "l.jsonl").entries(kind="ect"))
+    assert entry.jti == ect.jti and entry.meta["tool"] == "search" and entry.meta["url"] == URL
+    # The answer arrives: the call joins the frontier, the next call names it as its predecessor.
+    assert inflight is not None
+    run.journal.response(inflight, status=200, out_hash="h", nbytes=2, completed=True)
+    second = tool_call(2)
+    request2, _, _ = await send(lib, run, second)
+    assert ExecutionContextToken.decode(request2.headers["Execution-Context"]).pred == [ect.jti]
+    # A tampered body does not verify (Content-Digest / inp_hash); the request as sent does.
+    tampered = tool_call(2, name="search2")
+    assert isinstance(server.check(server_view(request2, tampered)), Rejection)
+    server.verify(server_view(request2, second))
+    run.close_sync()
+
+
+async def check_refusals_are_journalled_and_nothing_is_signed(lib: ModuleType, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    request, refused, _ = await send(lib, run, tool_call(1, name="delete_everything"))
+    assert isinstance(refused, Refusal) and isinstance(refused.error, MandateDenied)
+    assert "Signature" not in request.headers and "Execution-Context" not in request.headers
+    with acting_for("bob"):
+        _, mismatch, _ = await send(lib, run, tool_call(2))
+    assert isinstance(mismatch, Refusal) and isinstance(mismatch.error, PrincipalMismatch)
+    denials = list(Ledger.open(tmp_path / "l.jsonl").entries(kind="denial"))
+    assert [d.meta["code"] for d in denials] == [refused.error.code, "principal_mismatch"]
+    assert list(Ledger.open(tmp_path / "l.jsonl").entries(kind="ect")) == []
+    run.close_sync()
+    try:
+        check_open(run)
+    except RunClosed:
+        pass
+    else:
+        raise AssertionError("a closed run admitted a call")
