@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ActionMappingError, ConfigurationError, MandateDenied
-from .jsonrpc import Call, _answered
+from .jsonrpc import Call, answered_by
 
 __all__ = [
     "ACTION_COMPONENT",
@@ -314,7 +314,7 @@ def input_response_calls(call: Call) -> list[Call]:
     if not isinstance(responses, Mapping):
         # Fail closed: an answer we cannot classify is classified as an answer with a result.
         return [Call("response", None, call.id, None, None, "result")]
-    answers = [_answered({"result": value}) for value in responses.values()]
+    answers = [answered_by(value) for value in responses.values()]
     return [Call("response", None, call.id, None, None, answered) for answered in answers]
 
 
