@@ -18,6 +18,7 @@ _DEFAULT_OUTPUT = Path(__file__).with_name("results.json")
 
 
 def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
+    from .audit_targets import ledger_audit
     from .e2e_targets import loopback_throughput
     from .hook_targets import hook_growth, request_hook_cost
     from .ledger_targets import ledger_append, ledger_verify
@@ -38,6 +39,7 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
         ("7", replay_store_cost),
         ("8", policy_costs),
         ("9", held_sessions),
+        ("13", ledger_audit),
     ]
 
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a sanity run in well under a minute"
     )
-    parser.add_argument("--only", nargs="+", metavar="N", help="run only these targets (1-9)")
+    parser.add_argument("--only", nargs="+", metavar="N", help="run only these targets (1-9, 13)")
     parser.add_argument("--output", type=Path, default=_DEFAULT_OUTPUT, help="where to write results.json")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument(

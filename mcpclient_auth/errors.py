@@ -544,6 +544,18 @@ class LedgerFormatError(LedgerError, ValueError):
     code = "ledger_malformed"
 
 
+class LedgerFileUnsafe(LedgerError):
+    """A ledger (or anchor) path that is a symbolic link, not a regular file, or owned by another user."""
+
+    code = "ledger_file_unsafe"
+
+
+class LedgerAnchorError(LedgerError):
+    """An anchor could not record a seal/checkpoint hash, or an anchor file is unreadable."""
+
+    code = "ledger_anchor_failed"
+
+
 class DagError(McpClientAuthError):
     """An execution DAG violation (unknown predecessor, cycle, too many predecessors)."""
 
@@ -699,7 +711,9 @@ __all__ = [
     "KeyBindingMismatch",
     "KeyFormatError",
     "KeyMaterialError",
+    "LedgerAnchorError",
     "LedgerError",
+    "LedgerFileUnsafe",
     "LedgerFormatError",
     "MalformedToken",
     "MandateDenied",

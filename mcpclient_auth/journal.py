@@ -163,26 +163,32 @@ class RunJournal:
             return True
 
     def response(
-        self, inflight: InFlight, *, status: int, out_hash: str, nbytes: int, completed: bool
+        self,
+        inflight: InFlight,
+        *,
+        status: int,
+        out_hash: str,
+        nbytes: int,
+        completed: bool,
+        code: str | None = None,
     ) -> LedgerEntry | None:
         """Write the ``response`` entry (``None``: the call's outcome was already written); a tool
-        call whose answer arrived with a 2xx status joins the frontier."""
+        call whose answer arrived with a 2xx status joins the frontier. ``code`` marks an answer
+        that could not be inspected (``event_too_large``)."""
         if not self.claim(inflight):
             return None
         duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
         call = inflight.call
-        entry = self.ledger.append(
-            run=self.run_id,
-            kind="response",
-            jti=inflight.jti,
-            meta={
-                "status": status,
-                "out_hash": out_hash,
-                "duration_ms": duration_ms,
-                "id": call.id if call else None,
-                "bytes": nbytes,
-            },
-        )
+        meta: dict[str, Any] = {
+            "status": status,
+            "out_hash": out_hash,
+            "duration_ms": duration_ms,
+            "id": call.id if call else None,
+            "bytes": nbytes,
+        }
+        if code is not None:
+            meta["code"] = code
+        entry = self.ledger.append(run=self.run_id, kind="response", jti=inflight.jti, meta=meta)
         if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
             self.frontier.complete(inflight.jti, inflight.pred)
             self._last_action = inflight.action

@@ -234,7 +234,8 @@ class AgentRun:
                 raise ConfigurationError("durability applies to a ledger path; the Ledger given has its own")
             self.ledger = ledger
         else:
-            self.ledger = Ledger(ledger, durability=durability or "flush")
+            # The agent's key signs the writer's recovery record if it finds a torn line.
+            self.ledger = Ledger(ledger, durability=durability or "flush", key=agent)
         self._lock = threading.Lock()
         self.record: ExecutionRecord | None = None
         self._mandate_header_value = self.mandate.token

@@ -1,6 +1,7 @@
 """The sample HR MCP server: FastMCP behind the verifying middleware (``mcpclient_auth.server``).
 
     python samples/hr_server.py --jwks keys/jwks.json [--port 8000] [--ledger server-ledger.jsonl]
+        [--ledger-key keys/server.jwk]     # signs the audit ledger's checkpoints
 
 Every request to ``/mcp`` must carry a mandate for this server, signed by a key the trust file
 registers as issuer for the mandate's ``iss``, an ECT and an RFC 9421 signature by the agent key the
@@ -26,7 +27,7 @@ import uvicorn
 from mcpclient_auth.demo.hr import hr_app
 from mcpclient_auth.demo.serving import free_port, running
 from mcpclient_auth.errors import McpClientAuthError
-from mcpclient_auth.keys import TrustStore
+from mcpclient_auth.keys import Identity, TrustStore
 
 
 @contextmanager
@@ -43,10 +44,14 @@ def main() -> None:
     parser.add_argument("--jwks", type=Path, required=True, help="trust file: public keys and their roles")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ledger", type=Path, default=None, help="the server's audit ledger (optional)")
+    parser.add_argument(
+        "--ledger-key", type=Path, default=None, help="key signing ledger checkpoints"
+    )
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}/mcp"
     try:
-        app = hr_app(TrustStore.from_jwks(args.jwks), audience=url, ledger=args.ledger)
+        key = Identity.load(args.ledger_key) if args.ledger_key is not None else None
+        app = hr_app(TrustStore.from_jwks(args.jwks), audience=url, ledger=args.ledger, ledger_key=key)
     except McpClientAuthError as exc:  # e.g. a JWKS without roles: say how to add them
         raise SystemExit(f"error: {exc.code}: {exc}") from None
     print(f"HR MCP server at {url}", flush=True)

@@ -1,6 +1,7 @@
 """``mcpclient-auth ledger ...``: verify, show, summarise and draw ledgers.
 
     mcpclient-auth ledger verify ledger.jsonl --jwks keys/jwks.json [--json] [--jobs 4] [--allow-unsealed]
+        [--allow-unsealed-tail] [--anchor anchors.jsonl [--anchor-ledger NAME]]
     mcpclient-auth ledger show ledger.jsonl [--run R] [--kind ect] [--tool search]
     mcpclient-auth ledger show ledger.jsonl --tree [--expand-sessions]       # a tree per run
     mcpclient-auth ledger runs ledger.jsonl [--jwks keys/jwks.json]
@@ -10,8 +11,10 @@
 node; ``--expand-sessions`` shows every session call.
 
 Exit codes: 0 ok, 1 a check failed (``verify``, or ``runs --jwks``), 2 usage errors (missing file,
-unreadable JWKS, a JWKS without trust roles, unknown kind). ``--run`` takes a run id or a
-unique-enough prefix of one.
+unreadable JWKS or anchor file, a JWKS without trust roles, unknown kind), 3 only the tail failed:
+lines after the last seal or checkpoint (or a torn last line) that no signature covers
+(``unsealed_tail`` / ``torn_tail``) — a crashed or still-running writer, or something appended by
+hand; ``--allow-unsealed-tail`` accepts it. ``--run`` takes a run id or a unique-enough prefix of one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from rich.tree import Tree
 
 from ..errors import KeyFormatError, LedgerError
 from ..keys import TrustStore
+from ..ledger.anchor import AnchorPoint, FileAnchor
 from ..ledger.format import KINDS
 from ..ledger.reader import LedgerReader
 from ..ledger.render import (
@@ -95,16 +99,27 @@ def _print_report(report: Report, path: Path) -> None:
     for summary in report.runs.values():
         typer.echo("  " + run_line(summary))
     for recovery in report.recoveries:
+        signed = "signed" if recovery.signed else "unsigned"
         typer.echo(
             f"  recovered: line {recovery.line} ({recovery.torn_bytes} bytes, torn) was closed by "
-            f"the recovery record at seq {recovery.seq}"
+            f"the {signed} recovery record at seq {recovery.seq}"
         )
     if report.torn_tail is not None:
         torn = report.torn_tail
         typer.echo(f"  torn tail: {torn.length} bytes at offset {torn.offset} (line {torn.number})")
+    if report.tail is not None:
+        tail = report.tail
+        typer.echo(
+            f"  unsealed tail: {tail.lines} line(s) from line {tail.first_line} after seq "
+            f"{tail.after_seq}, {len(tail.runs)} run(s) open there"
+        )
+    if report.anchored:
+        typer.echo(f"  anchored: {report.anchored} seal/checkpoint hash(es) found as anchored")
     for failure in report.failures:
-        where = f"seq {failure.seq}" if failure.seq is not None else (
-            f"line {failure.line}" if failure.line is not None else "run"
+        where = (
+            f"seq {failure.seq}"
+            if failure.seq is not None
+            else (f"line {failure.line}" if failure.line is not None else "run")
         )
         subject = f" jti {failure.jti}" if failure.jti else ""
         run = f" run {failure.run[:8]}" if failure.run else ""
@@ -122,21 +137,61 @@ def verify(
     jwks: Path = typer.Option(..., "--jwks", help="Trusted public keys: a JWKS file or a directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Processes for signature verification."),
-    allow_unsealed: bool = typer.Option(False, "--allow-unsealed", help="Accept runs without a seal."),
+    allow_unsealed: bool = typer.Option(
+        False, "--allow-unsealed", help="Accept runs without their own seal (server ledgers, crashed runs)."
+    ),
+    allow_unsealed_tail: bool = typer.Option(
+        False,
+        "--allow-unsealed-tail",
+        help="Accept lines after the last seal/checkpoint (a live or crashed writer).",
+    ),
+    anchor: Path | None = typer.Option(
+        None, "--anchor", help="Anchor file (JSONL of {ledger, seq, hash, ts}): anchored lines must be there."
+    ),
+    anchor_ledger: str | None = typer.Option(
+        None,
+        "--anchor-ledger",
+        help="The ledger's name in the anchor file (default: its only one).",
+    ),
     skew: int = typer.Option(60, "--skew", min=0, help="Clock skew tolerance in seconds."),
 ) -> None:
-    """Check every line, token and run; exit 0 only when everything holds."""
+    """Check every line, token and run; exit 0 only when everything holds (3: only the tail failed)."""
     reader = _reader(file)
     trust = _trust(jwks)
+    points = _anchor_points(anchor, anchor_ledger, file) if anchor is not None else None
     try:
-        report = verify_ledger(reader, trust, skew=skew, jobs=jobs, allow_unsealed=allow_unsealed)
+        report = verify_ledger(
+            reader,
+            trust,
+            skew=skew,
+            jobs=jobs,
+            allow_unsealed=allow_unsealed,
+            allow_unsealed_tail=allow_unsealed_tail,
+            anchor=points,
+        )
     except LedgerError as exc:
         raise _usage_error(f"{exc.code}: {exc}") from None
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         _print_report(report, file)
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(report.exit_code)
+
+
+def _anchor_points(path: Path, name: str | None, ledger: Path) -> list[AnchorPoint]:
+    """The anchor file's points for this ledger: ``name``, else the file's only ledger, else the
+    ledger's absolute path (the writer's default name)."""
+    try:
+        points = FileAnchor.read(path)
+    except LedgerError as exc:
+        raise _usage_error(f"{exc.code}: {exc}") from None
+    names = {point.ledger for point in points}
+    if name is None:
+        name = next(iter(names)) if len(names) == 1 else os.path.abspath(ledger)
+    chosen = [point for point in points if point.ledger == name]
+    if not chosen:
+        raise _usage_error(f"the anchor file has no points for ledger {name!r}; pass --anchor-ledger")
+    return chosen
 
 
 @app.command("show")
@@ -203,21 +258,26 @@ def runs(
     file: Path = typer.Argument(..., help="The ledger (JSONL)."),
     jwks: Path | None = typer.Option(None, "--jwks", help="Verify the runs against these keys."),
     allow_unsealed: bool = typer.Option(False, "--allow-unsealed", help="Accept runs without a seal."),
+    allow_unsealed_tail: bool = typer.Option(
+        False, "--allow-unsealed-tail", help="Accept lines after the last seal/checkpoint."
+    ),
 ) -> None:
     """One line per run: purpose, principal, calls, denials, status, sealed, verified."""
     reader = _reader(file)
-    ok = True
+    code = 0
     if jwks is not None:
-        report = verify_ledger(reader, _trust(jwks), allow_unsealed=allow_unsealed)
+        report = verify_ledger(
+            reader, _trust(jwks), allow_unsealed=allow_unsealed, allow_unsealed_tail=allow_unsealed_tail
+        )
         summaries = list(report.runs.values())
-        ok = report.ok
+        code = report.exit_code
     else:
         summaries = reader.runs()  # verified stays "-": nothing was checked
     for summary in summaries:
         typer.echo(run_line(summary))
     if not summaries:
         typer.echo("no runs")
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(code)
 
 
 @app.command("graph")
@@ -246,7 +306,10 @@ def graph(
         verdicts = None
         if jwks is not None:
             try:
-                report = verify_ledger(reader, _trust(jwks), allow_unsealed=allow_unsealed)
+                # The picture's --allow-unsealed accepts unfinished runs wherever they are, the tail too.
+                report = verify_ledger(
+                    reader, _trust(jwks), allow_unsealed=allow_unsealed, allow_unsealed_tail=allow_unsealed
+                )
                 verdicts = verdicts_from(report)
             except LedgerError as exc:
                 raise _usage_error(f"{exc.code}: {exc}") from None
@@ -257,7 +320,11 @@ def graph(
         typer.echo(text, nl=False)
         return
     # Run ids, principals and tool names are not for everyone: owner-only, like the ledger.
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Never through a symlink planted at the output path (it could point at a file of ours).
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise _usage_error(f"cannot write {os.fspath(out)!r}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as stream:
         stream.write(text)
     typer.echo(f"wrote {os.fspath(out)} ({len(graphs)} runs)")

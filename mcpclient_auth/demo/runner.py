@@ -125,6 +125,13 @@ def run_demo(out: Path) -> DemoResult:
     keys_dir = out / "keys"
     identities, agent = write_keys(keys_dir)
     trust = demo_trust(identities, agent)
+    # The server signs its audit ledger's checkpoints with a key of its own; auditors need its
+    # public half (a key with no issuer or agent role) next to the others.
+    server_key = Identity.generate("ES256", name="hr-server")
+    server_key.save(keys_dir / "server.jwk")
+    audit_trust = demo_trust(identities, agent)
+    audit_trust.add(server_key)
+    (keys_dir / "jwks.json").write_text(json.dumps(audit_trust.to_jwks(), indent=2) + "\n", encoding="utf-8")
     ledger_path = out / "ledger.jsonl"
     server_ledger_path = out / "server-ledger.jsonl"
     for stale in (ledger_path, server_ledger_path):  # a rerun into the same DIR starts afresh
@@ -133,12 +140,12 @@ def run_demo(out: Path) -> DemoResult:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
-    server_ledger = Ledger(server_ledger_path)
+    server_ledger = Ledger(server_ledger_path, key=server_key)
     ledger = Ledger(ledger_path)
     answers: dict[str, AgentAnswer] = {}
     runs: dict[str, str] = {}
     try:
-        with running(hr_app(trust, audience=url, ledger=server_ledger), port):
+        with running(hr_app(trust, audience=url, ledger=server_ledger, ledger_key=server_key), port):
             for user in USERS:
                 run = AgentRun(
                     agent=agent,
@@ -172,7 +179,7 @@ def run_demo(out: Path) -> DemoResult:
         server_ledger=server_ledger_path,
         dag_html=dag_html,
         report=report,
-        server_report=verify_ledger(server_ledger_path, trust, allow_unsealed=True),
+        server_report=verify_ledger(server_ledger_path, audit_trust, allow_unsealed=True),
         answers=answers,
         runs=runs,
     )

@@ -42,8 +42,13 @@ class ResponseTracker:
         # the stream ends: the transport may hand the result to the agent and stop reading. Writing
         # the entry (and extending the frontier) here, before the chunk is passed on, means the next
         # call the agent makes already sees this one as its predecessor.
-        if self._watcher is not None and self._watcher.feed(chunk):
+        watcher = self._watcher
+        if watcher is not None and watcher.feed(chunk):
             self._finish(completed=True)
+        elif watcher is not None and watcher.too_large:
+            # An event too large to inspect (sse.MAX_EVENT_BYTES): recorded now, and the call does
+            # not join the DAG — nothing may build on an answer nobody could check.
+            self._finish(completed=False, code="event_too_large")
 
     def eof(self) -> None:
         # JSON (or any non-SSE) body read to the end: complete. An SSE stream that ended without the
@@ -57,7 +62,7 @@ class ResponseTracker:
         if not self._inflight.finished:
             self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
 
-    def _finish(self, *, completed: bool) -> None:
+    def _finish(self, *, completed: bool, code: str | None = None) -> None:
         if self._inflight.finished:
             return
         self._inflight.run.journal.response(
@@ -66,6 +71,7 @@ class ResponseTracker:
             out_hash=b64url_encode(self._hash.digest()),
             nbytes=self._bytes,
             completed=completed,
+            code=code,
         )
 
 

@@ -5,32 +5,41 @@
         ledger.seal(run_id, agent)
     for entry in Ledger.open("ledger.jsonl").entries():  # reader
         ...
-    report = verify_ledger("ledger.jsonl", trust)       # verifier: .ok, .failures, .runs
+    report = verify_ledger("ledger.jsonl", trust)       # verifier: .ok, .exit_code, .failures, .runs
+    Ledger("l.jsonl", key=agent, anchor=FileAnchor("anchors.jsonl"))   # signed recoveries, anchoring
 
 See ``docs/internals.md`` ("Ledger") and DESIGN §5 and §6 for the format and the checks.
 """
 
 from __future__ import annotations
 
+from .anchor import Anchor, AnchorPoint, FileAnchor
 from .format import GENESIS_PREV, KINDS, LedgerEntry, encode_line, line_hash, parse_line
 from .reader import LedgerReader, LineProblem, RawLine, RunSummary, TornTail
-from .verify import CHECKS, Failure, Recovery, Report, verify_ledger
-from .writer import DURABILITY, Ledger
+from .verify import CHECKS, EXIT_UNSEALED_TAIL, TAIL_CHECKS, Failure, Recovery, Report, Tail, verify_ledger
+from .writer import DURABILITY, Ledger, LedgerSection
 
 __all__ = [
     "CHECKS",
     "DURABILITY",
+    "EXIT_UNSEALED_TAIL",
     "GENESIS_PREV",
     "KINDS",
+    "TAIL_CHECKS",
+    "Anchor",
+    "AnchorPoint",
     "Failure",
+    "FileAnchor",
     "Ledger",
     "LedgerEntry",
     "LedgerReader",
+    "LedgerSection",
     "LineProblem",
     "RawLine",
     "Recovery",
     "Report",
     "RunSummary",
+    "Tail",
     "TornTail",
     "encode_line",
     "line_hash",

@@ -13,7 +13,14 @@ Every line is compact UTF-8 JSON with the keys in this fixed order (DESIGN §5):
   a file has no predecessor; its ``prev`` is :data:`GENESIS_PREV`, the **empty string** — it can never
   be confused with a real hash, which is always 43 base64url characters.
 - ``run`` is the run's mandate ``jti``; ledger-level entries that belong to no run (the crash recovery
-  record) use :data:`NO_RUN`, the empty string.
+  record, a ``checkpoint``) use :data:`NO_RUN`, the empty string.
+- ``checkpoint`` (added 2026-12-01, additive: a verifier of v1 before it refuses the unknown kind as
+  ``line_malformed``, it never accepts one unchecked) is a ledger-level JWS (typ
+  :data:`CHECKPOINT_TYP`) by a server key over ``{"seq", "ts", "last", "iat"}``: the line's own
+  ``seq`` and ``ts`` and its ``prev``. Servers write one every N entries and on shutdown.
+- The recovery record (kind ``error``, meta ``{"code": "ledger_recovered", "torn_bytes", "torn_hash"}``)
+  carries, when its writer has a key, a JWS (typ :data:`RECOVERY_TYP`) over ``{"seq", "ts",
+  "torn_bytes", "torn_hash", "before", "iat"}`` (``before``: the hash of the line before the torn one).
 
 Lines are *canonical*: :func:`parse_line` accepts exactly the bytes :func:`encode_line` produces for
 the entry it returns, so one entry has one byte form and one hash.
@@ -37,13 +44,16 @@ from typing import Any
 from ..errors import LedgerFormatError
 
 __all__ = [
+    "CHECKPOINT_TYP",
     "FIELDS",
     "GENESIS_PREV",
     "KINDS",
     "LEDGER_VERSION",
+    "LEGACY_RECOVERY_MESSAGE",
     "MAX_LINE_BYTES",
     "NO_RUN",
     "RECOVERY_CODE",
+    "RECOVERY_TYP",
     "LedgerEntry",
     "encode_fields",
     "encode_line",
@@ -54,7 +64,7 @@ __all__ = [
 ]
 
 LEDGER_VERSION = 1
-KINDS: tuple[str, ...] = ("mandate", "ect", "response", "record", "denial", "error", "seal")
+KINDS: tuple[str, ...] = ("mandate", "ect", "response", "record", "denial", "error", "seal", "checkpoint")
 FIELDS: tuple[str, ...] = ("v", "seq", "ts", "run", "kind", "jti", "token", "meta", "prev")
 #: ``prev`` of the first line of a file.
 GENESIS_PREV = ""
@@ -62,6 +72,12 @@ GENESIS_PREV = ""
 NO_RUN = ""
 #: ``meta.code`` of the ``error`` entry a writer appends after finding a torn last line.
 RECOVERY_CODE = "ledger_recovered"
+#: The ``message`` recovery records carried before 2026-12-01 (still accepted, exactly this text).
+LEGACY_RECOVERY_MESSAGE = "the ledger's last line was torn or unreadable; it was closed and skipped"
+#: JWS ``typ`` of a recovery record's token (signed by the writer that found the torn line).
+RECOVERY_TYP = "ledger-recovery+jwt"
+#: JWS ``typ`` of a ``checkpoint`` entry's token (signed by a server key).
+CHECKPOINT_TYP = "ledger-checkpoint+jwt"
 #: Longest line accepted (bytes, without the newline). Our lines are a few KiB; the bound keeps a
 #: hostile file from costing unbounded memory in a reader.
 MAX_LINE_BYTES = 1024 * 1024

@@ -472,6 +472,7 @@ _ADD = {
     "record": _add_record,
     "seal": _add_seal,
     "error": _add_nothing,
+    "checkpoint": _add_nothing,  # ledger-level (run ""): only a forged one carries a run id
 }
 
 
@@ -636,10 +637,16 @@ def _tree_label(graph: RunGraph, node: Node, parents: list[str], previous: str) 
 
 def verdicts_from(report: Report) -> dict[str, str]:
     """Run id -> ``verified`` or ``FAILED: <checks>`` from a :func:`verify_ledger` report."""
-    general = {f.check for f in report.failures if f.run is None}
+    from .verify import TAIL_CHECKS
+
+    general = {f.check for f in report.failures if f.run is None and f.check not in TAIL_CHECKS}
+    # The uncovered tail concerns only the runs with entries in it.
+    tail = {f.check for f in report.failures if f.run is None and f.check in TAIL_CHECKS}
+    tail_runs = report.tail.runs if report.tail is not None else set()
     out: dict[str, str] = {}
     for run, summary in report.runs.items():
-        checks = sorted({f.check for f in report.failures if f.run == run} | general)
+        own = {f.check for f in report.failures if f.run == run}
+        checks = sorted(own | general | (tail if run in tail_runs else set()))
         if checks:
             out[run] = "FAILED: " + ", ".join(checks)
         else:

@@ -13,7 +13,19 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   the hash of the previous line's bytes (``chain_broken``); a last line without newline is a
   ``torn_tail`` (reported as such; the complete lines before it are judged on their own). A torn or
   unreadable line immediately followed by the writer's recovery record (``ledger_recovered``, whose
-  ``torn_hash`` is that line's hash) is a reported recovery, not a failure.
+  ``torn_hash``/``torn_bytes`` are that line's) is a reported recovery, not a failure — if the record
+  says nothing else, the torn bytes begin like the ledger's next line, and its signature (when it
+  has one) covers exactly those facts (``recovery_invalid`` otherwise).
+- **the tail** — a seal or a server ``checkpoint`` signs the hash of the line before it, and through
+  the chain every line before that: what follows the *last* one is vouched for by nobody. Anything
+  there other than a torn line closed by a *signed* recovery fails ``unsealed_tail`` (and a torn
+  last line ``torn_tail``) unless ``allow_unsealed_tail``; :attr:`Report.exit_code` is then 3, not
+  1. Runs still open in that tail are not also ``run_unsealed``. Checkpoints are verified here
+  (``checkpoint_invalid``: signature, type, a key with no issuer/agent role; ``checkpoint_mismatch``:
+  ``seq``/``ts``/``last`` must be the line's own).
+- **anchors** — given the points an :class:`~.anchor.Anchor` recorded, each anchored line must be
+  in the file with that hash (``anchor_mismatch``) and the file must not end before the last one
+  (``anchor_missing``): runs cut from the end are found.
 - **tokens** — mandates, ECTs, records and seals are verified against the trust store (typ, alg
   allowlist, kid, signature, claims; ``token_invalid`` / ``unknown_key`` / ``record_invalid`` /
   ``seal_invalid``) with ``verify_time=False``: they are checked long after they expired, so their
@@ -76,10 +88,40 @@ from ..errors import (
 )
 from ..keys import TrustStore
 from ..policy import PLUMBING_ACTIONS
-from .format import GENESIS_PREV, LEDGER_VERSION, NO_RUN, LedgerEntry, parse_ts
+from .anchor import AnchorPoint
+from .format import (
+    CHECKPOINT_TYP,
+    GENESIS_PREV,
+    LEDGER_VERSION,
+    LEGACY_RECOVERY_MESSAGE,
+    NO_RUN,
+    RECOVERY_TYP,
+    LedgerEntry,
+    parse_ts,
+)
 from .reader import LedgerReader, RawLine, RunSummary, TornTail, summarize
 
-__all__ = ["CHECKS", "Failure", "Recovery", "Report", "verify_ledger"]
+__all__ = [
+    "CHECKS",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNSEALED_TAIL",
+    "TAIL_CHECKS",
+    "Failure",
+    "Recovery",
+    "Report",
+    "Tail",
+    "verify_ledger",
+]
+
+#: :attr:`Report.exit_code` (and ``mcpclient-auth ledger verify``'s): every check holds.
+EXIT_OK = 0
+#: A check failed: the file, a token or a run is not what it claims.
+EXIT_FAILED = 1
+#: Only the tail failed: the sealed part verifies, but lines after the last seal/checkpoint (or a
+#: torn last line) are vouched for by no signature — a crashed or still-running writer, or an
+#: appended forgery; ``allow_unsealed_tail`` accepts them.
+EXIT_UNSEALED_TAIL = 3
 
 #: Every check the verifier runs, by the name failures carry.
 CHECKS: dict[str, str] = {
@@ -111,7 +153,20 @@ CHECKS: dict[str, str] = {
     "seal_invalid": "a seal's signature, type or signer is wrong",
     "seal_mismatch": "a seal's run, count or last line hash disagrees with the file",
     "entry_after_seal": "a run has entries after its seal",
+    "unsealed_tail": "lines after the last seal or checkpoint are covered by no signature",
+    "recovery_invalid": "a recovery record says more than a writer can vouch for, closes no torn line, "
+    "or its signature does not cover it",
+    "checkpoint_invalid": "a checkpoint's signature, type or signer is wrong",
+    "checkpoint_mismatch": "a checkpoint's seq, ts or last line hash disagrees with its line",
+    "anchor_mismatch": "an anchored line is not in the ledger with the anchored hash",
+    "anchor_missing": "the ledger ends before its last anchored line",
 }
+#: Checks that concern only what follows the last seal/checkpoint (exit code 3 when alone).
+TAIL_CHECKS: frozenset[str] = frozenset({"unsealed_tail", "torn_tail"})
+#: Meta a recovery record may carry: what its writer can vouch for (and, in records written before
+#: 2026-12-01, ``last_good_seq`` and the fixed message).
+_RECOVERY_META = frozenset({"code", "torn_bytes", "torn_hash"})
+_LEGACY_RECOVERY_META = _RECOVERY_META | {"last_good_seq", "message"}
 
 #: Token errors that mean "this is not a valid signature by a trusted key", whatever the token kind.
 _SIGNATURE_ERRORS: tuple[type[McpClientAuthError], ...] = (
@@ -161,12 +216,14 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """A torn line that a writer closed with a recovery record (at ``seq``)."""
+    """A torn line that a writer closed with a recovery record (at ``seq``); ``signed``: the record
+    carries the writer's signature over what it found."""
 
     seq: int
     line: int
     torn_bytes: int
     last_good_seq: int | None
+    signed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +231,34 @@ class Recovery:
             "line": self.line,
             "torn_bytes": self.torn_bytes,
             "last_good_seq": self.last_good_seq,
+            "signed": self.signed,
+        }
+
+
+@dataclass(slots=True)
+class Tail:
+    """What follows the last seal or checkpoint and no signature covers.
+
+    ``after_seq``: the seq of that last seal/checkpoint (0: the ledger has none); ``first_line`` /
+    ``first_seq``: where the uncovered part starts; ``lines``: how many lines it has; ``runs``: runs
+    with entries in it (still being written, or whose writer crashed); ``torn``: it ends in a torn line.
+    """
+
+    after_seq: int = 0
+    first_line: int | None = None
+    first_seq: int | None = None
+    lines: int = 0
+    runs: set[str] = field(default_factory=set)
+    torn: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "after_seq": self.after_seq,
+            "first_line": self.first_line,
+            "first_seq": self.first_seq,
+            "lines": self.lines,
+            "runs": sorted(self.runs),
+            "torn": self.torn,
         }
 
 
@@ -188,10 +273,25 @@ class Report:
     entries: int = 0
     lines: int = 0
     tokens_verified: int = 0
+    #: The uncovered tail (None when the last line is a seal or checkpoint, or the file is empty);
+    #: reported whether or not ``allow_unsealed_tail`` accepted it.
+    tail: Tail | None = None
+    #: Anchor points checked and found (see ``verify_ledger(..., anchor=)``).
+    anchored: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_OK`, :data:`EXIT_UNSEALED_TAIL` (only :data:`TAIL_CHECKS` failed) or
+        :data:`EXIT_FAILED`."""
+        if not self.failures:
+            return EXIT_OK
+        if all(failure.check in TAIL_CHECKS for failure in self.failures):
+            return EXIT_UNSEALED_TAIL
+        return EXIT_FAILED
 
     def checks(self) -> dict[str, int]:
         """Failure counts by check name."""
@@ -214,6 +314,9 @@ class Report:
             if torn is None
             else {"offset": torn.offset, "length": torn.length, "hash": torn.hash, "line": torn.number},
             "recoveries": [r.to_dict() for r in self.recoveries],
+            "tail": None if self.tail is None else self.tail.to_dict(),
+            "anchored": self.anchored,
+            "exit_code": self.exit_code,
         }
 
 
@@ -498,6 +601,14 @@ class _RunChecker:
             self.fail(entry, "seal_mismatch", reason)
         if last != entry.prev:
             self.fail(entry, "seal_mismatch", "the seal's last line hash is not the line before it")
+        # Nothing after the last line covers its bytes: every field must be fixed by the signature.
+        # Seals since 2026-12-01 sign their own seq and ts; older ones leave ts to the iat check below.
+        if entry.jti is not None:
+            self.fail(entry, "seal_mismatch", "a seal entry's jti must be null")
+        if "seq" in claims and claims["seq"] != entry.seq:
+            self.fail(entry, "seal_mismatch", "the seal's line has another seq than it signs")
+        if "ts" in claims and claims["ts"] != entry.ts:
+            self.fail(entry, "seal_mismatch", "the seal's line has another ts than it signs")
         # A seal is often the file's last line, which no later ``prev`` covers: its unsigned meta
         # must repeat exactly what the signature says (else it could be edited unseen).
         if entry.meta != {"count": count}:
@@ -666,10 +777,24 @@ class _PooledRuns:
 
 
 class _Verifier:
-    """The line pass (parse, seq, chain, torn tail, recoveries) and the routing of entries to runs."""
+    """The line pass (parse, seq, chain, torn tail, recoveries, checkpoints, the uncovered tail,
+    anchors) and the routing of entries to runs."""
 
-    def __init__(self, trust: TrustStore, *, skew: float, jobs: int, allow_unsealed: bool) -> None:
+    def __init__(
+        self,
+        trust: TrustStore,
+        *,
+        skew: float,
+        jobs: int,
+        allow_unsealed: bool,
+        allow_unsealed_tail: bool,
+        anchors: dict[int, str],
+    ) -> None:
+        self.trust = trust
+        self.skew = skew
         self.allow_unsealed = allow_unsealed
+        self.allow_unsealed_tail = allow_unsealed_tail
+        self.anchors = anchors
         self.report = Report()
         self.runs: _InlineRuns | _PooledRuns
         if jobs > 1:
@@ -678,6 +803,9 @@ class _Verifier:
             self.runs = _InlineRuns(trust, skew, self._run_done)
         self.sealed: set[str] = set()
         self._ancestor_calls: list[tuple[AncestorCall, str]] = []
+        self.tail = Tail()
+        #: The recovery record judged together with the unreadable line before it: (seq, signed).
+        self._judged: tuple[int, bool] | None = None
 
     def fail(self, entry: LedgerEntry | None, check: str, reason: str, *, line: int | None = None) -> None:
         self.report.failures.append(
@@ -695,44 +823,62 @@ class _Verifier:
         expected_prev = GENESIS_PREV
         last_seq = 0
         pending: RawLine | None = None  # an unreadable line, waiting to see if a recovery follows
+        pending_before = GENESIS_PREV  # the hash of the line before it
+        pending_seq = 0  # the seq of the last entry before it
         previous: RawLine | None = None
         try:
             for line in lines:
                 self.report.lines += 1
                 if pending is not None:
-                    self._judge_unreadable(pending, line)
+                    self._judge_unreadable(pending, pending_before, pending_seq, line)
                     pending = None
                 if not line.terminated:
                     self.report.torn_tail = TornTail(line.offset, line.length, line.hash, line.number)
-                    self.fail(
-                        None,
-                        "torn_tail",
-                        f"the last line ({line.length} bytes, after seq {last_seq}) has no newline",
-                        line=line.number,
-                    )
+                    self._uncovered(line.number, None)
+                    self.tail.torn = True
+                    if not self.allow_unsealed_tail:
+                        self.fail(
+                            None,
+                            "torn_tail",
+                            f"the last line ({line.length} bytes, after seq {last_seq}) has no newline",
+                            line=line.number,
+                        )
                     break
                 entry = line.entry
                 if entry is None:
-                    pending = previous = line
+                    pending, pending_before, pending_seq = line, expected_prev, last_seq
+                    previous = line
                     expected_prev = line.hash
                     continue
                 self.report.entries += 1
-                if entry.is_recovery and previous is not None and previous.entry is not None:
-                    self._parsable_torn(previous, entry)
                 number = line.number
                 if entry.prev != expected_prev:
                     self.fail(entry, "chain_broken", "prev is not the hash of the previous line", line=number)
                 if entry.seq != last_seq + 1:
                     self.fail(entry, "seq_gap", f"expected seq {last_seq + 1}, not {entry.seq}", line=number)
+                if self.anchors:
+                    self._check_anchor(entry, line)
+                if entry.is_recovery:
+                    self._recovery(entry, line, previous, expected_prev)
+                elif entry.kind == "checkpoint" and entry.run == NO_RUN:
+                    self._checkpoint(entry)
+                else:
+                    self._route(entry, number)
                 expected_prev, last_seq = line.hash, entry.seq
                 previous = line
-                self._route(entry)
             if pending is not None:
-                self._judge_unreadable(pending, None)
+                self._judge_unreadable(pending, pending_before, pending_seq, None)
         finally:
             self.runs.close()
         self._check_ancestor_budgets()
         report = self.report
+        self._finish_tail()
+        for seq, digest in sorted(self.anchors.items()):
+            check = "anchor_missing" if seq > last_seq else "anchor_mismatch"
+            where = f"the ledger ends at seq {last_seq}" if seq > last_seq else "no valid line has that seq"
+            report.failures.append(
+                Failure(seq, None, None, check, f"anchored seq {seq} (hash {digest[:12]}…): {where}")
+            )
         report.failures.sort(key=_failure_order)
         # A run is verified when no failure at all names it (chain and seq failures on its lines too).
         for summary in report.runs.values():
@@ -740,49 +886,201 @@ class _Verifier:
         for failure in report.failures:
             if failure.run in report.runs:
                 report.runs[failure.run].verified = False
+        if report.tail is not None and not self.allow_unsealed_tail:
+            for run in report.tail.runs:  # nothing vouches for their last lines
+                if run in report.runs:
+                    report.runs[run].verified = False
         return report
 
-    def _judge_unreadable(self, bad: RawLine, following: RawLine | None) -> None:
-        recovery = following.entry if following is not None else None
-        if (
-            recovery is not None
-            and recovery.is_recovery
-            and recovery.meta.get("torn_hash") == bad.hash
-            and recovery.meta.get("torn_bytes") == bad.length
-        ):
-            last_good = recovery.meta.get("last_good_seq")
-            good = last_good if isinstance(last_good, int) else None
-            self.report.recoveries.append(Recovery(recovery.seq, bad.number, bad.length, good))
+    # --- the uncovered tail ------------------------------------------------------------------------
+
+    def _covered_up_to(self, seq: int) -> None:
+        """A seal or checkpoint at ``seq``: it signs every line before it (through the chain)."""
+        self.tail = Tail(after_seq=seq)
+
+    def _uncovered(self, number: int, entry: LedgerEntry | None) -> None:
+        tail = self.tail
+        if tail.first_line is None:
+            tail.first_line = number
+            tail.first_seq = entry.seq if entry is not None else None
+        tail.lines += 1
+        if entry is not None and entry.run != NO_RUN:
+            tail.runs.add(entry.run)
+
+    def _finish_tail(self) -> None:
+        tail = self.tail
+        if tail.first_line is None:
             return
-        self.fail(None, "line_malformed", f"line {bad.number}: {bad.error}", line=bad.number)
+        self.report.tail = tail
+        if self.allow_unsealed_tail:
+            return
+        where = f"seal or checkpoint at seq {tail.after_seq}" if tail.after_seq else "start (no seal yet)"
+        runs = f"; runs open there: {len(tail.runs)}" if tail.runs else ""
+        torn = ", ending in a torn line" if tail.torn else ""
+        self.report.failures.append(
+            Failure(
+                tail.first_seq,
+                None,
+                None,
+                "unsealed_tail",
+                f"{tail.lines} line(s) after the {where} are covered by no signature{torn}{runs}",
+                tail.first_line,
+            )
+        )
 
-    def _parsable_torn(self, previous: RawLine, recovery: LedgerEntry) -> None:
-        # A line that was complete but lost its newline: the writer closed it and recorded that.
-        if recovery.meta.get("torn_hash") == previous.hash:
-            last_good = recovery.meta.get("last_good_seq")
-            good = last_good if isinstance(last_good, int) else None
-            self.report.recoveries.append(Recovery(recovery.seq, previous.number, previous.length, good))
+    # --- recoveries ---------------------------------------------------------------------------------
 
-    def _route(self, entry: LedgerEntry) -> None:
+    def _judge_unreadable(
+        self, bad: RawLine, before: str, seq_before: int, following: RawLine | None
+    ) -> None:
+        recovery = following.entry if following is not None else None
+        if recovery is None or not recovery.is_recovery or recovery.meta.get("torn_hash") != bad.hash:
+            self.fail(None, "line_malformed", f"line {bad.number}: {bad.error}", line=bad.number)
+            self._uncovered(bad.number, None)
+            return
+        problems = self._recovery_problems(recovery, bad, before)
+        if not _looks_torn(bad, seq_before + 1):
+            problems.append("the bytes it closes do not begin like the ledger's next line (a torn write)")
+        signed = recovery.token is not None and not problems
+        self._judged = (recovery.seq, signed)
+        for problem in problems:
+            self.fail(recovery, "recovery_invalid", problem, line=following.number if following else None)
+        if not problems:
+            self.report.recoveries.append(
+                Recovery(recovery.seq, bad.number, bad.length, recovery.seq - 1, signed)
+            )
+        if not signed:
+            self._uncovered(bad.number, None)
+
+    def _recovery(
+        self, entry: LedgerEntry, line: RawLine, previous: RawLine | None, expected_prev: str
+    ) -> None:
+        judged, self._judged = self._judged, None
+        if judged is not None and judged[0] == entry.seq:
+            signed = judged[1]  # judged with the unreadable line it closes
+        elif (
+            previous is not None
+            and previous.entry is not None
+            and entry.meta.get("torn_hash") == previous.hash
+        ):
+            # A line that was complete but lost its newline: the writer closed it and recorded that.
+            # (Its own entry was checked as usual; the record must still say only what it may.)
+            problems = self._recovery_problems(entry, previous, previous.entry.prev)
+            for problem in problems:
+                self.fail(entry, "recovery_invalid", problem, line=line.number)
+            signed = entry.token is not None and not problems
+            if not problems:
+                self.report.recoveries.append(
+                    Recovery(entry.seq, previous.number, previous.length, entry.seq - 1, signed)
+                )
+        else:
+            self.fail(entry, "recovery_invalid", "the recovery record closes no torn line", line=line.number)
+            signed = False
+        if not signed:
+            self._uncovered(line.number, entry)
+
+    def _recovery_problems(self, entry: LedgerEntry, closed: RawLine, before: str) -> list[str]:
+        """Why ``entry`` is not a recovery record a writer could have written after ``closed``."""
+        problems: list[str] = []
+        meta = entry.meta
+        if entry.run != NO_RUN or entry.jti is not None:
+            problems.append("a recovery record belongs to no run and has no jti")
+        extra = set(meta) - (_LEGACY_RECOVERY_META if entry.token is None else _RECOVERY_META)
+        if extra:
+            problems.append(f"the recovery record carries more than a writer can vouch for: {sorted(extra)}")
+        if meta.get("torn_bytes") != closed.length or type(meta.get("torn_bytes")) is not int:
+            problems.append("torn_bytes is not the closed line's length")
+        if "last_good_seq" in meta and meta["last_good_seq"] != entry.seq - 1:
+            problems.append("last_good_seq is not the seq before the record")
+        if "message" in meta and meta["message"] != LEGACY_RECOVERY_MESSAGE:
+            problems.append("the recovery record's message is not the writer's")
+        if entry.token is not None:
+            problems.extend(self._recovery_signature(entry, before))
+        return problems
+
+    def _recovery_signature(self, entry: LedgerEntry, before: str) -> list[str]:
+        try:
+            jws = jose.verify(entry.token or "", self.trust, typs=(RECOVERY_TYP,))
+        except Exception as exc:
+            return [_check_for("seal", exc)[1].replace("seal: ", "recovery: ", 1)]
+        self.report.tokens_verified += 1
+        if not _may_sign_ledger(self.trust, jws.header.get("kid"), agent_ok=True):
+            return ["the recovery is signed by an issuer key"]
+        claims, meta = jws.claims, entry.meta
+        expected = {
+            "seq": entry.seq,
+            "ts": entry.ts,
+            "torn_bytes": meta.get("torn_bytes"),
+            "torn_hash": meta.get("torn_hash"),
+            "before": before,
+        }
+        wrong = sorted(name for name, value in expected.items() if claims.get(name) != value)
+        return [f"the recovery's signature does not cover its {', '.join(wrong)}"] if wrong else []
+
+    # --- checkpoints and anchors --------------------------------------------------------------------
+
+    def _checkpoint(self, entry: LedgerEntry) -> None:
+        self._covered_up_to(entry.seq)
+        try:
+            jws = jose.verify(entry.token or "", self.trust, typs=(CHECKPOINT_TYP,))
+        except Exception as exc:
+            check, reason = _check_for("seal", exc)
+            check = "unknown_key" if check == "unknown_key" else "checkpoint_invalid"
+            self.fail(entry, check, reason.replace("seal: ", "checkpoint: ", 1))
+            return
+        self.report.tokens_verified += 1
+        if not _may_sign_ledger(self.trust, jws.header.get("kid"), agent_ok=False):
+            self.fail(entry, "checkpoint_invalid", "the checkpoint is signed by an issuer or agent key")
+        claims = jws.claims
+        if claims.get("seq") != entry.seq or claims.get("ts") != entry.ts or claims.get("last") != entry.prev:
+            self.fail(entry, "checkpoint_mismatch", "the checkpoint's seq, ts or last is not its line's")
+        if entry.jti is not None or entry.meta:
+            self.fail(entry, "checkpoint_mismatch", "a checkpoint entry has a null jti and empty meta")
+        iat = claims.get("iat")
+        if type(iat) is not int or abs(parse_ts(entry.ts) - iat) > self.skew + 1:
+            self.fail(entry, "token_time", "the checkpoint was logged at another time than it was signed")
+
+    def _check_anchor(self, entry: LedgerEntry, line: RawLine) -> None:
+        digest = self.anchors.pop(entry.seq, None)
+        if digest is None:
+            return
+        if digest != line.hash:
+            self.fail(entry, "anchor_mismatch", "the line at this seq is not the one that was anchored")
+        else:
+            self.report.anchored += 1
+
+    # --- runs ---------------------------------------------------------------------------------------
+
+    def _route(self, entry: LedgerEntry, number: int) -> None:
         run = entry.run
-        if run == NO_RUN:
-            if not entry.is_recovery:
-                self.fail(entry, "entry_mismatch", f"a {entry.kind} entry without a run")
+        if run == NO_RUN or entry.kind == "checkpoint":
+            # Only recovery records and checkpoints belong to no run (both handled before routing).
+            self.fail(
+                entry,
+                "entry_mismatch",
+                f"a {entry.kind} entry without a run" if run == NO_RUN else "a checkpoint belongs to no run",
+            )
+            self._uncovered(number, entry)
             return
         if run in self.sealed:
             self.fail(entry, "entry_after_seal", f"a {entry.kind} entry after the run's seal")
+            self._uncovered(number, entry)
             return
         if run not in self.report.runs:
             self.report.runs[run] = RunSummary(run)  # holds the run's place in file order
         if entry.kind == "seal":
             self.sealed.add(run)
+            self._covered_up_to(entry.seq)
+        else:
+            self._uncovered(number, entry)
         self.runs.feed(entry)
 
     def _run_done(self, result: _RunResult) -> None:
         report = self.report
         report.tokens_verified += result.tokens_verified
         report.failures.extend(result.failures)
-        if not result.sealed and not self.allow_unsealed:
+        # A run still open in the uncovered tail is reported there (unsealed_tail), not twice.
+        if not result.sealed and not self.allow_unsealed and result.run not in self.tail.runs:
             report.failures.append(Failure(None, None, result.run, "run_unsealed", "the run has no seal"))
         report.runs[result.run] = result.summary
         self._ancestor_calls.extend((call, result.run) for call in result.ancestor_calls)
@@ -805,6 +1103,25 @@ class _Verifier:
                 )
 
 
+def _looks_torn(line: RawLine, seq: int) -> bool:
+    """Whether ``line`` could be a writer's torn write of the entry with ``seq``: its bytes begin like
+    that entry's line (or are a beginning of that beginning). Bytes of any other shape were put there
+    by something that is not a ledger writer, and a recovery record must not launder them."""
+    head = b'{"v":%d,"seq":%d,' % (LEDGER_VERSION, seq)
+    data = line.data
+    return bool(data) and (data.startswith(head) or head.startswith(data))
+
+
+def _may_sign_ledger(trust: TrustStore, kid: Any, *, agent_ok: bool) -> bool:
+    """Whether a key may sign ledger-level lines: a checkpoint only a key with no role (a server's),
+    a recovery also an agent key; never an issuer key."""
+    if not isinstance(kid, str):
+        return False
+    if kid in trust.issuers:
+        return False
+    return agent_ok or not trust.is_agent(kid)
+
+
 def _failure_order(failure: Failure) -> int:
     # File order; run-level failures (no line, no seq) last.
     if failure.seq is not None:
@@ -819,16 +1136,29 @@ def verify_ledger(
     skew: float = 60,
     jobs: int = 1,
     allow_unsealed: bool = False,
+    allow_unsealed_tail: bool = False,
+    anchor: Iterable[AnchorPoint] | None = None,
 ) -> Report:
     """Verify a ledger file against ``trust`` (a :class:`TrustStore` or a JWKS dict) with roles
     (:class:`~mcpclient_auth.errors.TrustRolesMissing` otherwise).
 
         report = verify_ledger("ledger.jsonl", trust, jobs=4)
-        report.ok, report.failures, report.runs, report.torn_tail, report.recoveries
+        report.ok, report.exit_code, report.failures, report.runs, report.tail, report.recoveries
 
     ``path_or_ledger``: a path, a :class:`LedgerReader` or a :class:`~.writer.Ledger` (its file is
-    read). ``jobs`` > 1 verifies signatures in that many processes. ``allow_unsealed`` accepts runs
-    without a seal (runs still in progress, or whose writer crashed).
+    read). ``jobs`` > 1 verifies signatures in that many processes.
+
+    Two separate allowances (the CLI's ``--allow-unsealed`` and ``--allow-unsealed-tail``):
+
+    - ``allow_unsealed`` accepts *runs* without their own seal — a server's ledger (the server cannot
+      seal a client's run; its checkpoints cover the file instead), or a client run whose writer
+      crashed before a later seal. It does **not** accept an uncovered tail.
+    - ``allow_unsealed_tail`` accepts what follows the last seal/checkpoint (a torn last line, runs
+      still being written): use it for a live ledger or one whose writer crashed. The tail is still
+      reported (:attr:`Report.tail`) and every other check still runs on it.
+
+    ``anchor``: the points an :class:`~.anchor.Anchor` recorded for this ledger (e.g.
+    ``FileAnchor.read(path, ledger=name)``); each must be in the file with its hash.
     """
     if isinstance(path_or_ledger, LedgerReader):
         reader = path_or_ledger
@@ -842,5 +1172,16 @@ def verify_ledger(
     store.require_roles()  # who may sign a mandate is the first thing an auditor must know
     if type(jobs) is not int or jobs < 1:
         raise LedgerError("jobs must be a positive integer")
-    verifier = _Verifier(store, skew=skew, jobs=jobs, allow_unsealed=allow_unsealed)
+    anchors: dict[int, str] = {}
+    for point in anchor or ():
+        if anchors.setdefault(point.seq, point.hash) != point.hash:
+            raise LedgerError(f"the anchor records two different hashes for seq {point.seq}")
+    verifier = _Verifier(
+        store,
+        skew=skew,
+        jobs=jobs,
+        allow_unsealed=allow_unsealed,
+        allow_unsealed_tail=allow_unsealed_tail,
+        anchors=anchors,
+    )
     return verifier.run(reader.lines())

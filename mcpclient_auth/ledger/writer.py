@@ -4,7 +4,9 @@
         ledger.append(run=mandate.jti, kind="mandate", jti=mandate.jti, token=mandate.token)
         ledger.append(run=mandate.jti, kind="ect", jti=ect.jti, token=ect.token,
                       meta={"method": "tools/call", "tool": "search", "id": 3})
-        ledger.seal(mandate.jti, agent)                        # JWS over {run, count, last, iat}
+        ledger.seal(mandate.jti, agent)                        # JWS over {run, count, last, seq, ts, iat}
+
+    Ledger("server.jsonl", key=server_key).checkpoint()       # a server's signed checkpoint
 
 How lines stay whole and chained when several writers share a file:
 
@@ -16,8 +18,13 @@ How lines stay whole and chained when several writers share a file:
   common case costs one ``fstat`` and no read;
 - a torn last line (no newline: a writer died mid-write, the disk filled up) or an unparsable one is
   terminated and followed by an ``error`` entry ``{"code": "ledger_recovered", "torn_bytes",
-  "torn_hash", "last_good_seq"}`` whose ``prev`` is the torn bytes' hash, so the chain stays
-  continuous and the verifier reports a recovery instead of a broken chain.
+  "torn_hash"}`` whose ``prev`` is the torn bytes' hash, so the chain stays continuous and the
+  verifier reports a recovery instead of a broken chain. The record states only what the writer can
+  vouch for — how many bytes it found and their SHA-256 — and, when the writer has a ``key``, carries
+  a JWS over those facts, its own ``seq``/``ts`` and the hash of the line before the torn one;
+- the file is opened without following a symlink, and a pre-existing file open to group/others is
+  set to 0600 (one owned by another user is refused), see :mod:`._files`;
+- each seal and checkpoint hash goes to the ``anchor`` (:mod:`.anchor`), if one is given.
 
 Durability modes (:data:`DURABILITY`): lines are never buffered in user space — a buffered half line
 could interleave with another writer's — so every mode hands each line to the OS at once and a
@@ -32,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import sys
 import threading
 import time
@@ -44,14 +50,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._encoding import b64url_encode
-from ..errors import ConfigurationError, LedgerError, LedgerFormatError
+from ..errors import ConfigurationError, LedgerAnchorError, LedgerError, LedgerFormatError
+from ._files import open_private
+from .anchor import Anchor, AnchorPoint
 from .format import (
+    CHECKPOINT_TYP,
     GENESIS_PREV,
     KINDS,
     LEDGER_VERSION,
     MAX_LINE_BYTES,
     NO_RUN,
     RECOVERY_CODE,
+    RECOVERY_TYP,
     LedgerEntry,
     encode_fields,
     encode_line,
@@ -66,7 +76,7 @@ if TYPE_CHECKING:
     from ..keys import Identity
     from .reader import LedgerReader
 
-__all__ = ["DURABILITY", "Durability", "Ledger"]
+__all__ = ["DURABILITY", "Durability", "Ledger", "LedgerSection"]
 
 _CHUNK = 64 * 1024
 #: How far back a writer looks for the last parsable line after a torn tail before it falls back
@@ -90,7 +100,7 @@ DURABILITY: dict[str, Durability] = {
     "fsync": Durability("fsync", sync_each_append=True, sync_on_seal=True),
 }
 
-_APPEND_KINDS = frozenset(KINDS) - {"seal"}
+_APPEND_KINDS = frozenset(KINDS) - {"seal", "checkpoint"}
 _sync = getattr(os, "fdatasync", os.fsync)
 
 
@@ -121,9 +131,21 @@ class Ledger:
 
     Thread-safe and multi-process safe; ``seal`` counts only the entries *this* writer appended for
     the run, so a run's entries must all be written through one ``Ledger`` object.
+
+    ``key`` signs the writer's own ledger-level lines: recovery records and checkpoints
+    (an agent's key for a client ledger, the server's key for a server ledger). ``anchor`` receives
+    every seal and checkpoint hash, under ``anchor_name`` (default: the file's absolute path).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "flush") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "flush",
+        key: Identity | None = None,
+        anchor: Anchor | None = None,
+        anchor_name: str | None = None,
+    ) -> None:
         try:
             self._durability = DURABILITY[durability]
         except (KeyError, TypeError):
@@ -131,6 +153,9 @@ class Ledger:
                 f"unknown ledger durability {durability!r}; use one of {', '.join(DURABILITY)}"
             ) from None
         self._path = Path(path)
+        self._key = key
+        self._anchor = anchor
+        self.anchor_name = anchor_name if anchor_name is not None else os.path.abspath(self._path)
         self._lock = threading.Lock()
         self._stamps = _Timestamps()
         self._counts: dict[str, int] = {}
@@ -209,9 +234,11 @@ class Ledger:
 
     def seal(self, run: str, identity: Identity) -> LedgerEntry:
         """Close ``run`` with a ``seal`` entry: a JWS (typ ``ledger-seal+jwt``) by ``identity`` over
-        ``{"run", "count", "last", "iat"}`` where ``count`` is the number of entries this writer
-        appended for the run and ``last`` is the seal line's own ``prev`` (the hash of the line
-        before it). Both are taken under the lock, so no other line can slip in between.
+        ``{"run", "count", "last", "seq", "ts", "iat"}`` where ``count`` is the number of entries this
+        writer appended for the run, ``last`` is the seal line's own ``prev`` (the hash of the line
+        before it) and ``seq``/``ts`` are the seal line's own — so no field of the line can be edited
+        unseen, even when it is the file's last. All are taken under the lock, so no other line can
+        slip in between.
         """
         from .. import jose
 
@@ -219,14 +246,76 @@ class Ledger:
             raise LedgerFormatError("a seal needs a run id")
         with self._locked():
             count = self._counts.get(run, 0)
-            claims = {"run": run, "count": count, "last": self._last, "iat": int(time.time())}
+            seq, ts = self._seq + 1, self._stamps.now()
+            claims = {
+                "run": run,
+                "count": count,
+                "last": self._last,
+                "seq": seq,
+                "ts": ts,
+                "iat": int(time.time()),
+            }
             token = jose.encode(identity, jose.SEAL_TYP, claims)
-            entry = self._append_locked(run, "seal", None, token, {"count": count})
+            entry = self._append_locked(run, "seal", None, token, {"count": count}, ts=ts)
             # A sealed run takes no more entries: its counter is no longer needed.
             self._counts.pop(run, None)
             if self._durability.sync_on_seal and not self._durability.sync_each_append:
                 _sync(self._fd)
+            point = self._anchor_point(entry)
+        self._send_anchor(point)
         return entry
+
+    def checkpoint(self, identity: Identity | None = None) -> LedgerEntry:
+        """Append a ``checkpoint``: a JWS (typ ``ledger-checkpoint+jwt``) by ``identity`` (default:
+        the writer's ``key``) over ``{"seq", "ts", "last", "iat"}`` — the line's own ``seq`` and
+        ``ts`` and the hash of the line before it, which through the chain covers every line before.
+        Servers write one every N entries and on shutdown (:mod:`mcpclient_auth.server`).
+        """
+        from .. import jose
+
+        signer = identity if identity is not None else self._key
+        if signer is None:
+            raise ConfigurationError("a checkpoint needs a key: Ledger(path, key=...) or checkpoint(key)")
+        with self._locked():
+            seq, ts = self._seq + 1, self._stamps.now()
+            claims = {"seq": seq, "ts": ts, "last": self._last, "iat": int(time.time())}
+            token = jose.encode(signer, CHECKPOINT_TYP, claims)
+            entry = self._append_locked(NO_RUN, "checkpoint", None, token, {}, ts=ts)
+            if self._durability.sync_on_seal and not self._durability.sync_each_append:
+                _sync(self._fd)
+            point = self._anchor_point(entry)
+        self._send_anchor(point)
+        return entry
+
+    @contextmanager
+    def exclusive(self) -> Iterator[LedgerSection]:
+        """Hold the ledger's locks (thread and ``flock``) across several steps: nothing another
+        thread or process appends can land between them. For read-then-append decisions such as a
+        server filing each run's mandate once per file (:mod:`mcpclient_auth.server._audit`).
+
+            with ledger.exclusive() as section:
+                new = section.read(known_size, section.size)   # what others appended meanwhile
+                section.append(run=..., kind="mandate", ...)
+        """
+        with self._locked():
+            yield LedgerSection(self)
+
+    def _anchor_point(self, entry: LedgerEntry) -> AnchorPoint | None:
+        if self._anchor is None:
+            return None
+        return AnchorPoint(self.anchor_name, entry.seq, self._last, entry.ts)
+
+    def _send_anchor(self, point: AnchorPoint | None) -> None:
+        if point is None or self._anchor is None:
+            return
+        try:
+            self._anchor.anchor(point)
+        except LedgerAnchorError:
+            raise
+        except Exception as exc:  # any anchor implementation: one typed error for the caller
+            raise LedgerAnchorError(
+                f"the anchor did not record seq {point.seq} ({type(exc).__name__})"
+            ) from None
 
     def count(self, run: str) -> int:
         """Entries this writer appended for ``run`` since it was opened (or since the run's seal)."""
@@ -263,28 +352,7 @@ class Ledger:
     def _open(self) -> int:
         if sys.platform == "win32":
             raise LedgerError("the ledger writer needs POSIX advisory file locks (flock)")
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(self._path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-                created = True
-            except FileExistsError:
-                fd = os.open(self._path, flags)
-                created = False
-        except OSError as exc:
-            raise LedgerError(f"cannot open ledger {os.fspath(self._path)!r}: {exc.strerror}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise LedgerError(f"ledger {os.fspath(self._path)!r} is not a regular file")
-            # The umask may have narrowed the mode; the ledger is exactly owner read/write.
-            if created and stat.S_IMODE(info.st_mode) != 0o600:
-                os.fchmod(fd, 0o600)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return open_private(self._path, os.O_RDWR | os.O_APPEND)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -313,9 +381,18 @@ class Ledger:
             os.close(old)
 
     def _append_locked(
-        self, run: str, kind: str, jti: str | None, token: str | None, meta: dict[str, Any]
+        self,
+        run: str,
+        kind: str,
+        jti: str | None,
+        token: str | None,
+        meta: dict[str, Any],
+        *,
+        ts: str | None = None,
     ) -> LedgerEntry:
-        seq, ts, prev = self._seq + 1, self._stamps.now(), self._last
+        seq, prev = self._seq + 1, self._last
+        if ts is None:
+            ts = self._stamps.now()
         line = encode_fields(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev)
         if len(line) > MAX_LINE_BYTES:
             raise LedgerFormatError(f"the entry is larger than {MAX_LINE_BYTES} bytes")
@@ -372,32 +449,83 @@ class Ledger:
             return
         # Torn (no newline) or unreadable: close it and record the recovery.
         last_good = entry.seq if entry is not None else _last_good_seq(self._fd, start)
-        self._recover(end - start, tail_hash, last_good, terminated)
+        self._recover(end - start, tail_hash, last_good, terminated, _hash_of_line_before(self._fd, start))
 
-    def _recover(self, torn_bytes: int, torn_hash: str, last_good_seq: int, terminated: bool) -> None:
-        self._seq, self._last = last_good_seq, torn_hash
-        entry = LedgerEntry(
-            v=LEDGER_VERSION,
-            seq=last_good_seq + 1,
-            ts=self._stamps.now(),
-            run=NO_RUN,
-            kind="error",
-            jti=None,
-            token=None,
-            meta={
-                "code": RECOVERY_CODE,
+    def _recover(
+        self, torn_bytes: int, torn_hash: str, last_good_seq: int, terminated: bool, before: str
+    ) -> None:
+        from .. import jose
+
+        seq, ts = last_good_seq + 1, self._stamps.now()
+        # Only what this writer can vouch for: how many bytes it found, and their hash.
+        meta = {"code": RECOVERY_CODE, "torn_bytes": torn_bytes, "torn_hash": torn_hash}
+        token = None
+        if self._key is not None:
+            claims = {
+                "seq": seq,
+                "ts": ts,
                 "torn_bytes": torn_bytes,
                 "torn_hash": torn_hash,
-                "last_good_seq": last_good_seq,
-                "message": "the ledger's last line was torn or unreadable; it was closed and skipped",
-            },
-            prev=torn_hash,
-        )
+                "before": before,
+                "iat": int(time.time()),
+            }
+            token = jose.encode(self._key, RECOVERY_TYP, claims)
+        entry = LedgerEntry(LEDGER_VERSION, seq, ts, NO_RUN, "error", None, token, meta, torn_hash)
         line = encode_line(entry)
         # Terminating the torn line and the recovery record go out in one write.
         self._write((b"" if terminated else b"\n") + line + b"\n")
         self._seq, self._last = entry.seq, line_hash(line)
         self.recoveries.append(entry)
+
+
+class LedgerSection:
+    """The ledger while :meth:`Ledger.exclusive` holds its locks (valid only inside that block)."""
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes: every line in it is complete (a torn tail was recovered)."""
+        return self._ledger._size
+
+    @property
+    def seq(self) -> int:
+        return self._ledger._seq
+
+    def read(self, start: int, end: int) -> bytes:
+        """The file's bytes ``[start, end)``."""
+        if not 0 <= start <= end:
+            raise LedgerError("read() needs 0 <= start <= end")
+        return os.pread(self._ledger._fd, end - start, start)
+
+    def append(
+        self,
+        *,
+        run: str,
+        kind: str,
+        jti: str | None = None,
+        token: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> LedgerEntry:
+        """:meth:`Ledger.append`, inside the held locks."""
+        if kind not in _APPEND_KINDS:
+            raise LedgerFormatError(f"cannot append an entry of kind {kind!r}")
+        if not isinstance(run, str):
+            raise LedgerFormatError("'run' must be a string")
+        return self._ledger._append_locked(run, kind, jti, token, dict(meta) if meta is not None else {})
+
+
+def _hash_of_line_before(fd: int, start: int) -> str:
+    """The hash of the line that ends just before offset ``start`` (genesis when there is none)."""
+    if start == 0:
+        return GENESIS_PREV
+    line_start, line_end, _ = _last_line_bounds(fd, start)
+    if line_end - line_start <= MAX_LINE_BYTES:
+        return line_hash(os.pread(fd, line_end - line_start, line_start))
+    return _hash_range(fd, line_start, line_end)
 
 
 def _last_line_bounds(fd: int, size: int) -> tuple[int, int, bool]:

@@ -34,10 +34,12 @@ the middleware holds no owner for 404 ``session_unknown`` (:mod:`._sessions`; ``
 turns this off). ECTs must name their run (``wid``) and only predecessors this server accepted for
 that run, unless ``multi_server_runs=True`` (:mod:`._dagshape`; one process's memory: see there).
 
-``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once,
-each accepted ECT, and each refusal whose mandate verified (earlier refusals cannot be filed under a
-run, so they are only logged). The server cannot seal a client's run: verify it with
-``verify_ledger(path, trust, allow_unsealed=True)``.
+``ledger=`` adds the server's audit ledger (same format as the client's): each run's mandate once
+per file (across restarts and workers), each accepted ECT, and each refusal whose mandate verified
+(earlier refusals cannot be filed under a run, so they are only logged). The server cannot seal a
+client's run; with ``ledger_key=`` it writes a signed checkpoint every ``checkpoint_every`` entries
+and at shutdown (ASGI lifespan, or :meth:`McpAuthMiddleware.close`), see :mod:`._audit`. Verify it
+with ``verify_ledger(path, trust, allow_unsealed=True)`` (the server key in ``trust``, with no role).
 """
 
 from __future__ import annotations
@@ -47,17 +49,18 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ..act import Mandate
 from ..constraints import ConstraintRegistry
 from ..errors import McpClientAuthError, RequestIdInFlight, ServerLimitError
-from ..keys import TrustStore
+from ..keys import Identity, TrustStore
 from ..ledger import Ledger
+from ..ledger.anchor import Anchor
 from ..policy import ActionPolicy
 from ..replay import ReplayStore
+from ._audit import DEFAULT_CHECKPOINT_EVERY, ServerAudit
 from ._inflight import InFlightIds
 from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
 from ._listfilter import list_filter_send
@@ -133,6 +136,9 @@ class McpAuthMiddleware:
         multi_server_runs: bool = False,
         budget_runs: int = 100_000,
         budget_runs_per_root: int | None = None,
+        ledger_key: Identity | None = None,
+        checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+        ledger_anchor: Anchor | None = None,
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
@@ -167,10 +173,24 @@ class McpAuthMiddleware:
         self.inflight = InFlightIds()
         #: who opened which MCP session (``None``: sessions are not bound)
         self.sessions: SessionBindings | None = SessionBindings() if bind_sessions else None
-        self.ledger = ledger if isinstance(ledger, Ledger) or ledger is None else Ledger(ledger)
-        self._ledgered_mandates: OrderedDict[str, None] = OrderedDict()
+        self.audit = (
+            None
+            if ledger is None
+            else ServerAudit(
+                ledger, key=ledger_key, checkpoint_every=checkpoint_every, anchor=ledger_anchor, skew=skew
+            )
+        )
+        self.ledger = self.audit.ledger if self.audit is not None else None
+
+    def close(self) -> None:
+        """Write the audit ledger's last checkpoint and close it (also done at lifespan shutdown)."""
+        if self.audit is not None:
+            self.audit.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.audit is not None:
+            await self.app(scope, receive, self.audit.lifespan_send(send))
+            return
         if scope["type"] != "http" or not self._protected(scope):
             await self.app(scope, receive, send)
             return
@@ -280,20 +300,12 @@ class McpAuthMiddleware:
         return f"{scope.get('scheme', 'http')}://{host}{target}"
 
     def _audit_mandate(self, mandate: Mandate) -> str:
-        """File the mandate once per run (per process) so the run's later entries verify against it."""
-        run = mandate.jti
-        if run not in self._ledgered_mandates:
-            assert self.ledger is not None
-            self.ledger.append(
-                run=run, kind="mandate", jti=run, token=mandate.token, meta={"agent": mandate.sub}
-            )
-            self._ledgered_mandates[run] = None
-            while len(self._ledgered_mandates) > 10_000:
-                self._ledgered_mandates.popitem(last=False)
-        return run
+        """File the mandate once per run (per ledger file) so the run's later entries verify against it."""
+        assert self.audit is not None
+        return self.audit.mandate(mandate)
 
     def _audit_accept(self, request: IncomingRequest, verified: VerifiedRequest) -> None:
-        if self.ledger is None or verified.mandate is None:
+        if self.audit is None or verified.mandate is None:
             return
         run = self._audit_mandate(verified.mandate)
         if verified.ect is not None:
@@ -304,12 +316,12 @@ class McpAuthMiddleware:
                 if verified.call.tool is not None:
                     meta["tool"] = verified.call.tool
             meta.update(url=_without_query(request.url), action=verified.action, principal=verified.principal)
-            self.ledger.append(run=run, kind="ect", jti=verified.ect.jti, token=verified.ect.token, meta=meta)
+            self.audit.append(run=run, kind="ect", jti=verified.ect.jti, token=verified.ect.token, meta=meta)
 
     def _audit_denial(self, request: IncomingRequest, rejection: Rejection) -> None:
         # Only a rejection whose mandate verified can be filed under a run: the ledger verifier
         # insists every run starts with a valid mandate. Anything earlier is logged, not ledgered.
-        if self.ledger is None or rejection.mandate is None:
+        if self.audit is None or rejection.mandate is None:
             return
         run = self._audit_mandate(rejection.mandate)
         call = rejection.call
@@ -323,7 +335,7 @@ class McpAuthMiddleware:
             "status": rejection.status,
             "url": _without_query(request.url),
         }
-        self.ledger.append(run=run, kind="denial", meta=meta)
+        self.audit.append(run=run, kind="denial", meta=meta)
 
 
 def _without_query(url: str) -> str:

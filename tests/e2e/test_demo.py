@@ -38,10 +38,10 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert "erik's answer: Offices: Berlin, Lisbon, Toronto. Salaries are outside my mandate for you." in done.stdout
 
     # The files it promises, private ones 0600.
-    for name in ("maria.jwk", "erik.jwk", "agent.jwk"):
+    for name in ("maria.jwk", "erik.jwk", "agent.jwk", "server.jwk"):
         assert (out / "keys" / name).stat().st_mode & 0o777 == 0o600
     jwks = json.loads((out / "keys" / "jwks.json").read_text())
-    assert len(jwks["keys"]) == 3 and all("d" not in key for key in jwks["keys"])
+    assert len(jwks["keys"]) == 4 and all("d" not in key for key in jwks["keys"])
     # The trust file says who may sign what: each user's key for that user only, one agent key.
     names = {key["kid"]: key["name"] for key in jwks["keys"]}
     roles = jwks["mcpclient_auth"]
@@ -50,6 +50,9 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
         "erik": ["erik"],
     }
     assert [names[kid] for kid in roles["agents"]] == ["hr-agent"]
+    # ... plus the server key that signs the audit ledger's checkpoints, with no role.
+    assert "hr-server" in names.values()
+    assert "hr-server" not in {names[kid] for kid in [*roles["issuers"], *roles["agents"]]}
     assert (out / "ledger.jsonl").stat().st_mode & 0o777 == 0o600
     html = (out / "dag.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html
@@ -86,6 +89,16 @@ def test_demo_keeps_a_verifying_ledger_keys_and_a_dag(tmp_path: Path) -> None:
     assert [
         (e.meta["principal"], e.meta["tool"]) for e in server if e.meta["tool"] == "get_employee_salary"
     ] == [("maria", "get_employee_salary")]
+    # ... and it is sealed by the server's checkpoints: the CLI verifies it with the same public keys.
+    verified = cli(
+        "ledger",
+        "verify",
+        str(out / "server-ledger.jsonl"),
+        "--jwks",
+        str(out / "keys" / "jwks.json"),
+        "--allow-unsealed",
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_demo_without_out_leaves_nothing_behind_and_says_so(tmp_path: Path) -> None:

@@ -88,9 +88,11 @@ def test_hr_server_serves_signed_calls_and_refuses_the_rest(tmp_path: Path) -> N
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     server_ledger = tmp_path / "server-ledger.jsonl"
+    server_key = Identity.generate("ES256", name="hr-server")
+    server_key.save(tmp_path / "server.jwk")
     command = [sys.executable, str(SAMPLES / "hr_server.py"), "--jwks", str(jwks), "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--ledger", str(server_ledger)],
+        [*command, "--ledger", str(server_ledger), "--ledger-key", str(tmp_path / "server.jwk")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -140,5 +142,8 @@ def test_hr_server_serves_signed_calls_and_refuses_the_rest(tmp_path: Path) -> N
         stdout, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert f"HR MCP server at {url}" in stdout
-    report = verify_ledger(server_ledger, trust, allow_unsealed=True)
-    assert report.ok and report.entries == 2  # the mandate and the initialize ECT
+    # The mandate, the initialize ECT and the checkpoint the server wrote when SIGINT shut it down.
+    report = verify_ledger(
+        server_ledger, trust_for(issuers=[user], agents=[agent], keys=[server_key]), allow_unsealed=True
+    )
+    assert report.ok and report.entries == 3 and report.tail is None, report.failures

@@ -8,11 +8,13 @@ does when a signal or a filling disk interrupts a write. After every kill, befor
 the file:
 
 - the file opens and reads (``Ledger.open``: entries, runs) — no exception;
-- ``verify_ledger`` (and ``mcpclient-auth ledger verify --allow-unsealed``) report at most a torn
-  tail: no ``chain_broken``, ``seq_gap`` or any other failure on the complete lines;
+- ``verify_ledger`` reports at most the uncovered tail — ``unsealed_tail`` (the run that was being
+  written) and ``torn_tail``: no ``chain_broken``, ``seq_gap`` or any other failure on the complete
+  lines; ``mcpclient-auth ledger verify`` exits 3 for exactly that (0 when the kill fell right after
+  a seal), and 0 with ``--allow-unsealed-tail``;
 
-then a new writer reopens it, records the recovery (an ``error`` entry ``ledger_recovered`` when
-the tail was torn), continues the chain, and the file verifies clean.
+then a new writer with the agent's key reopens it, records a *signed* recovery (an ``error`` entry
+``ledger_recovered`` when the tail was torn), continues the chain, and the file verifies clean.
 
 Multi-process appends (acceptance 3) are covered by
 ``tests/e2e/test_ledger_processes.py::test_four_processes_append_to_one_ledger`` (4 spawned
@@ -149,25 +151,34 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         reader.runs()
         assert _complete_lines_chained(data) >= 1
         report = verify_ledger(path, actors.trust, allow_unsealed=True)
-        assert set(report.checks()) <= {"torn_tail"}, report.failures[:3]
+        assert set(report.checks()) <= {"torn_tail", "unsealed_tail"}, report.failures[:3]
         assert (report.torn_tail is not None) == torn
+        assert report.exit_code == (3 if report.tail is not None else 0)
+        assert torn <= (report.tail is not None)  # a torn line is always part of the tail
         result = runner.invoke(
             app, ["ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed", "--json"]
         )
-        assert result.exit_code == (1 if torn else 0), result.output
-        assert set(json.loads(result.stdout)["checks"]) <= {"torn_tail"}
+        assert result.exit_code == report.exit_code, result.output
+        assert set(json.loads(result.stdout)["checks"]) <= {"torn_tail", "unsealed_tail"}
+        result = runner.invoke(
+            app,
+            ["ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed", "--allow-unsealed-tail"],
+        )
+        assert result.exit_code == 0, result.output
 
-        # A writer reopening the file closes the torn line, records that, and continues the chain.
-        with Ledger(path) as ledger:
+        # A writer reopening the file closes the torn line, records (and signs) that, and continues.
+        with Ledger(path, key=actors.agent) as ledger:
             assert len(ledger.recoveries) == int(torn)
             if torn:
                 recovery = ledger.recoveries[0]
                 assert recovery.meta["code"] == RECOVERY_CODE and recovery.kind == "error"
+                assert recovery.token is not None
             write_run(ledger, actors, principal=f"after-{round_}")
         report = verify_ledger(path, actors.trust, allow_unsealed=True)
         assert report.ok, report.failures[:3]
-        assert report.torn_tail is None
+        assert report.torn_tail is None and report.tail is None
         assert len(report.recoveries) == torn_rounds
+        assert all(r.signed for r in report.recoveries)
 
     sealed = {s.principal for s in LedgerReader(path).runs() if s.sealed}
     assert {f"after-{n}" for n in range(KILLS)} <= sealed

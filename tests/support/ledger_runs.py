@@ -37,6 +37,8 @@ SYNTHETIC_PRINCIPALS = (
     "alice",
     "bob",
     "crash",
+    "maria",
+    "erik",
     *(f"user{n}" for n in range(32)),
     *(f"{prefix}-{n}" for prefix in ("after", "after-crash", "crash") for n in range(200)),
 )
@@ -49,7 +51,7 @@ class Actors:
 
     @classmethod
     def generate(cls, alg: str = "ES256") -> Actors:
-        return cls(Identity.generate(alg, name="alice-idp"), Identity.generate(alg, name="agent-1"))
+        return cls(Identity.generate(alg, name="alice"), Identity.generate(alg, name="agent-1"))
 
     @property
     def trust(self) -> TrustStore:

@@ -95,8 +95,12 @@ def test_verify_with_unsealed_runs(tmp_path: Path, actors: Actors) -> None:
     jwks.write_text(json.dumps(actors.jwks()))
     with Ledger(path) as writer:
         write_run(writer, actors, seal=False)
-    assert invoke("ledger", "verify", str(path), "--jwks", str(jwks))[0] == 1
-    assert invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed")[0] == 0
+    # The open run is the uncovered tail: exit 3, which only --allow-unsealed-tail accepts.
+    code, out, _ = invoke("ledger", "verify", str(path), "--jwks", str(jwks))
+    assert code == 3 and "unsealed_tail" in out
+    assert invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed")[0] == 3
+    code, out, _ = invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--allow-unsealed-tail")
+    assert code == 0 and "unsealed tail:" in out
 
 
 # --- show and runs -----------------------------------------------------------------------------------
@@ -185,9 +189,9 @@ def test_runs_one_line_per_run(ledger: tuple[Path, Path, WrittenRun, WrittenRun]
     code, out, _ = invoke("ledger", "runs", str(path), "--jwks", str(jwks))
     assert code == 0 and out.count("verified=yes") == 2
     lines = lines_of(path)
-    write_lines(path, lines[:-1])  # the second run loses its seal
+    write_lines(path, lines[:-1])  # the second run loses its seal: it is now the uncovered tail
     code, out, _ = invoke("ledger", "runs", str(path), "--jwks", str(jwks))
-    assert code == 1
+    assert code == 3
     assert "verified=yes" in out.splitlines()[0] and "verified=NO" in out.splitlines()[1]
 
 
@@ -280,3 +284,15 @@ def test_graph_of_a_damaged_run_still_draws(tmp_path: Path, actors: Actors) -> N
     kinds = [node.kind for node in graphs[0].nodes.values()]
     assert "unknown" in kinds  # the join's missing predecessor is drawn, flagged
     assert to_mermaid(graphs) and to_dot(graphs) and run.run in to_html(graphs)
+
+
+def test_graph_output_never_follows_a_symlink(
+    tmp_path: Path, ledger: tuple[Path, Path, WrittenRun, WrittenRun]
+) -> None:
+    path = ledger[0]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "dag.html"
+    link.symlink_to(victim)
+    code, _, err = invoke("ledger", "graph", str(path), "--format", "html", "-o", str(link))
+    assert code == 2 and "cannot write" in err and victim.read_text() == "keep me"

@@ -173,7 +173,7 @@ def test_runs_are_summarised_on_top_with_their_verdict(
     write_lines(path, lines_of(path)[:-1])  # the second run loses its seal
     assert invoke("ledger", "graph", str(path), "--format", "html", "-o", str(out), "--jwks", str(jwks))[0] == 0
     verdicts = [row[7] for row in summary_rows()]
-    assert verdicts[0] == ["verified"] and verdicts[1] == ["FAILED:", "run_unsealed"]
+    assert verdicts[0] == ["verified"] and verdicts[1] == ["FAILED:", "unsealed_tail"]
     code, _, _ = invoke(
         "ledger", "graph", str(path), "--format", "html", "-o", str(out), "--jwks", str(jwks), "--allow-unsealed"
     )

@@ -215,10 +215,21 @@ def test_inputs_and_json_report(tmp_path: Path, actors: Actors) -> None:
 
 
 def test_unsealed_runs(tmp_path: Path, actors: Actors) -> None:
+    # An unsealed run at the end of the file is the uncovered tail: exit 3, not also run_unsealed.
     path, run = one_run(tmp_path, actors, seal=False)
     report = verify_ledger(path, actors.trust)
-    assert checks(report) == {"run_unsealed"}
-    assert report.failures[0].run == run.run
+    assert checks(report) == {"unsealed_tail"} and report.exit_code == 3
+    assert report.tail is not None and report.tail.runs == {run.run} and report.tail.after_seq == 0
+    assert checks(verify_ledger(path, actors.trust, allow_unsealed=True)) == {"unsealed_tail"}
+    accepted = verify_ledger(path, actors.trust, allow_unsealed_tail=True)
+    assert accepted.ok and accepted.exit_code == 0 and accepted.tail is not None
+    # Followed by a sealed run, the unsealed run is covered by that seal's chain, but still has no
+    # seal of its own: run_unsealed (exit 1) unless allow_unsealed.
+    with Ledger(path) as ledger:
+        write_run(ledger, actors)
+    report = verify_ledger(path, actors.trust)
+    assert checks(report) == {"run_unsealed"} and report.exit_code == 1
+    assert report.failures[0].run == run.run and report.tail is None
     assert verify_ledger(path, actors.trust, allow_unsealed=True).ok
 
 
@@ -298,7 +309,8 @@ def test_the_seal_removed(tmp_path: Path, actors: Actors) -> None:
     assert parse_line(lines[-1]).kind == "seal"
     write_lines(path, lines[:-1])
     report = verify_ledger(path, actors.trust)
-    assert checks(report) == {"run_unsealed"}
+    # Indistinguishable from a writer that died before sealing (an anchor tells them apart).
+    assert checks(report) == {"unsealed_tail"} and report.exit_code == 3
     assert report.runs[run.run].sealed is False
 
 
@@ -392,8 +404,12 @@ def test_a_torn_last_line_is_reported_as_torn(tmp_path: Path, actors: Actors) ->
     assert report.torn_tail is not None and report.torn_tail.number == len(run.entries)
     assert "torn_tail" in checks(report)
     assert not checks(report) & {"chain_broken", "seq_gap", "line_malformed"}
-    # Every complete line is fine: with the run's missing seal excused, the torn tail is all there is.
-    assert checks(verify_ledger(path, actors.trust, allow_unsealed=True)) == {"torn_tail"}
+    # Every complete line is fine: the torn line and the open run are the uncovered tail (exit 3),
+    # which --allow-unsealed-tail accepts.
+    assert checks(report) == {"torn_tail", "unsealed_tail"} and report.exit_code == 3
+    accepted = verify_ledger(path, actors.trust, allow_unsealed_tail=True)
+    assert accepted.ok and accepted.torn_tail is not None and accepted.tail is not None
+    assert accepted.tail.torn and accepted.tail.runs == {run.run}
 
 
 # --- the other checks --------------------------------------------------------------------------------
@@ -423,7 +439,7 @@ def test_entries_after_the_seal(tmp_path: Path, actors: Actors) -> None:
     path, run = one_run(tmp_path, actors)
     with Ledger(path) as ledger:
         ledger.append(run=run.run, kind="denial", meta={"code": "mandate_denied"})
-    assert checks(verify_ledger(path, actors.trust)) == {"entry_after_seal"}
+    assert checks(verify_ledger(path, actors.trust)) == {"entry_after_seal", "unsealed_tail"}
 
 
 def test_a_run_without_its_mandate(tmp_path: Path, actors: Actors) -> None:
@@ -546,7 +562,7 @@ def test_jobs_2_finds_exactly_what_jobs_1_finds(tmp_path: Path, actors: Actors) 
     serial = verify_ledger(path, actors.trust, jobs=1)
     parallel = verify_ledger(path, actors.trust, jobs=2)
     assert key(serial) == key(parallel)
-    assert {"token_invalid", "unknown_key", "cap_violation", "run_unsealed", "chain_broken"} <= checks(serial)
+    assert {"token_invalid", "unknown_key", "cap_violation", "unsealed_tail", "chain_broken"} <= checks(serial)
     assert serial.tokens_verified == parallel.tokens_verified
 
 

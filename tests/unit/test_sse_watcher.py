@@ -82,3 +82,38 @@ def test_huge_single_line_event_in_many_chunks() -> None:
     w = ResponseWatcher(1)
     results = [w.feed(raw[i : i + 1000]) for i in range(0, len(raw), 1000)]
     assert results[-1] and not any(results[:-1])
+
+
+# --- the bound on what the watcher holds (issue 13, finding 5) ------------------------------------------
+
+
+def test_an_event_over_the_bound_is_dropped_not_held() -> None:
+    limit = 64 * 1024
+    w = ResponseWatcher(5, max_event_bytes=limit)
+    assert not w.feed(b"event: message\ndata: " + b"x" * 1000)
+    most = 0
+    for _ in range(1024):  # 64 MiB in 64 KiB chunks, one line: the finding's event
+        w.feed(b"x" * 65536)
+        most = max(most, w.held_bytes)
+        if w.too_large:
+            break
+    assert w.too_large and not w.done and most <= limit and w.held_bytes == 0
+    # Once flagged it stays flagged and holds nothing, whatever follows (even the response).
+    assert not w.feed(b"\n\n" + event(RESULT)) and w.held_bytes == 0 and not w.done
+
+
+def test_the_bound_counts_joined_data_lines_and_one_big_chunk() -> None:
+    w = ResponseWatcher(5, max_event_bytes=1000)
+    for _ in range(9):
+        assert not w.feed(b"data: " + b"y" * 100 + b"\n")
+    assert not w.too_large and w.held_bytes <= 1000
+    w.feed(b"data: " + b"y" * 200 + b"\n")
+    assert w.too_large
+    w = ResponseWatcher(5, max_event_bytes=1000)
+    w.feed(b"data: " + b"z" * 5000 + b"\n\n")  # a whole oversize event in one chunk
+    assert w.too_large and w.held_bytes == 0
+
+
+def test_events_under_the_bound_still_complete() -> None:
+    w = ResponseWatcher(5, max_event_bytes=max(len(event(RESULT)), len(event(PROGRESS))))
+    assert w.feed(event(PROGRESS) + event(RESULT)) and not w.too_large
