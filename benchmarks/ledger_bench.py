@@ -42,6 +42,10 @@ def _ect(agent: Identity, run: str, action: str, pred: list[str]) -> ExecutionCo
     )
 
 
+#: The principals benchmark runs act for; the user key is registered as their issuer.
+BENCH_PRINCIPALS = [f"user{n}" for n in range(50)]
+
+
 def write_run(ledger: Ledger, user: Identity, agent: Identity, principal: str) -> int:
     """One realistic run; returns the number of entries written (25)."""
     mandate = Mandate.issue(
@@ -50,6 +54,7 @@ def write_run(ledger: Ledger, user: Identity, agent: Identity, principal: str) -
         audience=AUDIENCE,
         purpose="Benchmark run",
         capabilities=[f"mcp.{t}" for t in TOOLS],
+        iss=principal,  # the user key speaks for the benchmark's principals (see BENCH_PRINCIPALS)
     )
     run = mandate.jti
     ledger.append(run=run, kind="mandate", jti=run, token=mandate.token, meta={"principal": principal})
@@ -179,7 +184,7 @@ def main() -> None:
 
     user, agent = Identity.generate("ES256", name="user"), Identity.generate("ES256", name="agent")
     trust = TrustStore()  # roles: the user key issues mandates for its name, the agent key acts
-    trust.add_issuer(user)
+    trust.add_issuer(user, principals=BENCH_PRINCIPALS)
     trust.add_agent(agent)
     print(f"ledger benchmark (pid {os.getpid()}, {os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:

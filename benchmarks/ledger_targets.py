@@ -22,7 +22,7 @@ from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, verify_ledger
 
 from ._common import Config, Row
-from .ledger_bench import _ect, bench_append, raw_es256_rate, write_run
+from .ledger_bench import BENCH_PRINCIPALS, _ect, bench_append, raw_es256_rate, write_run
 
 __all__ = ["ledger_append", "ledger_verify"]
 
@@ -95,7 +95,7 @@ def _verify_seconds(path: Path, trust: TrustStore, jobs: int) -> tuple[float, in
 def ledger_verify(config: Config) -> list[Row]:
     user, agent = Identity.generate("ES256", name="user"), Identity.generate("ES256", name="agent")
     trust = TrustStore()  # roles: the user key issues mandates for its name, the agent key acts
-    trust.add_issuer(user)
+    trust.add_issuer(user, principals=BENCH_PRINCIPALS)
     trust.add_agent(agent)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -141,6 +141,7 @@ class SignedRun:
         token_source: Any = None,
         principal: Principal | None = None,
         scopes: list[str] | None = None,
+        allowed_scopes: list[str] | None = None,
     ) -> None:
         self.url = url
         self.dir = artifacts()
@@ -158,6 +159,7 @@ class SignedRun:
             token_source=token_source,
             scopes=scopes,
             discover_resource_metadata=token_source is not None,
+            allowed_scopes=allowed_scopes,
             audience=url,
         )
         self.trust = self._trust()

@@ -17,6 +17,19 @@ from mcpclient_auth.authz import ID_TOKEN_TYPE, discover
 
 USER = "conformance-user"
 
+#: Scenarios whose 403 step-up demands a scope the server's RFC 9728 metadata does not advertise. The
+#: run refuses such a challenge by default (``AgentRun(allowed_scopes=)``, ScopeNotAllowed); an
+#: operator who trusts the server lists the scopes it may ask for, as here.
+STEP_UP_SCOPES: dict[str, list[str]] = {
+    # initial 401 scope=mcp:basic, scopes_supported=[mcp:profile], 403 scope=mcp:write
+    "auth/scope-step-up": ["mcp:basic", "mcp:profile", "mcp:write"],
+}
+
+
+def allowed_scopes_for(scenario: str) -> list[str] | None:
+    """The run's step-up scope allowlist for ``scenario`` (None: the SDK's default)."""
+    return STEP_UP_SCOPES.get(scenario)
+
 
 def principal_for(scenario: str) -> Principal:
     ctx = context()

@@ -273,13 +273,18 @@ async def as_issuer(url: str) -> str:
 
 
 async def run_sdk(url: str) -> None:
-    from _sources import principal_for, token_source_for
+    from _sources import allowed_scopes_for, principal_for, token_source_for
 
     from mcpclient_auth.factory import httpx2_client_factory
 
     async with httpx2.AsyncClient(follow_redirects=False) as browser:
         source = await token_source_for(SCENARIO, url, browser.get) if SCENARIO.startswith("auth/") else None
-        async with SignedRun(url, token_source=source, principal=principal_for(SCENARIO)) as signed:
+        async with SignedRun(
+            url,
+            token_source=source,
+            principal=principal_for(SCENARIO),
+            allowed_scopes=allowed_scopes_for(SCENARIO),
+        ) as signed:
             client = httpx2_client_factory(signed.run)(
                 transport=signed.transport(httpx2.AsyncHTTPTransport())
             )

@@ -812,6 +812,10 @@ class ExecutionRecord(_ActToken):
             raise KeyBindingMismatch(
                 "the record is not signed by a registered agent key", code="signer_not_agent"
             )
+        if record.agent_kid is None:
+            named = trust.agent_named(record.sub)  # name-only: the one agent key with that name
+            if named is None or named.thumbprint != jws.key.thumbprint:
+                raise KeyBindingMismatch("the record is not signed by the one agent key named as its subject")
         if verify_time and record.iat > now_seconds(now) + skew:
             raise TokenNotYetValid("the record was issued in the future ('iat' beyond the clock skew)")
         if mandate is not None:

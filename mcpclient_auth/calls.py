@@ -197,10 +197,9 @@ def admit(run: RunView, method: str, body: bytes, content_type: str | None) -> A
         if run.mandate.exp <= time.time() + EXPIRY_MARGIN:
             raise TokenExpired("the run's mandate has expired; no further calls can be authorised")
         action = check_call(run.policy, call, run.mandate)
-        # Constraints of a granted action apply whatever the policy (never ignored).
-        constraints = run.mandate.constraints(action)
-        if constraints:
-            run.budget.charge(run.id, action, constraints, call, expires=run.mandate.exp)
+        # Constraints of a granted action apply whatever the policy (never ignored), charged to every
+        # budgeted link of the mandate's chain (all or nothing), as the server does.
+        run.budget.charge_chain(run.mandate.chain, action, call)
     except McpClientAuthError as exc:
         run.journal.denial(call, getattr(exc, "action", None), exc)
         return Refusal(call, exc)

@@ -40,7 +40,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,6 +51,7 @@ from .policy import call_arguments
 __all__ = [
     "DEFAULT_REGISTRY",
     "ArgumentConstraint",
+    "BudgetedMandate",
     "CallBudget",
     "CallUse",
     "ConstraintEvaluator",
@@ -326,31 +327,63 @@ def is_narrower(
     return (registry or DEFAULT_REGISTRY).is_narrower(parent, child)
 
 
+class BudgetedMandate(Protocol):
+    """What :class:`CallBudget` reads of a mandate (an :class:`~mcpclient_auth.act.Mandate`)."""
+
+    @property
+    def jti(self) -> str: ...
+
+    @property
+    def exp(self) -> int: ...
+
+    def constraints(self, action: str) -> dict[str, Any] | None: ...
+
+
 class CallBudget:
-    """Calls made per (run, action), for ``max_calls``; evaluation and counting are one atomic step.
+    """Calls made per (mandate, action), for ``max_calls``; evaluation and counting are one atomic step.
 
         budget = CallBudget(max_runs=100_000)
+        budget.charge_chain(mandate.chain, action, call)      # root first, the acting mandate last
         budget.charge(mandate.jti, action, mandate.constraints(action), call, expires=mandate.exp)
 
-    Only actions with a counting constraint are tracked. Memory is bounded by ``max_runs``: runs whose
-    mandate expired (beyond ``skew``) are forgotten first — their calls are refused anyway; when every
-    slot holds a live run, a *new* run with a budget is refused (``budget_capacity``) rather than
-    forgetting a live run's count, which would hand it a fresh budget (fail closed).
+    A ``max_calls`` bounds the calls made *under* a mandate, its delegations included: otherwise an
+    agent re-delegates its budgeted mandate to itself and every sub-mandate (a fresh ``jti``) brings
+    a fresh budget. :meth:`charge_chain` therefore charges every link of the chain whose capability
+    counts calls of the action — all or nothing, under one lock.
 
-    The counts live in this object: one process. Several server workers each keep their own, so a
-    run could make up to ``max_calls`` calls *per worker*; share a store between workers for a
-    strict bound (a follow-up, like the replay cache's shared store).
+    Only actions with a counting constraint are tracked. Memory is bounded by ``max_runs`` slots (one
+    per mandate with a budget): mandates that expired (beyond ``skew``) are forgotten first — their
+    calls are refused anyway; when every slot holds a live mandate, a *new* one with a budget is
+    refused (``budget_capacity``) rather than forgetting a live count, which would hand it a fresh
+    budget (fail closed). One chain root (a user's mandate) holds at most ``max_runs_per_root`` slots,
+    so one agent's delegations cannot fill the table and lock every other user out.
+
+    The counts live in this object: one process, reset when it restarts. Several server workers each
+    keep their own, so a mandate could make up to ``max_calls`` calls *per worker* (and again after a
+    restart); share a store between workers for a strict bound (a follow-up, like the replay cache's
+    shared store).
     """
 
     def __init__(
-        self, *, max_runs: int = 100_000, skew: float = 60, registry: ConstraintRegistry | None = None
+        self,
+        *,
+        max_runs: int = 100_000,
+        max_runs_per_root: int | None = None,
+        skew: float = 60,
+        registry: ConstraintRegistry | None = None,
     ) -> None:
         if max_runs < 1:
             raise ConfigurationError("max_runs must be at least 1")
+        per_root = max(min(max_runs, 64), max_runs // 100) if max_runs_per_root is None else max_runs_per_root
+        if per_root < 1:
+            raise ConfigurationError("max_runs_per_root must be at least 1")
         self.max_runs = max_runs
+        self.max_runs_per_root = per_root
         self.skew = skew
         self.registry = registry or DEFAULT_REGISTRY
-        self._runs: OrderedDict[str, tuple[float, dict[str, int]]] = OrderedDict()
+        # run -> (expires, calls by action, chain root)
+        self._runs: OrderedDict[str, tuple[float, dict[str, int], str]] = OrderedDict()
+        self._per_root: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -358,7 +391,7 @@ class CallBudget:
             return len(self._runs)
 
     def calls(self, run: str, action: str) -> int:
-        """Calls of ``action`` charged to ``run`` so far."""
+        """Calls of ``action`` charged to ``run`` (a mandate ``jti``) so far."""
         with self._lock:
             entry = self._runs.get(run)
             return entry[1].get(action, 0) if entry is not None else 0
@@ -369,6 +402,11 @@ class CallBudget:
         if not constraints:
             return
         self.registry.evaluate(constraints, call, action, calls_made=self.calls(run, action))
+
+    def check_chain(self, chain: Sequence[BudgetedMandate], action: str, call: Call) -> None:
+        """:meth:`check` for every link of ``chain`` (root first), counting nothing."""
+        for link in chain:
+            self.check(link.jti, action, link.constraints(action), call)
 
     def charge(
         self,
@@ -384,29 +422,68 @@ class CallBudget:
 
         Raises :class:`ConstraintViolated` (nothing counted) when the call breaks a constraint.
         """
-        if not self.registry.counts_calls(constraints):
-            self.registry.evaluate(constraints, call, action)
+        self._charge_links([(run, constraints, expires)], action, call, root=run, now=now)
+
+    def charge_chain(
+        self, chain: Sequence[BudgetedMandate], action: str, call: Call, *, now: float | None = None
+    ) -> None:
+        """Charge ``call`` to every link of ``chain`` (root first, the acting mandate last) whose
+        constraints for ``action`` count calls; evaluated and counted all or nothing."""
+        if not chain:
+            raise ConfigurationError("charge_chain needs at least one mandate")
+        links = [(link.jti, link.constraints(action), float(link.exp)) for link in chain]
+        self._charge_links(links, action, call, root=chain[0].jti, now=now)
+
+    def _charge_links(
+        self,
+        links: Sequence[tuple[str, Mapping[str, Any] | None, float]],
+        action: str,
+        call: Call,
+        *,
+        root: str,
+        now: float | None,
+    ) -> None:
+        counted = [link for link in links if self.registry.counts_calls(link[1])]
+        for _, constraints, _ in links:
+            if not self.registry.counts_calls(constraints):
+                self.registry.evaluate(constraints, call, action)
+        if not counted:
             return
         now = time.time() if now is None else now
         with self._lock:
-            entry = self._runs.get(run)
-            if entry is None:
-                self._make_room(now)
-                entry = (expires, {})
-                self._runs[run] = entry
-            counts = entry[1]
-            self.registry.evaluate(constraints, call, action, calls_made=counts.get(action, 0))
-            counts[action] = counts.get(action, 0) + 1
+            # Evaluate every budget first, then count: a refusal by any link counts nothing anywhere.
+            for run, constraints, _ in counted:
+                entry = self._runs.get(run)
+                made = entry[1].get(action, 0) if entry is not None else 0
+                self.registry.evaluate(constraints, call, action, calls_made=made)
+            new = [(run, expires) for run, _, expires in counted if run not in self._runs]
+            if new:
+                self._make_room(now, root, len(new))
+            for run, expires in new:
+                self._runs[run] = (expires, {}, root)
+                self._per_root[root] = self._per_root.get(root, 0) + 1
+            for run, _, _ in counted:
+                counts = self._runs[run][1]
+                counts[action] = counts.get(action, 0) + 1
 
-    def _make_room(self, now: float) -> None:
-        if len(self._runs) < self.max_runs:
+    def _make_room(self, now: float, root: str, needed: int) -> None:
+        def full() -> bool:
+            return (
+                len(self._runs) + needed > self.max_runs
+                or self._per_root.get(root, 0) + needed > self.max_runs_per_root
+            )
+
+        if not full():
             return
-        expired = [run for run, (expires, _) in self._runs.items() if expires + self.skew < now]
+        expired = [run for run, (expires, _, _) in self._runs.items() if expires + self.skew < now]
         for run in expired:
-            del self._runs[run]
-        if len(self._runs) >= self.max_runs:
+            _, _, owner = self._runs.pop(run)
+            self._per_root[owner] -= 1
+            if not self._per_root[owner]:
+                del self._per_root[owner]
+        if full():
             raise ConstraintViolated(
-                "too many live runs with call budgets to track another one; refused rather than "
-                "forgetting a live run's count",
+                "too many live mandates with call budgets to track another one; refused rather than "
+                "forgetting a live mandate's count",
                 code="budget_capacity",
             )

@@ -259,6 +259,12 @@ class JsonRpcError(McpClientAuthError, ValueError):
     code = "jsonrpc_malformed"
 
 
+class RequestIdInFlight(JsonRpcError):
+    """A request reuses the id of a request still pending in the same MCP session."""
+
+    code = "request_id_in_flight"
+
+
 class PrincipalMismatch(McpClientAuthError):
     """A run bound to one principal was asked to act for another."""
 
@@ -571,6 +577,13 @@ class KeyBindingMismatch(TokenError):
     code = "key_binding_mismatch"
 
 
+class RecordMandateMissing(TokenError):
+    """An execution record verified without its mandate: the agent's key alone signs a record, so
+    its mandate claims (``iss``, ``cap``, ...) prove nothing until compared with the verified mandate."""
+
+    code = "record_mandate_missing"
+
+
 # --- authorization: additions ---------------------------------------------------------------------
 
 
@@ -712,9 +725,11 @@ __all__ = [
     "PhaseError",
     "PrincipalMismatch",
     "PrivilegeEscalation",
+    "RecordMandateMissing",
     "ReplayDetected",
     "ReplayStoreFull",
     "ReplayStoreUnavailable",
+    "RequestIdInFlight",
     "RequestOutOfScope",
     "ResourceMetadataError",
     "RunClosed",

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .errors import JsonRpcError
 
-__all__ = ["TOOLS_CALL", "Call", "CallKind", "NotJsonRpc", "parse"]
+__all__ = ["TOOLS_CALL", "Call", "CallKind", "NotJsonRpc", "answered_by", "parse"]
 
 TOOLS_CALL = "tools/call"
 
@@ -166,6 +166,12 @@ def parse(body: bytes, *, content_type: str | None = None) -> Call | NotJsonRpc:
     if "id" in message and (("result" in message) != ("error" in message)):
         return Call("response", None, _request_id(message), None, None, _answered(message))
     raise JsonRpcError("JSON-RPC body is neither a request nor a response")
+
+
+def answered_by(result: Any) -> str:
+    """What an answer whose ``result`` is this answers, by its shape (``Call.answers`` of a response;
+    also used for the answers MCP 2026-07-28 embeds in a request's ``params.inputResponses``)."""
+    return _answered({"result": result})
 
 
 def _answered(message: dict[str, Any]) -> str:

@@ -249,14 +249,16 @@ def jwk_thumbprint(public_members: Mapping[str, str]) -> str:
 class PublicKey:
     """A verification key: algorithm, ``kid`` and optional name. Safe to print and to share."""
 
-    __slots__ = ("_algorithm", "_key", "_members", "kid", "name")
+    __slots__ = ("_algorithm", "_key", "_members", "_thumbprint", "kid", "name")
 
     def __init__(self, key: PublicKeyObject, *, kid: str | None = None, name: str | None = None) -> None:
         self._algorithm = _algorithm_for(key)
         self._key = key
         self._members = self._algorithm.public_members(key)
+        # Computed once: verifiers compare it with cnf.jkt on every request (~9 µs a computation).
+        self._thumbprint = jwk_thumbprint(self._members)
         #: The RFC 7638 thumbprint unless the JWK named another ``kid``.
-        self.kid: str = kid or jwk_thumbprint(self._members)
+        self.kid: str = kid or self._thumbprint
         self.name: str | None = name
 
     @property
@@ -275,7 +277,7 @@ class PublicKey:
 
     @property
     def thumbprint(self) -> str:
-        return jwk_thumbprint(self._members)
+        return self._thumbprint
 
     def verify(self, data: bytes, signature: bytes) -> bool:
         """True when ``signature`` (raw r||s for ES256) is valid over ``data``."""
@@ -508,6 +510,7 @@ class TrustStore:
         self._keys: dict[str, PublicKey] = {}
         self._issuers: dict[str, frozenset[str]] = {}
         self._agents: set[str] = set()
+        self._kids_by_thumbprint: dict[str, set[str]] = {}
         self._max_depth = DEFAULT_MAX_DELEGATION_DEPTH
         self.max_delegation_depth = max_delegation_depth
         for key in keys:
@@ -524,8 +527,23 @@ class TrustStore:
         existing = self._keys.get(public.kid)
         if existing is not None and existing != public:
             raise KeyFormatError(f"two different keys claim kid {public.kid!r}")
+        # A mandate binds its agent by thumbprint (cnf.jkt); a kid spelling another key's thumbprint
+        # would let a verifier that ever compared kid with jkt confuse the two keys. Refused both ways.
+        for other in self._kids_by_thumbprint.get(public.kid, ()):
+            if self._keys[other].thumbprint != public.thumbprint:
+                raise KeyFormatError(f"kid {public.kid[:16]!r} is the thumbprint of another key")
+        claimed = self._keys.get(public.thumbprint)
+        if claimed is not None and claimed.thumbprint != public.thumbprint:
+            raise KeyFormatError(
+                f"another key uses this key's thumbprint {public.thumbprint[:16]!r} as its kid"
+            )
         self._keys[public.kid] = public
+        self._kids_by_thumbprint.setdefault(public.thumbprint, set()).add(public.kid)
         return public
+
+    def _same_key_kids(self, public: PublicKey) -> set[str]:
+        """Every kid under which this very key (same thumbprint) is registered."""
+        return self._kids_by_thumbprint.get(public.thumbprint, set()) | {public.kid}
 
     # --- roles -------------------------------------------------------------------------------------
 
@@ -551,7 +569,7 @@ class TrustStore:
         for name in names:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError("each principal must be a non-empty string")
-        if public.kid in self._agents:
+        if self._same_key_kids(public) & self._agents:
             raise TrustRoleConflict(
                 f"key {public.kid[:16]!r} is an agent key; an agent key cannot also issue mandates"
             )
@@ -562,7 +580,7 @@ class TrustStore:
     def add_agent(self, key: KeyLike) -> PublicKey:
         """Add ``key`` as an agent key (signs ECTs, requests, records, seals and delegations)."""
         public = self._public_for(key)
-        if public.kid in self._issuers:
+        if self._same_key_kids(public) & self._issuers.keys():
             raise TrustRoleConflict(
                 f"key {public.kid[:16]!r} is an issuer key; an issuer key cannot also be an agent key"
             )
@@ -596,6 +614,14 @@ class TrustStore:
     def is_agent(self, kid: str) -> bool:
         """Whether the key ``kid`` is a registered agent key."""
         return isinstance(kid, str) and kid in self._agents
+
+    def agent_named(self, name: str) -> PublicKey | None:
+        """The one agent key whose JWK ``name`` is ``name`` — what a name-only mandate (no ``cnf.jkt``)
+        designates; ``None`` when no agent key, or more than one distinct key, carries that name
+        (names are not unique, so an ambiguous name binds nobody)."""
+        keys = (self._keys[kid] for kid in self._agents)
+        found = {key.thumbprint: key for key in keys if key.name == name}
+        return next(iter(found.values())) if len(found) == 1 else None
 
     @property
     def issuers(self) -> dict[str, frozenset[str]]:

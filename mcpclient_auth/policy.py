@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ActionMappingError, ConfigurationError, MandateDenied
-from .jsonrpc import Call
+from .jsonrpc import Call, answered_by
 
 __all__ = [
     "ACTION_COMPONENT",
@@ -289,4 +289,41 @@ def check_call(policy: ActionPolicy, call: Call, mandate: CapabilitySet) -> str:
             action=action,
             **details,
         )
+    for answer_action in ungranted_input_responses(policy, call, mandate):
+        raise MandateDenied(
+            f"the request carries an answer ({answer_action!r}) the mandate does not grant; the call was "
+            "not sent",
+            action=answer_action,
+        )
     return action
+
+
+#: Where MCP 2026-07-28 carries a client's answers to a server's sampling / elicitation / roots
+#: requests: inside the retried request, not as JSON-RPC responses.
+INPUT_RESPONSES = "inputResponses"
+
+
+def input_response_calls(call: Call) -> list[Call]:
+    """Each answer embedded in ``call``'s ``params.inputResponses``, as the response :class:`Call` it
+    replaces (classified by shape, like a JSON-RPC response: ``elicitation/create``, ...)."""
+    if call.kind != "request" or not call.params:
+        return []
+    responses = call.params.get(INPUT_RESPONSES)
+    if responses is None:
+        return []
+    if not isinstance(responses, Mapping):
+        # Fail closed: an answer we cannot classify is classified as an answer with a result.
+        return [Call("response", None, call.id, None, None, "result")]
+    answers = [answered_by(value) for value in responses.values()]
+    return [Call("response", None, call.id, None, None, answered) for answered in answers]
+
+
+def ungranted_input_responses(policy: ActionPolicy, call: Call, mandate: CapabilitySet | None) -> list[str]:
+    """The actions of ``call``'s embedded answers that need a capability ``mandate`` does not grant —
+    the same actions their JSON-RPC response form needs, so a protocol version cannot bypass them."""
+    refused = []
+    for answer in input_response_calls(call):
+        action = policy.action_for(answer)
+        if policy.requires_capability(answer, action) and (mandate is None or not mandate.allows(action)):
+            refused.append(action)
+    return refused

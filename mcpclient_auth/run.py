@@ -56,6 +56,7 @@ from .context import acting_for, current_principal, discovery_mode, use_run
 from .dag import Frontier
 from .errors import (
     ConfigurationError,
+    PrincipalMismatch,
     TokenExpired,
 )
 from .httpsig import RequestSigner
@@ -203,11 +204,18 @@ class AgentRun:
         if trust is not None:
             self.mandate = self._verified(self.mandate, trust)
         check_known(self.mandate.cap)  # a constraint nobody enforces makes the mandate unusable
-        self._budget = CallBudget(max_runs=1)
+        self._budget = CallBudget(max_runs=len(self.mandate.chain))  # one slot per budgeted link
         self.audiences: list[str] = configured or list(self.mandate.aud)
         self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
             raise ConfigurationError("principal must be a Principal")
+        if self.principal.id != self.mandate.principal:
+            # The user token fetched and the ledger's attribution must be the mandate's principal's.
+            raise PrincipalMismatch(
+                f"the run's principal {self.principal.id!r} is not the mandate's principal "
+                f"{self.mandate.principal!r} (its chain's root iss)",
+                principal=self.principal.id,
+            )
         self.frontier = Frontier(self.mandate.jti)
         self.signer = RequestSigner(
             agent, "mcp", ect_header=ect_header, audience=audience if isinstance(audience, str) else None

@@ -27,7 +27,13 @@ from .. import jose
 from .._claims import check_audience
 from ..act import DEFAULT_MANDATE_TTL, ExecutionRecord, Mandate
 from ..ect import ExecutionContextToken
-from ..errors import InvalidTokenType, KeyFormatError, McpClientAuthError
+from ..errors import (
+    InvalidTokenType,
+    KeyBindingMismatch,
+    KeyFormatError,
+    McpClientAuthError,
+    RecordMandateMissing,
+)
 from ..keys import Identity, PublicKey, TrustStore
 from .keys import roles_hint
 
@@ -124,21 +130,32 @@ def decode(token: str = typer.Argument(..., help="The compact token, or '-' for 
     typer.echo(json.dumps({"verified": False, "header": jws.header, "claims": jws.claims}, indent=2))
 
 
-# typ -> verifier: (token, trust, audience) -> (kind, verified object with .header/.claims)
-_Verifier = Callable[[str, TrustStore, str | None], tuple[str, Any]]
+# typ -> verifier: (token, trust, audience, mandate token) -> (kind, verified object with .header/.claims)
+_Verifier = Callable[[str, TrustStore, str | None, str | None], tuple[str, Any]]
 
 
-def _verify_act(token: str, trust: TrustStore, audience: str | None) -> tuple[str, Any]:
+def _verify_act(token: str, trust: TrustStore, audience: str | None, mandate: str | None) -> tuple[str, Any]:
     claims = jose.decode(token).claims
     if "exec_act" in claims or "status" in claims:
-        record = ExecutionRecord.verify(token, trust)
+        # The agent key alone signs a record: its iss/cap are only claims until they are compared
+        # with the mandate, verified against the issuer roles first.
+        if mandate is None:
+            raise RecordMandateMissing(
+                "an execution record proves its mandate claims only against the mandate: pass --mandate"
+            )
+        verified_mandate = Mandate.verify(mandate, trust)
+        record = ExecutionRecord.verify(token, trust, mandate=verified_mandate)
         check_audience(record.aud, audience)
         return "execution_record", record
     return "mandate", Mandate.verify(token, trust, audience=audience)
 
 
-def _verify_ect(token: str, trust: TrustStore, audience: str | None) -> tuple[str, Any]:
-    return "ect", ExecutionContextToken.verify(token, trust, audience=audience)
+def _verify_ect(token: str, trust: TrustStore, audience: str | None, mandate: str | None) -> tuple[str, Any]:
+    ect = ExecutionContextToken.verify(token, trust, audience=audience)
+    # With roles, only an agent key signs ECTs (an issuer key signing calls would skip the agent).
+    if trust.has_roles and not trust.is_agent(str(ect.header.get("kid"))):
+        raise KeyBindingMismatch("the ECT is not signed by a registered agent key", code="signer_not_agent")
+    return "ect", ect
 
 
 _VERIFIERS: dict[str, _Verifier] = {
@@ -153,8 +170,11 @@ def verify(
     token: str = typer.Argument(..., help="The compact token, or '-' for standard input."),
     jwks: Path = typer.Option(..., "--jwks", help="JWKS file with the trusted public keys."),
     aud: str | None = typer.Option(None, "--aud", help="Require this audience."),
+    mandate: str | None = typer.Option(
+        None, "--mandate", help="The record's mandate token (required for an execution record)."
+    ),
 ) -> None:
-    """Verify a mandate, execution record or ECT. Exit 0 valid, 1 invalid, 2 usage error."""
+    """Verify a mandate, execution record (with --mandate) or ECT. Exit 0 valid, 1 invalid, 2 usage error."""
     text = _read_token(token)
     trust = _load_trust(jwks, roles=False)
     try:
@@ -164,7 +184,7 @@ def verify(
             raise InvalidTokenType(f"not a token kind this command verifies; expected {sorted(_VERIFIERS)}")
         if typ == jose.ACT_TYP and not trust.has_roles:
             raise _usage_error(roles_hint(jwks))  # mandates and records: who signed matters
-        kind, verified = verifier(text, trust, aud)
+        kind, verified = verifier(text, trust, aud, mandate.strip() if mandate else None)
     except McpClientAuthError as exc:
         raise _invalid(exc) from None
     typer.echo(

@@ -147,6 +147,7 @@ CHECKS: dict[str, str] = {
     "signer_not_agent": "an ECT, record or seal is signed by a key that is not a registered agent key",
     "token_time": "a token was logged outside its validity, or a call outlived its mandate",
     "entry_mismatch": "an entry's jti, run or wid disagrees with its token, or a response answers no call",
+    "principal_mismatch": "an entry names another principal than the run's mandate (its chain's root iss)",
     "mandate_missing": "a run's entries do not start with its mandate",
     "pred_unknown": "a pred is not an earlier mandate or ECT of the same run",
     "pred_newer": "a predecessor was issued after its child (beyond the clock skew)",
@@ -380,6 +381,10 @@ def _check_for(kind: str, exc: Exception) -> tuple[str, str]:
 # --- one run -------------------------------------------------------------------------------------------
 
 
+#: A call charged to an ancestor mandate's budget: (seq, ECT jti, ancestor jti, action, max_calls).
+AncestorCall = tuple[int, "str | None", str, str, int]
+
+
 class _RunChecker:
     """Every check that concerns one run, fed its entries in file order.
 
@@ -409,6 +414,8 @@ class _RunChecker:
         self._kid_binding: dict[tuple[str, str], bool] = {}
         #: action -> ECTs of the run, for actions whose capability has ``max_calls``.
         self._calls: dict[str, int] = {}
+        #: (seq, ECT jti, ancestor jti, action, max_calls) for each call a budgeted ancestor pays for.
+        self._ancestor_calls: list[AncestorCall] = []
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
             "mandate": self._mandate,
             "ect": self._ect,
@@ -429,6 +436,10 @@ class _RunChecker:
             self._missing_reported = True
             self.fail(entry, "mandate_missing", "the run's first entry is not its mandate")
         self._handlers[entry.kind](entry)
+        principal = entry.meta.get("principal")
+        if self.mandate is not None and principal is not None and principal != self.mandate.principal:
+            # The run acts for the mandate's principal; a log naming another user misattributes it.
+            self.fail(entry, "principal_mismatch", "the entry names another principal than the run's mandate")
         if entry.kind != "seal":
             self._count += 1
 
@@ -467,14 +478,13 @@ class _RunChecker:
         """Whether the trusted key ``kid`` carries the name ``sub`` (an unknown kid is reported already)."""
         if not isinstance(kid, str) or kid not in self.trust:
             return True
-        return self.trust.get(kid).name == sub
+        named = self.trust.agent_named(sub)  # exactly one agent key may carry the name
+        return named is not None and named.thumbprint == self.trust.get(kid).thumbprint
 
     def _bound_key(self, kid: Any, jkt: str) -> bool:
         """Whether the key named ``kid`` is the one a mandate's ``cnf.jkt`` binds."""
         if not isinstance(kid, str):
             return False
-        if kid == jkt:
-            return True
         cached = self._kid_binding.get((kid, jkt))
         if cached is None:
             cached = kid in self.trust and self.trust.get(kid).thumbprint == jkt
@@ -502,6 +512,7 @@ class _RunChecker:
         except ConstraintError as exc:
             self.fail(entry, "constraint_unknown", f"mandate: {exc.code}: {exc.message}")
         self.mandate = mandate
+        self.summary.principal = mandate.principal  # whom the mandate names, not what the log says
         self._iat[mandate.jti] = mandate.iat
 
     def _ect(self, entry: LedgerEntry) -> None:
@@ -549,6 +560,11 @@ class _RunChecker:
     def _count_call(self, entry: LedgerEntry, mandate: Mandate, action: str) -> None:
         """``max_calls``: the run's ECTs for a budgeted action (bodies are not in the ledger, so
         argument constraints cannot be re-checked here; the server enforces them before the tool runs)."""
+        for ancestor in mandate.chain[:-1]:
+            # A delegated run spends its ancestors' budgets too; they are totalled over every run.
+            bound = (ancestor.constraints(action) or {}).get("max_calls")
+            if type(bound) is int:
+                self._ancestor_calls.append((entry.seq, entry.jti, ancestor.jti, action, bound))
         limit = (mandate.constraints(action) or {}).get("max_calls")
         if type(limit) is not int:
             return
@@ -627,7 +643,9 @@ class _RunChecker:
         """End of the run (its seal, or the end of the file): settle forward references."""
         if self._forward:
             self._settle_forward()
-        return _RunResult(self.run, self.failures, self.summary, self.tokens_verified, self.sealed)
+        return _RunResult(
+            self.run, self.failures, self.summary, self.tokens_verified, self.sealed, self._ancestor_calls
+        )
 
     def _settle_forward(self) -> None:
         # Forward references only exist in damaged ledgers: sort them into cycles and unknown ids.
@@ -653,6 +671,7 @@ class _RunResult:
     summary: RunSummary
     tokens_verified: int
     sealed: bool
+    ancestor_calls: list[AncestorCall]
 
 
 # --- where the runs are checked ---------------------------------------------------------------------
@@ -793,6 +812,7 @@ class _Verifier:
         else:
             self.runs = _InlineRuns(trust, skew, self._run_done)
         self.sealed: set[str] = set()
+        self._ancestor_calls: list[tuple[AncestorCall, str]] = []
         self.tail = Tail()
         #: The recovery record judged together with the unreadable line before it: (seq, signed).
         self._judged: tuple[int, bool] | None = None
@@ -864,6 +884,7 @@ class _Verifier:
                 self._judge_unreadable(pending, pending_before, pending_seq, None)
         finally:
             self.runs.close()
+        self._check_ancestor_budgets()
         report = self.report
         self._finish_tail()
         for seq, digest in sorted(self.anchors.items()):
@@ -1074,6 +1095,24 @@ class _Verifier:
         if not result.sealed and not self.allow_unsealed and result.run not in self.tail.runs:
             report.failures.append(Failure(None, None, result.run, "run_unsealed", "the run has no seal"))
         report.runs[result.run] = result.summary
+        self._ancestor_calls.extend((call, result.run) for call in result.ancestor_calls)
+
+    def _check_ancestor_budgets(self) -> None:
+        """``max_calls`` of a mandate bounds the calls of all its delegations together, across runs."""
+        made: dict[tuple[str, str], int] = {}
+        for (seq, jti, ancestor, action, limit), run in sorted(self._ancestor_calls, key=lambda c: c[0][0]):
+            count = made[(ancestor, action)] = made.get((ancestor, action), 0) + 1
+            if count > limit:
+                self.report.failures.append(
+                    Failure(
+                        seq,
+                        jti,
+                        run,
+                        "constraint_violation",
+                        f"call {count} of {action!r} under mandate {ancestor} (delegations included) "
+                        f"exceeds its max_calls {limit}",
+                    )
+                )
 
 
 def _looks_torn(line: RawLine, seq: int) -> bool:

@@ -4,7 +4,8 @@ Streamable HTTP names a session with the ``mcp-session-id`` the server returns o
 response; every later POST, the SSE ``GET`` and the closing ``DELETE`` carry it. Without a binding,
 another agent with its own valid mandate that learns a session id could post into the session, read
 its stream or delete it. So the middleware remembers, per session id, the caller that opened it —
-mandate ``iss``, mandate ``sub`` and the agent key (``keyid``) that signed the request — and refuses
+the principal (the mandate chain's root ``iss``), mandate ``sub`` and the agent key (its thumbprint)
+that signed the request — and refuses
 any request on that id from anyone else (403 ``session_not_yours``). A session id it holds no owner
 for (never opened through it, or the binding expired) is answered 404 ``session_unknown``, which MCP
 clients take as "start a new session" (MCP Streamable HTTP, session management).
@@ -43,19 +44,22 @@ Send = Callable[[Message], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a verified request: the mandate's ``iss`` and ``sub`` and the signing key id."""
+    """Who sent a verified request: the principal (the mandate chain's root ``iss`` — a sub-mandate's
+    own ``iss`` is only the delegating agent, so binding by it would let another user's delegation
+    from the same agent into the session), the mandate's ``sub``, and the signing agent key's
+    RFC 7638 thumbprint (the key itself, whatever ``kid`` it is registered under)."""
 
-    iss: str | None
+    principal: str | None
     sub: str | None
-    kid: str
+    agent_key: str
 
     @classmethod
     def of(cls, verified: VerifiedRequest) -> Caller:
         mandate = verified.mandate
         return cls(
-            iss=mandate.iss if mandate is not None else None,
+            principal=mandate.principal if mandate is not None else None,
             sub=mandate.sub if mandate is not None else None,
-            kid=verified.signature.keyid or "",
+            agent_key=verified.signature.key.thumbprint,
         )
 
 

@@ -54,13 +54,14 @@ from typing import Any
 
 from ..act import Mandate
 from ..constraints import ConstraintRegistry
-from ..errors import McpClientAuthError, ServerLimitError
+from ..errors import McpClientAuthError, RequestIdInFlight, ServerLimitError
 from ..keys import Identity, TrustStore
 from ..ledger import Ledger
 from ..ledger.anchor import Anchor
 from ..policy import ActionPolicy
 from ..replay import ReplayStore
 from ._audit import DEFAULT_CHECKPOINT_EVERY, ServerAudit
+from ._inflight import InFlightIds
 from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
 from ._listfilter import list_filter_send
 from ._sessions import SESSION_HEADER, Caller, SessionBindings
@@ -133,6 +134,8 @@ class McpAuthMiddleware:
         constraints: ConstraintRegistry | None = None,
         bind_sessions: bool = True,
         multi_server_runs: bool = False,
+        budget_runs: int = 100_000,
+        budget_runs_per_root: int | None = None,
         ledger_key: Identity | None = None,
         checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
         ledger_anchor: Anchor | None = None,
@@ -162,8 +165,12 @@ class McpAuthMiddleware:
             replay_entries_per_key=replay_entries_per_key,
             multi_server_runs=multi_server_runs,
             constraints=constraints,
+            budget_runs=budget_runs,
+            budget_runs_per_root=budget_runs_per_root,
         )
         self.filter_lists = filter_lists
+        #: request ids pending per MCP session (a colliding id could misroute a listing: _inflight.py)
+        self.inflight = InFlightIds()
         #: who opened which MCP session (``None``: sessions are not bound)
         self.sessions: SessionBindings | None = SessionBindings() if bind_sessions else None
         self.audit = (
@@ -237,15 +244,33 @@ class McpAuthMiddleware:
                 return
             send = self.sessions.watch(send, method, session_id, caller)
 
-        scope.setdefault("state", {})[STATE_KEY] = verified
-        self._audit_accept(request, verified)
-        if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
-            verifier = self.verifier
-            send = list_filter_send(
-                send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
-                max_bytes=self.max_body_bytes,
-            )
-        await self.app(scope, receive, send)
+        pending_key = None
+        call = verified.call
+        session_id = request.headers.get(SESSION_HEADER)
+        is_request = call is not None and call.kind == "request"
+        if self.filter_lists and method == "POST" and session_id and call is not None and is_request:
+            pending_key = self.inflight.claim(session_id, call.id)
+            if pending_key is None:
+                collision = RequestIdInFlight("a request with this id is still pending in this MCP session")
+                _log.info("rejected %s %s: %s", method, scope.get("path"), collision.code)
+                denied = Rejection(collision, verified.mandate, call, verified.action)
+                self._audit_denial(request, denied)
+                await _problem(send, denied.status, collision.code, collision.message, error=collision)
+                return
+            send = self.inflight.watch(send, pending_key)
+        try:
+            scope.setdefault("state", {})[STATE_KEY] = verified
+            self._audit_accept(request, verified)
+            if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
+                verifier = self.verifier
+                send = list_filter_send(
+                    send, method, verified.call, verified.mandate, verifier.policy, verifier.constraints,
+                    max_bytes=self.max_body_bytes,
+                )
+            await self.app(scope, receive, send)
+        finally:
+            if pending_key is not None:
+                self.inflight.release(pending_key)
 
     # --- helpers -----------------------------------------------------------------------------------
 

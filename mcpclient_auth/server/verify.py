@@ -50,7 +50,7 @@ from ..jose import ACT_TYP
 from ..jose import decode as decode_jws
 from ..jsonrpc import Call, NotJsonRpc, parse
 from ..keys import TrustStore
-from ..policy import ActionPolicy, McpActionPolicy
+from ..policy import ActionPolicy, McpActionPolicy, ungranted_input_responses
 from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
 from ._dagshape import RunShapes
 
@@ -226,7 +226,9 @@ class McpRequestVerifier:
 
     Constraints: argument values are checked with every other check, and ``max_calls`` is counted once
     the replay ids were claimed (a replayed request never uses up a run's budget). The counts live in
-    this object — per process, like the memory replay store — for at most ``budget_runs`` live runs.
+    this object — per process, like the memory replay store, and reset when the process restarts — for
+    at most ``budget_runs`` live mandates (``budget_runs_per_root`` per chain root). A delegated call is
+    charged to every mandate of its chain whose capability has ``max_calls``.
     """
 
     def __init__(
@@ -247,6 +249,7 @@ class McpRequestVerifier:
         replay_store: ReplayStore | None = None,
         constraints: ConstraintRegistry | None = None,
         budget_runs: int = 100_000,
+        budget_runs_per_root: int | None = None,
         multi_server_runs: bool = False,
     ) -> None:
         trust.require_roles()  # without roles any trusted key could mint any user's mandate
@@ -274,8 +277,11 @@ class McpRequestVerifier:
             ect_header=ect_header,
         )
         self._mandates = _MandateCache()
-        # max_calls counts per run (mandate jti), in this process only: see CallBudget.
-        self._budget = CallBudget(max_runs=budget_runs, skew=skew, registry=constraints)
+        # max_calls counts per mandate jti, delegations charged to every budgeted ancestor, in this
+        # process only (reset on restart): see CallBudget.
+        self._budget = CallBudget(
+            max_runs=budget_runs, max_runs_per_root=budget_runs_per_root, skew=skew, registry=constraints
+        )
         self.constraints = self._budget.registry
         #: ``wid`` required; ``pred`` only names nodes accepted here for the run (see ._dagshape)
         self.shapes = RunShapes(multi_server_runs=multi_server_runs)
@@ -322,11 +328,11 @@ class McpRequestVerifier:
     def _charge(self, verified: VerifiedRequest, now: float | None) -> VerifiedRequest | Rejection:
         """Count the call against its capability's ``max_calls`` (evaluated and counted atomically)."""
         mandate, call, action = verified.mandate, verified.call, verified.action
-        constraints = mandate.constraints(action) if mandate is not None and action is not None else None
-        if not constraints or call is None or action is None or mandate is None:
+        if call is None or action is None or mandate is None:
             return verified
         try:
-            self._budget.charge(mandate.jti, action, constraints, call, expires=mandate.exp, now=now)
+            # Every budgeted link of the chain: a self-delegated sub-mandate brings no fresh budget.
+            self._budget.charge_chain(mandate.chain, action, call, now=now)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         return verified
@@ -360,10 +366,17 @@ class McpRequestVerifier:
             )
             if needs_cap and (mandate is None or not mandate.allows(str(action))):
                 raise CapabilityNotGranted(f"the mandate does not grant {action!r}", action=action)
+            if call is not None:
+                # 2026-07-28: sampling / elicitation / roots answers ride inside the retried request.
+                for answer_action in ungranted_input_responses(self.policy, call, mandate):
+                    raise CapabilityNotGranted(
+                        f"the request carries an answer the mandate does not grant ({answer_action!r})",
+                        action=answer_action,
+                    )
             if call is not None and action is not None and mandate is not None:
                 # Constraints of a granted action apply whatever the policy; nothing is counted yet
                 # (see _charge: after the replay ids are claimed).
-                self._budget.check(mandate.jti, action, mandate.constraints(action), call)
+                self._budget.check_chain(mandate.chain, action, call)
         except McpClientAuthError as exc:
             return Rejection(exc, mandate, call, action)
         claims: list[ReplayClaim] = []
@@ -407,11 +420,16 @@ class McpRequestVerifier:
                 raise SignaturePolicyError(
                     "the mandate binds no agent key (cnf.jkt); refused", code="mandate_unbound"
                 )
-            if self.trust.get(signature.keyid).name != mandate.sub:
-                # Name-only mandates: at least the agent key the mandate names, not any agent's.
-                raise SignaturePolicyError("the request was not signed by the agent the mandate names")
+            named = self.trust.agent_named(mandate.sub)
+            if named is None or named.thumbprint != self.trust.get(signature.keyid).thumbprint:
+                # Name-only mandates: the one agent key carrying that name (an ambiguous name binds nobody).
+                raise SignaturePolicyError(
+                    "the request was not signed by the agent the mandate names (exactly one agent key "
+                    "must carry that name)"
+                )
             return
-        if signature.keyid != mandate.agent_kid:
+        # cnf.jkt is a thumbprint, the signature names a kid: compare the key's thumbprint, never the kid.
+        if self.trust.get(signature.keyid).thumbprint != mandate.agent_kid:
             raise SignaturePolicyError("the request was not signed by the agent key the mandate binds")
 
     # --- pieces -------------------------------------------------------------------------------------

@@ -160,7 +160,8 @@ async def test_no_secret_leaves_the_sdk(
 
     # --- induced failures -----------------------------------------------------------------------------
     failures: list[BaseException] = []
-    bob = Principal(id="bob", subject_token=SUBJECT_TOKEN + "-bob")
+    # Another subject token for the same principal (a run acts only for its mandate's principal).
+    bob = Principal(id="alice", subject_token=SUBJECT_TOKEN + "-bob")
     down = TokenExchange(
         f"http://127.0.0.1:{free_port()}/token",
         client_id="agent",

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from mcpclient_auth._encoding import b64url_encode
+from mcpclient_auth.act import Mandate
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, LedgerEntry
 from mcpclient_auth.run import AgentRun
@@ -27,6 +28,8 @@ from .mcp_app import GuardState, build_app
 from .servers import serve
 
 ALL_TOOLS = ("search", "get_office_locations", "get_employee_salary", "slow_echo", "gather_point", "stepwise")
+#: Principals other than the user's own name that runs of these tests act for.
+OTHER_PRINCIPALS = ("bob",)
 DEFAULT_CAPS = ("mcp.search", "mcp.get_office_locations", "mcp.slow_echo", "mcp.gather_point", "mcp.stepwise")
 
 
@@ -47,6 +50,18 @@ class Env:
         self, ledger: Path | Any, *, capabilities: Sequence[str] = DEFAULT_CAPS, **options: Any
     ) -> AgentRun:
         options.setdefault("endpoint", self.url)
+        principal = options.get("principal")
+        if principal is not None and principal.id != self.user.name:
+            # A run acts only for its mandate's principal: the user key speaks for OTHER_PRINCIPALS too.
+            mandate = Mandate.issue(
+                self.user,
+                agent=self.agent,
+                audience=options["endpoint"],
+                purpose="Answer HR questions",
+                capabilities=list(capabilities),
+                iss=principal.id,
+            )
+            return AgentRun(agent=self.agent, mandate=mandate.token, ledger=ledger, **options)
         return AgentRun(
             agent=self.agent,
             issuer=self.user,
@@ -60,7 +75,7 @@ class Env:
 def actors() -> tuple[Identity, Identity, TrustStore]:
     user = Identity.generate("ES256", name="alice")
     agent = Identity.generate("ES256", name="agent-1")
-    return user, agent, trust_for(issuers=[user], agents=[agent])
+    return user, agent, trust_for(issuers=[(user, [user.name, *OTHER_PRINCIPALS])], agents=[agent])
 
 
 @contextmanager

@@ -31,6 +31,17 @@ from tests.support.trust import trust_for
 AUDIENCE = "http://127.0.0.1:8000/mcp"
 URL = "http://127.0.0.1:8000/mcp"
 SESSION_METHODS = ("initialize", "notifications/initialized", "tools/list")
+#: The principals the ledger tests write runs for. The user key acts as a mandate service registered
+#: for each of them (a run's entries name its mandate's principal, or verify_ledger refuses them).
+SYNTHETIC_PRINCIPALS = (
+    "alice",
+    "bob",
+    "crash",
+    "maria",
+    "erik",
+    *(f"user{n}" for n in range(32)),
+    *(f"{prefix}-{n}" for prefix in ("after", "after-crash", "crash") for n in range(200)),
+)
 
 
 @dataclass
@@ -40,11 +51,12 @@ class Actors:
 
     @classmethod
     def generate(cls, alg: str = "ES256") -> Actors:
-        return cls(Identity.generate(alg, name="alice-idp"), Identity.generate(alg, name="agent-1"))
+        return cls(Identity.generate(alg, name="alice"), Identity.generate(alg, name="agent-1"))
 
     @property
     def trust(self) -> TrustStore:
-        return trust_for(issuers=[self.user], agents=[self.agent])
+        principals = [self.user.name, *SYNTHETIC_PRINCIPALS]
+        return trust_for(issuers=[(self.user, principals)], agents=[self.agent])
 
     def jwks(self) -> dict[str, Any]:
         return self.trust.to_jwks()
@@ -92,7 +104,9 @@ def write_run(
     agent = actors.agent
     tools = [*parallel_tools, *([join_tool] if join_tool else [])]
     caps = [f"mcp.{t}" for t in dict.fromkeys([*tools, *extra_caps])]
-    mandate = Mandate.issue(actors.user, agent=agent, audience=AUDIENCE, purpose=purpose, capabilities=caps)
+    mandate = Mandate.issue(
+        actors.user, agent=agent, audience=AUDIENCE, purpose=purpose, capabilities=caps, iss=principal
+    )
     run = mandate.jti
     out = WrittenRun(run, mandate)
 

@@ -189,10 +189,16 @@ def test_verify_ect_and_execution_record(keydir: Path) -> None:
         out_hash=sha256_b64url(b"done"),
         status="completed",
     )
-    result = runner.invoke(app, ["token", "verify", record.token, "--jwks", jwks, "--aud", AUD])
+    with_mandate = ["--mandate", mandate.token]
+    result = runner.invoke(app, ["token", "verify", record.token, "--jwks", jwks, "--aud", AUD, *with_mandate])
     assert result.exit_code == 0 and json.loads(result.stdout)["kind"] == "execution_record"
-    wrong = runner.invoke(app, ["token", "verify", record.token, "--jwks", jwks, "--aud", "https://x/mcp"])
+    wrong = runner.invoke(
+        app, ["token", "verify", record.token, "--jwks", jwks, "--aud", "https://x/mcp", *with_mandate]
+    )
     assert wrong.exit_code == 1 and "audience_mismatch" in wrong.stderr
+    # Without its mandate a record proves nothing about iss/cap: refused with a clear code.
+    alone = runner.invoke(app, ["token", "verify", record.token, "--jwks", jwks])
+    assert alone.exit_code == 1 and "record_mandate_missing" in alone.stderr
 
 
 def test_verify_refuses_other_token_kinds(keydir: Path) -> None:

@@ -37,7 +37,7 @@ def actors() -> Actors:
 
 
 def trust(actors: Actors, *keys: Identity) -> TrustStore:
-    return trust_for(issuers=[actors.user], agents=[actors.agent], keys=keys)
+    return trust_for(issuers=[(actors.user, [actors.user.name, "maria"])], agents=[actors.agent], keys=keys)
 
 
 def sealed_ledger(tmp_path: Path, actors: Actors, name: str = "l.jsonl") -> Path:

@@ -76,6 +76,7 @@ class RunBuilder:
             audience=AUDIENCE,
             purpose="Find offices",
             capabilities=list(caps),
+            iss="alice",
         )
         self.run = self.mandate.jti
         self.last: list[str] = [self.run]
@@ -85,7 +86,7 @@ class RunBuilder:
                 kind="mandate",
                 jti=self.run,
                 token=self.mandate.token,
-                meta={"principal": "alice"},
+                meta={"principal": self.mandate.principal},
             )
 
     def ect(
@@ -113,7 +114,13 @@ class RunBuilder:
             kind="ect",
             jti=ect.jti,
             token=ect.token,
-            meta={"method": "tools/call", "tool": tool, "id": 1, "action": action, "principal": "alice"},
+            meta={
+                "method": "tools/call",
+                "tool": tool,
+                "id": 1,
+                "action": action,
+                "principal": self.mandate.principal,
+            },
         )
         if respond:
             self.ledger.append(
@@ -466,7 +473,7 @@ def test_a_token_logged_after_it_expired(tmp_path: Path, actors: Actors) -> None
 def test_an_ect_by_someone_else_than_the_agent(tmp_path: Path, actors: Actors) -> None:
     mallory = Identity.generate("ES256", name="mallory")
     twin = Identity.generate("ES256", name=actors.agent.name)  # right name, wrong key
-    trust = trust_for(issuers=[actors.user], agents=[actors.agent, mallory, twin])
+    trust = trust_for(issuers=[(actors.user, ["alice"])], agents=[actors.agent, mallory, twin])
 
     def steps(b: RunBuilder) -> None:
         b.ect(signer=mallory)
