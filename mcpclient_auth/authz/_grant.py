@@ -41,7 +41,49 @@ def as_tuple(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
     return items
 
 
-class GrantSource:
+class OwnsIdpClient:
+    """The HTTP client a token source talks to its IdP with: the caller's, or one it owns per event loop.
+
+    Shared by every source (``GrantSource``, ``IdJag``, ``AuthorizationCode``) so the loop rule and the
+    close rule live in one place. A source calls :meth:`_init_http` from its ``__init__``.
+    """
+
+    _http: httpx.AsyncClient | None
+    _owns_http: bool
+    _http_loop: asyncio.AbstractEventLoop | None
+
+    def _init_http(self, http_client: httpx.AsyncClient | None) -> None:
+        self._http = check_idp_client(http_client) if http_client is not None else None
+        self._owns_http = http_client is None
+        self._http_loop = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if not self._owns_http:
+            assert self._http is not None
+            return self._http
+        # An httpx connection pool belongs to the event loop that opened it. A source that outlives
+        # its loop (several asyncio.run() calls, per-test loops) gets a fresh client for the new one.
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            self._http = default_http_client()
+            self._http_loop = loop
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this source created (a client passed in is left to its owner)."""
+        if self._owns_http and self._http is not None:
+            client, self._http = self._http, None
+            if self._http_loop is asyncio.get_running_loop():  # else its loop is gone with its sockets
+                await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class GrantSource(OwnsIdpClient):
     """Base of the token-endpoint sources. Not a public class: use the subclasses.
 
     Subclasses set ``grant_type`` and implement :meth:`_key` and :meth:`_form`. ``audience`` and
@@ -85,9 +127,7 @@ class GrantSource:
         )
         self.client_id = client_id
         self.scopes: tuple[str, ...] = normalise_scopes(scopes)
-        self._http = check_idp_client(http_client) if http_client is not None else None
-        self._owns_http = http_client is None
-        self._http_loop: asyncio.AbstractEventLoop | None = None
+        self._init_http(http_client)
         self.cache = cache if cache is not None else TokenCache()
         if timeout <= 0 or retry_backoff < 0:
             raise ConfigurationError("timeout must be positive and retry_backoff not negative")
@@ -167,30 +207,6 @@ class GrantSource:
     def _expected_issued_token_type(self) -> str | None:
         return None
 
-    def _client(self) -> httpx.AsyncClient:
-        if not self._owns_http:
-            assert self._http is not None
-            return self._http
-        # An httpx connection pool belongs to the event loop that opened it. A source that outlives
-        # its loop (several asyncio.run() calls, per-test loops) gets a fresh client for the new one.
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http_loop is not loop:
-            self._http = default_http_client()
-            self._http_loop = loop
-        return self._http
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this source created (a client passed in is left to its owner)."""
-        if self._owns_http and self._http is not None:
-            client, self._http = self._http, None
-            if self._http_loop is asyncio.get_running_loop():  # else its loop is gone with its sockets
-                await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (

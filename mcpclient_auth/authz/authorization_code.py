@@ -45,7 +45,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self, TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -61,13 +61,11 @@ from ..errors import (
 )
 from ..keys import Identity
 from ..principal import Principal
-from ._grant import as_tuple
+from ._grant import OwnsIdpClient, as_tuple
 from ._http import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
     check_endpoint,
-    check_idp_client,
-    default_http_client,
     parse_token_response,
     refresh_token_of,
     request_token_body,
@@ -242,7 +240,7 @@ class _Refresh:
         return f"_Refresh(issuer={self.issuer!r})"
 
 
-class AuthorizationCode:
+class AuthorizationCode(OwnsIdpClient):
     """A per-user :class:`~mcpclient_auth.authz.TokenSource` running the authorization-code flow
     (module docstring). ``get_token(audience=...)`` names the resource (a run passes the one its
     RFC 9728 discovery found); ``scopes`` replace the configured scopes."""
@@ -292,9 +290,7 @@ class AuthorizationCode:
         self.request_offline_access = bool(request_offline_access)
         self.legacy_discovery = bool(legacy_discovery)
         self.cache = cache if cache is not None else TokenCache()
-        self._http = check_idp_client(http_client) if http_client is not None else None
-        self._owns_http = http_client is None
-        self._http_loop: asyncio.AbstractEventLoop | None = None
+        self._init_http(http_client)
         if timeout <= 0 or retry_backoff < 0:
             raise ConfigurationError("timeout must be positive and retry_backoff not negative")
         self._timeout = float(timeout)
@@ -560,29 +556,6 @@ class AuthorizationCode:
         return NoClientAuthentication(client_id)
 
     # --- plumbing -----------------------------------------------------------------------------------
-
-    def _client(self) -> httpx.AsyncClient:
-        if not self._owns_http:
-            assert self._http is not None
-            return self._http
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http_loop is not loop:
-            self._http = default_http_client()
-            self._http_loop = loop
-        return self._http
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this source created (a client passed in is left to its owner)."""
-        if self._owns_http and self._http is not None:
-            client, self._http = self._http, None
-            if self._http_loop is asyncio.get_running_loop():
-                await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (

@@ -29,22 +29,18 @@ share one pair of requests (single-flight).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import Self
 
 import httpx
 
 from ..errors import ConfigurationError, MissingSubjectToken
 from ..keys import Identity
 from ..principal import Principal
-from ._grant import as_tuple
+from ._grant import OwnsIdpClient, as_tuple
 from ._http import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
     check_endpoint,
-    check_idp_client,
-    default_http_client,
     request_token,
 )
 from .base import AccessToken, normalise_scopes
@@ -60,7 +56,7 @@ ID_JAG_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
 ID_JAG_GRANT = "id-jag+" + "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
-class IdJag:
+class IdJag(OwnsIdpClient):
     """A per-user :class:`~mcpclient_auth.authz.TokenSource` doing both ID-JAG legs (module docstring).
 
     ``get_token(audience=...)`` replaces the configured ``resource`` (a run passes the resource its
@@ -111,9 +107,7 @@ class IdJag:
             )
         self.scopes: tuple[str, ...] = normalise_scopes(scopes)
         self.cache = cache if cache is not None else TokenCache()
-        self._http = check_idp_client(http_client) if http_client is not None else None
-        self._owns_http = http_client is None
-        self._http_loop: asyncio.AbstractEventLoop | None = None
+        self._init_http(http_client)
         if timeout <= 0 or retry_backoff < 0:
             raise ConfigurationError("timeout must be positive and retry_backoff not negative")
         self._timeout = float(timeout)
@@ -204,29 +198,6 @@ class IdJag:
             attempt_timeout=self._timeout,
             what="ID-JAG jwt-bearer request",
         )
-
-    def _client(self) -> httpx.AsyncClient:
-        if not self._owns_http:
-            assert self._http is not None
-            return self._http
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._http_loop is not loop:
-            self._http = default_http_client()
-            self._http_loop = loop
-        return self._http
-
-    async def aclose(self) -> None:
-        """Close the HTTP client this source created (a client passed in is left to its owner)."""
-        if self._owns_http and self._http is not None:
-            client, self._http = self._http, None
-            if self._http_loop is asyncio.get_running_loop():
-                await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
