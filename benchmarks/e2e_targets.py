@@ -30,7 +30,7 @@ from fastmcp import FastMCP
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from mcpclient_auth.hooks import RunHooks
+from mcpclient_auth._hooks import RunHooks
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.run import AgentRun
 from mcpclient_auth.server import McpAuthMiddleware
@@ -193,7 +193,7 @@ def loopback_throughput(config: Config) -> list[Row]:
         )
         count = max(50, config.e2e_calls * 2)
         requests = _signed_requests(verify_run, signed_url, count + 20)
-        verify_run.close_sync()
+        verify_run.close()
         for request in requests[:20]:  # warm-up
             assert not hasattr(middleware.verifier.check(request), "error")
         samples = []

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
 
-from mcpclient_auth.hooks import RunHooks
+from mcpclient_auth._hooks import RunHooks
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.run import AgentRun
 
@@ -187,7 +187,7 @@ def request_hook_cost(config: Config) -> list[Row]:
                 floors.append(floor.round(config.hook_calls, body))
                 glue.append(composition.round(max(20, config.hook_calls // 4), r))
             composition.close()
-            run.close_sync()
+            run.close()
         hook, fl, gl = statistics.median(ours), statistics.median(floors), statistics.median(glue)
         extra = {"rounds": config.rounds, "calls_per_round": config.hook_calls, "body_bytes": len(body)}
         return [

@@ -99,7 +99,7 @@ def replay_store_cost(config: Config) -> list[Row]:
                 durability="none",
             )
             requests = _signed_requests(run, _URL, 40 + 2 * rounds * per_round)
-            run.close_sync()
+            run.close()
         memory_store = MemoryReplayStore()
         redis_store = RedisReplayStore(server.url)
         memory = McpRequestVerifier(trust, audience=_URL, replay_store=memory_store)

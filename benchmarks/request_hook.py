@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from mcpclient_auth.hooks import RunHooks
+from mcpclient_auth._hooks import RunHooks
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.run import AgentRun
 
@@ -71,7 +71,7 @@ async def _measure(calls: int, alg: str, durability: str) -> list[float]:
             await hooks.on_request(request)
             if i >= warmup:
                 samples.append((clock() - start) / 1000)
-        run.close_sync()
+        run.close()
     return samples
 
 

@@ -4,7 +4,7 @@
 
 The demo's HR server (FastMCP behind :class:`~mcpclient_auth.server.McpAuthMiddleware`) runs under
 uvicorn on 127.0.0.1, wrapped in an ASGI counter of HTTP requests. Each round opens a run, gets its
-tools with :func:`~mcpclient_auth.adapters.langgraph.run_tools` — ``sessions="held"`` or
+tools with :func:`~mcpclient_auth.adapters.langchain_mcp_adapters.run_tools` — ``sessions="held"`` or
 ``"per-call"``, alternating — and calls ``get_office_locations`` ``session_calls`` times in sequence
 through langchain-mcp-adapters. Reported per tool call, held ÷ per-call in the same run:
 
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from mcpclient_auth.adapters.langgraph import SessionMode, run_tools
+from mcpclient_auth.adapters.langchain_mcp_adapters import SessionMode, run_tools
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger
 from mcpclient_auth.run import AgentRun

@@ -14,6 +14,7 @@ written to a tamper-evident ledger. See the README for the model and the quickst
 
 from __future__ import annotations
 
+from ._context import acting_for, current_run, use_run
 from .act import ExecutionRecord, Mandate, verify_delegation_chain
 from .authz import (
     AccessToken,
@@ -27,7 +28,6 @@ from .authz import (
     TokenExchange,
     TokenSource,
 )
-from .context import acting_for, current_run, use_run
 from .digest import content_digest, verify_content_digest
 from .ect import ExecutionContextToken
 from .errors import McpClientAuthError

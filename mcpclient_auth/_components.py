@@ -25,7 +25,7 @@ from typing import Any
 
 from http_sf.retrofit import retrofit as _RETROFIT
 
-from . import _sfv
+from . import _structured_fields
 from .errors import ComponentError, SignatureMalformed
 
 __all__ = [
@@ -287,8 +287,8 @@ class ComponentId:
         _check_combination(name, params)
         items = tuple(params.items())
         try:
-            text = _sfv.sf_string(name) + _sfv.serialize_params(dict(items))
-        except _sfv.StructuredFieldError:
+            text = _structured_fields.sf_string(name) + _structured_fields.serialize_params(dict(items))
+        except _structured_fields.StructuredFieldError:
             raise ComponentError("component parameter value cannot be serialised") from None
         return cls(name, items, text)
 
@@ -298,8 +298,8 @@ class ComponentId:
         if not text.startswith('"'):
             return cls.from_item(text, {})
         try:
-            parsed = _sfv.parse_dictionary("c=" + text)["c"]
-        except (_sfv.StructuredFieldError, KeyError):
+            parsed = _structured_fields.parse_dictionary("c=" + text)["c"]
+        except (_structured_fields.StructuredFieldError, KeyError):
             raise SignatureMalformed("not a serialised component identifier") from None
         bare, params = parsed
         if isinstance(bare, list):
@@ -447,23 +447,23 @@ def _field_value(
     canonical = [_canonical_line(line) for line in lines]
     if "bs" in params:
         try:
-            return ", ".join(_sfv.sf_bytes(line.encode("latin-1")) for line in canonical)
+            return ", ".join(_structured_fields.sf_bytes(line.encode("latin-1")) for line in canonical)
         except UnicodeEncodeError:
             raise ComponentError(f"field {cid.name!r} cannot be byte-wrapped") from None
     combined = ", ".join(canonical)
     try:
         if "key" in params:
-            members = _sfv.parse_as(combined, "dictionary")
+            members = _structured_fields.parse_as(combined, "dictionary")
             member = members.get(params["key"])
             if member is None:
                 raise ComponentError(f"field {cid.name!r} has no covered dictionary member")
-            return _sfv.serialize_member(member)
+            return _structured_fields.serialize_member(member)
         if "sf" in params:
             kind = structured.get(cid.name)
             if kind is None:
                 raise ComponentError(f"field {cid.name!r} has no known structured type for ';sf'")
-            return _sfv.serialize_structured(_sfv.parse_as(combined, kind))
-    except _sfv.StructuredFieldError:
+            return _structured_fields.serialize_structured(_structured_fields.parse_as(combined, kind))
+    except _structured_fields.StructuredFieldError:
         raise ComponentError(f"field {cid.name!r} is not a valid structured field") from None
     return combined
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from . import _sfv
+from . import _structured_fields
 from ._components import ComponentId, HttpMessage, signature_base
 from .errors import (
     SignatureInvalid,
@@ -258,8 +258,9 @@ def serialize_signature_params(components: Sequence[ComponentId], params: Mappin
     """``("@method" "@path");created=1;keyid="k"`` — the value after the label in ``Signature-Input``."""
     _check_params(params)
     try:
-        return "(" + " ".join(cid.text for cid in components) + ")" + _sfv.serialize_params(dict(params))
-    except _sfv.StructuredFieldError:
+        inner = " ".join(cid.text for cid in components)
+        return "(" + inner + ")" + _structured_fields.serialize_params(dict(params))
+    except _structured_fields.StructuredFieldError:
         raise SignatureMalformed("signature parameters cannot be serialised") from None
 
 
@@ -281,12 +282,12 @@ def parse_signature_fields(signature_input: str | None, signature: str | None) -
     if not signature_input or not signature:
         raise SignatureMissing("the request carries no Signature-Input / Signature")
     try:
-        inputs = _sfv.parse_dictionary(signature_input)
-    except _sfv.StructuredFieldError as exc:
+        inputs = _structured_fields.parse_dictionary(signature_input)
+    except _structured_fields.StructuredFieldError as exc:
         raise SignatureMalformed(f"Signature-Input is not a structured-field dictionary: {exc}") from None
     try:
-        values = _sfv.parse_dictionary(signature)
-    except _sfv.StructuredFieldError as exc:
+        values = _structured_fields.parse_dictionary(signature)
+    except _structured_fields.StructuredFieldError as exc:
         raise SignatureMalformed(f"Signature is not a structured-field dictionary: {exc}") from None
     if not inputs or not values:
         raise SignatureMissing("the request carries no Signature-Input / Signature")
@@ -298,7 +299,9 @@ def parse_signature_fields(signature_input: str | None, signature: str | None) -
     return parsed
 
 
-def _parse_one(label: str, member: _sfv.Member, value: _sfv.Member) -> ParsedSignature:
+def _parse_one(
+    label: str, member: _structured_fields.Member, value: _structured_fields.Member
+) -> ParsedSignature:
     items, params = member
     if not isinstance(items, list):
         raise SignatureMalformed(f"Signature-Input member {label!r} is not an inner list")

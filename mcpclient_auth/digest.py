@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Collection
 
-from . import _sfv
+from . import _structured_fields
 from .errors import DigestError
 
 __all__ = ["DIGEST_ALGORITHMS", "content_digest", "parse_digest_field", "verify_content_digest"]
@@ -58,8 +58,8 @@ def parse_digest_field(value: str) -> dict[str, bytes]:
         # {'sha-256': b'\\xe3\\xb0\\xc4...'}
     """
     try:
-        members = _sfv.parse_dictionary(value)
-    except _sfv.StructuredFieldError as exc:
+        members = _structured_fields.parse_dictionary(value)
+    except _structured_fields.StructuredFieldError as exc:
         raise DigestError(f"Content-Digest is not a structured-field dictionary: {exc}") from None
     if not members:
         raise DigestError("Content-Digest is empty")

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from .authz._http import SIGNING_HOOK_MARKER
+from ._hooks import HttpLibrary, RunHooks, library_for, library_named
+from ._hooks._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
+from ._hooks.auth import check_installable, compose_auth, wrap_upstream
+from .authz._token_request import SIGNING_HOOK_MARKER
 from .errors import ConfigurationError
-from .hooks import HttpLibrary, RunHooks, library_for, library_named
-from .hooks._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
-from .hooks.auth import check_installable, compose_auth, wrap_upstream
 
 if TYPE_CHECKING:
     from .run import AgentRun
@@ -169,7 +169,7 @@ def _client_factory(library: HttpLibrary, run: AgentRun | None, *, answer_locall
 
 
 def multi_run_client_factory(*, answer_locally: bool = True) -> McpHttpClientFactory:
-    """A factory whose clients act for whichever run :func:`~mcpclient_auth.hooks.use_run` selects."""
+    """A factory whose clients act for whichever run :func:`~mcpclient_auth._hooks.use_run` selects."""
     return httpx_client_factory(None, answer_locally=answer_locally)
 
 

@@ -31,7 +31,7 @@ from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _sfv
+from . import _structured_fields
 from ._components import (
     ComponentId,
     HttpMessage,
@@ -157,8 +157,8 @@ def _audience_of(url: str) -> str:
 @functools.lru_cache(maxsize=256)
 def _audience_param(url: str) -> str:
     try:
-        return f";wimse-aud={_sfv.sf_string(_audience_of(url))}"
-    except _sfv.StructuredFieldError:
+        return f";wimse-aud={_structured_fields.sf_string(_audience_of(url))}"
+    except _structured_fields.StructuredFieldError:
         raise ComponentError("the request URL cannot be used as an audience") from None
 
 
@@ -337,19 +337,21 @@ class RequestSigner:
         self._lifetime = lifetime
         self._algorithm = identity.http_alg
         try:
-            self._aud_param = None if audience is None else f";wimse-aud={_sfv.sf_string(audience)}"
-            tail = f";tag={_sfv.sf_string(self._profile.tag)}"
+            self._aud_param = (
+                None if audience is None else f";wimse-aud={_structured_fields.sf_string(audience)}"
+            )
+            tail = f";tag={_structured_fields.sf_string(self._profile.tag)}"
             if self._profile.keyid:
-                tail = f";keyid={_sfv.sf_string(identity.kid)}" + tail
-        except _sfv.StructuredFieldError:
+                tail = f";keyid={_structured_fields.sf_string(identity.kid)}" + tail
+        except _structured_fields.StructuredFieldError:
             raise ConfigurationError("audience and key id must be printable ASCII") from None
         self._audience = audience
         self._tail = tail
         # Identifiers serialised once: '"@method"', '"content-digest"', ... and the base-line prefixes
         # ('\n"content-digest": ') the hot path concatenates.
         derived, fields = self._profile.derived, self._profile.fields
-        self._derived_ids = tuple(_sfv.sf_string(name) for name in derived)
-        self._field_ids = tuple(_sfv.sf_string(name) for name in fields)
+        self._derived_ids = tuple(_structured_fields.sf_string(name) for name in derived)
+        self._field_ids = tuple(_structured_fields.sf_string(name) for name in fields)
         self._field_keys = tuple(name.encode("ascii") for name in fields)
         self._wanted = frozenset(self._field_keys)
         self._method_prefix = f"{self._derived_ids[0]}: ".encode("ascii")
@@ -462,8 +464,8 @@ class RequestSigner:
             nonce_text = f'"{nonce}"'
         else:
             try:
-                nonce_text = _sfv.sf_string(nonce)
-            except _sfv.StructuredFieldError:
+                nonce_text = _structured_fields.sf_string(nonce)
+            except _structured_fields.StructuredFieldError:
                 raise ComponentError("the nonce must be printable ASCII") from None
         aud_param = self._aud_param if self._aud_param is not None else _audience_param(url)
         params_text = (

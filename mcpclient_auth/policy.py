@@ -18,9 +18,10 @@ down to the mandate anyway: ``initialize`` / ``server/discover``, ``ping``, the 
 notifications about the session (``notifications/initialized``, ``…/cancelled``, ``…/progress``,
 ``…/roots/list_changed``), ``resources/unsubscribe``, and the four list calls (``tools/list``,
 ``prompts/list``, ``resources/list``, ``resources/templates/list``), whose answers the reference
-middleware filters to what the caller's mandate grants (and :func:`~.adapters.langgraph.narrow_tools`
-filters again on the client). A client's answer to a server request is plumbing only when it is an
-error or an empty result (a ``ping`` answer). Everything else — ``tools/call``, ``prompts/get``,
+middleware filters to what the caller's mandate grants (and
+:func:`~.adapters.langchain_mcp_adapters.narrow_tools` filters again on the client). A client's
+answer to a server request is plumbing only when it is an error or an empty result (a ``ping``
+answer). Everything else — ``tools/call``, ``prompts/get``,
 ``resources/read``, ``resources/subscribe``, ``completion/complete``, ``logging/setLevel``,
 ``tasks/*``, sampling / elicitation / roots answers, and any method this table does not know — needs
 a capability the mandate grants.

@@ -17,7 +17,7 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
     # leaving `async with run` wrote the phase-2 record and the seal (status "failed" on an error)
 
     run.install(existing_client)        # an httpx.AsyncClient / httpx.Client you already have
-    await run.close(output="final answer", status="completed")   # explicit close, idempotent
+    await run.aclose(output="final answer", status="completed")   # explicit close, idempotent
 
 Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
 its :class:`~.journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
@@ -48,24 +48,24 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._calls import DISCOVERY_METHODS
+from ._context import acting_for, current_principal, discovery_mode, use_run
 from ._encoding import compact_json, sha256_b64url
+from ._journal import RunJournal
 from .act import ExecutionRecord, Mandate
-from .calls import DISCOVERY_METHODS
 from .constraints import CallBudget, check_known
-from .context import acting_for, current_principal, discovery_mode, use_run
 from .dag import Frontier
+from .endpoints import Endpoint, EndpointSet, canonical_url
 from .errors import (
     ConfigurationError,
     PrincipalMismatch,
     TokenExpired,
 )
 from .httpsig import RequestSigner
-from .journal import RunJournal
 from .keys import Identity, TrustStore
 from .ledger.writer import Ledger
 from .policy import ActionPolicy, McpActionPolicy
 from .principal import Principal
-from .scope import Endpoint, EndpointScope, canonical_url
 
 if TYPE_CHECKING:
     import httpx
@@ -112,7 +112,7 @@ class AgentRun:
       verified at creation as a server would (issuer registered for ``iss``, or a valid delegation
       chain; ``agent`` a registered agent key), so a forged mandate fails here, not at the server.
     - ``endpoint``: the MCP endpoint URL(s) this run signs for, normalised once as httpx sends them
-      (:func:`~mcpclient_auth.scope.canonical_url`; :class:`~mcpclient_auth.errors.EndpointInvalid`
+      (:func:`~mcpclient_auth.endpoints.canonical_url`; :class:`~mcpclient_auth.errors.EndpointInvalid`
       if that is impossible). Other origins are untouched; other paths on its origin are refused.
     - ``ledger``: a path or a :class:`~mcpclient_auth.ledger.writer.Ledger` (``durability`` applies
       to a path only).
@@ -185,7 +185,7 @@ class AgentRun:
                 "from token_source needs: use the default 'act-mandate' with a token source"
             )
         self.agent = agent
-        self.scope = EndpointScope(endpoint)
+        self.endpoint_set = EndpointSet(endpoint)
         self.policy: ActionPolicy = policy if policy is not None else McpActionPolicy()
         self.token_source = token_source
         self.scopes = list(scopes) if scopes is not None else None
@@ -226,7 +226,7 @@ class AgentRun:
             e.url: self.signer
             if isinstance(audience, str)
             else RequestSigner(agent, "mcp", ect_header=ect_header, audience=e.url)
-            for e in self.scope.endpoints
+            for e in self.endpoint_set.endpoints
         }
         self._owns_ledger = not isinstance(ledger, Ledger)
         if isinstance(ledger, Ledger):
@@ -243,7 +243,7 @@ class AgentRun:
         self.journal = RunJournal(
             self.ledger, run_id=self.id, principal_id=self.principal.id, frontier=self.frontier
         )
-        self.journal.mandate(self.mandate, endpoints=self.scope.urls, agent_kid=agent.kid)
+        self.journal.mandate(self.mandate, endpoints=self.endpoint_set.urls, agent_kid=agent.kid)
 
     # --- construction -----------------------------------------------------------------------------
 
@@ -266,7 +266,7 @@ class AgentRun:
             return Mandate.issue(
                 issuer,
                 agent=self.agent,
-                audience=audience or self.scope.urls,
+                audience=audience or self.endpoint_set.urls,
                 purpose=purpose,
                 capabilities=list(capabilities),
                 ttl=ttl,
@@ -281,7 +281,7 @@ class AgentRun:
             raise ConfigurationError("purpose= differs from the mandate's task.purpose")
         if capabilities is not None:
             raise ConfigurationError("capabilities come from the mandate; do not pass capabilities=")
-        for endpoint in self.scope.endpoints:
+        for endpoint in self.endpoint_set.endpoints:
             spelled = [a for a in resolved.aud if a != endpoint.url and _same_endpoint(a, endpoint.url)]
             if spelled and endpoint.url not in resolved.aud:
                 raise ConfigurationError(
@@ -344,7 +344,7 @@ class AgentRun:
 
     @property
     def endpoints(self) -> list[str]:
-        return self.scope.urls
+        return self.endpoint_set.urls
 
     @property
     def closed(self) -> bool:
@@ -390,12 +390,15 @@ class AgentRun:
             raise ConfigurationError("run.discovery() needs AgentRun(discovery_token_source=...)")
         return discovery_mode(self)
 
-    async def close(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
-        """Write the phase-2 record (``out_hash`` = SHA-256 of ``output``) and seal the run. Idempotent."""
-        return self.close_sync(output=output, status=status)
+    async def aclose(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
+        """:meth:`close` for ``async`` code (httpx's naming: ``close`` sync, ``aclose`` async)."""
+        return self.close(output=output, status=status)
 
-    def close_sync(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
-        """:meth:`close` for synchronous code (the work is local file I/O only)."""
+    def close(self, output: Any = None, status: RecordStatus = "completed") -> ExecutionRecord:
+        """Write the phase-2 record (``out_hash`` = SHA-256 of ``output``) and seal the run. Idempotent.
+
+        The work is local file I/O only, so the same method serves sync and async code.
+        """
         if status not in _STATUSES:
             raise ConfigurationError(f"status must be one of {sorted(_STATUSES)}")
         with self._lock:
@@ -423,7 +426,7 @@ class AgentRun:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close_sync(status=_status_for(exc))
+        self.close(status=_status_for(exc))
 
     def __enter__(self) -> AgentRun:
         return self
@@ -431,7 +434,7 @@ class AgentRun:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close_sync(status=_status_for(exc))
+        self.close(status=_status_for(exc))
 
     # --- what the per-call pipeline reads (calls.RunView) -----------------------------------------
 

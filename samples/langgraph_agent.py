@@ -51,7 +51,7 @@ async def main(out: Path) -> int:
             result = await ask(run, run.mandate.purpose, script=SCRIPT, narrow=True)
             print("tools offered to the model:", result.offered)
             print("answer:", result.answer)
-            await run.close(output=result.answer)
+            await run.aclose(output=result.answer)
 
     for entry in Ledger.open(ledger).entries():
         print(f"{entry.seq:3} {entry.kind:9} {entry.meta.get('tool') or entry.meta.get('method') or ''}")

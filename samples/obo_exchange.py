@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mcpclient_auth.adapters.mcp_session import refusal_from_mcp_error
+from mcpclient_auth.adapters.mcp_v1 import refusal_from_mcp_error
 from mcpclient_auth.authz import TokenExchange
 from mcpclient_auth.demo.hr import build_hr_server
 from mcpclient_auth.demo.serving import free_port, running

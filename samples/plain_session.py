@@ -20,7 +20,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from mcpclient_auth.adapters.mcp_session import refusal_from_mcp_error
+from mcpclient_auth.adapters.mcp_v1 import refusal_from_mcp_error
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.principal import Principal

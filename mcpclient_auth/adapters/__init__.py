@@ -1,3 +1,8 @@
-"""Adapters for MCP client stacks: a plain mcp ``ClientSession`` (:mod:`.mcp_session`) and
-LangChain / LangGraph via langchain-mcp-adapters (:mod:`.langgraph`). Each imports its stack lazily,
-so the core package works without them."""
+"""Adapters for MCP client stacks, one module per adapted package:
+
+- :mod:`.mcp_v1` — a plain mcp 1.x ``ClientSession`` (stack A);
+- :mod:`.mcp_v2` — an mcp 2.x ``Client`` on the 2026-07-28 transport (stack B);
+- :mod:`.langchain_mcp_adapters` — LangChain / LangGraph via ``langchain-mcp-adapters`` (stack A);
+- :mod:`.langchain_mcp` — LangChain's own ``langchain.mcp`` (stack B).
+
+Each imports its stack lazily, so the core package works without them."""

@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from .._hooks import use_run
 from ..errors import ActionMappingError
-from ..hooks import use_run
 from ..jsonrpc import Call
 from ..policy import ActionPolicy, CapabilitySet, McpActionPolicy
 
@@ -38,7 +38,7 @@ def narrow(
     policy: ActionPolicy | None = None,
     prefix: str | None = None,
 ) -> list[ToolT]:
-    """The tools the mandate allows, in their original order (see ``adapters.langgraph.narrow_tools``)."""
+    """The tools the mandate allows, in their original order (``langchain_mcp_adapters.narrow_tools``)."""
     mandate = cast("CapabilitySet", getattr(run_or_mandate, "mandate", run_or_mandate))
     if policy is None:
         policy = getattr(run_or_mandate, "policy", None) or McpActionPolicy()

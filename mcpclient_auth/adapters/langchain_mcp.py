@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 
+from .._hooks import use_run
 from ..errors import ConfigurationError
 from ..factory import httpx2_client_factory
-from ..hooks import use_run
 from ..refusal import refusal_text
 from ._tools import narrow as narrow_to_mandate
 from ._tools import selected
-from .mcp2 import refusal_from_error
+from .mcp_v2 import refusal_from_error
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
@@ -73,7 +73,7 @@ def signed_client(run: AgentRun | None, url: str | None = None, **client_kwargs:
         if run is None:
             raise ConfigurationError("signed_client(None, ...) needs url=")
         url = run.endpoints[0]
-    elif run is not None and run.scope.match(url) is None:
+    elif run is not None and run.endpoint_set.match(url) is None:
         raise ConfigurationError("signed_client(url=...) must be one of the run's endpoints")
     transport = StreamableHttpTransport(url, httpx_client_factory=httpx2_client_factory(run))
     return Client(transport, **client_kwargs)

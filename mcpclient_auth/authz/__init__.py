@@ -20,7 +20,7 @@ one retry for transient failures, typed errors (:class:`~mcpclient_auth.errors.A
 
 from __future__ import annotations
 
-from ._http import SIGNING_HOOK_MARKER
+from ._token_request import SIGNING_HOOK_MARKER
 from .authorization_code import (
     AUTHORIZATION_CODE_GRANT,
     AuthorizationCode,

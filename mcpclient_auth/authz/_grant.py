@@ -15,7 +15,7 @@ import httpx
 from ..errors import ConfigurationError, InvalidTokenResponse
 from ..keys import Identity
 from ..principal import Principal
-from ._http import (
+from ._token_request import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
     FormData,

@@ -62,7 +62,7 @@ from ..errors import (
 from ..keys import Identity
 from ..principal import Principal
 from ._grant import OwnsIdpClient, as_tuple
-from ._http import (
+from ._token_request import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
     check_endpoint,

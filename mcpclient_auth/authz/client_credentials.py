@@ -18,7 +18,7 @@ import httpx
 from ..keys import Identity
 from ..principal import Principal
 from ._grant import GrantSource, as_tuple
-from ._http import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
+from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
 from .base import AccessToken
 from .cache import CacheKey, TokenCache
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..errors import AuthorizationServerMetadataError, ConfigurationError, ResourceMetadataError
-from ._http import DEFAULT_TIMEOUT, check_endpoint, check_idp_client, default_http_client
+from ._token_request import DEFAULT_TIMEOUT, check_endpoint, check_idp_client, default_http_client
 from .resource_metadata import WELL_KNOWN_SUFFIX, ResourceMetadata, fetch_resource_metadata
 
 __all__ = [

@@ -28,7 +28,7 @@ from ..errors import ConfigurationError, MissingSubjectToken
 from ..keys import Identity
 from ..principal import Principal
 from ._grant import GrantSource, as_tuple
-from ._http import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, check_endpoint
+from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, check_endpoint
 from .base import normalise_scopes
 from .cache import CacheKey, TokenCache
 

@@ -25,7 +25,7 @@ from ..errors import ConfigurationError, MissingSubjectToken
 from ..keys import Identity
 from ..principal import ACCESS_TOKEN_TYPE, Principal, token_digest
 from ._grant import GrantSource, as_tuple
-from ._http import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
+from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
 from .cache import CacheKey, TokenCache
 
 __all__ = ["TOKEN_EXCHANGE_GRANT", "TokenExchange"]

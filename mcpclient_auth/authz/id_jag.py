@@ -37,7 +37,7 @@ from ..errors import ConfigurationError, MissingSubjectToken
 from ..keys import Identity
 from ..principal import Principal
 from ._grant import OwnsIdpClient, as_tuple
-from ._http import (
+from ._token_request import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
     check_endpoint,

@@ -32,7 +32,7 @@ from ..errors import AssertionUnavailable, ConfigurationError, McpClientAuthErro
 from ..keys import Identity
 from ..principal import Principal
 from ._grant import GrantSource, as_tuple
-from ._http import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
+from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
 from .base import AccessToken
 from .cache import CacheKey, TokenCache
 from .entra import JWT_BEARER_GRANT

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..errors import ConfigurationError, ResourceMetadataError
-from ._http import DEFAULT_TIMEOUT, check_endpoint, check_idp_client, default_http_client
+from ._token_request import DEFAULT_TIMEOUT, check_endpoint, check_idp_client, default_http_client
 
 __all__ = [
     "MAX_METADATA_BYTES",

@@ -1,5 +1,5 @@
 """A LangGraph agent over ``MultiServerMCPClient`` whose every MCP call goes through an :class:`AgentRun`,
-on one MCP session held for the question (:func:`~mcpclient_auth.adapters.langgraph.run_tools`).
+on one MCP session held for the question (:func:`~mcpclient_auth.adapters.langchain_mcp_adapters.run_tools`).
 
     answer = await ask(run, "What is Bob's salary?", script=[tool_call("get_employee_salary", ...),
                                                              AIMessage(content="...")])
@@ -22,7 +22,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
-from ..adapters.langgraph import RefusalInterceptor, SessionMode, connection, run_tools
+from ..adapters.langchain_mcp_adapters import RefusalInterceptor, SessionMode, connection, run_tools
 from ..run import AgentRun
 
 __all__ = ["MODEL_ENV", "AgentAnswer", "ScriptedModel", "ask", "chat_model", "tool_call"]

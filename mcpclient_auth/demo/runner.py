@@ -115,7 +115,7 @@ def _script(user: DemoUser) -> list[AIMessage]:
 async def _ask_and_close(run: AgentRun, user: DemoUser) -> AgentAnswer:
     async with run:  # leaving the block writes the phase-2 record and seals the run
         answer = await ask(run, QUESTION, script=_script(user))
-        await run.close(output=answer.answer)
+        await run.aclose(output=answer.answer)
     return answer
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import anyio
 
-from .. import _sfv
+from .. import _structured_fields
 from ..errors import (
     BodyFramingAmbiguous,
     BodyTimeout,
@@ -244,8 +244,8 @@ class PreAuthGate:
 
     def _keyid(self, signature_input: str) -> McpClientAuthError | str:
         try:
-            members = _sfv.parse_dictionary(signature_input)
-        except _sfv.StructuredFieldError:
+            members = _structured_fields.parse_dictionary(signature_input)
+        except _structured_fields.StructuredFieldError:
             return SignatureMalformed("the Signature-Input header is not a valid dictionary")
         member = members.get(self.signature_label)
         if member is None:

@@ -1,8 +1,9 @@
 """Show each caller only what its mandate grants: filter MCP list responses in the middleware.
 
 The list calls are protocol plumbing (:mod:`mcpclient_auth.policy`): any verified caller may send
-them. What they *answer* is narrowed here, as :func:`~mcpclient_auth.adapters.langgraph.narrow_tools`
-narrows on the client, so a model is never offered a tool, prompt or resource it may not use:
+them. What they *answer* is narrowed here, as
+:func:`~mcpclient_auth.adapters.langchain_mcp_adapters.narrow_tools` narrows on the client, so a model
+is never offered a tool, prompt or resource it may not use:
 
 - ``tools/list`` -> ``result.tools``: a tool stays when its action (``mcp.<name>``) is granted;
 - ``prompts/list`` -> ``result.prompts``: a prompt stays when ``mcp.prompt.<name>`` is granted;

@@ -14,7 +14,7 @@ import pytest
 from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 
-from mcpclient_auth.adapters.mcp_session import RunSession
+from mcpclient_auth.adapters.mcp_v1 import RunSession
 from mcpclient_auth.authz import AuthorizationCode, pkce_challenge
 from mcpclient_auth.errors import AuthorizationResponseError, ClientRegistrationError, ResourceMetadataError
 from mcpclient_auth.ledger import verify_ledger

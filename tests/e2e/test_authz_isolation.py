@@ -17,8 +17,8 @@ from langchain_core.tools import ToolException
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from mcp.shared.exceptions import McpError
 
-from mcpclient_auth.adapters.langgraph import RefusalInterceptor, RunSelector
-from mcpclient_auth.adapters.mcp_session import open_session, refusal_from_mcp_error
+from mcpclient_auth.adapters.langchain_mcp_adapters import RefusalInterceptor, RunSelector
+from mcpclient_auth.adapters.mcp_v1 import open_session, refusal_from_mcp_error
 from mcpclient_auth.authz import ClientCredentials
 from mcpclient_auth.errors import PrincipalMismatch
 from mcpclient_auth.factory import multi_run_client_factory
@@ -101,7 +101,7 @@ async def test_20_users_x_10_concurrent_calls_each_carry_their_own_token_and_man
 
     results = await asyncio.gather(*(call(user, i) for user in USERS for i in range(CALLS_PER_USER)))
     for run in runs.values():
-        await run.close()
+        await run.aclose()
 
     assert all("results for" in str(r) for r in results)
     calls = env.gate.calls("search")
@@ -147,7 +147,7 @@ async def test_a_run_refuses_a_call_made_for_another_principal(env: AuthzEnv, tm
     with acting_for(alice.principal):
         async with open_session(alice) as session:
             assert not (await session.call_tool("search", {"query": "mine"})).isError
-    await alice.close()
+    await alice.aclose()
     assert [c.arguments["query"] for c in env.gate.calls()] == ["mine"]
     denials = entries(tmp_path / "alice.jsonl", kind="denial")
     assert [(d.meta["code"], d.meta["principal"]) for d in denials] == [("principal_mismatch", USERS[0])] * 2
@@ -169,7 +169,7 @@ async def test_run_selector_declares_the_user_from_the_runtime_and_refuses_a_mix
     assert [r.code for r in refusals if r is not None] == ["principal_mismatch"]
     assert env.gate.calls() == []  # nothing of user01's call reached the server
     assert "results for" in str(await search.coroutine(runtime={"user": USERS[0]}, query="mine"))
-    await alice.close()
+    await alice.aclose()
     assert [c.arguments["query"] for c in env.gate.calls()] == ["mine"]
 
 
@@ -191,7 +191,7 @@ async def test_discovery_sessions_use_the_service_token_and_tool_calls_the_users
             await tools["search"].coroutine(runtime={"user": user}, query="as the service")
     discovery, rest = env.gate.seen[:listed], env.gate.seen[listed:]
     result = await tools["search"].coroutine(runtime={"user": user}, query="as the user")
-    await run.close()
+    await run.aclose()
 
     assert "results for" in str(result)
     assert {s.rpc_method for s in discovery} >= {"initialize", "tools/list"}

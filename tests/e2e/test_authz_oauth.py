@@ -20,9 +20,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
-from mcpclient_auth.adapters.mcp_session import RunSession
+from mcpclient_auth._hooks import use_run
+from mcpclient_auth.adapters.mcp_v1 import RunSession
 from mcpclient_auth.factory import multi_run_client_factory
-from mcpclient_auth.hooks import use_run
 from mcpclient_auth.ledger import verify_ledger
 from tests.support.hooks_env import Env, RecordingTransport, entries, hr_server
 from tests.support.mcp_app import OUR_HEADERS

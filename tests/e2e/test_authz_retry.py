@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth._hooks import use_run
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.authz import ClientCredentials, StaticTokens, TokenCache, TokenExchange
 from mcpclient_auth.errors import (
     AuthorizationError,
@@ -25,7 +26,6 @@ from mcpclient_auth.errors import (
     UpstreamUnauthorized,
 )
 from mcpclient_auth.factory import httpx_client_factory, multi_run_client_factory
-from mcpclient_auth.hooks import use_run
 from mcpclient_auth.ledger import verify_ledger
 from mcpclient_auth.refusal import REFUSAL_CODE
 from tests.support.authz_env import CLIENT_ID, CLIENT_SECRET, AuthzEnv, authz_server, subject_token

@@ -35,6 +35,7 @@ from mcpclient_auth.act import Mandate
 from mcpclient_auth.demo.hr import build_hr_server, hr_app
 from mcpclient_auth.demo.serving import free_port, running
 from mcpclient_auth.ect import ExecutionContextToken
+from mcpclient_auth.endpoints import canonical_url
 from mcpclient_auth.errors import RequestOutOfScope
 from mcpclient_auth.factory import httpx_client_factory
 from mcpclient_auth.httpsig import RequestSigner
@@ -42,7 +43,6 @@ from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger
 from mcpclient_auth.refusal import REFUSAL_CODE
 from mcpclient_auth.run import AgentRun
-from mcpclient_auth.scope import canonical_url
 from mcpclient_auth.server import PROBLEM_TYPE_PREFIX
 from tests.support.hooks_env import RecordingTransport
 from tests.support.servers import serve

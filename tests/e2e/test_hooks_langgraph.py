@@ -16,7 +16,12 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import ToolException
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
-from mcpclient_auth.adapters.langgraph import RefusalInterceptor, RunSelector, connection, narrow_tools
+from mcpclient_auth.adapters.langchain_mcp_adapters import (
+    RefusalInterceptor,
+    RunSelector,
+    connection,
+    narrow_tools,
+)
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import MandateDenied
 from mcpclient_auth.factory import multi_run_client_factory
@@ -85,7 +90,7 @@ async def test_langgraph_agent_makes_two_signed_tool_calls(env: Env, tmp_path: P
         )
         agent = create_agent(model, tools)
         state = await agent.ainvoke({"messages": [{"role": "user", "content": "Where are our offices?"}]})
-        await run.close(output=state["messages"][-1].content)
+        await run.aclose(output=state["messages"][-1].content)
 
     tool_messages = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert [m.name for m in tool_messages] == ["get_office_locations", "search"]
@@ -156,8 +161,8 @@ async def test_one_client_serves_two_runs_selected_per_call(env: Env, tmp_path: 
     # called outside a graph, the adapters raise the isError result as a ToolException
     with pytest.raises(ToolException, match="mandate_denied"):
         await search.coroutine(runtime={"user": "bob"}, query="x")  # type: ignore[misc]
-    await alice.close()
-    await bob.close()
+    await alice.aclose()
+    await bob.aclose()
 
     assert [e.meta.get("tool") for e in entries(alice_path, kind="ect") if "tool" in e.meta] == ["search"]
     assert [e.meta.get("tool") for e in entries(bob_path, kind="ect") if "tool" in e.meta] == [

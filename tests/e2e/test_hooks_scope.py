@@ -17,9 +17,9 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth._context import use_run
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.authz import AccessToken, StaticTokens
-from mcpclient_auth.context import use_run
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import MandateDenied, PrincipalMismatch
 from mcpclient_auth.ledger import verify_ledger
@@ -180,7 +180,7 @@ async def test_a_same_origin_redirect_is_re_signed(env: Env, tmp_path: Path) -> 
     # the tool call joined the DAG through its redirected hop only
     tool_ects = [ExecutionContextToken.decode(e.token) for e in ects if e.meta.get("tool")]  # type: ignore[arg-type]
     assert [t.pred for t in tool_ects] == [[run.id], [run.id]]
-    record_pred = (await run.close()).pred
+    record_pred = (await run.aclose()).pred
     assert len(record_pred) == 1 and record_pred[0] == tool_ects[1].jti
 
 

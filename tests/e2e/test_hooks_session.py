@@ -16,7 +16,7 @@ from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 
 from mcpclient_auth.act import ExecutionRecord
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import ActionMappingError, MandateDenied, RunClosed
 from mcpclient_auth.ledger import line_hash, verify_ledger
@@ -206,8 +206,8 @@ async def test_close_writes_record_and_seal_and_a_second_run_chains_on(env: Env,
     first = env.run(path)
     async with open_session(first) as session:
         await session.call_tool("search", {"query": "q"})
-    record = await first.close(output="Berlin, Lisbon, Toronto", status="completed")
-    assert await first.close(output="ignored") is record  # idempotent
+    record = await first.aclose(output="Berlin, Lisbon, Toronto", status="completed")
+    assert await first.aclose(output="ignored") is record  # idempotent
 
     run1 = entries(path, run=first.id)
     kinds = [e.kind for e in run1]

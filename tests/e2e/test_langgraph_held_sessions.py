@@ -14,10 +14,15 @@ import pytest
 from langchain_core.tools import ToolException
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
-from mcpclient_auth.adapters.langgraph import RefusalInterceptor, RunSelector, connection, run_tools
+from mcpclient_auth._hooks import use_run
+from mcpclient_auth.adapters.langchain_mcp_adapters import (
+    RefusalInterceptor,
+    RunSelector,
+    connection,
+    run_tools,
+)
 from mcpclient_auth.errors import ConfigurationError, MandateDenied, PrincipalMismatch, SessionClosed
 from mcpclient_auth.factory import multi_run_client_factory
-from mcpclient_auth.hooks import use_run
 from mcpclient_auth.ledger import verify_ledger
 from mcpclient_auth.principal import Principal
 from mcpclient_auth.run import acting_for

@@ -158,7 +158,7 @@ def test_an_agent_with_a_custom_kid_acts_on_its_mandate_and_verifies(tmp_path: P
             session.close()
         assert response.status_code == 200, response.text
         assert "error" not in body_of(response)
-        run.close_sync()
+        run.close()
         report = verify_ledger(tmp_path / "agent.jsonl", trust)
         assert report.ok, report.checks()
 
@@ -180,7 +180,7 @@ def test_self_delegation_brings_no_fresh_max_calls_budget(tmp_path: Path) -> Non
         session = Session(run, server.url)
         assert session.post(salary_call("carol")).status_code == 200
         session.close()
-        run.close_sync()
+        run.close()
         for index in range(3):
             child = root.delegate(agent, agent=agent, capabilities=budgeted(1))
             run = AgentRun(
@@ -190,7 +190,7 @@ def test_self_delegation_brings_no_fresh_max_calls_budget(tmp_path: Path) -> Non
             session = Session(run, server.url)
             response = session.post(salary_call("carol"))
             session.close()
-            run.close_sync()
+            run.close()
             assert response.status_code == 403, response.text
             assert response.json()["code"] == "constraint_violated"
 
@@ -217,7 +217,7 @@ def test_verify_ledger_totals_an_ancestors_budget_across_runs(tmp_path: Path) ->
                 session = Session(run, server.url)
                 response = session.post(salary_call("carol"))
                 session.close()
-                run.close_sync()
+                run.close()
                 assert response.status_code == 200, response.text
     ledger.close()
     report = verify_ledger(tmp_path / "agent.jsonl", trust)
@@ -284,7 +284,7 @@ def test_a_run_cannot_carry_one_users_mandate_for_another_principal(tmp_path: Pa
     # The mandate's own principal is accepted (given explicitly or by default).
     run = AgentRun(agent=agent, mandate=mandate.token, endpoint=url, ledger=tmp_path / "ok.jsonl",
                    trust=trust, principal=Principal(id="maria"))
-    run.close_sync()
+    run.close()
 
 
 def test_verify_ledger_refuses_an_entry_naming_another_principal(tmp_path: Path) -> None:
@@ -296,7 +296,7 @@ def test_verify_ledger_refuses_an_entry_naming_another_principal(tmp_path: Path)
     url = "http://127.0.0.1:1/mcp"
     mandate = Mandate.issue(maria, agent=agent, audience=url, purpose="p", capabilities=[SALARY])
     run = AgentRun(agent=agent, mandate=mandate.token, endpoint=url, ledger=tmp_path / "genuine.jsonl", trust=trust)
-    run.close_sync()
+    run.close()
     assert verify_ledger(tmp_path / "genuine.jsonl", trust).runs[mandate.jti].principal == "maria"
     # The same run, its mandate entry re-logged as erik's (a writer that ignored the check).
     forged = Ledger(tmp_path / "forged.jsonl")
@@ -394,7 +394,7 @@ def test_a_request_reusing_a_pending_id_is_refused(tmp_path: Path) -> None:
         again = session.post({"jsonrpc": "2.0", "id": "7", "method": "tools/list"})  # free again
         assert again.status_code == 200 and "get_employee_salary" not in again.text
         session.close()
-        run.close_sync()
+        run.close()
 
 
 # --- 6. a name-only mandate designates exactly one agent key ------------------------------------------
@@ -411,7 +411,7 @@ def test_a_name_only_mandate_is_refused_when_two_agent_keys_share_the_name(tmp_p
         run.install(http)
         response = http.post(server.url, json=init_message(), headers={"accept": ACCEPT})
         http.close()
-        run.close_sync()
+        run.close()
         assert response.status_code == 401, response.text
         assert response.json()["code"] == "signature_policy_violation"
         report = verify_ledger(tmp_path / "b.jsonl", ambiguous)
@@ -425,7 +425,7 @@ def test_a_name_only_mandate_is_refused_when_two_agent_keys_share_the_name(tmp_p
         session = Session(run, server.url)
         assert session.post(salary_call("carol")).status_code == 200
         session.close()
-        run.close_sync()
+        run.close()
         assert verify_ledger(tmp_path / "a.jsonl", unique).ok
 
 
@@ -458,8 +458,8 @@ def test_a_session_is_bound_to_the_principal_of_the_chain(tmp_path: Path) -> Non
         assert response.status_code == 403, response.text
         assert response.json()["code"] == "session_not_yours"
         session.close()
-        for_maria.close_sync()
-        for_erik.close_sync()
+        for_maria.close()
+        for_erik.close()
 
 
 # --- 8. MCP 2026-07-28: answers inside inputResponses need their capability ----------------------------

@@ -136,7 +136,7 @@ def test_hr_server_serves_signed_calls_and_refuses_the_rest(tmp_path: Path) -> N
                 headers={"accept": "application/json, text/event-stream"},
             )
         assert opened.status_code == 200, opened.text
-        run.close_sync()
+        run.close()
     finally:
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=15)

@@ -117,7 +117,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     # The restart: same ledger, same port (so the run's mandate audience still matches), same run.
     with running(_serve(server_trust, port, ledger, anchors, server_key), port):
         asyncio.run(_calls(run, url, [("get_office_locations", {})]))
-    run.close_sync()
+    run.close()
     jwks = base / "jwks.json"
     jwks.write_text(json.dumps(trust.to_jwks()))
     return Served(ledger, anchors, trust, jwks, run.id, server_key, user, agent)

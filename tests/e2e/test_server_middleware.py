@@ -319,7 +319,7 @@ def test_sse_get_is_verified_and_streams(hr: Hr, tmp_path: Path) -> None:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
             assert "signature" in stream.request.headers
-    run.close_sync()
+    run.close()
 
 
 async def test_streamed_responses_pass_through_unbuffered(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.errors import ConfigurationError, InsufficientScope, ScopeNotAllowed
 from mcpclient_auth.factory import httpx_client_factory
 from mcpclient_auth.ledger import verify_ledger

@@ -260,7 +260,7 @@ def test_a_forged_mandate_is_refused_everywhere(hr: Hr, tmp_path: Path, name: st
         run.install(http)
         problem(http.post(hr.url, json=INIT, headers={"accept": ACCEPT}), 401, forgery.code)
         problem(http.post(hr.url, json=SALARY_CALL, headers={"accept": ACCEPT}), 401, forgery.code)
-    run.close_sync()
+    run.close()
     # A forged mandate never reaches the server's audit ledger (it cannot open a run there).
     if hr.server_ledger.exists():
         assert all(e.run != run.id for e in Ledger.open(hr.server_ledger).entries())
@@ -371,7 +371,7 @@ def test_a_ledger_verified_with_a_role_less_jwks_is_a_usage_error(hr: Hr, tmp_pa
     ledger = tmp_path / "l.jsonl"
     AgentRun(
         agent=hr.agent, issuer=hr.maria, purpose="p", capabilities=[OFFICES], endpoint=hr.url, ledger=ledger
-    ).close_sync()
+    ).close()
     code, _ = cli_verify(ledger, keys_only)
     assert code == 2
     result = CliRunner().invoke(cli_app, ["ledger", "verify", str(ledger), "--jwks", str(keys_only)])

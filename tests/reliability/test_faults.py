@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.authz import StaticTokens, TokenExchange
 from mcpclient_auth.errors import AuthorizationError, InvalidTokenResponse, TokenExchangeUnavailable
 from mcpclient_auth.keys import Identity, TrustStore

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import ExecutionRecord, Mandate
-from mcpclient_auth.authz._http import parse_token_response
+from mcpclient_auth.authz._token_request import parse_token_response
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import InvalidTokenResponse, LedgerFormatError, McpClientAuthError
 from mcpclient_auth.httpsig import RequestSigner, RequestVerifier

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from mcpclient_auth.act import Mandate
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.authz import TokenExchange
 from mcpclient_auth.cli import app
 from mcpclient_auth.errors import (
@@ -143,7 +143,7 @@ async def test_no_secret_leaves_the_sdk(
             repr(env.user),
             repr(env.trust),
             repr(run.frontier),
-            repr(run.scope),
+            repr(run.endpoint_set),
         ]
     observed += [repr(run.record), repr(RequestVerifier(env.trust))]
     assert env.state.rejected == 0, env.state.errors()

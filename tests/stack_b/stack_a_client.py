@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 
-from mcpclient_auth.adapters.mcp_session import open_session
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.errors import MandateDenied
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.run import AgentRun

@@ -16,10 +16,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from mcpclient_auth.adapters.mcp2 import open_client
+from mcpclient_auth._hooks import library_for
+from mcpclient_auth.adapters.mcp_v2 import open_client
 from mcpclient_auth.errors import InsufficientScope, UpstreamUnauthorized
 from mcpclient_auth.factory import httpx2_client_factory
-from mcpclient_auth.hooks import library_for
 from mcpclient_auth.ledger import verify_ledger
 from tests.support.authz_env import AuthzEnv, authz_server
 from tests.support.hooks_env import entries

@@ -1,4 +1,4 @@
-"""The per-call pipeline (``mcpclient_auth.calls``) on bare ``httpx2.Request`` objects, no network."""
+"""The per-call pipeline (``mcpclient_auth._calls``) on bare ``httpx2.Request`` objects, no network."""
 
 from __future__ import annotations
 

@@ -28,11 +28,11 @@ from langchain_core._api import LangChainBetaWarning
 from langchain_core.messages import HumanMessage, ToolMessage
 from starlette.middleware import Middleware
 
+from mcpclient_auth._hooks import library_for, use_run
 from mcpclient_auth.adapters.langchain_mcp import RunMiddleware, signed_client
-from mcpclient_auth.adapters.mcp2 import RunClient, open_client
+from mcpclient_auth.adapters.mcp_v2 import RunClient, open_client
 from mcpclient_auth.errors import MandateDenied, PrincipalMismatch, RunClosed
 from mcpclient_auth.factory import httpx2_client_factory, httpx_client_factory, install
-from mcpclient_auth.hooks import library_for, use_run
 from mcpclient_auth.ledger import verify_ledger
 from mcpclient_auth.server import McpAuthMiddleware
 from tests.stack_b.signing import (
@@ -427,7 +427,7 @@ async def test_one_verifying_server_accepts_both_stacks(
 ) -> None:
     """Acceptance 2, cross-stack: the reference middleware accepts stack-B and stack-A requests in one
     run. Stack A is represented by its request path — an httpx 0.28 client from the stack-A factory
-    (the same hooks, through :mod:`mcpclient_auth.hooks._httpx`) — driving the JSON-RPC sequence an mcp 1.x
+    (the same hooks, through :mod:`mcpclient_auth._hooks._httpx`) — driving the JSON-RPC sequence an mcp 1.x
     client sends to a stateless server (initialize, initialized, tools/call); mcp 1.x itself cannot be
     installed beside mcp 2.x, so its session layer is the one piece not exercised here."""
     env = fresh(servers, "stateless")
@@ -538,7 +538,7 @@ async def test_connect_on_a_closed_run_fails_closed_with_the_typed_error(
 ) -> None:
     env = fresh(servers, server_mode)
     run = env.run(tmp_path / "client.jsonl")
-    await run.close()
+    await run.aclose()
     with pytest.raises(RunClosed):  # not an ExceptionGroup, and nothing was sent
         async with asyncio.timeout(HANG_GUARD), open_client(run):
             pass

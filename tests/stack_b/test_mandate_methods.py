@@ -24,7 +24,7 @@ from starlette.middleware import Middleware
 
 from mcpclient_auth._encoding import sha256_b64url
 from mcpclient_auth.act import Mandate
-from mcpclient_auth.adapters.mcp2 import open_client
+from mcpclient_auth.adapters.mcp_v2 import open_client
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import ConstraintUnknown, ConstraintViolated, MandateDenied
 from mcpclient_auth.httpsig import RequestSigner

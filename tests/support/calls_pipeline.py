@@ -1,4 +1,4 @@
-"""The per-call pipeline (``mcpclient_auth.calls``) on bare requests of one HTTP library, no network.
+"""The per-call pipeline (``mcpclient_auth._calls``) on bare requests of one HTTP library, no network.
 
 One body of test code for httpx (``tests/unit/test_calls.py``) and httpx2
 (``tests/stack_b/test_calls.py``): each test takes the library module and builds its ``Request``.
@@ -13,11 +13,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mcpclient_auth.calls import Admitted, Refusal, admit, authorization, check_open, prepare
-from mcpclient_auth.context import acting_for
+from mcpclient_auth._calls import Admitted, Refusal, admit, authorization, check_open, prepare
+from mcpclient_auth._context import acting_for
+from mcpclient_auth._journal import InFlight
 from mcpclient_auth.ect import ExecutionContextToken
 from mcpclient_auth.errors import MandateDenied, PrincipalMismatch, RunClosed
-from mcpclient_auth.journal import InFlight
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger
 from mcpclient_auth.run import AgentRun
@@ -53,7 +53,7 @@ async def send(
 ) -> tuple[Any, Admitted | Refusal, InFlight | None]:
     """Run the whole pipeline on a bare ``lib.Request``; journal it as sent when admitted."""
     request = lib.Request("POST", URL, content=body, headers={"content-type": "application/json"})
-    endpoint = run.scope.endpoints[0]
+    endpoint = run.endpoint_set.endpoints[0]
     check_open(run)
     admitted = admit(run, request.method, body, request.headers.get("content-type"))
     if isinstance(admitted, Refusal):
@@ -101,7 +101,7 @@ async def check_admitted_call_is_signed_chained_and_journalled(lib: ModuleType, 
     tampered = tool_call(2, name="search2")
     assert isinstance(server.check(server_view(request2, tampered)), Rejection)
     server.verify(server_view(request2, second))
-    run.close_sync()
+    run.close()
 
 
 async def check_refusals_are_journalled_and_nothing_is_signed(lib: ModuleType, tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ async def check_refusals_are_journalled_and_nothing_is_signed(lib: ModuleType, t
     denials = list(Ledger.open(tmp_path / "l.jsonl").entries(kind="denial"))
     assert [d.meta["code"] for d in denials] == [refused.error.code, "principal_mismatch"]
     assert list(Ledger.open(tmp_path / "l.jsonl").entries(kind="ect")) == []
-    run.close_sync()
+    run.close()
     try:
         check_open(run)
     except RunClosed:

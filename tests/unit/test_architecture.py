@@ -119,14 +119,14 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_import_graph_has_no_cycle() -> None:
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
-    assert "mcpclient_auth.calls" in graph["mcpclient_auth.hooks"]  # the walk sees real edges
+    assert "mcpclient_auth._calls" in graph["mcpclient_auth._hooks"]  # the walk sees real edges
     assert _cycles(graph) == []
 
 
 def test_the_request_path_imports_downward_only() -> None:
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
-    for lower in ("mcpclient_auth.calls", "mcpclient_auth.journal", "mcpclient_auth.context"):
-        assert not graph[lower] & {"mcpclient_auth.run", "mcpclient_auth.hooks", "mcpclient_auth.factory"}
+    for lower in ("mcpclient_auth._calls", "mcpclient_auth._journal", "mcpclient_auth._context"):
+        assert not graph[lower] & {"mcpclient_auth.run", "mcpclient_auth._hooks", "mcpclient_auth.factory"}
 
 
 def _private_crossings(path: Path) -> list[str]:

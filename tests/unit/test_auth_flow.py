@@ -8,10 +8,10 @@ from types import ModuleType
 import httpx
 import pytest
 
+from mcpclient_auth._hooks import library_named
+from mcpclient_auth._hooks.auth import FAIL, PASS, REOBTAIN, STEP_UP, Attempt, verdict
+from mcpclient_auth._hooks.library import EXTENSION_ATTEMPT
 from mcpclient_auth.authz import AccessToken
-from mcpclient_auth.hooks import library_named
-from mcpclient_auth.hooks.auth import FAIL, PASS, REOBTAIN, STEP_UP, Attempt, verdict
-from mcpclient_auth.hooks.library import EXTENSION_ATTEMPT
 
 httpx2 = pytest.importorskip("httpx2")
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mcpclient_auth.authz import SIGNING_HOOK_MARKER, AccessToken, ClientSecretPost, TokenExchange
-from mcpclient_auth.authz._http import (
+from mcpclient_auth.authz._token_request import (
     MAX_RESPONSE_BYTES,
     check_endpoint,
     check_idp_client,

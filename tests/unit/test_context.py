@@ -1,4 +1,4 @@
-"""The per-context state of the request path (``mcpclient_auth.context``), without a network."""
+"""The per-context state of the request path (``mcpclient_auth._context``), without a network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import mcpclient_auth
-from mcpclient_auth import context
+from mcpclient_auth import _context as context
 from mcpclient_auth.authz import StaticTokens
 from mcpclient_auth.errors import ConfigurationError
 from mcpclient_auth.keys import Identity
@@ -34,7 +34,8 @@ def make(tmp_path: Path, **kw: object) -> AgentRun:
 
 def test_the_public_names_are_the_context_modules_own() -> None:
     # One home for the state: the package root, hooks and run re-export the same objects.
-    from mcpclient_auth import hooks, run
+    from mcpclient_auth import _hooks as hooks
+    from mcpclient_auth import run
 
     assert mcpclient_auth.use_run is context.use_run is hooks.use_run
     assert mcpclient_auth.current_run is context.current_run is hooks.current_run

@@ -31,7 +31,7 @@ def test_all_public_members_are_exported(name: str) -> None:
 
 def test_the_root_exports_the_context_helpers_once() -> None:
     import mcpclient_auth
-    from mcpclient_auth import context
+    from mcpclient_auth import _context as context
 
     for name in ("use_run", "current_run", "acting_for"):
         assert name in mcpclient_auth.__all__

@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mcpclient_auth.errors import ConfigurationError
-from mcpclient_auth.factory import LocalAnswerTransport, httpx2_client_factory, httpx_client_factory, install
-from mcpclient_auth.hooks import (
+from mcpclient_auth import _hooks as hooks
+from mcpclient_auth._hooks import (
     AsyncHashingStream,
     AsyncLocalAnswer,
     _httpx,
@@ -23,6 +22,8 @@ from mcpclient_auth.hooks import (
     library_for,
     library_named,
 )
+from mcpclient_auth.errors import ConfigurationError
+from mcpclient_auth.factory import LocalAnswerTransport, httpx2_client_factory, httpx_client_factory, install
 
 httpx2 = pytest.importorskip("httpx2")
 
@@ -48,12 +49,11 @@ def test_the_per_library_classes_are_written_out_not_built_at_run_time() -> None
     import ast
     import inspect
 
-    from mcpclient_auth import hooks
 
     second = library_named("httpx2")
     for library, module in (
-        (_httpx.LIBRARY, "mcpclient_auth.hooks._httpx"),
-        (second, "mcpclient_auth.hooks._httpx2"),
+        (_httpx.LIBRARY, "mcpclient_auth._hooks._httpx"),
+        (second, "mcpclient_auth._hooks._httpx2"),
     ):
         for cls in (
             library.async_transport,
@@ -92,7 +92,7 @@ def test_factories_and_install_use_the_matching_library(tmp_path: Path) -> None:
     assert hooks.library.name == "httpx2"
     with pytest.raises(ConfigurationError):
         install(object(), run)
-    run.close_sync()
+    run.close()
 
 
 @pytest.mark.parametrize(
@@ -114,10 +114,10 @@ def test_stack_a_never_imports_httpx2() -> None:
     """Importing the package and building an httpx client must not need httpx2 (lazy import)."""
     script = (
         "import sys; sys.modules['httpx2'] = None\n"
-        "import mcpclient_auth, mcpclient_auth.factory, mcpclient_auth.hooks\n"
+        "import mcpclient_auth, mcpclient_auth.factory, mcpclient_auth._hooks\n"
         "from mcpclient_auth.factory import httpx_client_factory\n"
         "httpx_client_factory(None)()\n"
-        "assert 'mcpclient_auth.hooks._httpx2' not in sys.modules\n"
+        "assert 'mcpclient_auth._hooks._httpx2' not in sys.modules\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False

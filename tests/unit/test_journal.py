@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mcpclient_auth._journal import InFlight, RunJournal
 from mcpclient_auth.dag import Frontier
 from mcpclient_auth.errors import MandateDenied, NoTokenForPrincipal, RunClosed
-from mcpclient_auth.journal import InFlight, RunJournal
 from mcpclient_auth.jsonrpc import Call
 from mcpclient_auth.ledger import Ledger
 

@@ -9,7 +9,7 @@ from langchain_core.tools import StructuredTool
 from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, ErrorData
 
-from mcpclient_auth.adapters.langgraph import RefusalInterceptor, narrow_tools
+from mcpclient_auth.adapters.langchain_mcp_adapters import RefusalInterceptor, narrow_tools
 from mcpclient_auth.errors import MandateDenied
 from mcpclient_auth.policy import McpActionPolicy
 from mcpclient_auth.refusal import refusal_body

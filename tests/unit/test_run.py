@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mcpclient_auth._calls import Admitted, prepare
+from mcpclient_auth._hooks import current_run, use_run
 from mcpclient_auth.act import ExecutionRecord, Mandate
 from mcpclient_auth.authz import StaticTokens
-from mcpclient_auth.calls import Admitted, prepare
 from mcpclient_auth.errors import ConfigurationError, RunClosed, TokenExpired
 from mcpclient_auth.factory import DEFAULT_TIMEOUT, httpx_client_factory, install, multi_run_client_factory
-from mcpclient_auth.hooks import current_run, use_run
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.ledger import Ledger
 from mcpclient_auth.principal import Principal
@@ -98,14 +98,14 @@ def test_close_is_idempotent_and_the_record_of_a_run_without_calls(
     keys: tuple[Identity, Identity], tmp_path: Path
 ) -> None:
     run = make(keys, tmp_path)
-    record = asyncio.run(run.close(output={"answer": 42}, status="cancelled"))
-    assert run.close_sync() is record and run.closed
+    record = asyncio.run(run.aclose(output={"answer": 42}, status="cancelled"))
+    assert run.close() is record and run.closed
     assert record.pred == [] and record.exec_act is None and record.status == "cancelled"
     ExecutionRecord.verify(record.token, _trust(keys), mandate=run.mandate)
     kinds = [e.kind for e in Ledger.open(tmp_path / "l.jsonl").entries()]
     assert kinds == ["mandate", "record", "seal"]
     with pytest.raises(ConfigurationError):
-        make(keys, tmp_path / "x").close_sync(status="done")  # type: ignore[arg-type]
+        make(keys, tmp_path / "x").close(status="done")  # type: ignore[arg-type]
 
 
 def test_close_after_more_than_100_parallel_completions_names_at_most_100_preds(
@@ -118,14 +118,14 @@ def test_close_after_more_than_100_parallel_completions_names_at_most_100_preds(
     leaves = [f"call-{i}" for i in range(150)]
     for jti in leaves:
         run.frontier.complete(jti, pred)
-    record = run.close_sync(output="done")
+    record = run.close(output="done")
     assert record.pred == leaves[:100]
     ExecutionRecord.verify(record.token, _trust(keys), mandate=run.mandate)
 
 
 def test_requests_after_close_raise_run_closed(keys: tuple[Identity, Identity], tmp_path: Path) -> None:
     run = make(keys, tmp_path)
-    run.close_sync()
+    run.close()
     with httpx.Client() as client:
         run.install(client)
         with pytest.raises(RunClosed):
@@ -210,7 +210,7 @@ def test_calls_still_in_flight_at_close_get_an_incomplete_error(
         run.install(client)
         with pytest.raises(httpx.ConnectError):
             client.post(URL, json=TOOL_CALL)
-    run.close_sync()
+    run.close()
     found = list(Ledger.open(tmp_path / "l.jsonl").entries())
     assert [e.kind for e in found] == ["mandate", "ect", "error", "record", "seal"]
     assert found[2].meta["code"] == "incomplete" and found[2].jti == found[1].jti
@@ -224,7 +224,7 @@ async def test_a_body_that_breaks_midway_is_an_error_not_a_response(
     async with run.httpx_client_factory()(transport=_BreaksMidBody()) as client:
         with pytest.raises(httpx.ReadError):
             await client.post(URL, json=TOOL_CALL)
-    await run.close()
+    await run.aclose()
     found = list(Ledger.open(tmp_path / "l.jsonl").entries())
     assert [e.kind for e in found] == ["mandate", "ect", "error", "record", "seal"]
     assert found[2].meta["code"] == "transport_error" and found[2].meta["message"] == "ReadError"
@@ -236,7 +236,7 @@ def test_no_credential_in_reprs(keys: tuple[Identity, Identity], tmp_path: Path)
     from mcpclient_auth.jsonrpc import Call
 
     call = Call("request", "tools/call", 1, "search")
-    endpoint = run.scope.endpoints[0]
+    endpoint = run.endpoint_set.endpoints[0]
     request = httpx.Request("POST", URL, content=b"{}")
     admitted = Admitted(call, "mcp.search")
     prepared = prepare(run, request, b"{}", endpoint, admitted, "Bearer user-secret-token")

@@ -1,4 +1,4 @@
-"""The structured-field fast path (``_sfv._fast_dictionary`` / ``_fast_params_text``) agrees with
+"""The structured-field fast path (``_structured_fields._fast_dictionary`` / ``_fast_params_text``) agrees with
 ``http-sf`` on everything it accepts, and hands everything else to it (issue 8 optimisation)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from http_sf.parameters import ser_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpclient_auth import _sfv
+from mcpclient_auth import _structured_fields
 
 KEYS = st.from_regex(r"[a-z*][a-z0-9_\-.*]{0,6}", fullmatch=True)
 STRINGS = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
@@ -65,7 +65,7 @@ def test_fast_dictionary_agrees_with_http_sf(parts: list[str], sep: str, mutate:
     text = sep.join(parts)
     if mutate:
         text = text.replace("=", "= ", 1)  # whitespace the full parser refuses
-    fast = _sfv._fast_dictionary(text.encode())
+    fast = _structured_fields._fast_dictionary(text.encode())
     if fast is not None:
         assert fast == _slow(text.encode())
 
@@ -84,20 +84,20 @@ def test_fast_dictionary_agrees_with_http_sf(parts: list[str], sep: str, mutate:
     ],
 )
 def test_fast_dictionary_defers_unusual_values(text: str) -> None:
-    assert _sfv._fast_dictionary(text.encode()) is None
+    assert _structured_fields._fast_dictionary(text.encode()) is None
 
 
 def test_parse_dictionary_still_refuses_what_http_sf_refuses() -> None:
-    with pytest.raises(_sfv.StructuredFieldError):
-        _sfv.parse_dictionary("a=1, a=2")
-    with pytest.raises(_sfv.StructuredFieldError):
-        _sfv.parse_dictionary('a=1;x=1;x="y"')
+    with pytest.raises(_structured_fields.StructuredFieldError):
+        _structured_fields.parse_dictionary("a=1, a=2")
+    with pytest.raises(_structured_fields.StructuredFieldError):
+        _structured_fields.parse_dictionary('a=1;x=1;x="y"')
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(KEYS, st.one_of(INTEGERS, STRINGS, st.just(True)), max_size=5))
 def test_fast_params_text_matches_http_sf(params: dict[str, object]) -> None:
-    fast = _sfv._fast_params_text(params)
+    fast = _structured_fields._fast_params_text(params)
     if fast is not None:
         assert fast == ser_params(params)
-    assert _sfv.serialize_params(params) == ser_params(params)
+    assert _structured_fields.serialize_params(params) == ser_params(params)

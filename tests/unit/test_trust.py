@@ -611,11 +611,11 @@ def test_worker_processes_judge_with_the_same_roles(tmp_path: Path, maria: Ident
     genuine = AgentRun(
         agent=agent, issuer=maria, purpose="p", capabilities=[OFFICES], endpoint=AUD, ledger=path
     )
-    genuine.close_sync()
+    genuine.close()
     forged = Mandate.issue(
         agent, iss="maria", agent=agent.public, audience=AUD, purpose="x", capabilities=[SALARY]
     )
-    AgentRun(agent=agent, mandate=forged.token, endpoint=AUD, ledger=path).close_sync()
+    AgentRun(agent=agent, mandate=forged.token, endpoint=AUD, ledger=path).close()
     for jobs in (1, 2):  # jobs=2 ships the store to spawned workers as a JWKS: the roles must travel too
         report = verify_ledger(path, trust, jobs=jobs)
         assert report.checks() == {"issuer_not_authorized": 1}, (jobs, report.failures)

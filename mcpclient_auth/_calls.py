@@ -30,8 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._context import current_principal, discovery_run
 from ._encoding import sha256_b64url
-from .context import current_principal, discovery_run
+from ._journal import InFlight
 from .ect import ExecutionContextToken
 from .errors import (
     ConfigurationError,
@@ -41,22 +42,21 @@ from .errors import (
     RunClosed,
     TokenExpired,
 )
-from .journal import InFlight
 from .jsonrpc import Call, NotJsonRpc, parse
 from .policy import check_call
 
 if TYPE_CHECKING:
+    from ._hooks.auth import Attempt
+    from ._journal import RunJournal
     from .act import Mandate
     from .authz.base import TokenSource
     from .constraints import CallBudget
     from .dag import Frontier
-    from .hooks.auth import Attempt
+    from .endpoints import Endpoint, EndpointSet
     from .httpsig import RequestSigner
-    from .journal import RunJournal
     from .keys import Identity
     from .policy import ActionPolicy
     from .principal import Principal
-    from .scope import Endpoint, EndpointScope
 
 __all__ = [
     "DISCOVERY_METHODS",
@@ -103,7 +103,7 @@ class RunView(Protocol):
     @property
     def journal(self) -> RunJournal: ...
     @property
-    def scope(self) -> EndpointScope: ...
+    def endpoint_set(self) -> EndpointSet: ...
     @property
     def token_source(self) -> TokenSource | None: ...
     @property

@@ -4,7 +4,7 @@ The classes must subclass *httpx's* bases: its client checks ``isinstance(respon
 AsyncByteStream)`` against its own classes. :mod:`mcpclient_auth.factory` re-exports them.
 
     >>> import httpx
-    >>> from mcpclient_auth.hooks.library import library_for
+    >>> from mcpclient_auth._hooks.library import library_for
     >>> library_for(httpx.AsyncClient()) is LIBRARY
     True
 """

@@ -5,7 +5,7 @@ httpx2 is a fork of httpx with distinct classes (not subclasses), so its client 
 :func:`~.library.library_for` or the httpx2 client factory): stack A never needs httpx2.
 
     >>> import httpx2
-    >>> from mcpclient_auth.hooks.library import library_for
+    >>> from mcpclient_auth._hooks.library import library_for
     >>> library_for(httpx2.AsyncClient()) is LIBRARY
     True
 """

@@ -23,7 +23,7 @@ ECT, a fresh signature and its own ``ect`` ledger entry. Per request:
 built client, ``UpstreamRefusalTransport`` (:class:`UpstreamRefusal`, the innermost transport) answers
 it locally as a -32003 JSON-RPC error carrying the typed error's code (``upstream_unauthorized`` /
 ``insufficient_scope``), after writing the server's real answer (``response`` entry, its status) and a
-``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.mcp_session.RunSession`
+``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.mcp_v1.RunSession`
 raises the typed error. Anything else (notifications, GET/DELETE, clients without our transport) gets
 the typed exception raised from the auth flow.
 
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._encoding import sha256_b64url
+from .._journal import InFlight
 from ..authz.www_authenticate import BearerChallenge, bearer_challenge
 from ..errors import (
     AuthorizationError,
@@ -50,17 +51,16 @@ from ..errors import (
     ScopeNotAllowed,
     UpstreamUnauthorized,
 )
-from ..journal import InFlight
 from ..refusal import refusal_body
 from .library import EXTENSION_ATTEMPT, EXTENSION_INFLIGHT, is_http_error, library_for, library_named
 
 if TYPE_CHECKING:
+    from .._calls import RunView
     from ..authz.base import AccessToken, TokenSource
-    from ..calls import RunView
+    from ..endpoints import Endpoint
     from ..jsonrpc import Call
     from ..principal import Principal
     from ..run import AgentRun
-    from ..scope import Endpoint
 
 __all__ = [
     "Attempt",
@@ -227,7 +227,7 @@ def _answered_by_endpoint(attempt: Attempt, response: Any, sent: Any) -> bool:
         url = str((sent if sent is not None else response.request).url)
     except (AttributeError, RuntimeError):
         return True
-    return run.scope.match(url) == endpoint
+    return run.endpoint_set.match(url) == endpoint
 
 
 def _outside_allowlist(attempt: Attempt, challenge: BearerChallenge | None) -> list[str]:

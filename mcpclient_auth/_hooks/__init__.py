@@ -33,7 +33,7 @@ context of the call that made it.
 **One core, two HTTP libraries.** Everything here is library-neutral: the hooks only touch
 ``request.method``, ``str(request.url)``, ``request.headers``, ``request.extensions`` and
 ``aread()``/``read()``, which httpx 0.28 and its fork httpx2 share; the decisions are
-:mod:`mcpclient_auth.calls`'. The few objects that must be instances of the *request's* library — the
+:mod:`mcpclient_auth._calls`'. The few objects that must be instances of the *request's* library — the
 transport wrapper (:mod:`.transports`), the hashing byte stream (:mod:`.streams`), the local
 ``Response`` — come from an :class:`~.library.HttpLibrary` whose classes are written out per library
 (:mod:`._httpx`, :mod:`._httpx2`; httpx2 is imported only when used):
@@ -46,10 +46,12 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..authz._http import SIGNING_HOOK_MARKER
+from .._calls import Admitted, Refusal, admit, authorization, check_open, prepare
+from .._context import current_run, use_run
+from .._journal import InFlight
+from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
-from ..calls import Admitted, Refusal, admit, authorization, check_open, prepare
-from ..context import current_run, use_run
+from ..endpoints import EndpointSet, MetadataCollector, sent_url
 from ..errors import (
     ChallengeMalformed,
     ConfigurationError,
@@ -57,10 +59,8 @@ from ..errors import (
     PrincipalMismatch,
     RequestOutOfScope,
 )
-from ..journal import InFlight
 from ..jsonrpc import Call, parse
 from ..refusal import refusal_body
-from ..scope import EndpointScope, MetadataCollector, sent_url
 from ..sse import ResponseWatcher
 from .auth import Attempt
 from .library import (
@@ -80,8 +80,8 @@ from .streams import AsyncHashingStream, ResponseTracker, StreamObserver, SyncHa
 from .transports import AsyncLocalAnswer, LocalRefusal, SyncLocalAnswer
 
 if TYPE_CHECKING:
+    from ..endpoints import Endpoint
     from ..run import AgentRun
-    from ..scope import Endpoint
 
 __all__ = [
     "EXTENSION_INFLIGHT",
@@ -110,13 +110,13 @@ _Response = Any
 
 def _tracker_for(response: Any) -> StreamObserver | None:
     scope = response.request.extensions.get(EXTENSION_LEARN)
-    if isinstance(scope, EndpointScope):
+    if isinstance(scope, EndpointSet):
         return MetadataCollector(scope) if response.status_code == 200 else None
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
         return None
     if response.status_code == 401:
-        _learn_metadata_url(inflight.run.scope, response)
+        _learn_metadata_url(inflight.run.endpoint_set, response)
     watcher: ResponseWatcher | None = None
     call = inflight.call
     if (
@@ -132,7 +132,7 @@ def _tracker_for(response: Any) -> StreamObserver | None:
 # --- request side -------------------------------------------------------------------------------
 
 
-def _learn_metadata_url(scope: EndpointScope, response: _Response) -> None:
+def _learn_metadata_url(scope: EndpointSet, response: _Response) -> None:
     """A 401 from an endpoint may name RFC 9728 metadata on the run's origin: let a client's OAuth
     flow fetch it (untouched) instead of the guard refusing it."""
     try:
@@ -294,7 +294,8 @@ class RunHooks:
         if own is None or selected is own:
             return False
         url = str(request.url)
-        return own.scope.classify(url).kind != "other" or selected.scope.classify(url).kind != "other"
+        mine, theirs = own.endpoint_set.classify(url), selected.endpoint_set.classify(url)
+        return mine.kind != "other" or theirs.kind != "other"
 
     def _refuse_cross_run(self, selected: AgentRun, request: _Request, body: bytes) -> None:
         own = self.run
@@ -318,14 +319,14 @@ class RunHooks:
     def _guard(run: AgentRun, request: _Request) -> Endpoint | None:
         """The endpoint to sign ``request`` for, with its URL made canonical; ``None`` otherwise (an
         authorization-server metadata request is marked for learning, a refusal is marked)."""
-        verdict = run.scope.classify(str(request.url))
+        verdict = run.endpoint_set.classify(str(request.url))
         if verdict.kind == "endpoint":
             _send_canonical(request)
             return verdict.endpoint
         if verdict.kind == "refuse":
             request.extensions = {**request.extensions, EXTENSION_REFUSED: True}
         elif verdict.metadata:
-            request.extensions = {**request.extensions, EXTENSION_LEARN: run.scope}
+            request.extensions = {**request.extensions, EXTENSION_LEARN: run.endpoint_set}
         return None
 
     def _refuse_out_of_scope(self, run: AgentRun, request: _Request, body: bytes) -> None:
@@ -333,8 +334,8 @@ class RunHooks:
         request.extensions = {k: v for k, v in request.extensions.items() if k != EXTENSION_REFUSED}
         error = RequestOutOfScope(
             f"refusing a {request.method} to {request.url.path!r} on the run's origin: it is none of the "
-            f"run's endpoints ({', '.join(run.scope.urls)}) and no OAuth discovery, token or registration "
-            "request; nothing was sent",
+            f"run's endpoints ({', '.join(run.endpoint_set.urls)}) and no OAuth discovery, token or "
+            "registration request; nothing was sent",
             path=request.url.path,
         )
         try:

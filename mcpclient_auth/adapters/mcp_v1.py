@@ -63,7 +63,7 @@ async def open_session(
     ``session_kwargs`` to ``ClientSession`` (``read_timeout_seconds``, ``sampling_callback``, ...).
     """
     target = url if url is not None else run.endpoints[0]
-    if run.scope.match(target) is None:
+    if run.endpoint_set.match(target) is None:
         raise ConfigurationError("open_session(url=...) must be one of the run's endpoints")
     client = run.httpx_client_factory()(**(client_kwargs or {}))
     async with (

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._journal import InFlight
 from ..errors import McpClientAuthError
-from ..journal import InFlight
 from .library import EXTENSION_INFLIGHT, EXTENSION_REFUSAL, error_code_for
 
 if TYPE_CHECKING:

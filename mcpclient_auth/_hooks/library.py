@@ -49,7 +49,7 @@ OUR_EXTENSIONS = (
     EXTENSION_REFUSED,
 )
 #: Top-level module name of a client/request/response class -> the module holding its HttpLibrary.
-_LIBRARY_MODULES = {"httpx": "mcpclient_auth.hooks._httpx", "httpx2": "mcpclient_auth.hooks._httpx2"}
+_LIBRARY_MODULES = {"httpx": "mcpclient_auth._hooks._httpx", "httpx2": "mcpclient_auth._hooks._httpx2"}
 
 
 #: Exception class names shared by httpx and httpx2 (distinct, unrelated hierarchies) -> ledger code.

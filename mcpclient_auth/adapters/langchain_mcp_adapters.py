@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, ErrorData, TextContent
 
+from .._hooks import current_run, use_run
 from ..errors import (
     ActionMappingError,
     ConfigurationError,
@@ -39,14 +40,13 @@ from ..errors import (
     PrincipalMismatch,
     SessionClosed,
 )
-from ..hooks import current_run, use_run
 from ..jsonrpc import Call
 from ..policy import ActionPolicy, CapabilitySet
 from ..principal import Principal
 from ..refusal import refusal_body, refusal_text
 from ..run import acting_for, current_principal
 from ._tools import narrow, selected
-from .mcp_session import refusal_from_mcp_error
+from .mcp_v1 import refusal_from_mcp_error
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool

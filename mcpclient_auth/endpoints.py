@@ -20,7 +20,7 @@ Why not call httpx's parser: this module stays free of I/O and HTTP libraries; t
 they use, and the request hook canonicalises the URL it is about to send again (so a divergence
 would make the guard refuse, never sign for the wrong URI).
 
-**Fail closed.** :meth:`EndpointScope.classify` sorts every request a run's client sends:
+**Fail closed.** :meth:`EndpointSet.classify` sorts every request a run's client sends:
 
 - to one of the endpoints (a trailing slash aside; the legacy ``/sse`` endpoint also covers its
   sibling ``/messages/``) -> signed;
@@ -28,11 +28,11 @@ would make the guard refuse, never sign for the wrong URI).
 - to the run's origin but another path -> **refused**, unless it is OAuth discovery the guard
   recognises (``/.well-known/oauth-protected-resource…``, ``/.well-known/oauth-authorization-server…``,
   ``…/.well-known/openid-configuration…``), a ``resource_metadata`` URL a 401 from one of the
-  endpoints named (:meth:`EndpointScope.learn_metadata_url`), or a token / registration endpoint
+  endpoints named (:meth:`EndpointSet.learn_metadata_url`), or a token / registration endpoint
   named by authorization-server metadata that passed through the run's client
-  (:meth:`EndpointScope.learn_server_metadata`).
+  (:meth:`EndpointSet.learn_server_metadata`).
 
-    >>> scope = EndpointScope(["http://127.0.0.1:8000/mcp"])
+    >>> scope = EndpointSet(["http://127.0.0.1:8000/mcp"])
     >>> scope.match("http://127.0.0.1:8000/mcp/?x=1").url
     'http://127.0.0.1:8000/mcp'
     >>> scope.classify("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp").kind
@@ -56,7 +56,7 @@ from .errors import ConfigurationError, EndpointInvalid
 
 __all__ = [
     "Endpoint",
-    "EndpointScope",
+    "EndpointSet",
     "MetadataCollector",
     "ScopeVerdict",
     "canonical_url",
@@ -311,7 +311,7 @@ def _discovery_kind(path: str) -> ScopeVerdict | None:
     return None
 
 
-class EndpointScope:
+class EndpointSet:
     """The set of endpoints a run signs for; :meth:`classify` is the scope guard's question."""
 
     def __init__(self, endpoints: str | Sequence[str]) -> None:
@@ -330,7 +330,7 @@ class EndpointScope:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"EndpointScope({[e.url for e in self.endpoints]!r})"
+        return f"EndpointSet({[e.url for e in self.endpoints]!r})"
 
     @property
     def urls(self) -> list[str]:
@@ -411,7 +411,7 @@ class MetadataCollector:
 
     __slots__ = ("_chunks", "_scope", "_size")
 
-    def __init__(self, scope: EndpointScope) -> None:
+    def __init__(self, scope: EndpointSet) -> None:
         self._scope = scope
         self._chunks: list[bytes] = []
         self._size = 0

@@ -33,8 +33,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._calls import RunView
     from .act import ExecutionRecord, Mandate
-    from .calls import RunView
     from .dag import Frontier
     from .jsonrpc import Call
     from .keys import Identity

@@ -117,7 +117,7 @@ async def open_client(
         if run is None:
             raise ConfigurationError("open_client(None, ...) needs url=")
         url = run.endpoints[0]
-    elif run is not None and run.scope.match(url) is None:
+    elif run is not None and run.endpoint_set.match(url) is None:
         raise ConfigurationError("open_client(url=...) must be one of the run's endpoints")
     client_module = importlib.import_module("mcp.client")
     transport_module = importlib.import_module("mcp.client.streamable_http")

@@ -12,7 +12,7 @@ one client may serve several runs and several users:
   ``run.discovery()`` carry the run's service token and may only list.
 
 (One request's 401/403 state, the auth flow's ``Attempt``, is not context state: it travels in that
-request's ``extensions``, see :mod:`mcpclient_auth.hooks.auth`.)
+request's ``extensions``, see :mod:`mcpclient_auth._hooks.auth`.)
 
 In mcp 1.x the context must be set when a session is *opened* (its transport tasks copy the context
 then): it then applies to every request of that session. mcp 2.x sends every request in the context of

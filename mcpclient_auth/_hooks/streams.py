@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .._encoding import b64url_encode
-from ..journal import InFlight
-from ..scope import MetadataCollector
+from .._journal import InFlight
+from ..endpoints import MetadataCollector
 from ..sse import ResponseWatcher
 from .library import error_code_for
 

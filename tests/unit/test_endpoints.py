@@ -1,4 +1,4 @@
-"""scope.EndpointScope: which requests a run signs."""
+"""scope.EndpointSet: which requests a run signs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from mcpclient_auth.act import Mandate
+from mcpclient_auth.endpoints import EndpointSet, MetadataCollector, canonical_url, sent_url
 from mcpclient_auth.errors import ConfigurationError, EndpointInvalid
 from mcpclient_auth.keys import Identity
 from mcpclient_auth.run import AgentRun
-from mcpclient_auth.scope import EndpointScope, MetadataCollector, canonical_url, sent_url
 
 
 def test_exact_endpoint_trailing_slash_and_query_match() -> None:
-    scope = EndpointScope("http://127.0.0.1:8000/mcp")
+    scope = EndpointSet("http://127.0.0.1:8000/mcp")
     for url in ("http://127.0.0.1:8000/mcp", "http://127.0.0.1:8000/mcp/", "HTTP://127.0.0.1:8000/mcp?x=1"):
         endpoint = scope.match(url)
         assert endpoint is not None and endpoint.url == "http://127.0.0.1:8000/mcp"
@@ -38,24 +38,24 @@ def test_exact_endpoint_trailing_slash_and_query_match() -> None:
     ],
 )
 def test_everything_else_is_out_of_scope(url: str) -> None:
-    assert EndpointScope("http://127.0.0.1:8000/mcp").match(url) is None
+    assert EndpointSet("http://127.0.0.1:8000/mcp").match(url) is None
 
 
 def test_default_ports_are_normalised() -> None:
-    scope = EndpointScope("https://mcp.example/mcp")
+    scope = EndpointSet("https://mcp.example/mcp")
     assert scope.match("https://MCP.example:443/mcp") is not None
     assert scope.match("http://mcp.example/mcp") is None
 
 
 def test_legacy_sse_endpoint_covers_its_messages_path() -> None:
-    scope = EndpointScope("http://127.0.0.1:8000/app/sse")
+    scope = EndpointSet("http://127.0.0.1:8000/app/sse")
     assert scope.match("http://127.0.0.1:8000/app/sse") is not None
     assert scope.match("http://127.0.0.1:8000/app/messages/?session_id=abc") is not None
     assert scope.match("http://127.0.0.1:8000/messages/") is None
 
 
 def test_several_endpoints() -> None:
-    scope = EndpointScope(["http://a.example/mcp", "http://b.example/other"])
+    scope = EndpointSet(["http://a.example/mcp", "http://b.example/other"])
     assert scope.match("http://b.example/other").url == "http://b.example/other"  # type: ignore[union-attr]
     assert scope.urls == ["http://a.example/mcp", "http://b.example/other"]
 
@@ -65,7 +65,7 @@ def test_several_endpoints() -> None:
 )
 def test_bad_endpoints_are_configuration_errors(bad: object) -> None:
     with pytest.raises(ConfigurationError):
-        EndpointScope(bad)  # type: ignore[arg-type]
+        EndpointSet(bad)  # type: ignore[arg-type]
 
 
 # --- issue 12, finding 4: one canonical endpoint, exactly as httpx / httpx2 send it ------------------
@@ -125,7 +125,7 @@ def test_explicit_default_ports_are_dropped() -> None:
     ],
 )
 def test_every_spelling_is_one_endpoint(spelling: str) -> None:
-    scope = EndpointScope(spelling)
+    scope = EndpointSet(spelling)
     assert scope.urls == ["http://h.example:8000/mcp"]
     assert scope.match("http://h.example:8000/mcp").url == "http://h.example:8000/mcp"  # type: ignore[union-attr]
 
@@ -149,7 +149,7 @@ def test_every_spelling_is_one_endpoint(spelling: str) -> None:
 )
 def test_endpoints_that_cannot_be_normalised_are_refused_typed(bad: str, reason: str) -> None:
     with pytest.raises(EndpointInvalid) as info:
-        EndpointScope(bad)
+        EndpointSet(bad)
     assert info.value.code == "endpoint_invalid" and reason in info.value.message
     assert "pw" not in info.value.message  # never echo credentials
 
@@ -180,7 +180,7 @@ def test_agent_run_uses_the_canonical_form_everywhere(tmp_path: Path) -> None:
     ) as run:
         assert run.endpoints == ["http://h.example/mcp"]
         assert run.mandate.aud == ["http://h.example/mcp"]
-        assert run.signer_for(run.scope.endpoints[0])._audience == "http://h.example/mcp"
+        assert run.signer_for(run.endpoint_set.endpoints[0])._audience == "http://h.example/mcp"
 
 
 def test_a_mandate_spelling_its_endpoint_differently_is_refused(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_a_mandate_spelling_its_endpoint_differently_is_refused(tmp_path: Path) 
 
 
 def test_same_origin_paths_outside_the_endpoints_are_refused() -> None:
-    scope = EndpointScope("http://127.0.0.1:8000/mcp")
+    scope = EndpointSet("http://127.0.0.1:8000/mcp")
     for url in (
         "http://127.0.0.1:8000/admin",
         "http://127.0.0.1:8000/",
@@ -222,12 +222,12 @@ def test_same_origin_paths_outside_the_endpoints_are_refused() -> None:
     ],
 )
 def test_oauth_discovery_on_the_run_origin_passes(path: str, learns: bool) -> None:
-    verdict = EndpointScope("http://127.0.0.1:8000/mcp").classify(f"http://127.0.0.1:8000{path}")
+    verdict = EndpointSet("http://127.0.0.1:8000/mcp").classify(f"http://127.0.0.1:8000{path}")
     assert verdict.kind == "oauth" and verdict.metadata is learns
 
 
 def test_token_and_registration_endpoints_are_learned_from_server_metadata() -> None:
-    scope = EndpointScope("http://127.0.0.1:8000/mcp")
+    scope = EndpointSet("http://127.0.0.1:8000/mcp")
     assert scope.classify("http://127.0.0.1:8000/oauth/token").kind == "refuse"
     document = {
         "issuer": "http://127.0.0.1:8000",
@@ -244,7 +244,7 @@ def test_token_and_registration_endpoints_are_learned_from_server_metadata() -> 
 
 
 def test_metadata_cannot_unsign_an_endpoint_or_reach_other_origins() -> None:
-    scope = EndpointScope("http://127.0.0.1:8000/mcp")
+    scope = EndpointSet("http://127.0.0.1:8000/mcp")
     scope.learn_server_metadata(json.dumps({"token_endpoint": "http://127.0.0.1:8000/mcp"}).encode())
     scope.learn_server_metadata(json.dumps({"token_endpoint": "http://127.0.0.1:9/x"}).encode())
     scope.learn_server_metadata(b"not json")
@@ -254,7 +254,7 @@ def test_metadata_cannot_unsign_an_endpoint_or_reach_other_origins() -> None:
 
 
 def test_the_metadata_collector_is_bounded() -> None:
-    scope = EndpointScope("http://127.0.0.1:8000/mcp")
+    scope = EndpointSet("http://127.0.0.1:8000/mcp")
     document = json.dumps({"token_endpoint": "http://127.0.0.1:8000/t", "pad": "x" * 70_000}).encode()
     big = MetadataCollector(scope)
     big.feed(document[:40_000])
