@@ -329,6 +329,13 @@ class SignaturePolicyError(SignatureError):
     code = "signature_policy_violation"
 
 
+class SignatureComponentUncovered(SignaturePolicyError):
+    """The request carries a header the profile signs when present (``Authorization``, ``DPoP``,
+    ``Last-Event-ID``, an ``Mcp-Param-*`` header, ...) but the signature does not cover it."""
+
+    code = "component_uncovered"
+
+
 class SignatureReplay(SignatureError):
     """A signature ``nonce`` was already seen."""
 
@@ -759,6 +766,7 @@ __all__ = [
     "SessionError",
     "SessionNotYours",
     "SessionUnknown",
+    "SignatureComponentUncovered",
     "SignatureError",
     "SignatureExpired",
     "SignatureInvalid",
