@@ -415,6 +415,24 @@ class InvalidTokenResponse(AuthorizationError):
     retryable = False
 
 
+class DPoPNotBound(InvalidTokenResponse):
+    """A token request carried a DPoP proof (RFC 9449 §5) but the answer is not a DPoP-bound token
+    (``token_type`` other than ``DPoP``): refused, never used as a bearer token in its place."""
+
+    code = "dpop_not_bound"
+    reason = "dpop_not_bound"
+    retryable = False
+
+
+class DPoPKeyMissing(AuthorizationError):
+    """A DPoP-bound token is to be sent but no DPoP key can prove it: the token source has no
+    ``dpop`` (or another key than the run's ``dpop=``). Nothing was sent."""
+
+    code = "dpop_key_missing"
+    reason = "dpop_key_missing"
+    retryable = False
+
+
 class UpstreamUnauthorized(AuthorizationError):
     """The MCP server kept rejecting the user's token (401 after one re-obtain)."""
 
@@ -705,6 +723,8 @@ __all__ = [
     "ConstraintUnknown",
     "ConstraintViolated",
     "CriticalHeaderUnsupported",
+    "DPoPKeyMissing",
+    "DPoPNotBound",
     "DagError",
     "DelegationError",
     "DigestError",
