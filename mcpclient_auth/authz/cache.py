@@ -59,7 +59,9 @@ class CacheKey(NamedTuple):
     ``principal`` is the principal id (``None`` for service tokens); ``subject`` and ``actor`` are
     :func:`~mcpclient_auth.principal.token_digest` values, never tokens. The token types (RFC 8693)
     are part of the request too: a source asking for an ID-JAG must never be handed an access token
-    another source cached for the same user, audience and scopes.
+    another source cached for the same user, audience and scopes. ``dpop`` is the RFC 7638
+    thumbprint of the DPoP key a token is bound to (RFC 9449; ``None``: a bearer token): a bound token
+    is never handed to a bearer caller or to a caller proving with another key, and the reverse.
     """
 
     endpoint: str
@@ -74,6 +76,7 @@ class CacheKey(NamedTuple):
     requested_token_type: str | None = None
     subject_token_type: str | None = None
     actor_token_type: str | None = None
+    dpop: str | None = None
 
 
 #: What a miss runs to get a fresh token from the token endpoint.
