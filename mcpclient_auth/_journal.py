@@ -65,6 +65,8 @@ class InFlight:
     pred: list[str]
     url: str
     token: str | None = field(default=None, repr=False)
+    #: the ``jti`` of this send's DPoP proof (RFC 9449), recorded in its ``ect`` entry
+    dpop_jti: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
 
@@ -144,6 +146,8 @@ class RunJournal:
         }
         if call.tool is not None:
             meta["tool"] = call.tool
+        if inflight.dpop_jti is not None:
+            meta["dpop_jti"] = inflight.dpop_jti
         meta["principal"] = self.principal_id
         with self._lock:
             if self._closed:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._calls import Admitted, Refusal, admit, authorization, check_open, prepare
 from .._context import current_run, use_run
+from .._dpop import Credential
 from .._journal import InFlight
 from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
@@ -353,7 +354,7 @@ class RunHooks:
         body: bytes,
         endpoint: Endpoint,
         admitted: Admitted,
-        authorization: str | None,
+        authorization: Credential | None,
     ) -> None:
         prepared = prepare(run, request, body, endpoint, admitted, authorization)
         extensions = dict(request.extensions)
