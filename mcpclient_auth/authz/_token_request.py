@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .. import _telemetry
 from ..errors import (
     ConfigurationError,
     DPoPNotBound,
@@ -194,6 +195,7 @@ async def request_token_body(
     where = _loggable(endpoint)
     for attempt in (1, 2):
         if attempt == 2:
+            _telemetry.token_retry()
             # Jitter spreads the retries of many clients that failed together.
             await asyncio.sleep(retry_backoff * random.uniform(0.8, 1.2))
         try:

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from .. import _telemetry
 from ..errors import ConfigurationError
 from .base import DEFAULT_SKEW, AccessToken
 
@@ -262,11 +263,12 @@ class TokenCache:
         token = self.get(key)
         if token is not None:
             return token
+        _telemetry.token_miss(self._store.shared)  # marks the token span, if any
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         if flight is None or flight[0].get_loop() is not loop:
             stale = self._stale.pop(key, None)
-            task = loop.create_task(self._run(key, factory, stale))
+            task = loop.create_task(self._run(key, _telemetry.fetching(factory), stale))
             task.add_done_callback(_consume_exception)
             flight = self._flights[key] = (task, stale)
         return await asyncio.shield(flight[0])
