@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _telemetry
 from ._context import current_principal, discovery_run
 from ._encoding import sha256_b64url
 from ._journal import InFlight
@@ -246,7 +247,8 @@ async def authorization(
             scopes = list(attempt.scopes)
         else:
             scopes = run.scopes_for(endpoint, source)
-        token = await source.get_token(run.principal, audience=audience, scopes=scopes)
+        with _telemetry.token_span(source, _token_reason(attempt)):  # a child span of the call's
+            token = await source.get_token(run.principal, audience=audience, scopes=scopes)
         header = token.authorization_header()
         if attempt is not None:
             attempt.used(run, source, run.principal, endpoint, call, audience, scopes, token)
@@ -254,6 +256,13 @@ async def authorization(
     except McpClientAuthError as exc:
         run.journal.denial(call, None, exc)
         return Refusal(call, exc)
+
+
+def _token_reason(attempt: Attempt | None) -> str:
+    """Why a token is asked for (the token span's ``reason``): first send, 401 re-obtain, step-up."""
+    if attempt is None or not attempt.final:
+        return "first"
+    return "step_up" if attempt.scopes is not None else "reobtain"
 
 
 def prepare(
@@ -265,12 +274,14 @@ def prepare(
     authorization: str | None,
     *,
     url: str | None = None,
+    telemetry: _telemetry.CallTelemetry | None = None,
 ) -> Prepared:
     """Set the run's headers, the ECT (for a call) and the signature on ``request``.
 
     ``url`` is the URI recorded in the ledger (default: the request's URL without its query). The
     call is not journalled here: the caller does ``run.journal.sent(prepared.inflight)`` once the
-    request is ready to leave.
+    request is ready to leave. With ``telemetry`` (OpenTelemetry configured), the ECT names the
+    call's trace in ``ect_ext.trace`` and the ledger entry in ``meta.trace``.
     """
     headers = dict(run.static_headers)
     if authorization is not None:
@@ -287,6 +298,7 @@ def prepare(
             wid=run.id,
             inp_hash=sha256_b64url(body),
             ttl=run.ect_ttl,
+            ect_ext=telemetry.ect_extension() if telemetry is not None else None,
         )
         headers[run.ect_header] = ect.token
         if url is None:
@@ -294,7 +306,9 @@ def prepare(
             url = (
                 f"{raw.scheme}://{raw.netloc.decode('ascii')}{raw.raw_path.decode('ascii').partition('?')[0]}"
             )
-        inflight = InFlight(run, call, action, ect.jti, pred, url, ect.token)
+        inflight = InFlight(run, call, action, ect.jti, pred, url, ect.token, telemetry=telemetry)
+        if telemetry is not None:
+            telemetry.prepared(run, ect.jti, action)
     target = request.headers
     for name, value in headers.items():
         target[name] = value

@@ -147,6 +147,10 @@ class HttpMessage:
         """The raw values of every field line named ``name`` (case-insensitive), or ``None``."""
         return self._fields.get(name.lower())
 
+    def field_names(self) -> tuple[str, ...]:
+        """The lower-case names of the message's fields, each once, in first-seen order."""
+        return tuple(self._fields)
+
     def header(self, name: str) -> str | None:
         """The canonical combined value (RFC 9421 §2.1): lines trimmed, unfolded, joined by ``", "``."""
         lines = self.field_lines(name)

@@ -529,6 +529,7 @@ class TrustStore:
         self._agents: set[str] = set()
         self._kids_by_thumbprint: dict[str, set[str]] = {}
         self._max_depth = DEFAULT_MAX_DELEGATION_DEPTH
+        self._generation = 0
         self.max_delegation_depth = max_delegation_depth
         for key in keys:
             self.add(key)
@@ -556,6 +557,7 @@ class TrustStore:
             )
         self._keys[public.kid] = public
         self._kids_by_thumbprint.setdefault(public.thumbprint, set()).add(public.kid)
+        self._generation += 1
         return public
 
     def _same_key_kids(self, public: PublicKey) -> set[str]:
@@ -592,6 +594,7 @@ class TrustStore:
             )
         self.add(public)
         self._issuers[public.kid] = self._issuers.get(public.kid, frozenset()) | frozenset(names)
+        self._generation += 1
         return public
 
     def add_agent(self, key: KeyLike) -> PublicKey:
@@ -603,6 +606,7 @@ class TrustStore:
             )
         self.add(public)
         self._agents.add(public.kid)
+        self._generation += 1
         return public
 
     @staticmethod
@@ -661,6 +665,13 @@ class TrustStore:
         if type(value) is not int or value < 0:
             raise ConfigurationError("max_delegation_depth must be a non-negative integer")
         self._max_depth = value
+        self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        """Counts every change (key, role, delegation depth): a verifier caching what it verified
+        against this store re-verifies when it moved (server/_mandate_cache.py)."""
+        return self._generation
 
     def _roles_document(self) -> dict[str, Any]:
         return {

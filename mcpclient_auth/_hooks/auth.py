@@ -39,6 +39,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import _telemetry
 from .._encoding import sha256_b64url
 from .._journal import InFlight
 from ..authz.base import SAFE_CODE
@@ -295,6 +296,7 @@ class AuthFlow:
             if action == FAIL:
                 raise _final(attempt, request, response.status_code, challenge)
             assert challenge is not None
+            _telemetry.resending(request, action, response.status_code)  # one span for both sends
             await self._prepare_resend(attempt, action, challenge)
             attempt.final = True
             response = yield request
@@ -332,6 +334,7 @@ def _final(
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight):
         inflight.run.journal.denial(inflight.call, inflight.action, error)
+    _telemetry.refused(request, attempt.call, error, local=False)
     return error
 
 
@@ -363,6 +366,7 @@ class UpstreamRefusal:
         if not isinstance(inflight, InFlight):
             return response
         error = attempt.give_up(response.status_code, challenge)
+        _telemetry.refused(request, call, error, local=False)  # the span ends with the refusal code
         body = await _read_capped(response)
         run = inflight.run
         run.journal.response(

@@ -80,7 +80,9 @@ class AccessToken:
         token.authorization_header()    # 'Bearer eyJ...'
 
     ``expires_at`` is epoch seconds or ``None`` (unknown: the issuer did not say). ``token_type`` is
-    ``"Bearer"`` or RFC 8693's ``"N_A"`` (an issued token that is not an access token).
+    ``"Bearer"``, ``"DPoP"`` (RFC 9449: bound to the source's DPoP key; every request that carries it
+    needs a proof made with that key) or RFC 8693's ``"N_A"`` (an issued token that is not an access
+    token).
     """
 
     token: str = field(repr=False)
@@ -109,14 +111,21 @@ class AccessToken:
             return False
         return (time.time() if now is None else now) >= self.expires_at - skew
 
+    @property
+    def dpop_bound(self) -> bool:
+        """True for a DPoP-bound token (RFC 9449): it is useless without a proof made with its key."""
+        return self.token_type == "DPoP"
+
     def authorization_header(self) -> str:
-        """``"Bearer <token>"`` for the ``Authorization`` header (RFC 6750 §2.1)."""
-        if self.token_type != "Bearer":
+        """``"Bearer <token>"`` (RFC 6750 §2.1) or, for a DPoP-bound token, ``"DPoP <token>"``
+        (RFC 9449 §7.1; the request also needs its ``DPoP`` proof header)."""
+        if self.token_type not in ("Bearer", "DPoP"):
             raise InvalidTokenResponse(
-                f"the issued token has token_type {self.token_type!r}; only Bearer tokens can be sent",
+                f"the issued token has token_type {self.token_type!r}; only Bearer and DPoP tokens "
+                "can be sent",
                 token_type=self.token_type,
             )
-        return f"Bearer {self.token}"
+        return f"{self.token_type} {self.token}"
 
     def __repr__(self) -> str:
         return (

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from .. import _telemetry
 from ..errors import ConfigurationError
 from .base import DEFAULT_SKEW, AccessToken
 
@@ -58,7 +59,9 @@ class CacheKey(NamedTuple):
     ``principal`` is the principal id (``None`` for service tokens); ``subject`` and ``actor`` are
     :func:`~mcpclient_auth.principal.token_digest` values, never tokens. The token types (RFC 8693)
     are part of the request too: a source asking for an ID-JAG must never be handed an access token
-    another source cached for the same user, audience and scopes.
+    another source cached for the same user, audience and scopes. ``dpop`` is the RFC 7638
+    thumbprint of the DPoP key a token is bound to (RFC 9449; ``None``: a bearer token): a bound token
+    is never handed to a bearer caller or to a caller proving with another key, and the reverse.
     """
 
     endpoint: str
@@ -73,6 +76,7 @@ class CacheKey(NamedTuple):
     requested_token_type: str | None = None
     subject_token_type: str | None = None
     actor_token_type: str | None = None
+    dpop: str | None = None
 
 
 #: What a miss runs to get a fresh token from the token endpoint.
@@ -255,11 +259,12 @@ class TokenCache:
         token = self.get(key)
         if token is not None:
             return token
+        _telemetry.token_miss(self._store.shared)  # marks the token span, if any
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         if flight is None or flight[0].get_loop() is not loop:
             stale = self._stale.pop(key, None)
-            task = loop.create_task(self._run(key, factory, stale))
+            task = loop.create_task(self._run(key, _telemetry.fetching(factory), stale))
             task.add_done_callback(_consume_exception)
             flight = self._flights[key] = (task, stale)
         return await asyncio.shield(flight[0])
