@@ -66,6 +66,8 @@ class InFlight:
     pred: list[str]
     url: str
     token: str | None = field(default=None, repr=False)
+    #: the ``jti`` of this send's DPoP proof (RFC 9449), recorded in its ``ect`` entry
+    dpop_jti: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     #: the call's OpenTelemetry span and clocks (``None`` when OpenTelemetry is off)
@@ -147,6 +149,8 @@ class RunJournal:
         }
         if call.tool is not None:
             meta["tool"] = call.tool
+        if inflight.dpop_jti is not None:
+            meta["dpop_jti"] = inflight.dpop_jti
         meta["principal"] = self.principal_id
         trace_id = inflight.telemetry.trace_id() if inflight.telemetry is not None else None
         if trace_id is not None:

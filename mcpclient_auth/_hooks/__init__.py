@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _telemetry
 from .._calls import Admitted, Refusal, admit, authorization, check_open, prepare
 from .._context import current_run, use_run
+from .._dpop import Credential
 from .._journal import InFlight
 from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
@@ -359,7 +360,7 @@ class RunHooks:
         body: bytes,
         endpoint: Endpoint,
         admitted: Admitted,
-        authorization: str | None,
+        authorization: Credential | None,
         telemetry: _telemetry.CallTelemetry | None = None,
     ) -> None:
         prepared = prepare(run, request, body, endpoint, admitted, authorization, telemetry=telemetry)

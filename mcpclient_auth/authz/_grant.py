@@ -41,7 +41,7 @@ def check_dpop(dpop: DPoP | None) -> DPoP | None:
 
 def bind_key(key: CacheKey, dpop: DPoP | None) -> CacheKey:
     """``key`` for a token bound to ``dpop``'s key (unchanged for bearer tokens)."""
-    return key if dpop is None else key._replace(dpop=dpop.thumbprint)
+    return key if dpop is None else key.bound_to(dpop.thumbprint)
 
 
 def check_binding(token: AccessToken, dpop: DPoP | None) -> AccessToken:

@@ -78,6 +78,10 @@ class CacheKey(NamedTuple):
     actor_token_type: str | None = None
     dpop: str | None = None
 
+    def bound_to(self, jkt: str | None) -> CacheKey:
+        """This key for a token bound to the DPoP key with thumbprint ``jkt`` (``None``: bearer)."""
+        return self._replace(dpop=jkt)
+
 
 #: What a miss runs to get a fresh token from the token endpoint.
 TokenFactory = Callable[[], Awaitable[AccessToken]]
