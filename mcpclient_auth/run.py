@@ -354,6 +354,20 @@ class AgentRun:
     def endpoints(self) -> list[str]:
         return self.endpoint_set.urls
 
+    def endpoint_url(self, url: str | None = None) -> str:
+        """``url`` if it is one of the run's endpoints (default: the first); else
+        :class:`ConfigurationError`. Every adapter that opens a connection for the run checks its
+        ``url=`` here, so the rule "a run's credentials go only to its endpoints" is written once.
+
+            run.endpoint_url()                                   # run.endpoints[0]
+            run.endpoint_url("https://hr.example/mcp")           # itself, when it is an endpoint
+        """
+        if url is None:
+            return self.endpoints[0]
+        if not isinstance(url, str) or self.endpoint_set.match(url) is None:
+            raise ConfigurationError("url= must be one of the run's endpoints")
+        return url
+
     @property
     def closed(self) -> bool:
         return self.journal.closed

@@ -39,7 +39,6 @@ in ``request.extensions`` (as httpx passes per-request state): no context variab
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _dpop, _telemetry
 from .._encoding import sha256_b64url
 from .._journal import InFlight
+from ..authz.base import SAFE_CODE
 from ..authz.www_authenticate import BearerChallenge, bearer_challenge
 from ..errors import (
     AuthorizationError,
@@ -83,7 +83,6 @@ PASS, REOBTAIN, STEP_UP, FAIL = "pass", "reobtain", "step_up", "fail"
 DPOP_NONCE = "dpop_nonce"
 #: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
 _MAX_ERROR_BODY = 64 * 1024
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(eq=False)
@@ -151,7 +150,7 @@ class Attempt:
         """The typed error for a final 401/403 (no header text except a validated error code)."""
         principal = self.principal.id if self.principal is not None else None
         code = challenge.error if challenge is not None and challenge.error else None
-        code = code if code is not None and _SAFE_CODE.fullmatch(code) else None
+        code = code if code is not None and SAFE_CODE.fullmatch(code) else None
         refused = _outside_allowlist(self, challenge) if status == 403 and not self.final else []
         if refused:
             return ScopeNotAllowed(
@@ -159,7 +158,7 @@ class Attempt:
                 "provider for them",
                 status=status,
                 error=code,
-                scopes=[s for s in refused if _SAFE_CODE.fullmatch(s)],
+                scopes=[s for s in refused if SAFE_CODE.fullmatch(s)],
                 principal=principal,
             )
         if status == 403:

@@ -27,14 +27,13 @@ import asyncio
 import json
 import logging
 import random
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from .. import _telemetry
+from .._encoding import strict_json_loads
 from ..errors import (
     ConfigurationError,
     DPoPNotBound,
@@ -42,7 +41,7 @@ from ..errors import (
     TokenExchangeRejected,
     TokenExchangeUnavailable,
 )
-from .base import AccessToken, normalise_scopes
+from .base import HEADER_SAFE, SAFE_CODE, AccessToken, normalise_scopes
 from .client_auth import ClientAuthentication
 from .dpop import DPOP_HEADER, DPOP_NONCE_HEADER, DPOP_TOKEN_TYPE, USE_DPOP_NONCE, DPoP
 
@@ -87,11 +86,7 @@ MAX_EXPIRES_IN = 2**32
 SIGNING_HOOK_MARKER = "__mcpclient_auth_signing_hook__"
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-# The OAuth error code is the only part of an error body we repeat: a short token-like string.
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TOKEN_TYPES = {"bearer": "Bearer", "n_a": "N_A"}
-# The access token goes into an HTTP header: visible ASCII only (RFC 6750 b64token is a subset).
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 FormData = Mapping[str, "str | Sequence[str]"]
 
@@ -226,7 +221,7 @@ def refresh_token_of(body: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     value = data.get("refresh_token") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and _HEADER_SAFE.fullmatch(value) else None
+    return value if isinstance(value, str) and HEADER_SAFE.fullmatch(value) else None
 
 
 class _UseNonce(Exception):
@@ -343,16 +338,7 @@ def _error_code(body: bytes) -> str:
     except (ValueError, RecursionError):
         return "unknown"
     code = data.get("error") if isinstance(data, dict) else None
-    return code if isinstance(code, str) and _SAFE_CODE.fullmatch(code) else "unknown"
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidTokenResponse("the token response repeats a member")
-        out[key] = value
-    return out
+    return code if isinstance(code, str) and SAFE_CODE.fullmatch(code) else "unknown"
 
 
 def parse_token_response(
@@ -373,17 +359,12 @@ def parse_token_response(
     scope-tokens (absent = the requested scopes, RFC 6749 §5.1); ``issued_token_type`` an optional
     string, required when ``require_issued_token_type`` (RFC 8693).
     """
-    try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates)
-    except InvalidTokenResponse:
-        raise
-    except (ValueError, RecursionError):
-        raise InvalidTokenResponse(f"the {what} response is not JSON") from None
+    data = strict_json_loads(body, error=InvalidTokenResponse, what=f"the {what} response")
     if not isinstance(data, dict):
         raise InvalidTokenResponse(f"the {what} response is not a JSON object")
 
     token = data.get("access_token")
-    if not isinstance(token, str) or not _HEADER_SAFE.fullmatch(token):
+    if not isinstance(token, str) or not HEADER_SAFE.fullmatch(token):
         raise InvalidTokenResponse(f"the {what} response has no usable access_token", field="access_token")
 
     raw_type = data.get("token_type")
@@ -392,7 +373,7 @@ def parse_token_response(
         if not isinstance(raw_type, str) or raw_type.lower() != DPOP_TOKEN_TYPE.lower():
             # The server ignored the proof: a bearer token where a bound one was asked for is a
             # downgrade anyone who sees it can use; never accept it in place of a DPoP token.
-            shown = raw_type if isinstance(raw_type, str) and _SAFE_CODE.fullmatch(raw_type) else None
+            shown = raw_type if isinstance(raw_type, str) and SAFE_CODE.fullmatch(raw_type) else None
             raise DPoPNotBound(
                 f"the {what} sent a DPoP proof but the response's token_type is {shown!r}, not DPoP",
                 field="token_type",
@@ -400,7 +381,7 @@ def parse_token_response(
             )
         token_type = DPOP_TOKEN_TYPE
     if token_type is None:
-        shown = raw_type if isinstance(raw_type, str) and _SAFE_CODE.fullmatch(raw_type) else None
+        shown = raw_type if isinstance(raw_type, str) and SAFE_CODE.fullmatch(raw_type) else None
         raise InvalidTokenResponse(
             f"the {what} response has an unsupported token_type {shown!r}",
             field="token_type",

@@ -48,8 +48,12 @@ DEFAULT_SKEW = 30.0
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-# A token goes into an HTTP header: visible ASCII only (RFC 6750 b64token is a subset).
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+#: A token goes into an HTTP header: visible ASCII only (RFC 6750 b64token is a subset).
+HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+#: The only parts of an OAuth error body or challenge that are repeated in a message, a refusal or
+#: the ledger (``error`` codes, scope names): short token-like strings. Anything else there is text
+#: the other side chose and is never shown.
+SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def normalise_scopes(scopes: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -89,7 +93,7 @@ class AccessToken:
     _fingerprint: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.token, str) or not _HEADER_SAFE.fullmatch(self.token):
+        if not isinstance(self.token, str) or not HEADER_SAFE.fullmatch(self.token):
             raise ConfigurationError("an access token must be a non-empty string of visible ASCII")
         scopes: object = self.scopes
         if not isinstance(scopes, frozenset):  # a set, list or space-separated string is accepted
