@@ -590,6 +590,12 @@ class DagError(McpClientAuthError):
 # --- tokens: additions -----------------------------------------------------------------------------
 
 
+class DPoPProofInvalid(TokenError):
+    """A DPoP proof (RFC 9449 §4.3) that a resource server must refuse; ``reason`` names the check."""
+
+    code = "dpop_proof_invalid"
+
+
 class CriticalHeaderUnsupported(TokenError):
     """The JWS header declares a ``crit`` extension this verifier does not understand (RFC 7515)."""
 
@@ -725,6 +731,7 @@ __all__ = [
     "CriticalHeaderUnsupported",
     "DPoPKeyMissing",
     "DPoPNotBound",
+    "DPoPProofInvalid",
     "DagError",
     "DelegationError",
     "DigestError",
