@@ -147,12 +147,28 @@ class HttpMessage:
         """The raw values of every field line named ``name`` (case-insensitive), or ``None``."""
         return self._fields.get(name.lower())
 
+    def field_names(self) -> tuple[str, ...]:
+        """The lower-case names of the message's fields, each once, in first-seen order."""
+        return tuple(self._fields)
+
     def header(self, name: str) -> str | None:
         """The canonical combined value (RFC 9421 §2.1): lines trimmed, unfolded, joined by ``", "``."""
         lines = self.field_lines(name)
         if lines is None:
             return None
         return ", ".join(_canonical_line(line) for line in lines)
+
+    @classmethod
+    def from_fields(
+        cls, *, method: str, url: str, fields: Mapping[str, str], body: bytes | None
+    ) -> HttpMessage:
+        """A request from header fields already collected in one pass: lower-case name -> its value
+        (repeated lines joined with ``", "``, as a server's header mapping holds them). Nothing is
+        re-read: the name index is built from ``fields`` directly."""
+        message = cls(method=method, url=url, headers=tuple(fields.items()), body=body)
+        # Pre-fill the cached index (what _fields would compute from ``headers``: one line per name).
+        message.__dict__["_fields"] = {name: [value] for name, value in fields.items()}
+        return message
 
     @classmethod
     def of(cls, message: Any, *, body: bytes | None = None) -> HttpMessage:

@@ -7,8 +7,12 @@
 
 Profile ``mcp`` covers ``"@method" "@target-uri"`` and, when present, ``content-type``,
 ``content-digest``, ``authorization``, ``act-mandate``, the ECT header, ``mcp-session-id``,
-``mcp-protocol-version``, ``mcp-method``, ``mcp-name``; parameters ``created``, ``expires``, ``nonce``,
-``keyid``, ``tag="mcpclient-auth/1"``, ``wimse-aud``. Profile ``wimse``
+``mcp-protocol-version``, ``mcp-method``, ``mcp-name`` (SEP-2243 standard headers), ``last-event-id``
+(an SSE resumption, SEP-1699), ``dpop`` (RFC 9449 proof) and every ``mcp-param-*`` header (SEP-2243
+custom headers, names in lower case and sorted); parameters ``created``, ``expires``, ``nonce``,
+``keyid``, ``tag="mcpclient-auth/1"``, ``wimse-aud``. A verifier refuses a request that carries any of
+these headers uncovered (:class:`~mcpclient_auth.errors.SignatureComponentUncovered`,
+``component_uncovered``): a header the server may act on is never unsigned. Profile ``wimse``
 (draft-ietf-wimse-http-signature) covers ``"@method" "@request-target" "workload-identity-token"`` and,
 when present, ``content-type``, ``content-digest``, ``authorization``, ``txn-token``; it has no
 ``keyid`` and no ``alg``: the key is the one the Workload Identity Token confirms.
@@ -48,6 +52,7 @@ from .errors import (
     ConfigurationError,
     DigestError,
     ReplayDetected,
+    SignatureComponentUncovered,
     SignatureExpired,
     SignatureMalformed,
     SignatureMissing,
@@ -72,6 +77,9 @@ __all__ = [
 MCP_TAG = "mcpclient-auth/1"
 WIMSE_TAG = "wimse-workload-to-workload"
 
+#: SEP-2243 (2026-07-28 transport): a tool argument mirrored into a header, ``Mcp-Param-<Name>``.
+MCP_PARAM_PREFIX = "mcp-param-"
+
 #: Methods whose requests always carry a ``Content-Digest`` (also for an empty body).
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
@@ -87,8 +95,9 @@ class SignatureProfile:
     """What a profile signs and what its verifier insists on.
 
     ``derived`` components are always covered, then each of ``fields`` when the request carries it
-    (in this order). ``required_fields`` must be present. ``keyid``: whether the ``keyid`` parameter is
-    sent (``mcp``) or forbidden together with ``alg`` (``wimse``).
+    (in this order), then every field whose name starts with one of ``field_prefixes`` (lower case,
+    sorted by name). ``required_fields`` must be present. ``keyid``: whether the ``keyid`` parameter
+    is sent (``mcp``) or forbidden together with ``alg`` (``wimse``).
     """
 
     name: str
@@ -98,6 +107,7 @@ class SignatureProfile:
     fields: tuple[str, ...]
     required_fields: frozenset[str] = frozenset()
     keyid: bool = True
+    field_prefixes: tuple[str, ...] = ()
 
 
 def _mcp_profile(ect_header: str) -> SignatureProfile:
@@ -116,7 +126,10 @@ def _mcp_profile(ect_header: str) -> SignatureProfile:
             "mcp-protocol-version",
             "mcp-method",
             "mcp-name",
+            "last-event-id",
+            "dpop",
         ),
+        field_prefixes=(MCP_PARAM_PREFIX,),
     )
 
 
@@ -143,7 +156,9 @@ def _profile(name: str, ect_header: str) -> SignatureProfile:
     if factory is None:
         raise ConfigurationError(f"unknown signature profile {name!r}; use one of {sorted(PROFILES)}")
     profile = factory(ect_header.lower())
-    if len(set(profile.fields)) != len(profile.fields):
+    if len(set(profile.fields)) != len(profile.fields) or any(
+        name.startswith(profile.field_prefixes) for name in profile.fields
+    ):
         raise ConfigurationError("ect_header must not name another covered field")
     return profile
 
@@ -235,8 +250,11 @@ _WIT_KEY_NAME = WIT_HEADER.lower().encode("ascii")
 _WIT_KEY = frozenset({_WIT_KEY_NAME})
 
 
-def _raw_fields(headers: Any, wanted: frozenset[bytes]) -> dict[bytes, list[bytes]]:
-    """The wire bytes of the ``wanted`` fields (lower-case names), in one pass over the container.
+def _raw_fields(
+    headers: Any, wanted: frozenset[bytes], prefixes: tuple[bytes, ...] = ()
+) -> dict[bytes, list[bytes]]:
+    """The wire bytes of the ``wanted`` fields and of every field whose name starts with one of
+    ``prefixes`` (lower-case names), in one pass over the container.
 
     httpx and starlette expose the encoded field lines as ``.raw``; reading those avoids decoding
     every value and signs exactly the bytes that go on the wire.
@@ -255,7 +273,7 @@ def _raw_fields(headers: Any, wanted: frozenset[bytes]) -> dict[bytes, list[byte
     found: dict[bytes, list[bytes]] = {}
     for name, value in pairs:
         key = name.lower()
-        if key in wanted:
+        if key in wanted or (prefixes and key.startswith(prefixes)):
             if key in found:
                 found[key].append(value)
             else:
@@ -354,6 +372,7 @@ class RequestSigner:
         self._field_ids = tuple(_structured_fields.sf_string(name) for name in fields)
         self._field_keys = tuple(name.encode("ascii") for name in fields)
         self._wanted = frozenset(self._field_keys)
+        self._prefixes = tuple(prefix.encode("ascii") for prefix in self._profile.field_prefixes)
         self._method_prefix = f"{self._derived_ids[0]}: ".encode("ascii")
         self._target_prefix = f"\n{self._derived_ids[1]}: ".encode("ascii")
         self._field_prefixes = tuple(f"\n{text}: ".encode("ascii") for text in self._field_ids)
@@ -392,8 +411,9 @@ class RequestSigner:
             raise ConfigurationError("the Workload Identity Token confirms another key than this signer's")
         self._checked_wit = token
 
-    def _inner_list(self, mask: int) -> tuple[str, tuple[str, ...]]:
-        """The serialised component list for one combination of present fields (cached per signer)."""
+    def _inner_list(self, mask: int, extra: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+        """The serialised component list for one combination of present fields (cached per signer;
+        ``extra``: the prefixed fields present, e.g. ``mcp-param-region``, appended uncached)."""
         cached = self._inner_lists.get(mask)
         if cached is None:
             ids = list(self._derived_ids)
@@ -404,7 +424,10 @@ class RequestSigner:
                     names.append(self._profile.fields[i])
             cached = ("(" + " ".join(ids) + ")", tuple(names))
             self._inner_lists[mask] = cached
-        return cached
+        if not extra:
+            return cached
+        inner = cached[0][:-1] + "".join(f' "{name}"' for name in extra) + ")"
+        return inner, (*cached[1], *extra)
 
     def sign(
         self,
@@ -445,7 +468,7 @@ class RequestSigner:
             self._target_prefix,
             _ascii(profile.derived[1], target),
         ]
-        found = _raw_fields(headers, self._wanted)
+        found = _raw_fields(headers, self._wanted, self._prefixes)
         mask = 0
         for i, key in enumerate(self._field_keys):
             values = found.get(key)
@@ -453,7 +476,14 @@ class RequestSigner:
                 mask |= 1 << i
                 parts.append(self._field_prefixes[i])
                 parts.append(_field_bytes(values))
-        inner, covered = self._inner_list(mask)
+        extra: tuple[str, ...] = ()
+        if len(found) > mask.bit_count():
+            # Prefixed fields (Mcp-Param-*): every one present is covered, sorted by name.
+            extra = tuple(sorted(_prefixed_name(key) for key in found if key not in self._wanted))
+            for name in extra:
+                parts.append(f'\n"{name}": '.encode("ascii"))
+                parts.append(_field_bytes(found[name.encode("ascii")]))
+        inner, covered = self._inner_list(mask, extra)
 
         if created is None:
             created = int(time.time())
@@ -505,6 +535,13 @@ class RequestSigner:
                 "or set one Workload-Identity-Token header on the request"
             )
         self._check_wit(present[0].strip(b" \t").decode("latin-1"))
+
+
+def _prefixed_name(key: bytes) -> str:
+    name = key.decode("latin-1")
+    if not _FIELD_NAME.fullmatch(name):
+        raise ComponentError("a request header name is not an HTTP field name")
+    return name
 
 
 @functools.lru_cache(maxsize=256)
@@ -663,6 +700,10 @@ class RequestVerifier:
                 required.append(ComponentId.of(name))
             elif name in profile.required_fields:
                 raise SignaturePolicyError(f"the request has no {name!r} header")
+        if profile.field_prefixes:
+            for name in message.field_names():
+                if name.startswith(profile.field_prefixes):
+                    required.append(ComponentId.of(name))
         method = (message.method or "").upper()
         needs_digest = (
             method in _BODY_METHODS or bool(message.body) or message.field_lines("content-digest") is not None
@@ -672,7 +713,7 @@ class RequestVerifier:
         required.extend(self._extra)
         for cid in required:
             if cid.identity not in covered:
-                raise SignaturePolicyError(f"the signature does not cover {cid.text}")
+                raise SignatureComponentUncovered(f"the signature does not cover {cid.text}")
         return needs_digest
 
     def _check_time(self, parsed: ParsedSignature, now: float) -> tuple[int, int]:

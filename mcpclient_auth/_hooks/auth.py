@@ -27,6 +27,10 @@ hook awaits on its own loop, a sync client's hook waits for the same coroutine o
   the run's allowlist (``AgentRun(allowed_scopes=...)``; default the configured scopes plus the
   RFC 9728 ``scopes_supported`` the run fetched): a server demanding anything else gets no step-up and
   the identity provider is never asked (:class:`~mcpclient_auth.errors.ScopeNotAllowed`);
+- ``401`` with a ``DPoP`` challenge ``error="use_dpop_nonce"`` and a ``DPoP-Nonce`` (RFC 9449 §9, a
+  DPoP-bound token) -> the nonce is kept for the endpoint's origin and the request is resent once with
+  a fresh proof carrying it (same token, same ``ath``, new ``jti``); this resend does not use up the
+  re-obtain / step-up above. A ``DPoP-Nonce`` on any other answer is kept for the next proofs;
 - optional RFC 9728 (``AgentRun(discover_resource_metadata=True)``): a 401 naming
   ``resource_metadata`` makes the run fetch that document anonymously (no token, no signature), check
   that its ``resource`` is the endpoint, and ask the token source for that audience on the resend.
@@ -47,14 +51,14 @@ in ``request.extensions`` (as httpx passes per-request state): no context variab
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import _dpop, _telemetry
 from .._encoding import sha256_b64url
 from .._journal import InFlight
-from ..authz.base import DiscoversResource
+from ..authz.base import SAFE_CODE, DiscoversResource
 from ..authz.www_authenticate import BearerChallenge, bearer_challenge
 from ..errors import (
     AuthorizationError,
@@ -89,11 +93,13 @@ __all__ = [
 
 #: Verdicts on one response (see :func:`verdict`).
 PASS, OBTAIN, REOBTAIN, STEP_UP, FAIL = "pass", "obtain", "reobtain", "step_up", "fail"
-#: A request is sent at most this often by the flow: first challenge, then one re-obtain or step-up.
-MAX_SENDS = 3
+#: A 401 ``use_dpop_nonce`` (RFC 9449 §9): resend once with the nonce, same token.
+DPOP_NONCE = "dpop_nonce"
+#: A request is sent at most this often by the flow: the first challenge, one re-obtain or step-up,
+#: one DPoP nonce resend.
+MAX_SENDS = 4
 #: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
 _MAX_ERROR_BODY = 64 * 1024
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(eq=False)
@@ -126,6 +132,7 @@ class Attempt:
     call: Call | None = None
     audience: str | None = None
     asked_scopes: tuple[str, ...] | None = None
+    dpop_nonce_resent: bool = False
     # the access token sent with the latest send: never in repr()
     token: AccessToken | None = field(default=None, repr=False)
 
@@ -219,7 +226,7 @@ class Attempt:
                 "the MCP server's first challenge asks for scopes outside the run's allowed_scopes; not "
                 "asking the identity provider for them",
                 status=401,
-                scopes=[s for s in outside if _SAFE_CODE.fullmatch(s)],
+                scopes=[s for s in outside if SAFE_CODE.fullmatch(s)],
                 principal=run.principal.id,
             )
         self.scopes = chosen
@@ -249,7 +256,7 @@ class Attempt:
         """The typed error for a final 401/403 (no header text except a validated error code)."""
         principal = self.principal.id if self.principal is not None else None
         code = challenge.error if challenge is not None and challenge.error else None
-        code = code if code is not None and _SAFE_CODE.fullmatch(code) else None
+        code = code if code is not None and SAFE_CODE.fullmatch(code) else None
         refused = _outside_allowlist(self, challenge) if status == 403 and not self.final else []
         if refused:
             return ScopeNotAllowed(
@@ -257,7 +264,7 @@ class Attempt:
                 "provider for them",
                 status=status,
                 error=code,
-                scopes=[s for s in refused if _SAFE_CODE.fullmatch(s)],
+                scopes=[s for s in refused if SAFE_CODE.fullmatch(s)],
                 principal=principal,
             )
         if status == 403:
@@ -278,9 +285,15 @@ class Attempt:
         )
 
 
-def _challenge(response: Any) -> BearerChallenge | None:
+def _challenge(response: Any, attempt: Attempt | None = None) -> BearerChallenge | None:
+    # A DPoP-bound token is challenged with the DPoP scheme (RFC 9449 §7.1): same parameters.
+    bound = attempt is not None and attempt.token is not None and attempt.token.dpop_bound
+    scheme = "dpop" if bound else "bearer"
     try:
-        return bearer_challenge(response.headers.get_list("www-authenticate"))
+        values = response.headers.get_list("www-authenticate")
+        return bearer_challenge(values, scheme=scheme) or (
+            bearer_challenge(values) if scheme == "dpop" else None
+        )
     except ChallengeMalformed:
         return None
 
@@ -292,7 +305,8 @@ def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, Bea
     ``sent`` is the request ``response`` answers (default ``response.request``; a transport passes it
     because the client ties the two together only after the transport returns).
 
-    ``PASS`` (not our business: nothing of ours on it, or not an authorization failure), ``OBTAIN``
+    ``PASS`` (not our business: nothing of ours on it, or not an authorization failure), ``DPOP_NONCE``
+    (a 401 ``use_dpop_nonce`` with a nonce, once per request), ``OBTAIN``
     (a 401 to a send without the token: the first challenge), ``REOBTAIN`` (401 invalid_token, or a
     401 naming resource metadata when the run discovers it), ``STEP_UP`` (403 insufficient_scope
     demanding allowed scopes not yet asked for) or ``FAIL``.
@@ -304,7 +318,9 @@ def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, Bea
         # After a redirect the answer came from a hop that got none of our credentials: its 401/403
         # says nothing about the run's token, so it must not drive a re-obtain or step-up.
         return PASS, None
-    challenge = _challenge(response)
+    if _dpop.nonce_challenge(attempt, response):
+        return DPOP_NONCE, None
+    challenge = _challenge(response, attempt)
     if attempt.anonymous:
         # No token of ours was on it: a 401 is the first challenge (answered once per request); a 403
         # is the server's own business.
@@ -398,12 +414,17 @@ class AuthFlow:
         attempt.sends = 1
         response = yield request
         while True:
-            action, challenge = verdict(attempt, response)
+            action, challenge = _dpop_verdict(attempt, response)
             if action == PASS:
                 break
             if action == FAIL or attempt.sends >= MAX_SENDS:
                 raise _final(attempt, request, response.status_code, challenge)
-            attempt.resend(action, challenge)
+            if action == DPOP_NONCE:
+                # its nonce is kept by now: the run's request hook gives the resend a fresh proof with it
+                attempt.dpop_nonce_resent = True
+            else:
+                _telemetry.resending(request, action, response.status_code)  # one span for all sends
+                attempt.resend(action, challenge)
             attempt.sends += 1
             response = yield request
         run, endpoint = attempt.run, attempt.endpoint
@@ -466,6 +487,13 @@ class AuthFlow:
             attempt.release()
 
 
+def _dpop_verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | None]:
+    """:func:`verdict`, after keeping any ``DPoP-Nonce`` the endpoint's answer carries (RFC 9449 §9)."""
+    if _answered_by_endpoint(attempt, response, None):
+        _dpop.learn_nonce(attempt, response)
+    return verdict(attempt, response)
+
+
 def _final(
     attempt: Attempt, request: Any, status: int, challenge: BearerChallenge | None
 ) -> AuthorizationError:
@@ -475,6 +503,7 @@ def _final(
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight):
         inflight.run.journal.denial(inflight.call, inflight.action, error)
+    _telemetry.refused(request, attempt.call, error, local=False)
     return error
 
 
@@ -528,6 +557,7 @@ def upstream_refusal(request: Any, response: Any) -> UpstreamAnswer | None:
     if not isinstance(inflight, InFlight):
         return None
     error = attempt.give_up(response.status_code, challenge)
+    _telemetry.refused(request, call, error, local=False)  # the span ends with the refusal code
     return UpstreamAnswer(request, response.status_code, inflight, call, error)
 
 

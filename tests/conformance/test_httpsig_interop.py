@@ -27,7 +27,12 @@ from http_message_signatures import (
     algorithms,
 )
 
-from mcpclient_auth.errors import DigestError, SignatureInvalid, SignaturePolicyError
+from mcpclient_auth.errors import (
+    DigestError,
+    SignatureComponentUncovered,
+    SignatureInvalid,
+    SignaturePolicyError,
+)
 from mcpclient_auth.httpsig import MCP_TAG, RequestSigner, RequestVerifier
 from mcpclient_auth.keys import Identity, TrustStore
 from tests.support.servers import serve
@@ -122,6 +127,50 @@ def test_our_mcp_signature_verifies_with_pyauth(agent: Identity) -> None:
     # Same signature base, byte for byte, from two implementations.
     pyauth_base = "\n".join(f"{k}: {v}" for k, v in verified.covered_components.items()).encode()
     assert pyauth_base == result.base
+
+
+#: Headers the mcp profile covers when present, beyond the base set: SEP-2243, RFC 9449, SEP-1699.
+COVERED_WHEN_PRESENT = {
+    "Mcp-Method": "tools/call",
+    "Mcp-Name": "search",
+    "Mcp-Param-Region": "eu-west",
+    "Mcp-Param-Tenant": "acme",
+    "DPoP": "proof.jwt.sig",
+    "Last-Event-ID": "stream-1:4",
+}
+
+
+def test_pyauth_verifies_our_coverage_of_param_dpop_and_last_event_id(agent: Identity) -> None:
+    request = _mcp_request(**COVERED_WHEN_PRESENT)
+    result = RequestSigner(agent).sign(request)
+    names = tuple(name.lower() for name in COVERED_WHEN_PRESENT)
+    [verified] = _pyauth_verifier(agent).verify(
+        request, expect_tag=MCP_TAG, require_components=("@method", "@target-uri", *names), body=BODY
+    )
+    assert set(names) <= set(result.covered)
+    pyauth_base = "\n".join(f"{k}: {v}" for k, v in verified.covered_components.items()).encode()
+    assert pyauth_base == result.base
+    for name, value in COVERED_WHEN_PRESENT.items():
+        tampered = _mcp_request(**COVERED_WHEN_PRESENT)
+        RequestSigner(agent).sign(tampered)
+        tampered.headers[name] = value + "x"
+        with pytest.raises(InvalidSignature):
+            _pyauth_verifier(agent).verify(tampered, expect_tag=MCP_TAG, body=BODY)
+
+
+@pytest.mark.parametrize("left_out", ["mcp-param-region", "dpop", "last-event-id"])
+def test_our_verifier_refuses_a_pyauth_signature_leaving_a_present_header_uncovered(
+    agent: Identity, left_out: str
+) -> None:
+    covered = (*MCP_COVERED, *(name.lower() for name in COVERED_WHEN_PRESENT))
+    complete = _mcp_request(**COVERED_WHEN_PRESENT)
+    _pyauth_sign(agent, complete, covered)
+    assert RequestVerifier(TrustStore([agent])).verify(complete, body=BODY).keyid == agent.kid
+    partial = _mcp_request(**COVERED_WHEN_PRESENT)
+    _pyauth_sign(agent, partial, tuple(name for name in covered if name != left_out))
+    with pytest.raises(SignatureComponentUncovered) as caught:
+        RequestVerifier(TrustStore([agent])).verify(partial, body=BODY)
+    assert caught.value.code == "component_uncovered"
 
 
 def test_pyauth_rejects_our_signature_after_tampering(agent: Identity) -> None:
