@@ -27,6 +27,7 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
     from .replay_targets import replay_store_cost
     from .session_targets import held_sessions
     from .split_targets import split_process
+    from .telemetry_targets import telemetry_cost
     from .token_targets import token_cache
 
     return [
@@ -42,6 +43,7 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
         ("9", held_sessions),
         ("13", ledger_audit),
         ("16", split_process),
+        ("17", telemetry_cost),
     ]
 
 

@@ -33,6 +33,7 @@ The hierarchy (``+`` has subclasses, ``-`` has none; "also" names a second base,
         + ClaimsInvalid (also ValueError)
           - ExtensionTooLarge
         - ReplayDetected
+        - DPoPProofInvalid
         - CriticalHeaderUnsupported
         - KeyBindingMismatch
         - RecordMandateMissing
@@ -253,6 +254,12 @@ class ReplayDetected(TokenError):
     """A ``jti`` (or signature ``nonce``) was already seen within its validity window."""
 
     code = "replay_detected"
+
+
+class DPoPProofInvalid(TokenError):
+    """A DPoP proof (RFC 9449 §4.3) that a resource server must refuse; ``reason`` names the check."""
+
+    code = "dpop_proof_invalid"
 
 
 class CriticalHeaderUnsupported(TokenError):
@@ -807,6 +814,7 @@ __all__ = [
     "CriticalHeaderUnsupported",
     "DPoPKeyMissing",
     "DPoPNotBound",
+    "DPoPProofInvalid",
     "DagError",
     "DelegationError",
     "DigestError",

@@ -66,7 +66,7 @@ from .discovery import (
     parse_authorization_server_metadata,
     resource_metadata_urls,
 )
-from .dpop import DPoP, DPoPProof
+from .dpop import DPoP, DPoPProof, VerifiedProof, verify_proof
 from .entra import JWT_BEARER_GRANT, EntraOnBehalfOf
 from .exchange import TOKEN_EXCHANGE_GRANT, TokenExchange
 from .id_jag import ID_JAG_TOKEN_TYPE, IdJag
@@ -121,6 +121,7 @@ __all__ = [
     "TokenLookup",
     "TokenSource",
     "TokenStore",
+    "VerifiedProof",
     "authorization_request",
     "bearer_challenge",
     "check_resource",
@@ -135,5 +136,6 @@ __all__ = [
     "parse_redirect",
     "pkce_challenge",
     "resource_metadata_urls",
+    "verify_proof",
     "well_known_metadata_url",
 ]

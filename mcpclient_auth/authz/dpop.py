@@ -18,6 +18,13 @@ each keep their own nonce (§8, §9): :class:`DPoP` remembers the last nonce per
 and origin, so one server's nonce is never sent to another, and later proofs carry it without a
 challenge first.
 
+A resource server checks a proof with :func:`verify_proof` (§4.3, §7.1) once its own token validation
+told it the token's ``cnf.jkt``; the reference verifier (:mod:`mcpclient_auth.server`) does not validate
+access tokens, so it does not call this itself (it only insists that our signature covers the header):
+
+    proof = verify_proof(request.headers["DPoP"], method="POST", url=str(request.url),
+                         access_token=token, jkt=claims["cnf"]["jkt"], replay=replay_store)
+
 Pure module: no I/O, no httpx (randomness and the clock aside).
 """
 
@@ -34,9 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .._encoding import b64url_encode, compact_json
-from ..errors import ConfigurationError
-from ..keys import Identity, jwk_thumbprint
+from .._encoding import b64url_encode, compact_json, sha256_b64url
+from ..errors import ConfigurationError, DPoPProofInvalid, KeyFormatError, MalformedToken, ReplayDetected
+from ..jose import ALLOWED_ALGS, decode
+from ..keys import Identity, PublicKey, jwk_thumbprint
+from ..replay import ReplayClaim, ReplayStore
 
 __all__ = [
     "DPOP_HEADER",
@@ -47,9 +56,11 @@ __all__ = [
     "USE_DPOP_NONCE",
     "DPoP",
     "DPoPProof",
+    "VerifiedProof",
     "access_token_hash",
     "htu",
     "valid_nonce",
+    "verify_proof",
 ]
 
 DPOP_TYP = "dpop+jwt"
@@ -237,3 +248,102 @@ class DPoP:
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("DPoP objects hold a private key and cannot be pickled")
+
+
+# --- checking a proof (a resource server's side, RFC 9449 §4.3) -------------------------------------
+
+#: How far ``iat`` may lie from the verifier's clock (seconds), either way.
+DEFAULT_PROOF_WINDOW = 60
+_REPLAY_KIND = "dpop"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedProof:
+    """A proof :func:`verify_proof` accepted: its ``jti``, the key's thumbprint, ``iat``, ``nonce``."""
+
+    jti: str
+    jkt: str
+    iat: int
+    nonce: str | None = field(default=None, repr=False)
+
+
+def _refuse(reason: str) -> DPoPProofInvalid:
+    return DPoPProofInvalid(f"the DPoP proof is not acceptable ({reason})", reason=reason)
+
+
+def verify_proof(
+    proof: str | None,
+    *,
+    method: str,
+    url: str,
+    access_token: str | None,
+    jkt: str | None,
+    nonce: str | None = None,
+    replay: ReplayStore | None = None,
+    window: int = DEFAULT_PROOF_WINDOW,
+    now: float | None = None,
+) -> VerifiedProof:
+    """Check one ``DPoP`` header value as RFC 9449 §4.3 asks; :class:`~mcpclient_auth.errors.DPoPProofInvalid`
+    (``reason``: which check) otherwise, never with the proof or the token in the message.
+
+    ``jkt`` is the token's ``cnf.jkt`` (``None`` at a token endpoint, where the proof's key is what gets
+    bound); ``access_token`` the token presented with it (``ath`` must be its hash; ``None`` at a token
+    endpoint, where ``ath`` must be absent); ``nonce`` the nonce the server currently demands;
+    ``replay`` claims the ``jti`` per key until ``iat + window`` (a replayed proof raises
+    :class:`~mcpclient_auth.errors.ReplayDetected`).
+    """
+    if not isinstance(proof, str) or not proof or "," in proof:
+        raise _refuse("missing or more than one proof")
+    try:
+        jws = decode(proof)
+    except MalformedToken:
+        raise _refuse("not a compact JWS") from None
+    header, claims = jws.header, jws.claims
+    alg = header.get("alg")
+    if header.get("typ") != DPOP_TYP or alg not in ALLOWED_ALGS:
+        raise _refuse("typ or alg")
+    if "crit" in header:
+        raise _refuse("crit")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict) or "d" in jwk:
+        raise _refuse("jwk missing or private")
+    try:
+        key = PublicKey.from_jwk({k: v for k, v in jwk.items() if k not in ("kid", "alg", "use", "name")})
+    except KeyFormatError:
+        raise _refuse("jwk") from None
+    if key.alg != alg or not key.verify(jws.signing_input, jws.signature):
+        raise _refuse("signature")
+    if jkt is not None and key.thumbprint != jkt:
+        raise _refuse("key is not the one the token is bound to")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 16 <= len(jti) <= 256:
+        raise _refuse("jti")
+    if claims.get("htm") != method:
+        raise _refuse("htm")
+    claimed = claims.get("htu")
+    try:
+        if not isinstance(claimed, str) or "?" in claimed or "#" in claimed or htu(claimed) != htu(url):
+            raise _refuse("htu")
+    except ConfigurationError:
+        raise _refuse("htu") from None
+    iat = claims.get("iat")
+    current = time.time() if now is None else now
+    if type(iat) is not int or abs(current - iat) > window:
+        raise _refuse("iat")
+    ath = claims.get("ath")
+    if access_token is None:
+        if ath is not None:
+            raise _refuse("ath without an access token")
+    elif not isinstance(ath, str) or not secrets.compare_digest(ath, access_token_hash(access_token)):
+        raise _refuse("ath")
+    got_nonce = claims.get("nonce")
+    if nonce is not None and got_nonce != nonce:
+        raise _refuse("nonce")
+    if replay is not None:
+        digest = sha256_b64url(jti.encode("utf-8", "surrogatepass"))[:32]
+        claim = ReplayClaim(key.thumbprint, _REPLAY_KIND, f"p:{digest}", float(iat + window))
+        try:
+            replay.claim([claim], now=current)
+        except ReplayDetected:
+            raise ReplayDetected("this DPoP proof was already used", kind=_REPLAY_KIND) from None
+    return VerifiedProof(jti, key.thumbprint, iat, got_nonce if isinstance(got_nonce, str) else None)

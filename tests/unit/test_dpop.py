@@ -16,8 +16,14 @@ from mcpclient_auth import DPoP
 from mcpclient_auth.authz import AccessToken, CacheKey
 from mcpclient_auth.authz._grant import bind_key, check_binding
 from mcpclient_auth.authz._token_request import parse_token_response
-from mcpclient_auth.authz.dpop import access_token_hash, htu, valid_nonce
-from mcpclient_auth.errors import ConfigurationError, DPoPNotBound, InvalidTokenResponse
+from mcpclient_auth.authz.dpop import access_token_hash, htu, valid_nonce, verify_proof
+from mcpclient_auth.errors import (
+    ConfigurationError,
+    DPoPNotBound,
+    DPoPProofInvalid,
+    InvalidTokenResponse,
+    ReplayDetected,
+)
 from mcpclient_auth.keys import Identity
 from tests.support.dpop_check import ProofRejected, check_proof, thumbprint
 
@@ -184,3 +190,92 @@ def test_the_cache_key_names_the_dpop_key_and_binding_is_checked() -> None:
         check_binding(bearer, a)
     with pytest.raises(InvalidTokenResponse):
         check_binding(bound, None)
+
+
+# --- verify_proof: a resource server's check (RFC 9449 §4.3) -------------------------------------------
+
+
+def joserfc_proof(claims: dict[str, object], *, alg: str = "ES256", private: bool = False) -> tuple[str, str]:
+    """A proof made by another implementation (joserfc), and its key's thumbprint."""
+    from joserfc import jws
+    from joserfc.jwk import ECKey, OKPKey
+
+    key = ECKey.generate_key("P-256") if alg == "ES256" else OKPKey.generate_key("Ed25519")
+    header = {"alg": alg, "typ": "dpop+jwt", "jwk": key.as_dict(private=private)}
+    token = jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=[alg])
+    return token, str(key.thumbprint())
+
+
+def good_claims(**extra: object) -> dict[str, object]:
+    claims: dict[str, object] = {
+        "jti": "j-" + "x" * 20,
+        "htm": "POST",
+        "htu": URL,
+        "iat": int(time.time()),
+        "ath": access_token_hash(TOKEN),
+    }
+    claims.update(extra)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_verify_proof_accepts_proofs_of_another_implementation_and_of_ours(alg: str) -> None:
+    token, jkt = joserfc_proof(good_claims(), alg=alg)
+    verified = verify_proof(token, method="POST", url=URL + "?q=1", access_token=TOKEN, jkt=jkt)
+    assert verified.jkt == jkt and verified.jti == "j-" + "x" * 20
+    dpop = DPoP(Identity.generate(alg))
+    ours = dpop.proof("GET", URL, access_token=TOKEN, nonce="n-7")
+    verified = verify_proof(
+        ours.token, method="GET", url=URL, access_token=TOKEN, jkt=dpop.thumbprint, nonce="n-7"
+    )
+    assert verified.jti == ours.jti and verified.nonce == "n-7"
+
+
+@pytest.mark.parametrize(
+    ("claims", "kwargs", "reason"),
+    [
+        (good_claims(htm="GET"), {}, "htm"),
+        (good_claims(htu="https://other.example/mcp"), {}, "htu"),
+        (good_claims(htu=URL + "?x=1"), {}, "htu"),
+        (good_claims(iat=int(time.time()) - 3600), {}, "iat"),
+        (good_claims(iat="now"), {}, "iat"),
+        (good_claims(ath="wrong"), {}, "ath"),
+        (good_claims(ath=None), {}, "ath"),
+        (good_claims(jti=None), {}, "jti"),
+        (good_claims(), {"nonce": "demanded"}, "nonce"),
+        (good_claims(), {"jkt": "another-key"}, "key is not the one the token is bound to"),
+        (good_claims(), {"access_token": None}, "ath without an access token"),
+    ],
+)
+def test_verify_proof_refuses_each_broken_claim(
+    claims: dict[str, object], kwargs: dict[str, object], reason: str
+) -> None:
+    token, jkt = joserfc_proof(claims)
+    options: dict[str, object] = {"access_token": TOKEN, "jkt": jkt, **kwargs}
+    with pytest.raises(DPoPProofInvalid) as caught:
+        verify_proof(token, method="POST", url=URL, **options)  # type: ignore[arg-type]
+    assert caught.value.details["reason"] == reason and caught.value.code == "dpop_proof_invalid"
+    assert TOKEN not in str(caught.value) and token not in str(caught.value)
+
+
+def test_verify_proof_refuses_forgeries_private_keys_and_replays() -> None:
+    from mcpclient_auth.replay import MemoryReplayStore
+
+    token, jkt = joserfc_proof(good_claims())
+    header, _, signature = token.split(".")
+    other, _ = joserfc_proof(good_claims(htm="DELETE"))
+    forged = f"{header}.{other.split('.')[1]}.{signature}"
+    for bad, reason in [
+        (forged, "signature"),
+        (None, "missing or more than one proof"),
+        (f"{token}, {token}", "missing or more than one proof"),
+        ("not.a.jws", "not a compact JWS"),
+        (joserfc_proof(good_claims(), private=True)[0], "jwk missing or private"),
+    ]:
+        with pytest.raises(DPoPProofInvalid) as caught:
+            verify_proof(bad, method="POST", url=URL, access_token=TOKEN, jkt=None)
+        assert caught.value.details["reason"] == reason
+    store = MemoryReplayStore()
+    verify_proof(token, method="POST", url=URL, access_token=TOKEN, jkt=jkt, replay=store)
+    with pytest.raises(ReplayDetected):
+        verify_proof(token, method="POST", url=URL, access_token=TOKEN, jkt=jkt, replay=store)
