@@ -54,15 +54,9 @@ from typing import Literal
 
 from .errors import ConfigurationError, EndpointInvalid
 
-__all__ = [
-    "Endpoint",
-    "EndpointSet",
-    "MetadataCollector",
-    "ScopeVerdict",
-    "canonical_url",
-    "origin_and_path",
-    "sent_url",
-]
+#: ``run.endpoint_set`` and its endpoints; the request hooks' helpers (``sent_url``,
+#: ``MetadataCollector`` ...) serve the package only.
+__all__ = ["Endpoint", "EndpointSet", "canonical_url"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LEGACY_SSE_SUFFIX = "/sse"
