@@ -39,7 +39,7 @@ def test_the_root_exports_the_context_helpers_once() -> None:
 
 
 def test_httpsig_exports_the_signer_and_verifier_not_the_rfc9421_layer() -> None:
-    # The generic RFC 9421 machinery lives in the private _components / _rfc9421 modules.
+    # The generic RFC 9421 machinery lives in the private _rfc9421 package.
     from mcpclient_auth import httpsig
 
     assert sorted(httpsig.__all__) == [
