@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -58,6 +59,13 @@ except ImportError:  # pragma: no cover - exercised by the "not installed" test 
     _API = False
 else:
     _API = True
+    # Where the API keeps the global meter provider (a missing module means: always ask the getter).
+    _metrics_state = sys.modules.get("opentelemetry.metrics._internal")
+
+#: The provider-selecting environment variables as they were at start-up (the API reads them too).
+_ENVIRONMENT = {
+    name: os.environ.get(name, "") for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
+}
 
 if TYPE_CHECKING:
     from ._calls import RunView
@@ -134,13 +142,27 @@ def _version() -> str:
     return str(getattr(package, "__version__", "0"))
 
 
+def _global(module: Any, name: str, variable: str, getter: Callable[[], Any]) -> Any:
+    """The global provider, or ``None`` when none is configured, cheaply: the API's getter checks an
+    environment variable on every call (a microsecond), so while the module's global is unset and the
+    variable was not set at start-up, there is nothing to ask. A global, once set, never changes."""
+    value = getattr(module, name, getter)
+    if value is None and not _ENVIRONMENT.get(variable):
+        return None
+    return getter()
+
+
 def _tracer() -> Any:
     """Our tracer, or ``None`` when tracing is off (API missing, or no provider configured)."""
     if not _API:
         return None
     provider = _state.override_tracer
     if provider is None:
-        provider = _trace.get_tracer_provider()
+        provider = _global(
+            _trace, "_TRACER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER", _trace.get_tracer_provider
+        )
+        if provider is None:
+            return None
     if provider is not _state.tracer_provider:
         configured = not isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
         _state.tracer = provider.get_tracer(SCOPE, _version()) if configured else None
@@ -185,7 +207,11 @@ def _meters() -> _Instruments | None:
         return None
     provider = _state.override_meter
     if provider is None:
-        provider = _metrics.get_meter_provider()
+        provider = _global(
+            _metrics_state, "_METER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER", _metrics.get_meter_provider
+        )
+        if provider is None:
+            return None
     if provider is not _state.meter_provider:
         # The API's default is a private proxy class until a provider is set: recognise it by name.
         proxy = type(provider).__name__ == "_ProxyMeterProvider"
@@ -242,9 +268,9 @@ class CallTelemetry:
         """The ECT was minted for this send (called by ``_calls.prepare``)."""
         span = self.span
         if span is not None:
-            span.set_attribute(PREFIX + "ect.jti", ect_jti)
-            span.set_attribute(PREFIX + "exec_act", action)
-            span.set_attribute(PREFIX + "attempts", self.sends)
+            span.set_attributes(
+                {PREFIX + "ect.jti": ect_jti, PREFIX + "exec_act": action, PREFIX + "attempts": self.sends}
+            )
         instruments = _meters()
         if instruments is not None:
             instruments.hook_duration.record(time.perf_counter() - self.hook_started, self.attributes)
@@ -291,29 +317,37 @@ def _describe_call(telemetry: CallTelemetry, call: Call | None, run: RunView | N
         telemetry.attributes["mcp.method.name"] = method
     elif call is not None and call.kind == "response":
         telemetry.attributes["mcp.method.name"] = "response"
-    if span is None:
-        return
+    if span is not None:
+        span.set_attributes(_call_attributes(span, call, run))
+
+
+def _call_attributes(span: Any, call: Call | None, run: RunView | None) -> dict[str, Any]:
+    """The call's semantic-convention and ``mcpclient_auth.*`` attributes (one ``set_attributes``:
+    each single ``set_attribute`` of the SDK takes a lock)."""
+    attributes: dict[str, Any] = {}
     if call is not None:
+        method = call.method
         name = method or "response"
         target: str | None = None
         if call.tool is not None:
             target = call.tool
-            span.set_attribute("gen_ai.tool.name", call.tool)
-            span.set_attribute("gen_ai.operation.name", "execute_tool")
+            attributes["gen_ai.tool.name"] = call.tool
+            attributes["gen_ai.operation.name"] = "execute_tool"
         elif method == "prompts/get" and call.params is not None:
             prompt = call.params.get("name")
             if isinstance(prompt, str):
                 target = prompt
-                span.set_attribute("gen_ai.prompt.name", prompt)
+                attributes["gen_ai.prompt.name"] = prompt
         span.update_name(f"{name} {target}" if target else name)
         if method is not None:
-            span.set_attribute("mcp.method.name", method)
+            attributes["mcp.method.name"] = method
         if call.kind == "request" and call.id is not None:
-            span.set_attribute("jsonrpc.request.id", str(call.id))
+            attributes["jsonrpc.request.id"] = str(call.id)
     if run is not None:
-        span.set_attribute(PREFIX + "run.id", run.id)
-        span.set_attribute(PREFIX + "principal.id", run.principal.id)
-        span.set_attribute(PREFIX + "mandate.jti", run.mandate.jti)
+        attributes[PREFIX + "run.id"] = run.id
+        attributes[PREFIX + "principal.id"] = run.principal.id
+        attributes[PREFIX + "mandate.jti"] = run.mandate.jti
+    return attributes
 
 
 def describe(
@@ -327,22 +361,28 @@ def describe(
     """
     if telemetry is None:
         return body
-    _describe_call(telemetry, call, run)
     span = telemetry.span
     if span is None:
+        _describe_call(telemetry, call, run)
         return body
+    if call is not None and call.method is not None:
+        telemetry.attributes["mcp.method.name"] = call.method
+    elif call is not None and call.kind == "response":
+        telemetry.attributes["mcp.method.name"] = "response"
+    attributes = _call_attributes(span, call, run)
     headers = request.headers
     session = headers.get("mcp-session-id")
     if session:
-        span.set_attribute("mcp.session.id", session)
+        attributes["mcp.session.id"] = session
     version = headers.get("mcp-protocol-version")
     if version:
-        span.set_attribute("mcp.protocol.version", version)
+        attributes["mcp.protocol.version"] = version
     url = request.url
-    span.set_attribute("server.address", url.host)
-    span.set_attribute("server.port", url.port or (443 if url.scheme == "https" else 80))
-    span.set_attribute("network.protocol.name", "http")
-    span.set_attribute("network.transport", "tcp")
+    attributes["server.address"] = url.host
+    attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
+    attributes["network.protocol.name"] = "http"
+    attributes["network.transport"] = "tcp"
+    span.set_attributes(attributes)
     if telemetry.sends > 1:
         # A resend carries the body its first send already stamped (the same span, so the same context).
         return body
@@ -389,14 +429,15 @@ def _using(span: Any) -> Any:
     return _trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
 
 
-@contextlib.contextmanager
-def current(telemetry: CallTelemetry | None) -> Iterator[None]:
+#: What the context managers below return when OpenTelemetry is off: reusable, nothing to allocate.
+_OFF: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def current(telemetry: CallTelemetry | None) -> contextlib.AbstractContextManager[Any]:
     """Make the call's span the current one (the token span, and HTTP spans of the IdP request, nest)."""
     if telemetry is None or telemetry.span is None:
-        yield
-        return
-    with _using(telemetry.span):
-        yield
+        return _OFF
+    return _using(telemetry.span)  # type: ignore[no-any-return]
 
 
 def answered(telemetry: CallTelemetry | None, status: int, code: str | None = None) -> None:
@@ -488,14 +529,17 @@ _TOKEN: contextvars.ContextVar[_TokenRecord | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def token_span(source: Any, reason: str = "first") -> Iterator[None]:
+def token_span(source: Any, reason: str = "first") -> contextlib.AbstractContextManager[None]:
     """A child span around one ``get_token`` of the request path (no secret in any attribute)."""
     tracer = _tracer()
     instruments = _meters()
     if tracer is None and instruments is None:
-        yield
-        return
+        return _OFF
+    return _token_span(tracer, instruments, source, reason)
+
+
+@contextlib.contextmanager
+def _token_span(tracer: Any, instruments: _Instruments | None, source: Any, reason: str) -> Iterator[None]:
     record = _TokenRecord()
     reset = _TOKEN.set(record)
     kind = type(source).__name__
@@ -614,14 +658,21 @@ def _carrier(body: bytes, headers: Mapping[str, str]) -> Mapping[str, str]:
     return {name: headers[name] for name in ("traceparent", "tracestate") if name in headers}
 
 
-@contextlib.contextmanager
-def server_span(method: str, body: bytes, headers: Mapping[str, str]) -> Iterator[None]:
+def server_span(
+    method: str, body: bytes, headers: Mapping[str, str]
+) -> contextlib.AbstractContextManager[None]:
     """A SERVER span around the verification (and serving) of one request."""
     tracer = _tracer()
     instruments = _meters()
     if tracer is None and instruments is None:
-        yield
-        return
+        return _OFF
+    return _server_span(tracer, instruments, method, body, headers)
+
+
+@contextlib.contextmanager
+def _server_span(
+    tracer: Any, instruments: _Instruments | None, method: str, body: bytes, headers: Mapping[str, str]
+) -> Iterator[None]:
     span = None
     if tracer is not None:
         parent = _propagate.extract(_carrier(body, headers))

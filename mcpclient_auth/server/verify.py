@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._components import HttpMessage
 from .._encoding import sha256_b64url
 from ..act import Mandate
 from ..constraints import CallBudget, ConstraintRegistry
@@ -98,6 +99,10 @@ class IncomingHeaders(Mapping[str, str]):
     def __repr__(self) -> str:
         # Header *names* only: values carry tokens and signatures.
         return f"IncomingHeaders({sorted(self._fields)})"
+
+    def http_message(self, method: str, url: str, body: bytes) -> HttpMessage:
+        """The request as RFC 9421 reads it, from the fields collected here (no second pass)."""
+        return HttpMessage.from_fields(method=method, url=url, fields=self._fields, body=body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +333,13 @@ class McpRequestVerifier:
         try:
             if request.method.upper() not in VERIFIED_METHODS:
                 raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
-            signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
+            # The headers were collected in one pass (IncomingHeaders): the signature reads them as is.
+            message = (
+                request.headers.http_message(request.method, request.url, body)
+                if isinstance(request.headers, IncomingHeaders)
+                else HttpMessage.of(request, body=body)
+            )
+            signature = self._signatures.verify(message, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
                 self._check_binding(mandate, signature)

@@ -146,6 +146,34 @@ print("ok")
     assert result.stdout.strip() == "ok"
 
 
+def test_a_global_provider_set_after_import_is_picked_up() -> None:
+    """The standard SDK wiring (``trace.set_tracer_provider``), done after the package was imported:
+    the next call is traced (a subprocess, since the global provider can be set only once)."""
+    script = """
+import httpx
+from mcpclient_auth import _telemetry
+request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+assert _telemetry.call_started(request) is None and not _telemetry.active()
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+telemetry = _telemetry.call_started(request)
+assert telemetry is not None and _telemetry.active()
+_telemetry.answered(telemetry, 200)
+assert [s.name for s in exporter.get_finished_spans()] == ["mcp"]
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 # --- the server span -------------------------------------------------------------------------------------
 
 
