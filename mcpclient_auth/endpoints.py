@@ -54,15 +54,9 @@ from typing import Literal
 
 from .errors import ConfigurationError, EndpointInvalid
 
-__all__ = [
-    "Endpoint",
-    "EndpointSet",
-    "MetadataCollector",
-    "ScopeVerdict",
-    "canonical_url",
-    "origin_and_path",
-    "sent_url",
-]
+#: ``run.endpoint_set`` and its endpoints; the request hooks' helpers (``sent_url``,
+#: ``MetadataCollector`` ...) serve the package only.
+__all__ = ["Endpoint", "EndpointSet", "canonical_url"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LEGACY_SSE_SUFFIX = "/sse"
@@ -405,9 +399,9 @@ class EndpointSet:
 
 class MetadataCollector:
     """Collects an authorization-server metadata document (bounded) as the client reads it, and lets
-    the run's scope learn its token / registration endpoints at the end. The request hooks feed it
-    through their hashing stream wrapper (same ``feed``/``eof``/``closed``/``failed`` calls as a
-    call's response tracker)."""
+    the run's endpoint set learn its token / registration endpoints at the end. The request hooks feed
+    it through their hashing stream wrapper (the same ``feed`` / ``on_eof`` / ``on_close`` /
+    ``on_error`` calls as a call's response tracker)."""
 
     __slots__ = ("_chunks", "_scope", "_size")
 
@@ -421,13 +415,13 @@ class MetadataCollector:
         if self._size <= MAX_METADATA_BYTES:
             self._chunks.append(chunk)
 
-    def eof(self) -> None:
+    def on_eof(self) -> None:
         if self._size <= MAX_METADATA_BYTES:
             self._scope.learn_server_metadata(b"".join(self._chunks))
         self._chunks = []
 
-    def closed(self) -> None:
+    def on_close(self) -> None:
         self._chunks = []
 
-    def failed(self, exc: BaseException) -> None:
+    def on_error(self, exc: BaseException) -> None:
         self._chunks = []
