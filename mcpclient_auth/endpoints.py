@@ -1,4 +1,4 @@
-"""The endpoint guard: which requests a run signs, which it lets pass, which it refuses (pure: no I/O, no httpx).
+"""The endpoint guard: which requests a run signs, lets pass or refuses (pure: no I/O, no httpx).
 
 **One canonical endpoint string.** :func:`canonical_url` normalises an endpoint exactly as httpx (and
 its fork httpx2, whose URL parser is the same code) will send it: scheme and host lower-case, the
