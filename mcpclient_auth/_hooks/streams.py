@@ -22,7 +22,11 @@ __all__ = ["AsyncHashingStream", "ResponseTracker", "StreamObserver", "SyncHashi
 
 
 class ResponseTracker:
-    """Hashes a response body as it streams and writes the call's outcome exactly once."""
+    """Hashes a response body as it streams and writes the call's outcome exactly once.
+
+    The hashing streams call ``feed(chunk)`` per chunk, then one of the events ``on_eof()`` (read to
+    the end), ``on_close()`` (closed, maybe early) or ``on_error(exc)``; later events are no-ops.
+    """
 
     __slots__ = ("_bytes", "_hash", "_inflight", "_status", "_watcher")
 
@@ -50,15 +54,15 @@ class ResponseTracker:
             # not join the DAG — nothing may build on an answer nobody could check.
             self._finish(completed=False, code="event_too_large")
 
-    def eof(self) -> None:
+    def on_eof(self) -> None:
         # JSON (or any non-SSE) body read to the end: complete. An SSE stream that ended without the
         # response event: recorded, but the call does not join the frontier.
         self._finish(completed=self._watcher is None)
 
-    def closed(self) -> None:
+    def on_close(self) -> None:
         self._finish(completed=False)
 
-    def failed(self, exc: BaseException) -> None:
+    def on_error(self, exc: BaseException) -> None:
         if not self._inflight.finished:
             self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
 
@@ -107,12 +111,12 @@ class AsyncHashingStream(_StreamWrapper):
             async for chunk in self._inner:
                 self._tracker.feed(chunk)
                 yield chunk
-        except GeneratorExit:  # the consumer stopped reading: not a failure (closed() decides)
+        except GeneratorExit:  # the consumer stopped reading: not a failure (on_close() decides)
             raise
         except BaseException as exc:
-            self._tracker.failed(exc)
+            self._tracker.on_error(exc)
             raise
-        self._tracker.eof()
+        self._tracker.on_eof()
 
     async def aclose(self) -> None:
         # mcp 2.x closes an SSE response right after the answer event, without exhausting it: the
@@ -120,7 +124,7 @@ class AsyncHashingStream(_StreamWrapper):
         try:
             await self._inner.aclose()
         finally:
-            self._tracker.closed()
+            self._tracker.on_close()
 
 
 class SyncHashingStream(_StreamWrapper):
@@ -134,12 +138,12 @@ class SyncHashingStream(_StreamWrapper):
         except GeneratorExit:
             raise
         except BaseException as exc:
-            self._tracker.failed(exc)
+            self._tracker.on_error(exc)
             raise
-        self._tracker.eof()
+        self._tracker.on_eof()
 
     def close(self) -> None:
         try:
             self._inner.close()
         finally:
-            self._tracker.closed()
+            self._tracker.on_close()
