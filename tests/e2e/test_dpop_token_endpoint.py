@@ -273,3 +273,33 @@ def test_no_secret_in_reprs(idp: IdP, enterprise: IdP) -> None:
         text = repr(source)
         quiet(text)
         assert AGENT.private_jwk()["d"] not in text
+
+
+# --- the shared (Redis) token store ------------------------------------------------------------------
+
+
+async def test_the_shared_store_keeps_dpop_tokens_bound_and_apart(idp: IdP, redis_server: Any) -> None:
+    from mcpclient_auth.authz import RedisTokenStore
+    from mcpclient_auth.authz.redis_store import generate_encryption_key
+
+    key = generate_encryption_key()
+    dpop = DPoP()
+
+    def source(worker_dpop: DPoP | None) -> TokenExchange:
+        store = RedisTokenStore(redis_server.url, encryption_key=key)
+        return TokenExchange(
+            idp.token_url, CLIENT, SECRET, audience="api://mcp", cache=TokenCache(store=store), dpop=worker_dpop
+        )
+
+    first, second, bearer, other_key = source(dpop), source(dpop), source(None), source(DPoP())
+    async with first, second, bearer, other_key:
+        bound = await first.get_token(ALICE)
+        again = await second.get_token(ALICE)  # another worker, same key: served from Redis
+        assert idp.count == 1 and again.token == bound.token and again.token_type == "DPoP"
+        plain = await bearer.get_token(ALICE)  # a bearer caller never gets the bound token
+        foreign = await other_key.get_token(ALICE)  # nor does a source proving with another key
+        for held in (first, second, bearer, other_key):
+            await held.cache.store.aclose()
+    assert idp.count == 3 and plain.token_type == "Bearer"
+    assert len({bound.token, plain.token, foreign.token}) == 3
+    assert issued(foreign.token)["cnf"]["jkt"] != dpop.thumbprint
