@@ -26,6 +26,8 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
     from .policy_targets import policy_costs
     from .replay_targets import replay_store_cost
     from .session_targets import held_sessions
+    from .split_targets import split_process
+    from .telemetry_targets import telemetry_cost
     from .token_targets import token_cache
 
     return [
@@ -40,6 +42,8 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
         ("8", policy_costs),
         ("9", held_sessions),
         ("13", ledger_audit),
+        ("16", split_process),
+        ("17", telemetry_cost),
     ]
 
 
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a sanity run in well under a minute"
     )
-    parser.add_argument("--only", nargs="+", metavar="N", help="run only these targets (1-9, 13)")
+    parser.add_argument("--only", nargs="+", metavar="N", help="run only these targets (1-9, 13, 16)")
     parser.add_argument("--output", type=Path, default=_DEFAULT_OUTPUT, help="where to write results.json")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument(

@@ -12,10 +12,14 @@ from typing import Any
 
 from _common import CIMD_URL, REDIRECT_URI, context, fetch_redirect
 
-from mcpclient_auth import AuthorizationCode, ClientCredentials, Identity, IdJag, JwtBearer, Principal
+from mcpclient_auth import AuthorizationCode, ClientCredentials, DPoP, Identity, IdJag, JwtBearer, Principal
 from mcpclient_auth.authz import ID_TOKEN_TYPE, discover
 
 USER = "conformance-user"
+#: Scenarios whose authorization server and MCP server want DPoP (RFC 9449, SEP-1932): the source gets
+#: a DPoP key of its own (ES256, which the scenario's AS advertises); the run then sends
+#: ``Authorization: DPoP`` with a fresh proof per request and answers ``use_dpop_nonce`` at both.
+DPOP_SCENARIOS = frozenset({"auth/dpop", "auth/dpop-nonce"})
 
 #: Scenarios whose 403 step-up demands a scope the server's RFC 9728 metadata does not advertise. The
 #: run refuses such a challenge by default (``AgentRun(allowed_scopes=)``, ScopeNotAllowed); an
@@ -90,4 +94,5 @@ async def token_source_for(scenario: str, url: str, http_get: Any) -> Any:
         client_secret=ctx.get("client_secret") if pre_registered else None,
         client_metadata_url=CIMD_URL,
         client_metadata={"client_name": "mcpclient-auth conformance client"},
+        dpop=DPoP() if scenario in DPOP_SCENARIOS else None,
     )

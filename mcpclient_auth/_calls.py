@@ -6,10 +6,12 @@ One request to a run's endpoint goes through three steps, each returning data:
    policy and the capability's constraints: :class:`Admitted` (the call and its action) or a
    :class:`Refusal` (its ``denial`` ledger entry already written);
 2. :func:`authorization` — the ``Authorization`` value from the run's token source (the service
-   source in a discovery session), or a :class:`Refusal`;
+   source in a discovery session) and, for a DPoP-bound token, the key that proves it
+   (:class:`~._dpop.Credential`), or a :class:`Refusal`;
 3. :func:`prepare` — the static headers, the ECT (DAG ``pred``, ``inp_hash`` of the exact body), the
-   ``Authorization`` header, then ``Content-Digest`` and the RFC 9421 signature, all set on the
-   request; returns :class:`Prepared` (the call to journal as sent, and the header names stamped).
+   ``Authorization`` header and a fresh ``DPoP`` proof (RFC 9449), then ``Content-Digest`` and the
+   RFC 9421 signature (which covers ``DPoP``), all set on the request; returns :class:`Prepared` (the
+   call to journal as sent, and the header names stamped).
 
 The hooks (:mod:`.hooks`) bind these steps to httpx and httpx2 and journal the call as sent; nothing
 here calls back into them or into :class:`~mcpclient_auth.run.AgentRun`'s private methods. A
@@ -30,9 +32,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _telemetry
 from ._context import current_principal, discovery_run
+from ._dpop import Credential, credential_for, proof_for
 from ._encoding import sha256_b64url
 from ._journal import InFlight
+from .authz.dpop import DPOP_HEADER
 from .ect import ExecutionContextToken
 from .errors import (
     ConfigurationError,
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
     from ._journal import RunJournal
     from .act import Mandate
     from .authz.base import TokenSource
+    from .authz.dpop import DPoP
     from .constraints import CallBudget
     from .dag import Frontier
     from .endpoints import Endpoint, EndpointSet
@@ -108,6 +114,8 @@ class RunView(Protocol):
     def token_source(self) -> TokenSource | None: ...
     @property
     def discovery_token_source(self) -> TokenSource | None: ...
+    @property
+    def dpop(self) -> DPoP | None: ...
     @property
     def ect_header(self) -> str: ...
     @property
@@ -222,8 +230,9 @@ def _source_for(run: RunView, call: Call | None) -> TokenSource | None:
 
 async def authorization(
     run: RunView, call: Call | None, endpoint: Endpoint, attempt: Attempt | None
-) -> str | Refusal | None:
-    """The ``Authorization`` value for this request: the user's token from the token source.
+) -> Credential | Refusal | None:
+    """The ``Authorization`` value for this request: the user's token from the token source, with
+    the DPoP key that proves it when it is DPoP-bound (:func:`~._dpop.credential_for`).
 
     ``None`` when the run has no token source (the mandate or the caller's own auth then decides).
     A failure is a journalled :class:`Refusal`. Under the 401/403 flow (``attempt``), the token used
@@ -246,14 +255,22 @@ async def authorization(
             scopes = list(attempt.scopes)
         else:
             scopes = run.scopes_for(endpoint, source)
-        token = await source.get_token(run.principal, audience=audience, scopes=scopes)
-        header = token.authorization_header()
+        with _telemetry.token_span(source, _token_reason(attempt)):  # a child span of the call's
+            token = await source.get_token(run.principal, audience=audience, scopes=scopes)
+        credential = credential_for(run.dpop, source, token)
         if attempt is not None:
             attempt.used(run, source, run.principal, endpoint, call, audience, scopes, token)
-        return header
+        return credential
     except McpClientAuthError as exc:
         run.journal.denial(call, None, exc)
         return Refusal(call, exc)
+
+
+def _token_reason(attempt: Attempt | None) -> str:
+    """Why a token is asked for (the token span's ``reason``): first send, 401 re-obtain, step-up."""
+    if attempt is None or not attempt.final:
+        return "first"
+    return "step_up" if attempt.scopes is not None else "reobtain"
 
 
 def prepare(
@@ -262,18 +279,28 @@ def prepare(
     body: bytes,
     endpoint: Endpoint,
     admitted: Admitted,
-    authorization: str | None,
+    authorization: Credential | str | None,
     *,
     url: str | None = None,
+    telemetry: _telemetry.CallTelemetry | None = None,
 ) -> Prepared:
     """Set the run's headers, the ECT (for a call) and the signature on ``request``.
 
     ``url`` is the URI recorded in the ledger (default: the request's URL without its query). The
     call is not journalled here: the caller does ``run.journal.sent(prepared.inflight)`` once the
-    request is ready to leave.
+    request is ready to leave. A DPoP-bound credential gets a fresh proof for this send's method and
+    URL; its ``jti`` goes into the call's ledger entry. With ``telemetry`` (OpenTelemetry configured),
+    the ECT names the call's trace in ``ect_ext.trace`` and the ledger entry in ``meta.trace``.
     """
     headers = dict(run.static_headers)
-    if authorization is not None:
+    dpop_jti: str | None = None
+    if isinstance(authorization, Credential):
+        headers["Authorization"] = authorization.header
+        proof = proof_for(authorization, request.method, str(request.url))
+        if proof is not None:
+            headers[DPOP_HEADER] = proof.token
+            dpop_jti = proof.jti
+    elif authorization is not None:
         headers["Authorization"] = authorization
     inflight: InFlight | None = None
     call, action = admitted.call, admitted.action
@@ -287,6 +314,7 @@ def prepare(
             wid=run.id,
             inp_hash=sha256_b64url(body),
             ttl=run.ect_ttl,
+            ect_ext=telemetry.ect_extension() if telemetry is not None else None,
         )
         headers[run.ect_header] = ect.token
         if url is None:
@@ -294,7 +322,11 @@ def prepare(
             url = (
                 f"{raw.scheme}://{raw.netloc.decode('ascii')}{raw.raw_path.decode('ascii').partition('?')[0]}"
             )
-        inflight = InFlight(run, call, action, ect.jti, pred, url, ect.token)
+        inflight = InFlight(
+            run, call, action, ect.jti, pred, url, ect.token, telemetry=telemetry, dpop_jti=dpop_jti
+        )
+        if telemetry is not None:
+            telemetry.prepared(run, ect.jti, action)
     target = request.headers
     for name, value in headers.items():
         target[name] = value

@@ -159,6 +159,18 @@ class HttpMessage:
         return ", ".join(_canonical_line(line) for line in lines)
 
     @classmethod
+    def from_fields(
+        cls, *, method: str, url: str, fields: Mapping[str, str], body: bytes | None
+    ) -> HttpMessage:
+        """A request from header fields already collected in one pass: lower-case name -> its value
+        (repeated lines joined with ``", "``, as a server's header mapping holds them). Nothing is
+        re-read: the name index is built from ``fields`` directly."""
+        message = cls(method=method, url=url, headers=tuple(fields.items()), body=body)
+        # Pre-fill the cached index (what _fields would compute from ``headers``: one line per name).
+        message.__dict__["_fields"] = {name: [value] for name, value in fields.items()}
+        return message
+
+    @classmethod
     def of(cls, message: Any, *, body: bytes | None = None) -> HttpMessage:
         """Adapt ``httpx.Request`` / ``httpx.Response`` / any duck-typed request or response.
 

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import _telemetry
 from .errors import (
     InvalidTokenResponse,
     McpClientAuthError,
@@ -77,8 +78,12 @@ class InFlight:
     pred: list[str]
     url: str
     token: str | None = field(default=None, repr=False)
+    #: the ``jti`` of this send's DPoP proof (RFC 9449), recorded in its ``ect`` entry
+    dpop_jti: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    #: the call's OpenTelemetry span and clocks (``None`` when OpenTelemetry is off)
+    telemetry: _telemetry.CallTelemetry | None = field(default=None, repr=False)
 
     @property
     def is_tool_call(self) -> bool:
@@ -159,7 +164,12 @@ class RunJournal:
         }
         if call.tool is not None:
             meta["tool"] = call.tool
+        if inflight.dpop_jti is not None:
+            meta["dpop_jti"] = inflight.dpop_jti
         meta["principal"] = self.principal_id
+        trace_id = inflight.telemetry.trace_id() if inflight.telemetry is not None else None
+        if trace_id is not None:
+            meta["trace"] = trace_id  # the auditor's way from this line to the call's trace
         with self._lock:
             if self._closed:
                 raise RunClosed(f"run {self.run_id} closed while the call was being prepared")
@@ -229,6 +239,7 @@ class RunJournal:
         if resumed:
             meta["resumed"] = True
         entry = self.ledger.append(run=self.run_id, kind="response", jti=inflight.jti, meta=meta)
+        _telemetry.answered(inflight.telemetry, status, code)
         if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
             self.frontier.complete(inflight.jti, inflight.pred)
             self._last_action = inflight.action
@@ -238,12 +249,14 @@ class RunJournal:
         """Write the ``error`` entry of a call that got no usable response (``None``: already written)."""
         if not self.claim(inflight):
             return None
-        return self.ledger.append(
+        entry = self.ledger.append(
             run=self.run_id,
             kind="error",
             jti=inflight.jti,
             meta={"code": code, "jti": inflight.jti, "message": message},
         )
+        _telemetry.failed(inflight.telemetry, code)
+        return entry
 
     # --- closing ----------------------------------------------------------------------------------
 
@@ -268,6 +281,7 @@ class RunJournal:
                     "message": "no complete response before the run closed",
                 },
             )
+            _telemetry.failed(item.telemetry, "incomplete", final=True)
 
     def record(self, record: ExecutionRecord, *, agent: Identity) -> LedgerEntry:
         """Write the phase-2 record, then seal the run's entries with ``agent``'s key."""

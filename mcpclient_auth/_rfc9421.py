@@ -23,17 +23,19 @@ from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from . import _structured_fields
 from ._components import ComponentId, HttpMessage, signature_base
 from .errors import (
+    KeyFormatError,
     SignatureInvalid,
     SignatureMalformed,
     SignatureMissing,
     SignaturePolicyError,
 )
+from .keys import ALGORITHMS, SigningAlgorithm
 
 __all__ = [
     "HTTP_SIGNATURE_ALGORITHMS",
@@ -64,60 +66,53 @@ class HttpSignatureAlgorithm:
         raise NotImplementedError
 
 
-class _Ecdsa(HttpSignatureAlgorithm):
-    # RFC 9421 §3.3.4/§3.3.5: the signature is r||s, each left-padded to the curve size (not DER).
-    curve: ClassVar[type[ec.EllipticCurve]]
-    size: ClassVar[int]
-    hash: ClassVar[type[hashes.HashAlgorithm]]
+class _SdkAlgorithm(HttpSignatureAlgorithm):
+    """``ecdsa-p256-sha256`` and ``ed25519``, the algorithms the SDK signs with: delegated to
+    :data:`mcpclient_auth.keys.ALGORITHMS`, so JWS and HTTP message signatures share one
+    implementation (raw r||s for ECDSA, one verify policy)."""
+
+    signing: ClassVar[SigningAlgorithm]
 
     def sign(self, key: Any, data: bytes) -> bytes:
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, self.curve):
-            raise SignaturePolicyError(f"{self.name} needs a matching EC private key")
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(self.hash())))
-        return r.to_bytes(self.size, "big") + s.to_bytes(self.size, "big")
+        try:
+            return self.signing.sign(key, data)
+        except KeyFormatError:
+            raise SignaturePolicyError(f"{self.name} needs a matching private key") from None
 
     def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, self.curve):
-            return False
-        if len(signature) != 2 * self.size:
-            return False
-        r = int.from_bytes(signature[: self.size], "big")
-        s = int.from_bytes(signature[self.size :], "big")
-        try:
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(self.hash()))
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return self.signing.verify(key, data, signature)
 
 
-class _EcdsaP256(_Ecdsa):
-    name = "ecdsa-p256-sha256"
-    curve = ec.SECP256R1
-    size = 32
-    hash = hashes.SHA256
+class _EcdsaP256(_SdkAlgorithm):
+    signing = ALGORITHMS["ES256"]
+    name = signing.http_name
 
 
-class _EcdsaP384(_Ecdsa):
+class _Ed25519(_SdkAlgorithm):
+    signing = ALGORITHMS["EdDSA"]
+    name = signing.http_name
+
+
+class _EcdsaP384(HttpSignatureAlgorithm):
+    # RFC 9421 §3.3.5: the signature is r||s, each left-padded to 48 bytes (not DER). Verified for
+    # the RFC's test vectors and other signers; the SDK never signs with it.
     name = "ecdsa-p384-sha384"
-    curve = ec.SECP384R1
-    size = 48
-    hash = hashes.SHA384
-
-
-class _Ed25519(HttpSignatureAlgorithm):
-    name = "ed25519"
 
     def sign(self, key: Any, data: bytes) -> bytes:
-        if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise SignaturePolicyError("ed25519 needs an Ed25519 private key")
-        return key.sign(data)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
+            raise SignaturePolicyError(f"{self.name} needs a matching EC private key")
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA384())))
+        return r.to_bytes(48, "big") + s.to_bytes(48, "big")
 
     def verify(self, key: Any, data: bytes, signature: bytes) -> bool:
-        if not isinstance(key, ed25519.Ed25519PublicKey) or len(signature) != 64:
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
             return False
+        if len(signature) != 96:
+            return False
+        r, s = int.from_bytes(signature[:48], "big"), int.from_bytes(signature[48:], "big")
         try:
-            key.verify(signature, data)
-        except InvalidSignature:
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA384()))
+        except (InvalidSignature, ValueError):
             return False
         return True
 

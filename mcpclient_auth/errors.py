@@ -415,6 +415,24 @@ class InvalidTokenResponse(AuthorizationError):
     retryable = False
 
 
+class DPoPNotBound(InvalidTokenResponse):
+    """A token request carried a DPoP proof (RFC 9449 §5) but the answer is not a DPoP-bound token
+    (``token_type`` other than ``DPoP``): refused, never used as a bearer token in its place."""
+
+    code = "dpop_not_bound"
+    reason = "dpop_not_bound"
+    retryable = False
+
+
+class DPoPKeyMissing(AuthorizationError):
+    """A DPoP-bound token is to be sent but no DPoP key can prove it: the token source has no
+    ``dpop`` (or another key than the run's ``dpop=``). Nothing was sent."""
+
+    code = "dpop_key_missing"
+    reason = "dpop_key_missing"
+    retryable = False
+
+
 class UpstreamUnauthorized(AuthorizationError):
     """The MCP server kept rejecting the user's token (401 after one re-obtain)."""
 
@@ -572,6 +590,12 @@ class DagError(McpClientAuthError):
 # --- tokens: additions -----------------------------------------------------------------------------
 
 
+class DPoPProofInvalid(TokenError):
+    """A DPoP proof (RFC 9449 §4.3) that a resource server must refuse; ``reason`` names the check."""
+
+    code = "dpop_proof_invalid"
+
+
 class CriticalHeaderUnsupported(TokenError):
     """The JWS header declares a ``crit`` extension this verifier does not understand (RFC 7515)."""
 
@@ -705,6 +729,9 @@ __all__ = [
     "ConstraintUnknown",
     "ConstraintViolated",
     "CriticalHeaderUnsupported",
+    "DPoPKeyMissing",
+    "DPoPNotBound",
+    "DPoPProofInvalid",
     "DagError",
     "DelegationError",
     "DigestError",

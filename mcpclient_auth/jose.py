@@ -21,13 +21,12 @@ Errors (all from :mod:`mcpclient_auth.errors`): :class:`MalformedToken`, :class:
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ._encoding import compact_json
+from ._encoding import b64url_decode, compact_json, strict_json_loads
 from .errors import (
     AlgorithmNotAllowed,
     CriticalHeaderUnsupported,
@@ -167,55 +166,12 @@ class DecodedJWS:
         return f"DecodedJWS(typ={self.typ!r}, alg={self.alg!r}, kid={self.kid!r})"
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two parsers that keep different copies of a duplicated member disagree on what was signed
-    # (RFC 7515 §5.2 allows refusing); we refuse.
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate member")
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-# One decoder for every token: json.loads() with hooks would build a new decoder per call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-
-#: base64url -> standard alphabet for binascii; "+" and "/" are refused before translating.
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-#: Characters that may end a canonical unpadded encoding, by ``len % 4``: the unused low bits of the
-#: last character must be zero, so one value has exactly one text form.
-_CANONICAL_LAST = {0: None, 2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
-_PADDING = {0: b"", 2: b"==", 3: b"="}
-
-
-def _b64url_decode(segment: str) -> bytes:
-    """Strict unpadded base64url (same acceptance as :func:`mcpclient_auth._encoding.b64url_decode`,
-    which re-encodes to check canonical form; here the last character is checked directly and the
-    decoding runs in ``binascii``'s strict mode — this is on every token verification)."""
-    try:
-        raw = segment.encode("ascii")
-    except UnicodeEncodeError:
-        raise ValueError("not base64url without padding") from None
-    rest = len(raw) % 4
-    if rest == 1 or b"=" in raw or b"+" in raw or b"/" in raw:
-        raise ValueError("not base64url without padding")
-    last = _CANONICAL_LAST[rest]
-    if last is not None and raw[-1] not in last:
-        raise ValueError("not canonical base64url")
-    try:
-        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rest], strict_mode=True)
-    except binascii.Error:
-        raise ValueError("not base64url without padding") from None
-
-
 def _parse_object(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = _DECODER.decode(_b64url_decode(segment).decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise MalformedToken(f"the JWS {what} is not base64url-encoded UTF-8 JSON") from None
+        raw = b64url_decode(segment)
+    except ValueError:
+        raise MalformedToken(f"the JWS {what} is not base64url") from None
+    value = strict_json_loads(raw, error=MalformedToken, what=f"the JWS {what}")
     if not isinstance(value, dict):
         raise MalformedToken(f"the JWS {what} is not a JSON object")
     return value
@@ -256,7 +212,7 @@ def decode(token: str) -> DecodedJWS:
     header = _header(header_part)
     claims = _parse_object(payload_part, "payload")
     try:
-        signature = _b64url_decode(signature_part)
+        signature = b64url_decode(signature_part)
     except ValueError:
         raise MalformedToken("the JWS signature is not base64url") from None
     signing_input = f"{header_part}.{payload_part}".encode("ascii")

@@ -17,11 +17,11 @@ parsers that disagree on "first wins" vs "last wins" would disagree on which too
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._encoding import strict_json_loads
 from .errors import JsonRpcError
 
 __all__ = ["TOOLS_CALL", "Call", "CallKind", "NotJsonRpc", "answered_by", "parse"]
@@ -70,44 +70,9 @@ class NotJsonRpc:
     reason: str
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise JsonRpcError("duplicate member name in a JSON-RPC body")
-    return obj
-
-
-_decoder = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
-
-
 def _is_json_media_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == _JSON_MEDIA_TYPE or media.endswith(_JSON_MEDIA_SUFFIX)
-
-
-def _decode(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise JsonRpcError("JSON-RPC body is not valid UTF-8") from None
-    try:
-        value, end = _decoder.raw_decode(text, _skip_ws(text, 0))
-    except json.JSONDecodeError as exc:
-        raise JsonRpcError(f"JSON-RPC body is not valid JSON (at offset {exc.pos})") from None
-    except RecursionError:
-        raise JsonRpcError("JSON-RPC body is nested too deeply") from None
-    if _skip_ws(text, end) != len(text):
-        raise JsonRpcError("JSON-RPC body has trailing data after the JSON value")
-    return value
-
-
-_WS = frozenset(" \t\n\r")
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WS:
-        pos += 1
-    return pos
 
 
 def _request_id(message: dict[str, Any]) -> str | int:
@@ -140,7 +105,7 @@ def parse(body: bytes, *, content_type: str | None = None) -> Call | NotJsonRpc:
         return NotJsonRpc("content type is not JSON")
     if not body.strip():
         return NotJsonRpc("empty body")
-    message = _decode(body)
+    message = strict_json_loads(body, error=JsonRpcError, what="the JSON-RPC body")
     if isinstance(message, list):
         raise JsonRpcError("JSON-RPC batches are not supported")
     if not isinstance(message, dict):

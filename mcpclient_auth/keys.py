@@ -52,8 +52,20 @@ PublicKeyObject = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 # --- algorithm registry ------------------------------------------------------------------------------
 
 
+#: What a verification may raise for a signature that is not valid: ``InvalidSignature``, and
+#: ``ValueError`` for values ``cryptography`` refuses to even try. Both mean "not valid" (``False``),
+#: never a crash; this is the one verify policy of JWS and RFC 9421 signatures alike.
+_NOT_VALID = (InvalidSignature, ValueError)
+
+
 class SigningAlgorithm:
-    """One JOSE signing algorithm: key generation, raw signatures, JWK (de)serialisation."""
+    """One JOSE signing algorithm: key generation, raw signatures, JWK (de)serialisation.
+
+    The same objects sign and verify the SDK's HTTP message signatures (``http_name``):
+    :mod:`mcpclient_auth._rfc9421` delegates ``ecdsa-p256-sha256`` and ``ed25519`` here. ``sign``
+    raises :class:`~mcpclient_auth.errors.KeyFormatError` for a key of another type; ``verify``
+    returns ``False`` for anything that is not a valid signature by ``key`` over ``data``.
+    """
 
     name: ClassVar[str]
     #: The RFC 9421 algorithm name for HTTP message signatures made with this key type.
@@ -96,19 +108,23 @@ class _ES256(SigningAlgorithm):
         return ec.generate_private_key(ec.SECP256R1())
 
     def sign(self, key: PrivateKey, data: bytes) -> bytes:
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise KeyFormatError("ES256 signs with an EC P-256 private key only")
         r, s = decode_dss_signature(key.sign(data, self._ecdsa))
         # JWS and RFC 9421 both use the fixed-width raw form r||s, never DER.
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
-        if not isinstance(key, ec.EllipticCurvePublicKey) or len(signature) != 64:
+        if (
+            not isinstance(key, ec.EllipticCurvePublicKey)
+            or not isinstance(key.curve, ec.SECP256R1)
+            or len(signature) != 64
+        ):
             return False
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        der = encode_dss_signature(r, s)
         try:
-            key.verify(der, data, self._ecdsa)
-        except InvalidSignature:
+            key.verify(encode_dss_signature(r, s), data, self._ecdsa)
+        except _NOT_VALID:
             return False
         return True
 
@@ -164,7 +180,8 @@ class _EdDSA(SigningAlgorithm):
         return ed25519.Ed25519PrivateKey.generate()
 
     def sign(self, key: PrivateKey, data: bytes) -> bytes:
-        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise KeyFormatError("EdDSA signs with an Ed25519 private key only")
         return key.sign(data)
 
     def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
@@ -172,7 +189,7 @@ class _EdDSA(SigningAlgorithm):
             return False
         try:
             key.verify(signature, data)
-        except InvalidSignature:
+        except _NOT_VALID:
             return False
         return True
 
@@ -512,6 +529,7 @@ class TrustStore:
         self._agents: set[str] = set()
         self._kids_by_thumbprint: dict[str, set[str]] = {}
         self._max_depth = DEFAULT_MAX_DELEGATION_DEPTH
+        self._generation = 0
         self.max_delegation_depth = max_delegation_depth
         for key in keys:
             self.add(key)
@@ -539,6 +557,7 @@ class TrustStore:
             )
         self._keys[public.kid] = public
         self._kids_by_thumbprint.setdefault(public.thumbprint, set()).add(public.kid)
+        self._generation += 1
         return public
 
     def _same_key_kids(self, public: PublicKey) -> set[str]:
@@ -575,6 +594,7 @@ class TrustStore:
             )
         self.add(public)
         self._issuers[public.kid] = self._issuers.get(public.kid, frozenset()) | frozenset(names)
+        self._generation += 1
         return public
 
     def add_agent(self, key: KeyLike) -> PublicKey:
@@ -586,6 +606,7 @@ class TrustStore:
             )
         self.add(public)
         self._agents.add(public.kid)
+        self._generation += 1
         return public
 
     @staticmethod
@@ -644,6 +665,13 @@ class TrustStore:
         if type(value) is not int or value < 0:
             raise ConfigurationError("max_delegation_depth must be a non-negative integer")
         self._max_depth = value
+        self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        """Counts every change (key, role, delegation depth): a verifier caching what it verified
+        against this store re-verifies when it moved (server/_mandate_cache.py)."""
+        return self._generation
 
     def _roles_document(self) -> dict[str, Any]:
         return {

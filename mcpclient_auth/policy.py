@@ -100,7 +100,9 @@ def is_action(name: str) -> bool:
     return len(name) <= _MAX_ACTION_LENGTH and _ACTION.fullmatch(name) is not None
 
 
+#: The one spelling of the session-level action prefix (``McpActionPolicy.SESSION_PREFIX``).
 _SESSION_PREFIX = "mcp.rpc."
+_RESPONSE_ACTION = _SESSION_PREFIX + "response"
 
 
 def _session_action(method: str) -> str:
@@ -111,7 +113,7 @@ def _session_action(method: str) -> str:
 #: sees actions but no bodies, accepts without a capability. The mapping is one-to-one on these: a
 #: method with a ``.`` and the method ``response`` are refused, so no other method can reach them.
 PLUMBING_ACTIONS = frozenset(
-    {_session_action(m) for m in PLUMBING_METHODS} | {"mcp.rpc.response", _session_action(_LISTEN)}
+    {_session_action(m) for m in PLUMBING_METHODS} | {_RESPONSE_ACTION, _session_action(_LISTEN)}
 )
 
 
@@ -177,7 +179,7 @@ class McpActionPolicy:
     TOOL_PREFIX = "mcp."
     PROMPT_PREFIX = "mcp.prompt."
     SESSION_PREFIX = _SESSION_PREFIX
-    RESPONSE_ACTION = "mcp.rpc.response"
+    RESPONSE_ACTION = _RESPONSE_ACTION
 
     def __init__(self, strict: bool = False, *, permissive: bool = False) -> None:
         if strict and permissive:

@@ -30,6 +30,7 @@ __all__ = [
     "error_from_jsonrpc",
     "is_refusal",
     "refusal_body",
+    "refusal_from_error",
     "refusal_text",
 ]
 
@@ -104,6 +105,21 @@ def error_from_jsonrpc(error: Mapping[str, Any]) -> McpClientAuthError | None:
         exc = cls(message)
     exc.code = code
     return exc
+
+
+def refusal_from_error(error: BaseException) -> McpClientAuthError | None:
+    """The typed exception behind an MCP client error that is one of our local refusals, else ``None``.
+
+    Duck-typed on ``error.error``, the JSON-RPC error object (a pydantic model) of mcp 1.x's
+    ``McpError`` and mcp 2.x's ``MCPError`` alike, so every adapter shares this one mapping and this
+    module imports neither mcp.
+    """
+    data = getattr(error, "error", None)
+    dump = getattr(data, "model_dump", None)
+    if not callable(dump):
+        return None
+    payload = dump(mode="json", exclude_none=True)
+    return error_from_jsonrpc(payload) if isinstance(payload, Mapping) else None
 
 
 def refusal_text(code: str, message: str) -> str:

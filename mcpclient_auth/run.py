@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .authz.base import TokenSource
+    from .authz.dpop import DPoP
     from .factory import McpHttpClientFactory
 
 __all__ = [
@@ -126,6 +127,11 @@ class AgentRun:
       for *discovery sessions* only: sessions opened inside ``with run.discovery():`` carry the service
       token on every request and may only list (:data:`DISCOVERY_METHODS`); every other session carries
       the user's token. The two never mix within one MCP session.
+    - ``dpop``: a :class:`~mcpclient_auth.authz.DPoP` the run insists on (RFC 9449): every token it
+      sends must be DPoP-bound to this key (its token sources must be built with the same ``dpop=``;
+      a bearer token is refused, :class:`~mcpclient_auth.errors.DPoPKeyMissing`). Without it, a source
+      built with ``dpop=`` still gets ``Authorization: DPoP`` and a fresh proof on every send; this
+      option only rules out the bearer fallback.
     - ``discover_resource_metadata``: on a 401 naming RFC 9728 ``resource_metadata``, fetch it
       (anonymously) and ask the token source for its ``resource`` as the audience.
     - ``allowed_scopes``: the only scopes a 403 step-up may ask the identity provider for (default:
@@ -158,6 +164,7 @@ class AgentRun:
         token_source: TokenSource | None = None,
         scopes: Sequence[str] | None = None,
         discovery_token_source: TokenSource | None = None,
+        dpop: DPoP | None = None,
         discover_resource_metadata: bool = False,
         allowed_scopes: Sequence[str] | None = None,
         audience: str | Sequence[str] | None = None,
@@ -190,6 +197,7 @@ class AgentRun:
         self.token_source = token_source
         self.scopes = list(scopes) if scopes is not None else None
         self.discovery_token_source = discovery_token_source
+        self.dpop = _check_dpop(dpop, token_source, discovery_token_source)
         self.discover_resource_metadata = bool(discover_resource_metadata)
         # per (endpoint url, source): scopes after a successful step-up; audiences found via RFC 9728
         self._stepped_scopes: dict[tuple[str, int], tuple[str, ...]] = {}
@@ -346,6 +354,20 @@ class AgentRun:
     def endpoints(self) -> list[str]:
         return self.endpoint_set.urls
 
+    def endpoint_url(self, url: str | None = None) -> str:
+        """``url`` if it is one of the run's endpoints (default: the first); else
+        :class:`ConfigurationError`. Every adapter that opens a connection for the run checks its
+        ``url=`` here, so the rule "a run's credentials go only to its endpoints" is written once.
+
+            run.endpoint_url()                                   # run.endpoints[0]
+            run.endpoint_url("https://hr.example/mcp")           # itself, when it is an endpoint
+        """
+        if url is None:
+            return self.endpoints[0]
+        if not isinstance(url, str) or self.endpoint_set.match(url) is None:
+            raise ConfigurationError("url= must be one of the run's endpoints")
+        return url
+
     @property
     def closed(self) -> bool:
         return self.journal.closed
@@ -483,6 +505,31 @@ class AgentRun:
             return [endpoint.url]
         return self.audiences
 
+
+
+def _check_dpop(
+    dpop: DPoP | None, token_source: TokenSource | None, discovery_source: TokenSource | None
+) -> DPoP | None:
+    """``AgentRun(dpop=)``: a DPoP key, and every source that says which key it proves with says
+    this one (a source of our own without ``dpop=`` would issue bearer tokens)."""
+    if dpop is None:
+        return None
+    from .authz.dpop import DPoP
+
+    if not isinstance(dpop, DPoP):
+        raise ConfigurationError("dpop must be a DPoP (mcpclient_auth.DPoP), e.g. DPoP(agent)")
+    sources = [s for s in (token_source, discovery_source) if s is not None]
+    if not sources:
+        raise ConfigurationError("dpop= needs a token_source (built with the same dpop=) to bind tokens to")
+    for source in sources:
+        if hasattr(source, "dpop"):
+            key = source.dpop
+            if not isinstance(key, DPoP) or key.thumbprint != dpop.thumbprint:
+                raise ConfigurationError(
+                    f"{type(source).__name__} is not built with this dpop= key; pass the same DPoP to "
+                    "the source (it binds the tokens) and to the run"
+                )
+    return dpop
 
 
 def _same_endpoint(audience: str, canonical: str) -> bool:

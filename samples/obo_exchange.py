@@ -29,13 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mcpclient_auth.adapters.mcp_v1 import refusal_from_mcp_error
 from mcpclient_auth.authz import TokenExchange
 from mcpclient_auth.demo.hr import build_hr_server
 from mcpclient_auth.demo.serving import free_port, running
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.principal import Principal
+from mcpclient_auth.refusal import refusal_from_error
 from mcpclient_auth.run import AgentRun
 from mcpclient_auth.server import McpAuthMiddleware, verified_request
 
@@ -133,7 +133,7 @@ async def call_as(
             offices = await session.call_tool("get_office_locations", {})
             print(f"{principal.id}: offices:", offices.content[0].text)  # type: ignore[union-attr]
         except McpError as exc:  # the exchange failed: answered locally, nothing was sent
-            print(f"{principal.id}: refused:", refusal_from_mcp_error(exc))
+            print(f"{principal.id}: refused:", refusal_from_error(exc))
 
 
 async def main(out: Path) -> int:

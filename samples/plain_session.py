@@ -20,10 +20,10 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from mcpclient_auth.adapters.mcp_v1 import refusal_from_mcp_error
 from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.ledger import Ledger, verify_ledger
 from mcpclient_auth.principal import Principal
+from mcpclient_auth.refusal import refusal_from_error
 from mcpclient_auth.run import AgentRun
 
 
@@ -56,7 +56,7 @@ async def main(out: Path) -> int:
             try:
                 await session.call_tool("get_employee_salary", {"employee": "bob"})
             except McpError as exc:  # answered locally; the session carries on
-                print("refused:", refusal_from_mcp_error(exc))
+                print("refused:", refusal_from_error(exc))
             found = await session.call_tool("search", {"query": "parental leave"})
             print("search:", found.content[0].text)  # type: ignore[union-attr]
 

@@ -46,8 +46,10 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .. import _telemetry
 from .._calls import Admitted, Refusal, admit, authorization, check_open, prepare
 from .._context import current_run, use_run
+from .._dpop import Credential
 from .._journal import InFlight, RunJournal
 from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
@@ -253,18 +255,21 @@ class RunHooks:
             return
         check_open(run)
         body = await request.aread()
+        telemetry = _telemetry.call_started(request)  # None unless OpenTelemetry is configured
         admitted = admit(run, request.method, body, request.headers.get("content-type"))
         if isinstance(admitted, Refusal):
-            self._refuse(request, admitted.call, admitted.error)
+            self._refuse(request, admitted.call, admitted.error, run)
             return
+        body = _telemetry.describe(telemetry, request, body, admitted.call, run)  # + params._meta
         attempt = request.extensions.get(EXTENSION_ATTEMPT)
-        header = await authorization(
-            run, admitted.call, endpoint, attempt if isinstance(attempt, Attempt) else None
-        )
+        with _telemetry.current(telemetry):
+            header = await authorization(
+                run, admitted.call, endpoint, attempt if isinstance(attempt, Attempt) else None
+            )
         if isinstance(header, Refusal):
-            self._refuse(request, header.call, header.error)
+            self._refuse(request, header.call, header.error, run)
             return
-        self._apply(run, request, body, endpoint, admitted, header)
+        self._apply(run, request, body, endpoint, admitted, header, telemetry)
 
     async def on_response(self, response: _Response) -> None:
         tracker = _tracker_for(response)
@@ -288,11 +293,13 @@ class RunHooks:
         if run.token_source is not None:  # token sources are async; install() refuses this too
             raise ConfigurationError("a run with a token_source needs an httpx.AsyncClient")
         body = request.read()
+        telemetry = _telemetry.call_started(request)
         admitted = admit(run, request.method, body, request.headers.get("content-type"))
         if isinstance(admitted, Refusal):
-            self._refuse(request, admitted.call, admitted.error)
+            self._refuse(request, admitted.call, admitted.error, run)
             return
-        self._apply(run, request, body, endpoint, admitted, None)
+        body = _telemetry.describe(telemetry, request, body, admitted.call, run)
+        self._apply(run, request, body, endpoint, admitted, None, telemetry)
 
     def on_response_sync(self, response: _Response) -> None:
         tracker = _tracker_for(response)
@@ -334,7 +341,7 @@ class RunHooks:
             parsed = None
         call = parsed if isinstance(parsed, Call) else None
         own.journal.denial(call, None, error)
-        self._refuse(request, call, error)
+        self._refuse(request, call, error, own)
 
     @staticmethod
     def _guard(run: AgentRun, request: _Request) -> Endpoint | None:
@@ -365,7 +372,7 @@ class RunHooks:
             parsed = None
         call = parsed if isinstance(parsed, Call) else None
         run.journal.denial(call, None, error)
-        self._refuse(request, call, error)
+        self._refuse(request, call, error, run)
 
     def _apply(
         self,
@@ -374,9 +381,10 @@ class RunHooks:
         body: bytes,
         endpoint: Endpoint,
         admitted: Admitted,
-        authorization: str | None,
+        authorization: Credential | None,
+        telemetry: _telemetry.CallTelemetry | None = None,
     ) -> None:
-        prepared = prepare(run, request, body, endpoint, admitted, authorization)
+        prepared = prepare(run, request, body, endpoint, admitted, authorization, telemetry=telemetry)
         extensions = dict(request.extensions)
         extensions[EXTENSION_STAMP] = prepared.stamp
         if prepared.inflight is not None:
@@ -388,7 +396,10 @@ class RunHooks:
                 extensions[EXTENSION_STREAM] = run.journal  # may resume an answer (SEP-1699)
             request.extensions = extensions
 
-    def _refuse(self, request: _Request, call: Call | None, exc: McpClientAuthError) -> None:
+    def _refuse(
+        self, request: _Request, call: Call | None, exc: McpClientAuthError, run: AgentRun | None = None
+    ) -> None:
+        _telemetry.refused(request, call, exc, run=run)  # an error span with the refusal code
         if self.answer_locally and call is not None and self._answers_locally(request):
             refusal: LocalRefusal | None = None
             if call.kind == "request" and call.id is not None:

@@ -15,6 +15,10 @@ ECT, a fresh signature and its own ``ect`` ledger entry. Per request:
   the run's allowlist (``AgentRun(allowed_scopes=...)``; default the configured scopes plus the
   RFC 9728 ``scopes_supported`` the run fetched): a server demanding anything else gets no step-up and
   the identity provider is never asked (:class:`~mcpclient_auth.errors.ScopeNotAllowed`);
+- ``401`` with a ``DPoP`` challenge ``error="use_dpop_nonce"`` and a ``DPoP-Nonce`` (RFC 9449 §9, a
+  DPoP-bound token) -> the nonce is kept for the endpoint's origin and the request is resent once with
+  a fresh proof carrying it (same token, same ``ath``, new ``jti``); this resend does not use up the
+  re-obtain / step-up above. A ``DPoP-Nonce`` on any other answer is kept for the next proofs;
 - optional RFC 9728 (``AgentRun(discover_resource_metadata=True)``): a 401 naming
   ``resource_metadata`` makes the run fetch that document anonymously (no token, no signature), check
   that its ``resource`` is the endpoint, and ask the token source for that audience on the resend.
@@ -35,13 +39,14 @@ in ``request.extensions`` (as httpx passes per-request state): no context variab
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import _dpop, _telemetry
 from .._encoding import sha256_b64url
 from .._journal import InFlight
+from ..authz.base import SAFE_CODE
 from ..authz.www_authenticate import BearerChallenge, bearer_challenge
 from ..errors import (
     AuthorizationError,
@@ -74,9 +79,10 @@ __all__ = [
 
 #: Verdicts on one response (see :func:`verdict`).
 PASS, REOBTAIN, STEP_UP, FAIL = "pass", "reobtain", "step_up", "fail"
+#: A 401 ``use_dpop_nonce`` (RFC 9449 §9): resend once with the nonce, same token.
+DPOP_NONCE = "dpop_nonce"
 #: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
 _MAX_ERROR_BODY = 64 * 1024
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(eq=False)
@@ -98,6 +104,7 @@ class Attempt:
     call: Call | None = None
     audience: str | None = None
     asked_scopes: tuple[str, ...] | None = None
+    dpop_nonce_resent: bool = False
     # the access token sent with the latest send: never in repr()
     token: AccessToken | None = field(default=None, repr=False)
 
@@ -143,7 +150,7 @@ class Attempt:
         """The typed error for a final 401/403 (no header text except a validated error code)."""
         principal = self.principal.id if self.principal is not None else None
         code = challenge.error if challenge is not None and challenge.error else None
-        code = code if code is not None and _SAFE_CODE.fullmatch(code) else None
+        code = code if code is not None and SAFE_CODE.fullmatch(code) else None
         refused = _outside_allowlist(self, challenge) if status == 403 and not self.final else []
         if refused:
             return ScopeNotAllowed(
@@ -151,7 +158,7 @@ class Attempt:
                 "provider for them",
                 status=status,
                 error=code,
-                scopes=[s for s in refused if _SAFE_CODE.fullmatch(s)],
+                scopes=[s for s in refused if SAFE_CODE.fullmatch(s)],
                 principal=principal,
             )
         if status == 403:
@@ -172,9 +179,15 @@ class Attempt:
         )
 
 
-def _challenge(response: Any) -> BearerChallenge | None:
+def _challenge(response: Any, attempt: Attempt | None = None) -> BearerChallenge | None:
+    # A DPoP-bound token is challenged with the DPoP scheme (RFC 9449 §7.1): same parameters.
+    bound = attempt is not None and attempt.token is not None and attempt.token.dpop_bound
+    scheme = "dpop" if bound else "bearer"
     try:
-        return bearer_challenge(response.headers.get_list("www-authenticate"))
+        values = response.headers.get_list("www-authenticate")
+        return bearer_challenge(values, scheme=scheme) or (
+            bearer_challenge(values) if scheme == "dpop" else None
+        )
     except ChallengeMalformed:
         return None
 
@@ -196,7 +209,9 @@ def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, Bea
         # After a redirect the answer came from a hop that got none of our credentials: its 401/403
         # says nothing about the run's token, so it must not drive a re-obtain or step-up.
         return PASS, None
-    challenge = _challenge(response)
+    if _dpop.nonce_challenge(attempt, response):
+        return DPOP_NONCE, None
+    challenge = _challenge(response, attempt)
     if status == 401:
         if attempt.final or challenge is None:
             return FAIL, challenge
@@ -290,16 +305,23 @@ class AuthFlow:
             # The request hook and the transport read the attempt from the request they handle.
             request.extensions[EXTENSION_ATTEMPT] = attempt
             response = yield request
-            action, challenge = verdict(attempt, response)
+            action, challenge = _dpop_verdict(attempt, response)
+            if action == DPOP_NONCE:
+                response = yield _dpop_resend(attempt, request)
+                action, challenge = _dpop_verdict(attempt, response)
             if action == PASS:
                 return
             if action == FAIL:
                 raise _final(attempt, request, response.status_code, challenge)
             assert challenge is not None
+            _telemetry.resending(request, action, response.status_code)  # one span for both sends
             await self._prepare_resend(attempt, action, challenge)
             attempt.final = True
             response = yield request
-            action, challenge = verdict(attempt, response)
+            action, challenge = _dpop_verdict(attempt, response)
+            if action == DPOP_NONCE:
+                response = yield _dpop_resend(attempt, request)
+                action, challenge = _dpop_verdict(attempt, response)
             if action != PASS:
                 raise _final(attempt, request, response.status_code, challenge)
             if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
@@ -324,6 +346,20 @@ class AuthFlow:
         attempt.token = None
 
 
+def _dpop_verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | None]:
+    """:func:`verdict`, after keeping any ``DPoP-Nonce`` the endpoint's answer carries (RFC 9449 §9)."""
+    if _answered_by_endpoint(attempt, response, None):
+        _dpop.learn_nonce(attempt, response)
+    return verdict(attempt, response)
+
+
+def _dpop_resend(attempt: Attempt, request: Any) -> Any:
+    """The request to resend once after a 401 ``use_dpop_nonce`` (its nonce is kept by now): the run's
+    request hook gives it a fresh proof carrying the nonce."""
+    attempt.dpop_nonce_resent = True
+    return request
+
+
 def _final(
     attempt: Attempt, request: Any, status: int, challenge: BearerChallenge | None
 ) -> AuthorizationError:
@@ -333,6 +369,7 @@ def _final(
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight):
         inflight.run.journal.denial(inflight.call, inflight.action, error)
+    _telemetry.refused(request, attempt.call, error, local=False)
     return error
 
 
@@ -364,6 +401,7 @@ class UpstreamRefusal:
         if not isinstance(inflight, InFlight):
             return response
         error = attempt.give_up(response.status_code, challenge)
+        _telemetry.refused(request, call, error, local=False)  # the span ends with the refusal code
         body = await _read_capped(response)
         run = inflight.run
         run.journal.response(

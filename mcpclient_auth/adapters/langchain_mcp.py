@@ -43,10 +43,9 @@ from langchain_core.messages import ToolMessage
 from .._hooks import use_run
 from ..errors import ConfigurationError
 from ..factory import httpx2_client_factory
-from ..refusal import refusal_text
+from ..refusal import refusal_from_error, refusal_text
 from ._tools import narrow as narrow_to_mandate
 from ._tools import selected
-from .mcp_v2 import refusal_from_error
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
@@ -69,12 +68,10 @@ def signed_client(run: AgentRun | None, url: str | None = None, **client_kwargs:
     from fastmcp import Client
     from fastmcp.client.transports import StreamableHttpTransport
 
-    if url is None:
-        if run is None:
-            raise ConfigurationError("signed_client(None, ...) needs url=")
-        url = run.endpoints[0]
-    elif run is not None and run.endpoint_set.match(url) is None:
-        raise ConfigurationError("signed_client(url=...) must be one of the run's endpoints")
+    if run is not None:
+        url = run.endpoint_url(url)
+    elif url is None:
+        raise ConfigurationError("signed_client(None, ...) needs url=")
     transport = StreamableHttpTransport(url, httpx_client_factory=httpx2_client_factory(run))
     return Client(transport, **client_kwargs)
 

@@ -43,10 +43,9 @@ from ..errors import (
 from ..jsonrpc import Call
 from ..policy import ActionPolicy, CapabilitySet
 from ..principal import Principal
-from ..refusal import refusal_body, refusal_text
+from ..refusal import refusal_body, refusal_from_error, refusal_text
 from ..run import acting_for, current_principal
 from ._tools import narrow, selected
-from .mcp_v1 import refusal_from_mcp_error
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
@@ -110,7 +109,7 @@ class RefusalInterceptor:
         try:
             return await handler(request)
         except McpError as exc:
-            refusal = refusal_from_mcp_error(exc)
+            refusal = refusal_from_error(exc)
             if refusal is None:
                 raise
             if self.raise_refusals:
@@ -223,7 +222,7 @@ class RunBinding:
 def _refusal_in(exc: BaseException) -> McpClientAuthError | None:
     """Our local refusal behind ``exc``: anyio task groups wrap a session's failure in exception groups."""
     if isinstance(exc, McpError):
-        return refusal_from_mcp_error(exc)
+        return refusal_from_error(exc)
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
             if (found := _refusal_in(inner)) is not None:

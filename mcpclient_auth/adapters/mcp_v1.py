@@ -20,19 +20,12 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from ..errors import ConfigurationError, McpClientAuthError
-from ..refusal import error_from_jsonrpc
+from ..refusal import refusal_from_error
 
 if TYPE_CHECKING:
     from ..run import AgentRun
 
-__all__ = ["RunSession", "open_session", "refusal_from_mcp_error"]
-
-
-def refusal_from_mcp_error(error: McpError) -> McpClientAuthError | None:
-    """The typed exception behind an ``McpError`` that is one of our local refusals, else ``None``."""
-    data = error.error.model_dump(mode="json", exclude_none=True)
-    return error_from_jsonrpc(data)
+__all__ = ["RunSession", "open_session"]
 
 
 class RunSession(ClientSession):
@@ -42,7 +35,7 @@ class RunSession(ClientSession):
         try:
             return await super().send_request(*args, **kwargs)
         except McpError as exc:
-            refusal = refusal_from_mcp_error(exc)
+            refusal = refusal_from_error(exc)
             if refusal is None:
                 raise
             raise refusal from exc
@@ -62,9 +55,7 @@ async def open_session(
     ``client_kwargs`` go to the client factory (``timeout``, ``headers``, ``auth``, ``transport``...);
     ``session_kwargs`` to ``ClientSession`` (``read_timeout_seconds``, ``sampling_callback``, ...).
     """
-    target = url if url is not None else run.endpoints[0]
-    if run.endpoint_set.match(target) is None:
-        raise ConfigurationError("open_session(url=...) must be one of the run's endpoints")
+    target = run.endpoint_url(url)
     client = run.httpx_client_factory()(**(client_kwargs or {}))
     async with (
         client,

@@ -30,23 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, McpClientAuthError
 from ..factory import httpx2_client_factory
-from ..refusal import error_from_jsonrpc
+from ..refusal import refusal_from_error
 
 if TYPE_CHECKING:
     from ..run import AgentRun
 
-__all__ = ["RunClient", "open_client", "refusal_from_error", "unwrap_refusal"]
-
-
-def refusal_from_error(error: BaseException) -> McpClientAuthError | None:
-    """The typed exception behind an ``MCPError`` (mcp 2.x; also 1.x ``McpError``) that is one of our
-    local refusals, else ``None``. Duck-typed on ``error.error`` (the JSON-RPC error object)."""
-    data = getattr(error, "error", None)
-    dump = getattr(data, "model_dump", None)
-    if dump is None:
-        return None
-    payload = dump(mode="json", exclude_none=True)
-    return error_from_jsonrpc(payload) if isinstance(payload, dict) else None
+__all__ = ["RunClient", "open_client", "unwrap_refusal"]
 
 
 def unwrap_refusal(error: BaseException) -> McpClientAuthError | None:
@@ -113,12 +102,10 @@ async def open_client(
     ``mcp_client_kwargs`` to ``mcp.client.Client`` (``read_timeout_seconds``, callbacks ...). A refusal
     during connect (e.g. of ``server/discover``) raises the typed exception, not an ``ExceptionGroup``.
     """
-    if url is None:
-        if run is None:
-            raise ConfigurationError("open_client(None, ...) needs url=")
-        url = run.endpoints[0]
-    elif run is not None and run.endpoint_set.match(url) is None:
-        raise ConfigurationError("open_client(url=...) must be one of the run's endpoints")
+    if run is not None:
+        url = run.endpoint_url(url)
+    elif url is None:
+        raise ConfigurationError("open_client(None, ...) needs url=")
     client_module = importlib.import_module("mcp.client")
     transport_module = importlib.import_module("mcp.client.streamable_http")
     http_client = httpx2_client_factory(run)(**(client_kwargs or {}))

@@ -16,6 +16,9 @@ pre-registered / dynamic client registration, refresh). :func:`discover` and
 :func:`fetch_authorization_server_metadata` do the discovery on their own. The token-endpoint
 sources share a :class:`TokenCache` design: TTL ``expires_in - 30 s``, LRU-bounded, single-flight,
 one retry for transient failures, typed errors (:class:`~mcpclient_auth.errors.AuthorizationError`).
+Every token-endpoint source takes ``dpop=DPoP(key)`` (RFC 9449, :mod:`.dpop`): proofs at the token
+endpoint, DPoP-bound tokens only, cached per key; a run sends them as ``Authorization: DPoP`` with a
+fresh proof per request.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from .discovery import (
     parse_authorization_server_metadata,
     resource_metadata_urls,
 )
+from .dpop import DPoP, DPoPProof, VerifiedProof, verify_proof
 from .entra import JWT_BEARER_GRANT, EntraOnBehalfOf
 from .exchange import TOKEN_EXCHANGE_GRANT, TokenExchange
 from .id_jag import ID_JAG_TOKEN_TYPE, IdJag
@@ -99,6 +103,8 @@ __all__ = [
     "ClientCredentials",
     "ClientSecretBasic",
     "ClientSecretPost",
+    "DPoP",
+    "DPoPProof",
     "Discovered",
     "EntraOnBehalfOf",
     "IdJag",
@@ -115,6 +121,7 @@ __all__ = [
     "TokenLookup",
     "TokenSource",
     "TokenStore",
+    "VerifiedProof",
     "authorization_request",
     "bearer_challenge",
     "check_resource",
@@ -129,5 +136,6 @@ __all__ = [
     "parse_redirect",
     "pkce_challenge",
     "resource_metadata_urls",
+    "verify_proof",
     "well_known_metadata_url",
 ]

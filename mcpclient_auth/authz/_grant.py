@@ -12,7 +12,7 @@ from typing import ClassVar, Self
 
 import httpx
 
-from ..errors import ConfigurationError, InvalidTokenResponse
+from ..errors import ConfigurationError, DPoPNotBound, InvalidTokenResponse
 from ..keys import Identity
 from ..principal import Principal
 from ._token_request import (
@@ -27,8 +27,32 @@ from ._token_request import (
 from .base import AccessToken, normalise_scopes
 from .cache import CacheKey, TokenCache
 from .client_auth import ClientAuthentication, client_authentication
+from .dpop import DPoP
 
-__all__ = ["GrantSource", "as_tuple"]
+__all__ = ["GrantSource", "as_tuple", "bind_key", "check_binding", "check_dpop"]
+
+
+def check_dpop(dpop: DPoP | None) -> DPoP | None:
+    """The ``dpop=`` option of a source: ``None`` or a :class:`~mcpclient_auth.authz.dpop.DPoP`."""
+    if dpop is not None and not isinstance(dpop, DPoP):
+        raise ConfigurationError("dpop must be a DPoP (mcpclient_auth.authz.DPoP), e.g. DPoP(agent)")
+    return dpop
+
+
+def bind_key(key: CacheKey, dpop: DPoP | None) -> CacheKey:
+    """``key`` for a token bound to ``dpop``'s key (unchanged for bearer tokens)."""
+    return key if dpop is None else key.bound_to(dpop.thumbprint)
+
+
+def check_binding(token: AccessToken, dpop: DPoP | None) -> AccessToken:
+    """A token (fresh or cached, possibly from a shared store) is of the kind asked for: DPoP-bound
+    when the source proves with a key, bearer otherwise. The cache key already separates them; this
+    holds even for a store that mixed them up."""
+    if dpop is not None and not token.dpop_bound:
+        raise DPoPNotBound("a token for a DPoP source is not DPoP-bound", field="token_type")
+    if dpop is None and token.dpop_bound:
+        raise InvalidTokenResponse("a DPoP-bound token for a source without a DPoP key", field="token_type")
+    return token
 
 
 def as_tuple(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
@@ -91,7 +115,8 @@ class GrantSource(OwnsIdpClient):
     server's RFC 8414 issuer) is the ``aud`` of ``private_key_jwt`` client assertions;
     ``assertion_audience="token_endpoint"`` selects the token endpoint URL instead (the behaviour
     before 0.2; :class:`~mcpclient_auth.authz.EntraOnBehalfOf` keeps it as its default, as Entra
-    documents it).
+    documents it). ``dpop`` (a :class:`~mcpclient_auth.authz.DPoP`): every token request carries a
+    proof and the token must come back DPoP-bound (RFC 9449 §5); the cache key names the key.
     """
 
     grant_type: ClassVar[str]
@@ -114,8 +139,10 @@ class GrantSource(OwnsIdpClient):
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         issuer: str | None = None,
         assertion_audience: str | None = None,
+        dpop: DPoP | None = None,
     ) -> None:
         self.token_endpoint = check_endpoint(token_endpoint)
+        self.dpop = check_dpop(dpop)
         self.issuer = issuer
         self._client_auth: ClientAuthentication = client_authentication(
             client_id,
@@ -148,10 +175,11 @@ class GrantSource(OwnsIdpClient):
         scopes: Sequence[str] | None = None,
     ) -> AccessToken:
         """The principal's token for ``audience``/``scopes``, from cache or from the token endpoint."""
-        key = self._key(principal, audience, scopes)
+        key = bind_key(self._key(principal, audience, scopes), self.dpop)
         token = self.cache.get(key)
         if token is None:
             token = await self.cache.fetch(key, lambda: self._request(key, principal, audience))
+        check_binding(token, self.dpop)
         expected = key.requested_token_type
         if expected is not None and token.issued_token_type != expected:
             # A cached (possibly shared) token is checked like a fresh response: never hand out a
@@ -170,7 +198,7 @@ class GrantSource(OwnsIdpClient):
         token: AccessToken | None = None,
     ) -> None:
         """Forget the cached token for these arguments (only ``token``, when given)."""
-        self.cache.invalidate(self._key(principal, audience, scopes), token=token)
+        self.cache.invalidate(bind_key(self._key(principal, audience, scopes), self.dpop), token=token)
 
     # --- subclass hooks ---------------------------------------------------------------------------
 
@@ -202,6 +230,7 @@ class GrantSource(OwnsIdpClient):
             retry_backoff=self._retry_backoff,
             attempt_timeout=self._timeout,
             what=self.what,
+            dpop=self.dpop,
         )
 
     def _expected_issued_token_type(self) -> str | None:

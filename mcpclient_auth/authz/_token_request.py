@@ -11,6 +11,12 @@ connect/read/write/timeout errors and HTTP 429, 500, 502, 503, 504:
 * a 200 that is not a usable token response -> :class:`InvalidTokenResponse`
 * anything else (other 5xx, unusable transport) -> :class:`TokenExchangeUnavailable`, not retryable
 
+With ``dpop=`` (RFC 9449 §5) every attempt carries a fresh ``DPoP`` proof (``htm=POST``, ``htu`` = the
+endpoint, the nonce this endpoint's origin gave last); a 400 ``use_dpop_nonce`` with a ``DPoP-Nonce``
+is retried once at once with that nonce (§8), and the token response must say ``token_type=DPoP``
+(:class:`~mcpclient_auth.errors.DPoPNotBound` otherwise: a proof was sent, a bearer token is never
+accepted in its place).
+
 No message, detail or log line carries the form (subject token, assertion, client secret) or the
 identity provider's body: only status codes, exception class names and a validated ``error`` code.
 """
@@ -21,21 +27,23 @@ import asyncio
 import json
 import logging
 import random
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .. import _telemetry
+from .._encoding import strict_json_loads
 from ..errors import (
     ConfigurationError,
+    DPoPNotBound,
     InvalidTokenResponse,
     TokenExchangeRejected,
     TokenExchangeUnavailable,
 )
-from .base import AccessToken, normalise_scopes
+from .base import HEADER_SAFE, SAFE_CODE, AccessToken, normalise_scopes
 from .client_auth import ClientAuthentication
+from .dpop import DPOP_HEADER, DPOP_NONCE_HEADER, DPOP_TOKEN_TYPE, USE_DPOP_NONCE, DPoP
 
 __all__ = [
     "DEFAULT_RETRY_BACKOFF",
@@ -78,11 +86,7 @@ MAX_EXPIRES_IN = 2**32
 SIGNING_HOOK_MARKER = "__mcpclient_auth_signing_hook__"
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-# The OAuth error code is the only part of an error body we repeat: a short token-like string.
-_SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TOKEN_TYPES = {"bearer": "Bearer", "n_a": "N_A"}
-# The access token goes into an HTTP header: visible ASCII only (RFC 6750 b64token is a subset).
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 FormData = Mapping[str, "str | Sequence[str]"]
 
@@ -150,11 +154,12 @@ async def request_token(
     retry_backoff: float = DEFAULT_RETRY_BACKOFF,
     attempt_timeout: float = DEFAULT_TIMEOUT,
     what: str = "token request",
+    dpop: DPoP | None = None,
 ) -> AccessToken:
     """POST ``form`` to ``endpoint`` (at most twice) and return the parsed :class:`AccessToken`."""
     body = await request_token_body(
         client, endpoint, form, client_auth, now=now, retry_backoff=retry_backoff,
-        attempt_timeout=attempt_timeout, what=what,
+        attempt_timeout=attempt_timeout, what=what, dpop=dpop,
     )
     return parse_token_response(
         body,
@@ -163,6 +168,7 @@ async def request_token(
         expected_issued_token_type=expected_issued_token_type,
         require_issued_token_type=require_issued_token_type,
         what=what,
+        dpop_bound=dpop is not None,
     )
 
 
@@ -176,17 +182,21 @@ async def request_token_body(
     retry_backoff: float = DEFAULT_RETRY_BACKOFF,
     attempt_timeout: float = DEFAULT_TIMEOUT,
     what: str = "token request",
+    dpop: DPoP | None = None,
 ) -> bytes:
     """:func:`request_token` up to the parse: the 200 body (for sources that read more members,
-    such as ``refresh_token``). Same retry and failure mapping."""
+    such as ``refresh_token``). Same retry and failure mapping; with ``dpop``, parse the body with
+    ``parse_token_response(..., dpop_bound=True)``."""
     where = _loggable(endpoint)
     for attempt in (1, 2):
         if attempt == 2:
+            _telemetry.token_retry()
             # Jitter spreads the retries of many clients that failed together.
             await asyncio.sleep(retry_backoff * random.uniform(0.8, 1.2))
         try:
-            body = await _attempt(
-                client, endpoint, form, client_auth, now=now, attempt_timeout=attempt_timeout, what=what
+            body = await _attempt_with_nonce(
+                client, endpoint, form, client_auth, now=now, attempt_timeout=attempt_timeout, what=what,
+                dpop=dpop,
             )
         except _Transient as failure:
             _log.warning("%s to %s failed (%s), attempt %d of 2", what, where, failure.cause, attempt)
@@ -211,7 +221,37 @@ def refresh_token_of(body: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     value = data.get("refresh_token") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and _HEADER_SAFE.fullmatch(value) else None
+    return value if isinstance(value, str) and HEADER_SAFE.fullmatch(value) else None
+
+
+class _UseNonce(Exception):
+    """Internal: the token endpoint answered ``use_dpop_nonce`` and gave a nonce we now hold."""
+
+
+async def _attempt_with_nonce(
+    client: httpx.AsyncClient,
+    endpoint: str,
+    form: FormData,
+    client_auth: ClientAuthentication,
+    *,
+    now: Callable[[], float],
+    attempt_timeout: float,
+    what: str,
+    dpop: DPoP | None,
+) -> bytes:
+    """One attempt, plus at most one resend with the nonce a ``use_dpop_nonce`` answer gave
+    (RFC 9449 §8): a second ``use_dpop_nonce`` is a refusal like any other 4xx."""
+    try:
+        return await _attempt(
+            client, endpoint, form, client_auth, now=now, attempt_timeout=attempt_timeout, what=what,
+            dpop=dpop, nonce_retry=True,
+        )
+    except _UseNonce:
+        _log.debug("%s to %s: resending with the DPoP nonce the server gave", what, _loggable(endpoint))
+        return await _attempt(
+            client, endpoint, form, client_auth, now=now, attempt_timeout=attempt_timeout, what=what,
+            dpop=dpop, nonce_retry=False,
+        )
 
 
 async def _attempt(
@@ -223,14 +263,27 @@ async def _attempt(
     now: Callable[[], float],
     attempt_timeout: float,
     what: str,
+    dpop: DPoP | None = None,
+    nonce_retry: bool = False,
 ) -> bytes:
     fields: dict[str, str | list[str]] = {k: v if isinstance(v, str) else list(v) for k, v in form.items()}
     headers = {"Accept": "application/json"}
     client_auth.apply(fields, headers, token_endpoint=endpoint, now=now())
+    sent_nonce: str | None = None
+    if dpop is not None:
+        # A fresh proof per attempt (its jti is single-use at the server), with this AS's last nonce.
+        sent_nonce = dpop.nonce_for("as", endpoint)
+        headers[DPOP_HEADER] = dpop.proof("POST", endpoint, nonce=sent_nonce, now=now()).token
+    given_nonce: str | None = None
     try:
         async with asyncio.timeout(attempt_timeout):
             async with client.stream("POST", endpoint, data=fields, headers=headers) as response:
                 status = response.status_code
+                if dpop is not None:
+                    # §8.2: a nonce may come with any answer, successful or not; keep the newest.
+                    given_nonce = response.headers.get(DPOP_NONCE_HEADER)
+                    if given_nonce is not None and not dpop.remember_nonce("as", endpoint, given_nonce):
+                        given_nonce = None
                 if status in TRANSIENT_STATUSES:
                     raise _Transient(f"HTTP {status}", status)
                 body = await _read_capped(response, what)
@@ -246,6 +299,13 @@ async def _attempt(
         return body
     if 400 <= status < 500:
         code = _error_code(body)
+        if (
+            code == USE_DPOP_NONCE
+            and nonce_retry
+            and given_nonce is not None
+            and given_nonce != sent_nonce  # the same nonce again would be refused again
+        ):
+            raise _UseNonce
         raise TokenExchangeRejected(
             f"the identity provider rejected the {what} (HTTP {status}, error={code})",
             status=status,
@@ -278,16 +338,7 @@ def _error_code(body: bytes) -> str:
     except (ValueError, RecursionError):
         return "unknown"
     code = data.get("error") if isinstance(data, dict) else None
-    return code if isinstance(code, str) and _SAFE_CODE.fullmatch(code) else "unknown"
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidTokenResponse("the token response repeats a member")
-        out[key] = value
-    return out
+    return code if isinstance(code, str) and SAFE_CODE.fullmatch(code) else "unknown"
 
 
 def parse_token_response(
@@ -298,31 +349,39 @@ def parse_token_response(
     expected_issued_token_type: str | None = None,
     require_issued_token_type: bool = False,
     what: str = "token request",
+    dpop_bound: bool = False,
 ) -> AccessToken:
     """Strictly parse an RFC 6749 §5.1 / RFC 8693 §2.2.1 success response.
 
-    ``access_token`` (visible-ASCII string) and ``token_type`` (``Bearer`` or ``N_A``, any case) are
-    required; ``expires_in`` is an optional non-negative integer; ``scope`` an optional string of
+    ``access_token`` (visible-ASCII string) and ``token_type`` (``Bearer`` or ``N_A``, any case; with
+    ``dpop_bound`` — a DPoP proof was sent — ``DPoP`` and nothing else, RFC 9449 §5) are required;
+    ``expires_in`` is an optional non-negative integer; ``scope`` an optional string of
     scope-tokens (absent = the requested scopes, RFC 6749 §5.1); ``issued_token_type`` an optional
     string, required when ``require_issued_token_type`` (RFC 8693).
     """
-    try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates)
-    except InvalidTokenResponse:
-        raise
-    except (ValueError, RecursionError):
-        raise InvalidTokenResponse(f"the {what} response is not JSON") from None
+    data = strict_json_loads(body, error=InvalidTokenResponse, what=f"the {what} response")
     if not isinstance(data, dict):
         raise InvalidTokenResponse(f"the {what} response is not a JSON object")
 
     token = data.get("access_token")
-    if not isinstance(token, str) or not _HEADER_SAFE.fullmatch(token):
+    if not isinstance(token, str) or not HEADER_SAFE.fullmatch(token):
         raise InvalidTokenResponse(f"the {what} response has no usable access_token", field="access_token")
 
     raw_type = data.get("token_type")
     token_type = _TOKEN_TYPES.get(raw_type.lower()) if isinstance(raw_type, str) else None
+    if dpop_bound:
+        if not isinstance(raw_type, str) or raw_type.lower() != DPOP_TOKEN_TYPE.lower():
+            # The server ignored the proof: a bearer token where a bound one was asked for is a
+            # downgrade anyone who sees it can use; never accept it in place of a DPoP token.
+            shown = raw_type if isinstance(raw_type, str) and SAFE_CODE.fullmatch(raw_type) else None
+            raise DPoPNotBound(
+                f"the {what} sent a DPoP proof but the response's token_type is {shown!r}, not DPoP",
+                field="token_type",
+                token_type=shown,
+            )
+        token_type = DPOP_TOKEN_TYPE
     if token_type is None:
-        shown = raw_type if isinstance(raw_type, str) and _SAFE_CODE.fullmatch(raw_type) else None
+        shown = raw_type if isinstance(raw_type, str) and SAFE_CODE.fullmatch(raw_type) else None
         raise InvalidTokenResponse(
             f"the {what} response has an unsupported token_type {shown!r}",
             field="token_type",

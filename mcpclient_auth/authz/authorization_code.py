@@ -28,7 +28,8 @@ Per token (a miss of the cache; concurrent misses for one key share one flow):
    identical to the issuer (character for character) whenever present, and required when the AS
    advertises ``authorization_response_iss_parameter_supported``; an ``error`` is a typed refusal.
 5. **the token request** — ``code``, ``redirect_uri``, ``code_verifier``, ``resource``; a
-   ``refresh_token`` in the answer is kept (memory only) and used first next time.
+   ``refresh_token`` in the answer is kept (memory only) and used first next time. With ``dpop=``
+   (RFC 9449) the code and refresh requests carry a proof and the token must come back DPoP-bound.
 
 No lock is held across an MCP request: the source is only ever awaited for a token, before the request
 is sent; its single-flight covers one token acquisition for one key. Codes, verifiers, states and tokens
@@ -61,7 +62,7 @@ from ..errors import (
 )
 from ..keys import Identity
 from ..principal import Principal
-from ._grant import OwnsIdpClient, as_tuple
+from ._grant import OwnsIdpClient, as_tuple, bind_key, check_binding, check_dpop
 from ._token_request import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
@@ -79,6 +80,7 @@ from .discovery import (
     discover,
     fetch_authorization_server_metadata,
 )
+from .dpop import DPoP
 from .resource_metadata import ResourceMetadata
 
 __all__ = [
@@ -265,7 +267,9 @@ class AuthorizationCode(OwnsIdpClient):
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        dpop: DPoP | None = None,
     ) -> None:
+        self.dpop = check_dpop(dpop)
         self.server_url = check_endpoint(server_url, "server_url")
         if not callable(interaction):
             raise ConfigurationError(
@@ -310,9 +314,9 @@ class AuthorizationCode(OwnsIdpClient):
         """The principal's token: from cache, by refresh, or by a new authorization (module docstring)."""
         key = self._key(principal, audience, scopes)
         token = self.cache.get(key)
-        if token is not None:
-            return token
-        return await self.cache.fetch(key, lambda: self._acquire(key, principal))
+        if token is None:
+            token = await self.cache.fetch(key, lambda: self._acquire(key, principal))
+        return check_binding(token, self.dpop)
 
     def invalidate(
         self,
@@ -330,7 +334,7 @@ class AuthorizationCode(OwnsIdpClient):
     def _key(self, principal: Principal, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:
         if not isinstance(principal, Principal):
             raise ConfigurationError("get_token needs a Principal")
-        return CacheKey(
+        key = CacheKey(
             self.server_url,
             AUTHORIZATION_CODE_GRANT,
             self.client_id,
@@ -341,6 +345,7 @@ class AuthorizationCode(OwnsIdpClient):
             (self.server_url,) if audience is None else as_tuple(audience, "resource"),
             self.scopes if scopes is None else normalise_scopes(scopes),
         )
+        return bind_key(key, self.dpop)
 
     # --- one acquisition (runs inside the cache's single-flight task) -------------------------------
 
@@ -423,8 +428,11 @@ class AuthorizationCode(OwnsIdpClient):
             what="authorization code token request"
             if form["grant_type"] == AUTHORIZATION_CODE_GRANT
             else "refresh",
+            dpop=self.dpop,  # also on refresh: a public client's refresh token is bound to the key too
         )
-        token = parse_token_response(body, now=self.cache.clock(), requested_scopes=scopes)
+        token = parse_token_response(
+            body, now=self.cache.clock(), requested_scopes=scopes, dpop_bound=self.dpop is not None
+        )
         offered = refresh_token_of(body)
         if offered is not None:
             self._refresh[key] = _Refresh(offered, token_endpoint, issuer, resource)

@@ -48,8 +48,12 @@ DEFAULT_SKEW = 30.0
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-# A token goes into an HTTP header: visible ASCII only (RFC 6750 b64token is a subset).
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+#: A token goes into an HTTP header: visible ASCII only (RFC 6750 b64token is a subset).
+HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+#: The only parts of an OAuth error body or challenge that are repeated in a message, a refusal or
+#: the ledger (``error`` codes, scope names): short token-like strings. Anything else there is text
+#: the other side chose and is never shown.
+SAFE_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def normalise_scopes(scopes: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -76,7 +80,9 @@ class AccessToken:
         token.authorization_header()    # 'Bearer eyJ...'
 
     ``expires_at`` is epoch seconds or ``None`` (unknown: the issuer did not say). ``token_type`` is
-    ``"Bearer"`` or RFC 8693's ``"N_A"`` (an issued token that is not an access token).
+    ``"Bearer"``, ``"DPoP"`` (RFC 9449: bound to the source's DPoP key; every request that carries it
+    needs a proof made with that key) or RFC 8693's ``"N_A"`` (an issued token that is not an access
+    token).
     """
 
     token: str = field(repr=False)
@@ -87,7 +93,7 @@ class AccessToken:
     _fingerprint: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.token, str) or not _HEADER_SAFE.fullmatch(self.token):
+        if not isinstance(self.token, str) or not HEADER_SAFE.fullmatch(self.token):
             raise ConfigurationError("an access token must be a non-empty string of visible ASCII")
         scopes: object = self.scopes
         if not isinstance(scopes, frozenset):  # a set, list or space-separated string is accepted
@@ -105,14 +111,21 @@ class AccessToken:
             return False
         return (time.time() if now is None else now) >= self.expires_at - skew
 
+    @property
+    def dpop_bound(self) -> bool:
+        """True for a DPoP-bound token (RFC 9449): it is useless without a proof made with its key."""
+        return self.token_type == "DPoP"
+
     def authorization_header(self) -> str:
-        """``"Bearer <token>"`` for the ``Authorization`` header (RFC 6750 §2.1)."""
-        if self.token_type != "Bearer":
+        """``"Bearer <token>"`` (RFC 6750 §2.1) or, for a DPoP-bound token, ``"DPoP <token>"``
+        (RFC 9449 §7.1; the request also needs its ``DPoP`` proof header)."""
+        if self.token_type not in ("Bearer", "DPoP"):
             raise InvalidTokenResponse(
-                f"the issued token has token_type {self.token_type!r}; only Bearer tokens can be sent",
+                f"the issued token has token_type {self.token_type!r}; only Bearer and DPoP tokens "
+                "can be sent",
                 token_type=self.token_type,
             )
-        return f"Bearer {self.token}"
+        return f"{self.token_type} {self.token}"
 
     def __repr__(self) -> str:
         return (

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from .. import _telemetry
 from ..errors import ConfigurationError
 from .base import DEFAULT_SKEW, AccessToken
 
@@ -58,7 +60,9 @@ class CacheKey(NamedTuple):
     ``principal`` is the principal id (``None`` for service tokens); ``subject`` and ``actor`` are
     :func:`~mcpclient_auth.principal.token_digest` values, never tokens. The token types (RFC 8693)
     are part of the request too: a source asking for an ID-JAG must never be handed an access token
-    another source cached for the same user, audience and scopes.
+    another source cached for the same user, audience and scopes. ``dpop`` is the RFC 7638
+    thumbprint of the DPoP key a token is bound to (RFC 9449; ``None``: a bearer token): a bound token
+    is never handed to a bearer caller or to a caller proving with another key, and the reverse.
     """
 
     endpoint: str
@@ -73,6 +77,11 @@ class CacheKey(NamedTuple):
     requested_token_type: str | None = None
     subject_token_type: str | None = None
     actor_token_type: str | None = None
+    dpop: str | None = None
+
+    def bound_to(self, jkt: str | None) -> CacheKey:
+        """This key for a token bound to the DPoP key with thumbprint ``jkt`` (``None``: bearer)."""
+        return self._replace(dpop=jkt)
 
 
 #: What a miss runs to get a fresh token from the token endpoint.
@@ -191,8 +200,8 @@ class TokenCache:
         self._clock = clock
         # key -> (token, fresh_until). Tuples, not objects: the hit path reads two slots.
         self._entries: OrderedDict[CacheKey, tuple[AccessToken, float]] = OrderedDict()
-        # key -> (the running request, the fingerprint it told the store to refuse).
-        self._flights: dict[CacheKey, tuple[asyncio.Task[AccessToken], str | None]] = {}
+        # key -> (the running request, the fingerprint it told the store to refuse, its waiters).
+        self._flights: dict[CacheKey, _Flight] = {}
         # Flights an invalidation made too old to join (they may bring back the token just rejected);
         # they finish for the callers already waiting on them but store nothing here.
         self._detached: set[asyncio.Task[AccessToken]] = set()
@@ -255,14 +264,24 @@ class TokenCache:
         token = self.get(key)
         if token is not None:
             return token
+        _telemetry.token_miss(self._store.shared)  # marks the token span, if any
         loop = asyncio.get_running_loop()
         flight = self._flights.get(key)
         if flight is None or flight[0].get_loop() is not loop:
             stale = self._stale.pop(key, None)
-            task = loop.create_task(self._run(key, factory, stale))
-            task.add_done_callback(_consume_exception)
-            flight = self._flights[key] = (task, stale)
-        return await asyncio.shield(flight[0])
+            task = loop.create_task(self._run(key, _telemetry.fetching(factory), stale))
+            waiters: list[asyncio.Future[AccessToken]] = []
+            # One callback settles every waiter (a shield per caller would schedule one callback,
+            # and two closures, per caller: 1,000 callers on a cold key pay that 1,000 times).
+            task.add_done_callback(functools.partial(_settle, waiters))
+            flight = self._flights[key] = (task, stale, waiters)
+        # Each caller awaits its own future, never the task: a cancelled caller cancels only its
+        # future, and the request goes on for the others (what asyncio.shield gave, per caller).
+        if flight[0].done():  # pragma: no cover - a finished flight has left _flights already
+            return flight[0].result()
+        waiter: asyncio.Future[AccessToken] = loop.create_future()
+        flight[2].append(waiter)
+        return await waiter
 
     async def _run(
         self, key: CacheKey, factory: Callable[[], Awaitable[AccessToken]], stale: str | None
@@ -376,8 +395,26 @@ class TokenCache:
         )
 
 
-def _consume_exception(task: asyncio.Task[AccessToken]) -> None:
-    # Every waiter may have been cancelled; mark the exception as retrieved so asyncio does not log
-    # "Task exception was never retrieved" for a failure that was already reported (or not wanted).
-    if not task.cancelled():
-        task.exception()
+#: A request in flight: its task, the fingerprint it told the store to refuse, the callers' futures.
+_Flight = tuple["asyncio.Task[AccessToken]", "str | None", "list[asyncio.Future[AccessToken]]"]
+
+
+def _settle(waiters: list[asyncio.Future[AccessToken]], task: asyncio.Task[AccessToken]) -> None:
+    """Hand the flight's outcome to every caller still waiting (cancelled callers are skipped).
+
+    Retrieving the exception here also keeps asyncio from logging "Task exception was never
+    retrieved" when every waiter was cancelled."""
+    if task.cancelled():
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.cancel()
+        return
+    error = task.exception()
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(task.result())
+    waiters.clear()

@@ -17,10 +17,11 @@ import httpx
 
 from ..keys import Identity
 from ..principal import Principal
-from ._grant import GrantSource, as_tuple
+from ._grant import GrantSource, as_tuple, bind_key, check_binding
 from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
 from .base import AccessToken
 from .cache import CacheKey, TokenCache
+from .dpop import DPoP
 
 __all__ = ["CLIENT_CREDENTIALS_GRANT", "ClientCredentials"]
 
@@ -54,6 +55,7 @@ class ClientCredentials(GrantSource):
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         issuer: str | None = None,
         assertion_audience: str | None = None,
+        dpop: DPoP | None = None,
     ) -> None:
         super().__init__(
             token_endpoint=token_endpoint,
@@ -68,6 +70,7 @@ class ClientCredentials(GrantSource):
             retry_backoff=retry_backoff,
             issuer=issuer,
             assertion_audience=assertion_audience,
+            dpop=dpop,
         )
         self.audience = as_tuple(audience, "audience")
         self.resource = as_tuple(resource, "resource")
@@ -81,9 +84,9 @@ class ClientCredentials(GrantSource):
         """The service token for ``audience``/``scopes`` (``principal`` is ignored)."""
         key = self._service_key(audience, scopes)
         token = self.cache.get(key)
-        if token is not None:
-            return token
-        return await self.cache.fetch(key, lambda: self._request_service(key))
+        if token is None:
+            token = await self.cache.fetch(key, lambda: self._request_service(key))
+        return check_binding(token, self.dpop)
 
     def invalidate(
         self,
@@ -97,6 +100,9 @@ class ClientCredentials(GrantSource):
         self.cache.invalidate(self._service_key(audience, scopes), token=token)
 
     def _service_key(self, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:
+        return bind_key(self._bare_service_key(audience, scopes), self.dpop)
+
+    def _bare_service_key(self, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:
         return CacheKey(
             self.token_endpoint,
             self.grant_type,
@@ -110,7 +116,7 @@ class ClientCredentials(GrantSource):
         )
 
     def _key(self, principal: Principal, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:
-        return self._service_key(audience, scopes)
+        return self._bare_service_key(audience, scopes)  # GrantSource binds it to the DPoP key
 
     def _form(self, principal: Principal, key: CacheKey, audience: str | None) -> dict[str, str | list[str]]:
         return self._service_form(key)

@@ -31,6 +31,7 @@ from ._grant import GrantSource, as_tuple
 from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, check_endpoint
 from .base import normalise_scopes
 from .cache import CacheKey, TokenCache
+from .dpop import DPoP
 
 __all__ = ["DEFAULT_AUTHORITY", "JWT_BEARER_GRANT", "EntraOnBehalfOf"]
 
@@ -65,6 +66,7 @@ class EntraOnBehalfOf(GrantSource):
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         issuer: str | None = None,
         assertion_audience: str | None = "token_endpoint",
+        dpop: DPoP | None = None,
     ) -> None:
         if auth_method is None and client_secret is not None and client_key is None:
             auth_method = "client_secret_post"
@@ -81,6 +83,7 @@ class EntraOnBehalfOf(GrantSource):
             retry_backoff=retry_backoff,
             issuer=issuer,
             assertion_audience=assertion_audience,
+            dpop=dpop,
         )
 
     def _key(self, principal: Principal, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:

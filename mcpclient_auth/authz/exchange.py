@@ -27,6 +27,7 @@ from ..principal import ACCESS_TOKEN_TYPE, Principal, token_digest
 from ._grant import GrantSource, as_tuple
 from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
 from .cache import CacheKey, TokenCache
+from .dpop import DPoP
 
 __all__ = ["TOKEN_EXCHANGE_GRANT", "TokenExchange"]
 
@@ -65,6 +66,7 @@ class TokenExchange(GrantSource):
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         issuer: str | None = None,
         assertion_audience: str | None = None,
+        dpop: DPoP | None = None,
     ) -> None:
         super().__init__(
             token_endpoint=token_endpoint,
@@ -79,6 +81,7 @@ class TokenExchange(GrantSource):
             retry_backoff=retry_backoff,
             issuer=issuer,
             assertion_audience=assertion_audience,
+            dpop=dpop,
         )
         self.audience = as_tuple(audience, "audience")
         self.resource = as_tuple(resource, "resource")

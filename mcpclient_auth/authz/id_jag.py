@@ -21,7 +21,8 @@ errors, nothing secret in any message):
    The answer must say ``issued_token_type`` = id-jag; it is the Identity Assertion JWT Authorization
    Grant, used once and never cached or logged.
 2. RFC 7523 jwt-bearer **at the MCP authorization server** with the ID-JAG as ``assertion`` (plus
-   ``resource`` and ``scope``), authenticated as the client registered there.
+   ``resource`` and ``scope``), authenticated as the client registered there; with ``dpop=``, this
+   request carries the DPoP proof and the access token must come back DPoP-bound (RFC 9449).
 
 The access token is cached per (user, subject token, IdP, issuer, resource, scopes); concurrent misses
 share one pair of requests (single-flight).
@@ -36,7 +37,7 @@ import httpx
 from ..errors import ConfigurationError, MissingSubjectToken
 from ..keys import Identity
 from ..principal import Principal
-from ._grant import OwnsIdpClient, as_tuple
+from ._grant import OwnsIdpClient, as_tuple, bind_key, check_binding, check_dpop
 from ._token_request import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
@@ -46,6 +47,7 @@ from ._token_request import (
 from .base import AccessToken, normalise_scopes
 from .cache import CacheKey, TokenCache
 from .client_auth import ClientAuthentication, client_authentication
+from .dpop import DPoP
 from .exchange import TOKEN_EXCHANGE_GRANT
 from .jwt_bearer import jwt_bearer_form
 
@@ -84,7 +86,9 @@ class IdJag(OwnsIdpClient):
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        dpop: DPoP | None = None,
     ) -> None:
+        self.dpop = check_dpop(dpop)
         self.idp_token_endpoint = check_endpoint(idp_token_endpoint, "idp_token_endpoint")
         self.token_endpoint = check_endpoint(token_endpoint)
         self.issuer = check_endpoint(issuer, "issuer")
@@ -124,9 +128,9 @@ class IdJag(OwnsIdpClient):
         """The principal's access token at the MCP authorization server (cache, else both legs)."""
         key = self._key(principal, audience, scopes)
         token = self.cache.get(key)
-        if token is not None:
-            return token
-        return await self.cache.fetch(key, lambda: self._both_legs(key, principal))
+        if token is None:
+            token = await self.cache.fetch(key, lambda: self._both_legs(key, principal))
+        return check_binding(token, self.dpop)
 
     def invalidate(
         self,
@@ -147,7 +151,7 @@ class IdJag(OwnsIdpClient):
                 f"principal {principal.id!r} has no subject token (ID token) for the ID-JAG exchange",
                 principal=principal.id,
             )
-        return CacheKey(
+        key = CacheKey(
             self.token_endpoint,
             ID_JAG_GRANT,
             self.client_id,
@@ -158,6 +162,7 @@ class IdJag(OwnsIdpClient):
             self.resource if audience is None else as_tuple(audience, "resource"),
             self.scopes if scopes is None else normalise_scopes(scopes),
         )
+        return bind_key(key, self.dpop)
 
     # --- the two legs -----------------------------------------------------------------------------
 
@@ -197,6 +202,7 @@ class IdJag(OwnsIdpClient):
             retry_backoff=self._retry_backoff,
             attempt_timeout=self._timeout,
             what="ID-JAG jwt-bearer request",
+            dpop=self.dpop,  # leg 2 only: the ID-JAG itself is an assertion, not an access token
         )
 
     def __repr__(self) -> str:

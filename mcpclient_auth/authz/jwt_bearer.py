@@ -35,6 +35,7 @@ from ._grant import GrantSource, as_tuple
 from ._token_request import DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT
 from .base import AccessToken
 from .cache import CacheKey, TokenCache
+from .dpop import DPoP
 from .entra import JWT_BEARER_GRANT
 
 __all__ = ["JWT_BEARER_GRANT", "AssertionProvider", "JwtBearer"]
@@ -66,6 +67,7 @@ class JwtBearer(GrantSource):
         cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        dpop: DPoP | None = None,
     ) -> None:
         super().__init__(
             token_endpoint=token_endpoint,
@@ -80,6 +82,7 @@ class JwtBearer(GrantSource):
             retry_backoff=retry_backoff,
             issuer=issuer,
             assertion_audience=assertion_audience,
+            dpop=dpop,
         )
         if assertion is not None and not callable(assertion):
             raise ConfigurationError("assertion must be a callable principal -> assertion (sync or async)")

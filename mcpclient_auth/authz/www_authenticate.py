@@ -187,8 +187,9 @@ def _read_params(scan: _Scanner, params: dict[str, str]) -> None:
             return
 
 
-def bearer_challenge(values: str | Iterable[str] | None) -> BearerChallenge | None:
-    """The first ``Bearer`` challenge (scheme matched case-insensitively), or ``None``.
+def bearer_challenge(values: str | Iterable[str] | None, *, scheme: str = "bearer") -> BearerChallenge | None:
+    """The first ``Bearer`` challenge (scheme matched case-insensitively), or ``None``. ``scheme="dpop"``
+    reads the first ``DPoP`` challenge instead (RFC 9449 §7.1: the same parameters, plus ``algs``).
 
     ``scope`` is split into scope-tokens; a ``scope`` that is not a list of RFC 6749 scope-tokens, or
     a ``resource_metadata`` that is not an ``https``/``http`` URL, is malformed.
@@ -196,10 +197,10 @@ def bearer_challenge(values: str | Iterable[str] | None) -> BearerChallenge | No
     if values is None:
         return None
     for challenge in parse_challenges(values):
-        if challenge.scheme.lower() != "bearer":
+        if challenge.scheme.lower() != scheme:
             continue
         if challenge.token68 is not None:
-            raise _fail("a Bearer challenge carries auth-params, not token68")
+            raise _fail("a Bearer or DPoP challenge carries auth-params, not token68")
         params = challenge.params
         scope = params.get("scope")
         scopes: tuple[str, ...] = ()

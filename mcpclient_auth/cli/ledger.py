@@ -133,7 +133,9 @@ def _print_report(report: Report, path: Path) -> None:
 
 @app.command("verify")
 def verify(
-    file: Path = typer.Argument(..., help="The ledger (JSONL)."),
+    files: list[Path] = typer.Argument(
+        ..., help="The ledger (JSONL); several files (one per worker) are verified one after the other."
+    ),
     jwks: Path = typer.Option(..., "--jwks", help="Trusted public keys: a JWKS file or a directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Processes for signature verification."),
@@ -155,27 +157,46 @@ def verify(
     ),
     skew: int = typer.Option(60, "--skew", min=0, help="Clock skew tolerance in seconds."),
 ) -> None:
-    """Check every line, token and run; exit 0 only when everything holds (3: only the tail failed)."""
-    reader = _reader(file)
+    """Check every line, token and run; exit 0 only when everything holds (3: only the tail failed).
+
+    With several files each is a ledger of its own (a worker's); the exit code is the worst one: 1 if
+    any check failed anywhere, else 3 if only tails failed, else 0. ``--json`` then prints
+    ``{"files": [{"file": ..., "report": ...}], "exit_code": ...}``.
+    """
+    if len(files) > 1 and anchor_ledger is not None:
+        raise _usage_error("--anchor-ledger names one ledger: verify that file on its own")
+    readers = [(file, _reader(file)) for file in files]  # every file exists before any work starts
     trust = _trust(jwks)
-    points = _anchor_points(anchor, anchor_ledger, file) if anchor is not None else None
-    try:
-        report = verify_ledger(
-            reader,
-            trust,
-            skew=skew,
-            jobs=jobs,
-            allow_unsealed=allow_unsealed,
-            allow_unsealed_tail=allow_unsealed_tail,
-            anchor=points,
-        )
-    except LedgerError as exc:
-        raise _usage_error(f"{exc.code}: {exc}") from None
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+    reports: list[tuple[Path, Report]] = []
+    for file, reader in readers:
+        points = _anchor_points(anchor, anchor_ledger, file) if anchor is not None else None
+        try:
+            report = verify_ledger(
+                reader,
+                trust,
+                skew=skew,
+                jobs=jobs,
+                allow_unsealed=allow_unsealed,
+                allow_unsealed_tail=allow_unsealed_tail,
+                anchor=points,
+            )
+        except LedgerError as exc:
+            raise _usage_error(f"{os.fspath(file)}: {exc.code}: {exc}") from None
+        reports.append((file, report))
+    codes = {report.exit_code for _, report in reports}
+    exit_code = 1 if 1 in codes else (3 if 3 in codes else 0)
+    if as_json and len(reports) == 1:
+        typer.echo(json.dumps(reports[0][1].to_dict(), indent=2))
+    elif as_json:
+        listed = [{"file": os.fspath(file), "report": report.to_dict()} for file, report in reports]
+        typer.echo(json.dumps({"files": listed, "exit_code": exit_code}, indent=2))
     else:
-        _print_report(report, file)
-    raise typer.Exit(report.exit_code)
+        for file, report in reports:
+            _print_report(report, file)
+        if len(reports) > 1:
+            failing = sum(1 for _, report in reports if not report.ok)
+            typer.echo(f"{len(reports)} ledgers, {failing} failing")
+    raise typer.Exit(exit_code)
 
 
 def _anchor_points(path: Path, name: str | None, ledger: Path) -> list[AnchorPoint]:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .._encoding import strict_json_loads
 from ..errors import LedgerFormatError
 
 __all__ = [
@@ -205,14 +206,6 @@ def _make_meta_encoder() -> Callable[[dict[str, Any]], str]:
 _encode_meta = _make_meta_encoder()
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: One decoder for every line (json.loads with options builds a new one per call).
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
-
-
 def parse_line(line: bytes) -> LedgerEntry:
     """Decode one line (without its newline). Strict: anything but a canonical v1 entry raises
     :class:`LedgerFormatError` — and nothing else, whatever the bytes.
@@ -227,10 +220,7 @@ def parse_line(line: bytes) -> LedgerEntry:
         raise LedgerFormatError(f"the line is longer than {MAX_LINE_BYTES} bytes")
     if b"\n" in line:
         raise LedgerFormatError("a ledger line holds no newline")
-    try:
-        obj = _decode(line.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise LedgerFormatError("the line is not UTF-8 JSON") from None
+    obj = strict_json_loads(line, error=LedgerFormatError, what="the line")
     if not isinstance(obj, dict):
         raise LedgerFormatError("the line is not a JSON object")
     if tuple(obj) != FIELDS:

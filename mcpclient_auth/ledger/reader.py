@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from .._encoding import b64url_encode
 from ..errors import LedgerError, LedgerFormatError, McpClientAuthError
+from ..policy import McpActionPolicy
 from .format import MAX_LINE_BYTES, NO_RUN, RECOVERY_CODE, LedgerEntry, line_hash, parse_line
 
 __all__ = [
@@ -154,11 +155,11 @@ def is_tool_call(entry: LedgerEntry) -> bool:
     """An ``ect`` entry for a ``tools/call`` (as opposed to a session-level call), from its meta."""
     action = entry.meta.get("action")
     if isinstance(action, str):
-        return not action.startswith("mcp.rpc.")
+        return not action.startswith(McpActionPolicy.SESSION_PREFIX)
     return entry.meta.get("method") == "tools/call"
 
 
-def _claims(token: str | None) -> dict[str, Any]:
+def unverified_claims(token: str | None) -> dict[str, Any]:
     """Unverified claims of a compact JWS (display only; the verifier checks signatures)."""
     if not token:
         return {}
@@ -181,7 +182,7 @@ def summarize(summary: RunSummary, entry: LedgerEntry) -> None:
         summary.principal = principal
     kind = entry.kind
     if kind == "mandate":
-        task = _claims(entry.token).get("task")
+        task = unverified_claims(entry.token).get("task")
         purpose = task.get("purpose") if isinstance(task, dict) else None
         if isinstance(purpose, str):
             summary.purpose = purpose
@@ -200,7 +201,7 @@ def summarize(summary: RunSummary, entry: LedgerEntry) -> None:
     elif kind == "error":
         summary.errors += 1
     elif kind == "record":
-        status = _claims(entry.token).get("status", meta.get("status"))
+        status = unverified_claims(entry.token).get("status", meta.get("status"))
         summary.status = status if isinstance(status, str) else "recorded"
     elif kind == "seal":
         summary.sealed = True

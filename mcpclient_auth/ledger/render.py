@@ -32,9 +32,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import McpClientAuthError
+from ..policy import McpActionPolicy
 from .format import NO_RUN, LedgerEntry
-from .reader import RunSummary
+from .reader import RunSummary, unverified_claims
 
 if TYPE_CHECKING:
     from .verify import Report
@@ -60,19 +60,7 @@ __all__ = [
     "verdicts_from",
 ]
 
-_SESSION_PREFIX = "mcp.rpc."
 _TIMES = "\u00d7"  # the multiplication sign of "tools/list \u00d72"
-
-
-def _claims(token: str | None) -> dict[str, Any]:
-    if not token:
-        return {}
-    from .. import jose
-
-    try:
-        return jose.decode(token).claims
-    except McpClientAuthError:
-        return {}
 
 
 def _short(run: str) -> str:
@@ -180,10 +168,10 @@ def table_rows(
         elif entry.kind in ("denial", "error"):
             status = str(meta.get("code", ""))
         elif entry.kind == "mandate":
-            purpose = _claims(entry.token).get("task", {})
+            purpose = unverified_claims(entry.token).get("task", {})
             label = str(purpose.get("purpose", "")) if isinstance(purpose, dict) else ""
         elif entry.kind == "record":
-            claims = _claims(entry.token)
+            claims = unverified_claims(entry.token)
             status = str(claims.get("status", meta.get("status", "")))
             label = str(claims.get("exec_act") or "")
         elif entry.kind == "seal":
@@ -347,7 +335,7 @@ def build_graphs(
 
 
 def _add_mandate(graph: RunGraph, entry: LedgerEntry) -> None:
-    claims = _claims(entry.token)
+    claims = unverified_claims(entry.token)
     task = claims.get("task")
     graph.purpose = str(task.get("purpose", "")) if isinstance(task, dict) else ""
     principal = entry.meta.get("principal")
@@ -371,10 +359,12 @@ def _add_mandate(graph: RunGraph, entry: LedgerEntry) -> None:
 
 
 def _add_ect(graph: RunGraph, entry: LedgerEntry) -> None:
-    claims = _claims(entry.token)
+    claims = unverified_claims(entry.token)
     action = claims.get("exec_act") or entry.meta.get("action") or ""
     jti = entry.jti or str(claims.get("jti", f"ect-{entry.seq}"))
-    is_tool = isinstance(action, str) and bool(action) and not action.startswith(_SESSION_PREFIX)
+    is_tool = (
+        isinstance(action, str) and bool(action) and not action.startswith(McpActionPolicy.SESSION_PREFIX)
+    )
     tool = entry.meta.get("tool")
     method = str(entry.meta.get("method") or action)
     title = str(tool) if is_tool and tool else method
@@ -438,7 +428,7 @@ def _add_denial(graph: RunGraph, entry: LedgerEntry) -> None:
 
 
 def _add_record(graph: RunGraph, entry: LedgerEntry) -> None:
-    claims = _claims(entry.token)
+    claims = unverified_claims(entry.token)
     node_id = f"record-{entry.seq}"
     graph.status = str(claims.get("status", entry.meta.get("status", "recorded")))
     graph.nodes[node_id] = Node(
@@ -598,8 +588,10 @@ def run_trees(graphs: Sequence[RunGraph], *, expand: bool = False) -> list[TreeI
             if node.kind == "session" and node.calls and expand:
                 item.children = [
                     TreeItem(
-                        f"{c.method}" + (f" → {c.status}" if c.status else "")
-                        + (f" · {c.duration}" if c.duration else "") + f" · seq {c.seq}",
+                        f"{c.method}"
+                        + (f" → {c.status}" if c.status else "")
+                        + (f" · {c.duration}" if c.duration else "")
+                        + f" · seq {c.seq}",
                         "session",
                     )
                     for c in node.calls

@@ -49,6 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .. import _telemetry
 from .._encoding import b64url_encode
 from ..errors import ConfigurationError, LedgerAnchorError, LedgerError, LedgerFormatError
 from ._files import open_private
@@ -402,6 +403,7 @@ class Ledger:
         if run != NO_RUN:
             counts = self._counts
             counts[run] = counts.get(run, 0) + 1
+        _telemetry.ledger_appended(kind)
         return LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev)
 
     def _write(self, data: bytes) -> None:

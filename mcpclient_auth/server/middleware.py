@@ -52,6 +52,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from .. import _telemetry
 from ..act import Mandate
 from ..constraints import ConstraintRegistry
 from ..errors import McpClientAuthError, RequestIdInFlight, ServerLimitError
@@ -219,6 +220,12 @@ class McpAuthMiddleware:
             return
 
         request = IncomingRequest(method, self._url(scope), headers, body)
+        with _telemetry.server_span(method, body, headers):  # no-op unless OpenTelemetry is configured
+            await self._verify_and_serve(scope, receive, send, method, request)
+
+    async def _verify_and_serve(
+        self, scope: Scope, receive: Receive, send: Send, method: str, request: IncomingRequest
+    ) -> None:
         now = time.time()
         pending = self.verifier.check_unclaimed(request, now=now)
         # The replay ids are claimed only now that every other check passed; a shared store is
@@ -260,6 +267,7 @@ class McpAuthMiddleware:
             send = self.inflight.watch(send, pending_key)
         try:
             scope.setdefault("state", {})[STATE_KEY] = verified
+            _telemetry.server_accepted(verified)
             self._audit_accept(request, verified)
             if self.filter_lists:  # list answers narrowed to the caller's mandate (server/_listfilter.py)
                 verifier = self.verifier
@@ -366,6 +374,7 @@ async def _problem(
     close: bool = False,
 ) -> None:
     """An RFC 9457 problem document; ``detail`` is an SDK error message (never holds credentials)."""
+    _telemetry.server_rejected(code, status)
     titles = {
         400: "Bad Request",
         401: "Unauthorized",

@@ -18,13 +18,12 @@ maps it to 401 (missing or invalid credentials) or 403 (valid credentials, actio
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._components import HttpMessage
 from .._encoding import sha256_b64url
 from ..act import Mandate
 from ..constraints import CallBudget, ConstraintRegistry
@@ -53,6 +52,7 @@ from ..keys import TrustStore
 from ..policy import ActionPolicy, McpActionPolicy, ungranted_input_responses
 from ..replay import NONCE, MemoryReplayStore, ReplayClaim, ReplayStore
 from ._dagshape import RunShapes
+from ._mandate_cache import MandateCache
 
 __all__ = [
     "VERIFIED_METHODS",
@@ -99,6 +99,10 @@ class IncomingHeaders(Mapping[str, str]):
     def __repr__(self) -> str:
         # Header *names* only: values carry tokens and signatures.
         return f"IncomingHeaders({sorted(self._fields)})"
+
+    def http_message(self, method: str, url: str, body: bytes) -> HttpMessage:
+        """The request as RFC 9421 reads it, from the fields collected here (no second pass)."""
+        return HttpMessage.from_fields(method=method, url=url, fields=self._fields, body=body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,29 +182,6 @@ class PendingRequest:
     claims: tuple[ReplayClaim, ...]
 
 
-class _MandateCache:
-    """Verified mandates by token text (bounded LRU): a run sends the same mandate on every call."""
-
-    def __init__(self, max_entries: int = 1024) -> None:
-        self._entries: OrderedDict[str, Mandate] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
-
-    def get(self, token: str) -> Mandate | None:
-        with self._lock:
-            mandate = self._entries.get(token)
-            if mandate is not None:
-                self._entries.move_to_end(token)
-            return mandate
-
-    def put(self, token: str, mandate: Mandate) -> None:
-        with self._lock:
-            self._entries[token] = mandate
-            self._entries.move_to_end(token)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-
 class McpRequestVerifier:
     """Verifies requests made through :class:`~mcpclient_auth.AgentRun` (profile ``mcp``).
 
@@ -251,6 +232,7 @@ class McpRequestVerifier:
         budget_runs: int = 100_000,
         budget_runs_per_root: int | None = None,
         multi_server_runs: bool = False,
+        mandate_cache_size: int = 1024,
     ) -> None:
         trust.require_roles()  # without roles any trusted key could mint any user's mandate
         self.trust = trust
@@ -276,7 +258,9 @@ class McpRequestVerifier:
             audience=audience,
             ect_header=ect_header,
         )
-        self._mandates = _MandateCache()
+        #: each run's mandate is verified once per process (bounded; expiry, trust and audience
+        #: changes respected: server/_mandate_cache.py)
+        self.mandates = MandateCache(mandate_cache_size)
         # max_calls counts per mandate jti, delegations charged to every budgeted ancestor, in this
         # process only (reset on restart): see CallBudget.
         self._budget = CallBudget(
@@ -349,7 +333,13 @@ class McpRequestVerifier:
         try:
             if request.method.upper() not in VERIFIED_METHODS:
                 raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
-            signature = self._signatures.verify(request, body=body, now=now, claim_nonce=False)
+            # The headers were collected in one pass (IncomingHeaders): the signature reads them as is.
+            message = (
+                request.headers.http_message(request.method, request.url, body)
+                if isinstance(request.headers, IncomingHeaders)
+                else HttpMessage.of(request, body=body)
+            )
+            signature = self._signatures.verify(message, now=now, claim_nonce=False)
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
                 self._check_binding(mandate, signature)
@@ -446,15 +436,14 @@ class McpRequestVerifier:
             if self.require_mandate:
                 raise SignatureMissing(f"no {self.mandate_header} header", code="mandate_missing")
             return None
-        cached = self._mandates.get(token)
+        trust = self.trust
+        cached = self.mandates.get(token, trust, self.audience, now)
         if cached is not None:
-            # Signature and audience were checked when cached; time is checked on every use.
-            if cached.exp + self.skew < now:
-                Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
             return cached
-        mandate = Mandate.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
+        generation = trust.generation  # before verifying: a change meanwhile makes the entry stale
+        mandate = Mandate.verify(token, trust, audience=self.audience, now=now, skew=self.skew)
         self.constraints.check_known(mandate.cap)  # unknown constraint: the mandate is unusable (403)
-        self._mandates.put(token, mandate)
+        self.mandates.put(token, mandate, trust, generation, self.audience, self.skew)
         return mandate
 
     def _ect(

@@ -18,11 +18,12 @@ from langchain_mcp_adapters.client import MultiServerMCPClient
 from mcp.shared.exceptions import McpError
 
 from mcpclient_auth.adapters.langchain_mcp_adapters import RefusalInterceptor, RunSelector
-from mcpclient_auth.adapters.mcp_v1 import open_session, refusal_from_mcp_error
+from mcpclient_auth.adapters.mcp_v1 import open_session
 from mcpclient_auth.authz import ClientCredentials
 from mcpclient_auth.errors import PrincipalMismatch
 from mcpclient_auth.factory import multi_run_client_factory
 from mcpclient_auth.ledger import verify_ledger
+from mcpclient_auth.refusal import refusal_from_error
 from mcpclient_auth.run import AgentRun, acting_for
 from tests.support.authz_env import CLIENT_ID, CLIENT_SECRET, AuthzEnv, authz_server
 from tests.support.hooks_env import entries
@@ -137,7 +138,7 @@ async def test_a_run_refuses_a_call_made_for_another_principal(env: AuthzEnv, tm
     # session's initialize is refused, so the per-call session cannot even open
     with acting_for(USERS[1]), pytest.raises(BaseException) as info:
         await search.coroutine(runtime={"user": "mixed-up"}, query="not yours")
-    refusals = [refusal_from_mcp_error(e) for e in leaves(info.value) if isinstance(e, McpError)]
+    refusals = [refusal_from_error(e) for e in leaves(info.value) if isinstance(e, McpError)]
     assert [r.code for r in refusals if r is not None] == ["principal_mismatch"]
     # a plain session: mcp 1.x sends from tasks that copied the context when the session opened,
     # so the declaration applies per session; the refusal comes back typed
@@ -165,7 +166,7 @@ async def test_run_selector_declares_the_user_from_the_runtime_and_refuses_a_mix
     env.gate.seen.clear()
     with pytest.raises(BaseException) as info:
         await search.coroutine(runtime={"user": USERS[1]}, query="not yours")
-    refusals = [refusal_from_mcp_error(e) for e in leaves(info.value) if isinstance(e, McpError)]
+    refusals = [refusal_from_error(e) for e in leaves(info.value) if isinstance(e, McpError)]
     assert [r.code for r in refusals if r is not None] == ["principal_mismatch"]
     assert env.gate.calls() == []  # nothing of user01's call reached the server
     assert "results for" in str(await search.coroutine(runtime={"user": USERS[0]}, query="mine"))

@@ -176,6 +176,8 @@ def test_four_workers_fifty_calls_each_one_exchange_then_one_refresh(redis_serve
         refreshed = {t for r in second for t in r["tokens"]}
         assert len(refreshed) == 1 and refreshed != tokens
         assert idp.count == 2, f"the refresh after expiry caused {idp.count - 1} token requests"
+        # The refreshed token is at rest encrypted too (the scan covers every token the fleet held).
+        assert_no_plaintext(redis_dump(redis_server.url), [*refreshed, token, SUBJECT, token_digest(SUBJECT)])
     finally:
         for worker in workers:
             worker.close()

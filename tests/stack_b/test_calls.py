@@ -15,3 +15,7 @@ async def test_an_admitted_call_is_signed_chained_and_journalled(tmp_path: Path)
 
 async def test_refusals_are_journalled_and_nothing_is_signed(tmp_path: Path) -> None:
     await pipeline.check_refusals_are_journalled_and_nothing_is_signed(httpx2, tmp_path)
+
+
+async def test_a_dpop_proof_is_signed_and_a_tampered_one_fails(tmp_path: Path) -> None:
+    await pipeline.check_dpop_proof_is_signed_and_a_tampered_proof_fails(httpx2, tmp_path)

@@ -14,6 +14,13 @@ this IdP issued, for the user who issued the request's mandate. Scripted answers
 ``invalid_token`` for revoked tokens (by issue number or user), 403 ``insufficient_scope`` while the
 token lacks ``required_scopes`` (the challenge names ``challenge_scopes``), and a
 ``resource_metadata`` URL in 401 challenges.
+
+DPoP (RFC 9449 §7): ``Authorization: DPoP <token>`` requests must carry a ``DPoP`` proof that
+:mod:`tests.support.dpop_check` accepts (PyJWT + joserfc: method, URI, ``ath`` of the token, fresh
+``jti``) made with the key the token's ``cnf.jkt`` names; otherwise 401 with a ``DPoP`` challenge.
+``dpop_nonce`` demands that nonce (401 ``DPoP error="use_dpop_nonce"`` + ``DPoP-Nonce``);
+``dpop_rotate`` hands out a new nonce on every challenge and never accepts it; ``dpop_next_nonce`` is handed out (``DPoP-Nonce``)
+on every successful answer and required from then on. The challenges for DPoP tokens use the DPoP scheme.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from mcpclient_auth.keys import Identity, TrustStore
 from mcpclient_auth.run import AgentRun
 from tests.support.trust import trust_for
 
+from .dpop_check import ProofRejected, check_proof
 from .hooks_env import DEFAULT_CAPS
 from .idp import IdP
 from .mcp_app import GuardState, Receive, Scope, Send, build_app
@@ -67,6 +75,10 @@ class GateSeen:
     ect_jti: str | None = None
     signature_input: str | None = None
     status: int = 0
+    scheme: str | None = None
+    dpop_proof: str | None = None
+    dpop_claims: dict[str, Any] | None = None
+    dpop_error: str | None = None
 
 
 @dataclass
@@ -83,11 +95,19 @@ class UserGate:
     #: a token must name this audience (RFC 9728 test): otherwise 401 without invalid_token
     required_audience: str | None = None
     seen: list[GateSeen] = field(default_factory=list)
+    dpop_nonce: str | None = None
+    dpop_rotate: bool = False
+    dpop_next_nonce: str | None = None
+    _dpop_jtis: set[str] = field(default_factory=set)
+    _nonces_issued: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self._lock:
             self.seen.clear()
+            self._dpop_jtis.clear()
+        self.dpop_nonce = self.dpop_next_nonce = None
+        self.dpop_rotate = False
         self.revoked.clear()
         self.revoked_users.clear()
         self.required_scopes = frozenset()
@@ -116,9 +136,9 @@ class UserGate:
         seen = self._describe(scope["method"], scope["path"], headers, body)
         with self._lock:
             self.seen.append(seen)
-        answer = self._challenge(seen, headers)
+        answer = self._dpop_check(scope, seen, headers) or self._challenge(seen, headers)
         if answer is not None:
-            status, challenge = answer
+            status, challenge, *extra = answer
             seen.status = status
             payload = json.dumps({"error": "unauthorized"}).encode()
             await send(
@@ -129,6 +149,7 @@ class UserGate:
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(payload)).encode()),
                         (b"www-authenticate", challenge.encode()),
+                        *[(b"dpop-nonce", nonce.encode()) for nonce in extra],
                     ],
                 }
             )
@@ -147,6 +168,8 @@ class UserGate:
         async def record_status(message: Any) -> None:
             if message["type"] == "http.response.start":
                 seen.status = message["status"]
+                if self.dpop_next_nonce is not None and seen.scheme == "DPoP":
+                    message = {**message, "headers": [*message["headers"], (b"dpop-nonce", self.dpop_next_nonce.encode())]}
             await send(message)
 
         await self.app(scope, replay, record_status)
@@ -168,8 +191,9 @@ class UserGate:
                     arguments = dict(params.get("arguments") or {})
         claims: dict[str, Any] = {}
         auth = headers.get("authorization", "")
-        if auth.startswith("Bearer at."):
-            claims = IdP.decode(auth[len("Bearer ") :])
+        scheme, _, credential = auth.partition(" ")
+        if scheme in ("Bearer", "DPoP") and credential.startswith("at."):
+            claims = IdP.decode(credential)
         mandate = headers.get("act-mandate")
         issuer = Mandate.decode(mandate).iss if mandate else None
         ect = headers.get("execution-context")
@@ -187,19 +211,49 @@ class UserGate:
             session_id=headers.get("mcp-session-id"),
             ect_jti=ExecutionContextToken.decode(ect).jti if ect else None,
             signature_input=headers.get("signature-input"),
+            scheme=scheme or None,
+            dpop_proof=headers.get("dpop"),
         )
+
+    def _dpop_check(self, scope: Scope, seen: GateSeen, headers: dict[str, str]) -> tuple[Any, ...] | None:
+        """RFC 9449 §7: a DPoP token needs a valid proof of its key (and the nonce, when demanded)."""
+        if seen.scheme != "DPoP":
+            return None
+        token = headers["authorization"].partition(" ")[2]
+        url = f"http://{headers['host']}{scope['path']}"
+        with self._lock:
+            nonce = self.dpop_nonce
+            try:
+                claims, jkt = check_proof(seen.dpop_proof, seen.method, url, self._dpop_jtis, access_token=token, nonce=nonce)
+            except ProofRejected as exc:
+                seen.dpop_error = str(exc)
+                if str(exc) == "nonce":
+                    given = self.dpop_nonce or ""
+                    if self.dpop_rotate:  # a server whose nonces are always stale by the resend
+                        self._nonces_issued += 1
+                        given = f"rs-handed-out-{self._nonces_issued}"
+                    return 401, 'DPoP error="use_dpop_nonce", algs="ES256 EdDSA"', given
+                return 401, 'DPoP error="invalid_dpop_proof", algs="ES256 EdDSA"'
+            if self.dpop_next_nonce is not None:
+                self.dpop_nonce = self.dpop_next_nonce
+        seen.dpop_claims = claims
+        if IdP.decode(token).get("cnf", {}).get("jkt") != jkt:
+            seen.dpop_error = "cnf.jkt"
+            return 401, 'DPoP error="invalid_token", error_description="not bound to the proof key"'
+        return None
 
     def _challenge(self, seen: GateSeen, headers: dict[str, str]) -> tuple[int, str] | None:
         meta = f', resource_metadata="{self.resource_metadata}"' if self.resource_metadata else ""
+        scheme = "DPoP" if seen.scheme == "DPoP" else "Bearer"
         if seen.token_number is None:
             return (401, f'Bearer realm="mcp"{meta}') if "authorization" in headers else None
         if seen.token_number in self.revoked or seen.token_user in self.revoked_users:
-            return 401, f'Bearer error="invalid_token", error_description="revoked"{meta}'
+            return 401, f'{scheme} error="invalid_token", error_description="revoked"{meta}'
         if self.required_audience is not None and self.required_audience not in seen.token_audience:
-            return 401, f'Bearer realm="mcp"{meta}'
+            return 401, f'{scheme} realm="mcp"{meta}'
         if not self.required_scopes <= seen.token_scopes:
             wanted = " ".join(sorted(self.challenge_scopes or self.required_scopes))
-            return 403, f'Bearer error="insufficient_scope", scope="{wanted}"'
+            return 403, f'{scheme} error="insufficient_scope", scope="{wanted}"'
         return None
 
 

@@ -122,3 +122,67 @@ async def check_refusals_are_journalled_and_nothing_is_signed(lib: ModuleType, t
         pass
     else:
         raise AssertionError("a closed run admitted a call")
+
+
+class BoundSource:
+    """A token source whose one token is DPoP-bound to ``dpop`` (the token endpoint is not the point)."""
+
+    scopes: tuple[str, ...] = ()
+
+    def __init__(self, dpop: Any, token: str) -> None:
+        self.dpop = dpop
+        self.token = token
+
+    async def get_token(self, principal: Any, audience: Any = None, scopes: Any = None) -> Any:
+        from mcpclient_auth.authz import AccessToken
+
+        return AccessToken(self.token, token_type="DPoP")
+
+    def invalidate(self, principal: Any, audience: Any = None, scopes: Any = None, *, token: Any = None) -> None:
+        return None
+
+
+async def check_dpop_proof_is_signed_and_a_tampered_proof_fails(lib: ModuleType, tmp_path: Path) -> None:
+    """RFC 9449 + RFC 9421: the DPoP proof is covered by our signature, so another proof (even a valid
+    one of the same key), or none, fails the server's verification; the ledger records its jti."""
+    from mcpclient_auth.authz import DPoP
+    from mcpclient_auth.authz.dpop import access_token_hash
+    from mcpclient_auth.errors import SignatureError
+    from tests.support.dpop_check import check_proof
+
+    token = "at-SENTINEL-bound-5c1d"
+    dpop = DPoP(AGENT)
+    run = AgentRun(
+        agent=AGENT,
+        issuer=USER,
+        purpose="p",
+        capabilities=["mcp.search"],
+        endpoint=URL,
+        ledger=tmp_path / "l.jsonl",
+        token_source=BoundSource(dpop, token),  # type: ignore[arg-type]
+        dpop=dpop,
+    )
+    server = verifier()
+    body = tool_call(1)
+    request, _, inflight = await send(lib, run, body)
+    assert request.headers["Authorization"] == f"DPoP {token}"
+    claims, jkt = check_proof(request.headers["DPoP"], "POST", URL, set(), access_token=token)
+    assert jkt == dpop.thumbprint and claims["ath"] == access_token_hash(token)
+    assert "dpop" in request.headers["Signature-Input"]
+    server.verify(server_view(request, body))  # as sent: accepted
+    assert inflight is not None and inflight.dpop_jti == claims["jti"]
+    entry = next(Ledger.open(tmp_path / "l.jsonl").entries(kind="ect"))
+    assert entry.meta["dpop_jti"] == claims["jti"]
+    assert token not in (tmp_path / "l.jsonl").read_text()
+    # Swap in another proof of the same key for the same request: still a valid DPoP proof, but
+    # not the one the agent signed.
+    swapped = dpop.proof("POST", URL, access_token=token).token
+    tampered = lib.Request("POST", URL, content=body, headers=dict(request.headers))
+    tampered.headers["DPoP"] = swapped
+    rejected = server.check(server_view(tampered, body))
+    assert isinstance(rejected, Rejection) and isinstance(rejected.error, SignatureError)
+    stripped = lib.Request("POST", URL, content=body, headers=dict(request.headers))
+    del stripped.headers["DPoP"]
+    rejected = server.check(server_view(stripped, body))
+    assert isinstance(rejected, Rejection) and isinstance(rejected.error, SignatureError)
+    run.close()

@@ -13,7 +13,11 @@ Grants: RFC 8693 token exchange (also issuing ID-JAGs, ``requested_token_type`` 
 ``urn:ietf:params:oauth:token-type:id-jag``), Entra-style jwt-bearer on-behalf-of, the generic RFC 7523
 jwt-bearer grant (an assertion from ``subjects``, or an ID-JAG another ``IdP`` issued for this one's
 ``issuer``) and client credentials, at ``/token`` and at Entra's ``/{tenant}/oauth2/v2.0/token``; RFC 8414
-metadata at ``/.well-known/oauth-authorization-server``. Client authentication is checked for real:
+metadata at ``/.well-known/oauth-authorization-server``. DPoP (RFC 9449): a ``DPoP`` proof is checked
+by :mod:`tests.support.dpop_check` (PyJWT + joserfc, not the SDK's JOSE code) and binds the token
+(``token_type=DPoP``, ``cnf.jkt`` in the issued token); ``dpop_nonce`` makes the endpoint demand that
+nonce (400 ``use_dpop_nonce`` + ``DPoP-Nonce``), ``dpop_bearer_anyway`` ignores proofs (a downgrade).
+Client authentication is checked for real:
 ``client_secret_basic`` (RFC 6749 §2.3.1 form-urldecoding of id and secret), ``client_secret_post``,
 ``private_key_jwt`` (the assertion is verified with PyJWT against the registered public key:
 signature, ``iss`` = ``sub`` = client id, ``aud`` = the endpoint URL, or the issuer when
@@ -42,6 +46,8 @@ from starlette.routing import Route
 
 from mcpclient_auth.keys import PublicKey
 
+from .dpop_check import ProofRejected, check_proof
+
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_CREDENTIALS = "client_credentials"
@@ -61,6 +67,7 @@ class Reply:
     delay: float = 0.0
     drop: tuple[str, ...] = ()
     override: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def unavailable(cls, status: int = 503, body: bytes = b'{"error":"temporarily_unavailable"}') -> Reply:
@@ -74,8 +81,10 @@ class Reply:
         return cls(kind="raw", status=status, body=json.dumps(doc).encode())
 
     @classmethod
-    def raw(cls, body: bytes, status: int = 200, content_type: str = "application/json") -> Reply:
-        return cls(kind="raw", status=status, body=body, content_type=content_type)
+    def raw(
+        cls, body: bytes, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> Reply:
+        return cls(kind="raw", status=status, body=body, content_type=content_type, headers=dict(headers or {}))
 
     @classmethod
     def token(cls, *, drop: tuple[str, ...] = (), delay: float = 0.0, **override: Any) -> Reply:
@@ -94,6 +103,9 @@ class RecordedRequest:
     headers: dict[str, str]
     form: dict[str, list[str]]
     auth_method: str | None = None
+    #: the verified DPoP proof's claims and key thumbprint (None: no proof, or it was refused)
+    dpop: dict[str, Any] | None = None
+    dpop_jkt: str | None = None
 
     def field(self, name: str) -> str:
         values = self.form.get(name, [])
@@ -138,6 +150,10 @@ class IdP:
         #: What a private_key_jwt assertion's ``aud`` must be: "token_endpoint" (the URL) or "issuer".
         self.assertion_audience = "token_endpoint"
         self.metadata: dict[str, Any] | None = None
+        #: DPoP: require this nonce in proofs; issue Bearer tokens despite a proof (a downgrade).
+        self.dpop_nonce: str | None = None
+        self.dpop_bearer_anyway = False
+        self._dpop_jtis: set[str] = set()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._metadata_requests: list[dict[str, str]] = []
@@ -189,6 +205,9 @@ class IdP:
             self._metadata_requests.clear()
             self._replies.clear()
             self._seen_jti.clear()
+            self._dpop_jtis.clear()
+        self.dpop_nonce = None
+        self.dpop_bearer_anyway = False
         self.expires_in = 3600
         self.assertion_audience = "token_endpoint"
         self.metadata = None
@@ -217,10 +236,23 @@ class IdP:
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.kind == "raw":
-            return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+            return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)
+        proof = request.headers.get("dpop")
+        if proof is not None or self.dpop_nonce is not None:
+            with self._lock:
+                try:
+                    record.dpop, record.dpop_jkt = check_proof(
+                        proof, "POST", str(request.url), self._dpop_jtis, nonce=self.dpop_nonce
+                    )
+                except ProofRejected as exc:
+                    if str(exc) == "nonce":
+                        return JSONResponse(
+                            {"error": "use_dpop_nonce"}, status_code=400, headers={"DPoP-Nonce": self.dpop_nonce or ""}
+                        )
+                    return JSONResponse({"error": "invalid_dpop_proof", "error_description": str(exc)}, status_code=400)
         try:
             record.auth_method, client_id = self._authenticate(request, form)
-            document = self._grant(form, client_id)
+            document = self._grant(form, client_id, None if self.dpop_bearer_anyway else record.dpop_jkt)
         except _Refused as refused:
             return JSONResponse({"error": refused.error}, status_code=refused.status)
         for name in reply.drop:
@@ -286,7 +318,7 @@ class IdP:
             self._seen_jti.add(claims["jti"])
         return str(client_id)
 
-    def _grant(self, form: dict[str, list[str]], client_id: str) -> dict[str, Any]:
+    def _grant(self, form: dict[str, list[str]], client_id: str, jkt: str | None = None) -> dict[str, Any]:
         grant = self._one(form, "grant_type")
         if grant == TOKEN_EXCHANGE:
             user = self._user(self._one(form, "subject_token"))
@@ -324,9 +356,12 @@ class IdP:
         }
         if issued_type == ID_JAG_TYPE:
             claims["issued"] = ID_JAG_TYPE  # an ID-JAG: an assertion for the AS named in audience
+        if jkt is not None and issued_type != ID_JAG_TYPE:
+            claims["cnf"] = {"jkt": jkt}  # RFC 9449 §6: bound to the proof's key
+        token_type = "N_A" if issued_type == ID_JAG_TYPE else "Bearer"
         document: dict[str, Any] = {
             "access_token": "at." + _b64url(json.dumps(claims).encode()),
-            "token_type": "N_A" if issued_type == ID_JAG_TYPE else "Bearer",
+            "token_type": "DPoP" if "cnf" in claims else token_type,
             "expires_in": self.expires_in,
         }
         if scope:

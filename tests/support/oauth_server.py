@@ -15,7 +15,10 @@ Options for the 2026 client features (all off by default): RFC 9207 ``iss`` in t
 (``send_iss``, ``advertise_iss``, ``iss_value``), refresh tokens (``issue_refresh``), pre-registered
 confidential clients (``preregistered``, checked with client_secret_basic), Client ID Metadata
 Documents (``cimd``), no dynamic registration (``registration=False``), ``scopes_supported``. ``token_forms`` / ``authorize_queries`` /
-``registrations`` record what arrived.
+``registrations`` record what arrived. DPoP (RFC 9449): a ``DPoP`` proof at ``/token`` is checked with
+:mod:`tests.support.dpop_check` (claims in ``token_proofs``) and the answer is ``token_type=DPoP``; a
+refresh token issued under a proof is bound to that key (refresh with another key or none:
+``invalid_grant``); ``dpop_nonce`` demands that nonce (400 ``use_dpop_nonce`` + ``DPoP-Nonce``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from .dpop_check import ProofRejected, check_proof
 
 
 @dataclass
@@ -78,6 +83,10 @@ class AuthorizationServer:
     token_forms: list[dict[str, str]] = field(default_factory=list)
     authorize_queries: list[dict[str, str]] = field(default_factory=list)
     registrations: list[dict[str, object]] = field(default_factory=list)
+    dpop_nonce: str | None = None
+    token_proofs: list[dict[str, object]] = field(default_factory=list)
+    _dpop_jtis: set[str] = field(default_factory=set)
+    _refresh_jkt: dict[str, str | None] = field(default_factory=dict)
     _codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, redirect_uri)
     _clients: set[str] = field(default_factory=set)
     _refresh: set[str] = field(default_factory=set)
@@ -157,17 +166,30 @@ class AuthorizationServer:
         fields = {k: str(v) for k, v in form.items()}
         with self._lock:
             self.token_forms.append(fields)
+        jkt: str | None = None
+        proof = request.headers.get("dpop")
+        if proof is not None or self.dpop_nonce is not None:
+            with self._lock:
+                try:
+                    claims, jkt = check_proof(proof, "POST", str(request.url), self._dpop_jtis, nonce=self.dpop_nonce)
+                except ProofRejected as exc:
+                    if str(exc) == "nonce":
+                        headers = {"DPoP-Nonce": self.dpop_nonce or ""}
+                        return JSONResponse({"error": "use_dpop_nonce"}, status_code=400, headers=headers)
+                    return JSONResponse({"error": "invalid_dpop_proof"}, status_code=400)
+                self.token_proofs.append(claims)
         basic = request.headers.get("authorization", "")
         if basic:
             user, _, password = base64.b64decode(basic.removeprefix("Basic ")).decode().partition(":")
             if self.preregistered.get(user) != password:
                 return JSONResponse({"error": "invalid_client"}, status_code=401)
         if form.get("grant_type") == "refresh_token":
+            refresh = str(form.get("refresh_token", ""))
             with self._lock:
-                known = str(form.get("refresh_token", "")) in self._refresh
-            if not known:
+                known = refresh in self._refresh and self._refresh_jkt.get(refresh) == jkt
+            if not known:  # unknown, or a DPoP-bound refresh token without its key (RFC 9449 §5)
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
-            return JSONResponse(self._issue())
+            return JSONResponse(self._issue(jkt))
         with self._lock:
             issued = self._codes.pop(str(form.get("code", "")), None)
         if form.get("grant_type") != "authorization_code" or issued is None:
@@ -177,18 +199,19 @@ class AuthorizationServer:
         computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         if computed != challenge or form.get("redirect_uri") != redirect_uri:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        return JSONResponse(self._issue())
+        return JSONResponse(self._issue(jkt))
 
-    def _issue(self) -> dict[str, object]:
+    def _issue(self, jkt: str | None = None) -> dict[str, object]:
         document: dict[str, object] = {
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            "token_type": "Bearer" if jkt is None else "DPoP",
             "expires_in": 3600,
         }
         if self.issue_refresh:
             refresh = "rt-" + secrets.token_hex(8)
             with self._lock:
                 self._refresh.add(refresh)
+                self._refresh_jkt[refresh] = jkt
             document["refresh_token"] = refresh
         return document
 

@@ -32,7 +32,7 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     assert {"nproc", "cpu_model", "python"} <= set(data["machine"])
     results = data["results"]
     # Target 7 (Redis replay store) needs redis-server; CI installs it (.ci/run).
-    expected = {"1", "2", "3", "4", "5", "6", "8", "9", "13"} | ({"7"} if redis_binary() else set())
+    expected = {"1", "2", "3", "4", "5", "6", "8", "9", "13", "16", "17"} | ({"7"} if redis_binary() else set())
     assert {r["target"] for r in results} == expected
     for row in results:
         assert row["name"] and row["unit"] and row["baseline_name"]
@@ -56,5 +56,15 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     assert len(held) == 3
     assert held["held session: HTTP requests per tool call"]["ratio"] < 1
     assert held["held session: ledger entries per tool call"]["ratio"] < 1
+    # issue #16: the split-process e2e target, both sides' CPU against their floors, and the phases
+    split = {r["name"]: r for r in results if r["target"] == "16"}
+    assert "split e2e stack A, throughput c=16" in split
+    for side, floor in (("client", "2x raw ES256 sign (µs)"), ("server", "2x raw ES256 verify (µs)")):
+        added = split[f"split e2e stack A, {side} added CPU per call vs crypto floor"]
+        assert added["baseline_name"] == floor and added["goal"] == "<= 3"
+        phases = {name for name in split if name.startswith(f"  {side} phase: ")}
+        assert len(phases) >= 4, phases
+    assert "  client phase: request hook: ECT mint" in split
+    assert "  server phase: signature" in split
     # the table names every figure
     assert all(r["name"][:40] in completed.stdout for r in results)

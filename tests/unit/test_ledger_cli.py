@@ -296,3 +296,38 @@ def test_graph_output_never_follows_a_symlink(
     link.symlink_to(victim)
     code, _, err = invoke("ledger", "graph", str(path), "--format", "html", "-o", str(link))
     assert code == 2 and "cannot write" in err and victim.read_text() == "keep me"
+
+
+def test_verify_jobs_gives_the_same_verdict_and_output_as_jobs_1(tmp_path: Path, actors: Actors) -> None:
+    """Issue #16: `--jobs N` is only faster — same exit code, same text, same JSON, byte for byte —
+    on a ledger with many runs and failures of every layer (line, token, run, tail)."""
+    from tests.unit.test_ledger_verify import RunBuilder
+
+    path = tmp_path / "mixed.jsonl"
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(actors.jwks()))
+    with Ledger(path) as writer:
+        for index in range(12):
+            write_run(writer, actors, principal=f"user{index % 3}")
+        rogue = RunBuilder(writer, actors)
+        rogue.ect("mcp.delete_all")  # outside the mandate's cap
+        rogue.record()
+        rogue.seal()
+        for index in range(5):
+            write_run(writer, actors, principal="carol")
+        write_run(writer, actors, seal=False)
+    lines = lines_of(path)
+    bent = next(i for i in range(40, len(lines)) if b'"kind":"ect"' in lines[i])
+    lines[bent] = lines[bent].replace(b'"kind":"ect"', b'"kind": "ect"')  # not canonical
+    del lines[70]  # a gap in seq and the chain
+    write_lines(path, lines)
+    outputs = {}
+    for jobs in ("1", "2", "3"):
+        text = invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--jobs", jobs)
+        as_json = invoke("ledger", "verify", str(path), "--jwks", str(jwks), "--jobs", jobs, "--json")
+        outputs[jobs] = (text[0], text[1], as_json[0], as_json[1])
+    assert outputs["1"][0] == 1 and "FAILED:" in outputs["1"][1]
+    checks = {f["check"] for f in json.loads(outputs["1"][3])["failures"]}
+    assert {"line_malformed", "seq_gap", "chain_broken", "cap_violation", "unsealed_tail"} <= checks
+    assert outputs["2"] == outputs["1"]
+    assert outputs["3"] == outputs["1"]

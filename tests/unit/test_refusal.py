@@ -13,7 +13,14 @@ from mcpclient_auth.errors import (
     McpClientAuthError,
     TokenExchangeUnavailable,
 )
-from mcpclient_auth.refusal import REFUSAL_CODE, error_class_for, error_from_jsonrpc, is_refusal, refusal_body
+from mcpclient_auth.refusal import (
+    REFUSAL_CODE,
+    error_class_for,
+    error_from_jsonrpc,
+    is_refusal,
+    refusal_body,
+    refusal_from_error,
+)
 
 
 def test_refusal_body_shape() -> None:
@@ -64,3 +71,24 @@ def test_unknown_codes_map_to_the_root_error() -> None:
     data = {"code": "something_new", "message": "m", "source": "mcpclient-auth"}
     back = error_from_jsonrpc({"code": REFUSAL_CODE, "message": "m", "data": data})
     assert type(back) is McpClientAuthError and back.code == "something_new"
+
+
+def test_refusal_from_error_reads_mcp_1_and_mcp_2_errors_alike() -> None:
+    # mcp 1.x's McpError (stack A); mcp 2.x's MCPError has the same ``.error`` model (duck-typed).
+    from mcp.shared.exceptions import McpError
+    from mcp.types import ErrorData
+
+    error_object = json.loads(refusal_body(3, MandateDenied("not granted", action="mcp.x")))["error"]
+    back = refusal_from_error(McpError(ErrorData.model_validate(error_object)))
+    assert isinstance(back, MandateDenied) and back.action == "mcp.x"
+
+    class Mcp2Error(Exception):  # the shape of mcp 2.x's MCPError, without importing it
+        def __init__(self, error: ErrorData) -> None:
+            super().__init__(error.message)
+            self.error = error
+
+    assert isinstance(refusal_from_error(Mcp2Error(ErrorData.model_validate(error_object))), MandateDenied)
+    server_error = ErrorData(code=-32602, message="unknown tool")
+    assert refusal_from_error(McpError(server_error)) is None
+    assert refusal_from_error(ValueError("x")) is None
+    assert refusal_from_error(Mcp2Error.__new__(Mcp2Error)) is None  # no .error at all

@@ -261,3 +261,13 @@ def test_factory_clients_share_one_ssl_context_unless_verify_is_given(
     first, second = factory(), factory()
     assert _ssl_context_of(first) is _ssl_context_of(second)
     assert _ssl_context_of(factory(verify=False)) is not _ssl_context_of(first)
+
+
+def test_endpoint_url_admits_only_the_runs_endpoints(keys: tuple[Identity, Identity], tmp_path: Path) -> None:
+    # The one check every adapter's url= goes through (open_session, open_client, signed_client).
+    run = make(keys, tmp_path)
+    assert run.endpoint_url() == URL == run.endpoints[0]
+    assert run.endpoint_url(URL) == URL
+    for other in ("https://evil.example/mcp", URL + "/other", "http://127.0.0.1:10/mcp", "not a url"):
+        with pytest.raises(ConfigurationError, match="one of the run's endpoints"):
+            run.endpoint_url(other)

@@ -164,3 +164,30 @@ def test_a_signed_post_that_is_not_json_rpc_is_400() -> None:
     assert (
         isinstance(outcome, Rejection) and isinstance(outcome.error, JsonRpcError) and outcome.status == 400
     )
+
+
+def test_the_one_pass_message_reads_the_headers_exactly_as_the_generic_adapter() -> None:
+    """Issue #16: the verifier builds its RFC 9421 view from IncomingHeaders' single pass; it must
+    see what HttpMessage.of sees (repeated lines joined, names case-insensitive, wire order)."""
+    from mcpclient_auth._components import HttpMessage
+
+    pairs = [
+        (b"Content-Type", b"application/json"),
+        (b"X-Repeat", b"a"),
+        (b"ACT-Mandate", b"m.n.o"),
+        (b"x-repeat", b" b "),
+        (b"Signature-Input", b'sig=("@method");created=1'),
+    ]
+    headers = IncomingHeaders(pairs)
+    request = IncomingRequest("POST", URL, headers, b"{}")
+    fast = headers.http_message("POST", URL, b"{}")
+    generic = HttpMessage.of(request, body=b"{}")
+    assert fast.field_names() == generic.field_names()
+    for name in [*generic.field_names(), "Content-Type", "absent"]:
+        assert fast.field_lines(name) == generic.field_lines(name)
+        assert fast.header(name) == generic.header(name)
+    assert (fast.method, fast.url, fast.body) == (generic.method, generic.url, generic.body)
+    # and a signed request verifies the same through both
+    signed, _ = signed_call("search", ["mcp.search"])
+    verifier = McpRequestVerifier(TRUST, audience=URL)
+    assert not isinstance(verifier.check(signed), Rejection)
