@@ -150,7 +150,7 @@ def install_client_phases(clock: PhaseClock) -> None:
     clock.wrap(RequestSigner, "sign", "request hook: RFC 9421 sign")
     clock.wrap(AuthFlow, "async_auth_flow", "auth flow")
     clock.wrap(RunHooks, "on_response", "response path")
-    for name in ("feed", "eof", "closed", "failed"):
+    for name in ("feed", "on_eof", "on_close", "on_error"):
         clock.wrap(ResponseTracker, name, "response path")
     clock.wrap(Ledger, "append", "ledger")
 

@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mcpclient_auth.keys import Identity, TrustStore
@@ -83,10 +84,12 @@ def _build(path: Path, entries: int, user: Identity, agent: Identity) -> int:
     return written
 
 
-def _verify_seconds(path: Path, trust: TrustStore, jobs: int) -> tuple[float, int, int]:
-    start = time.perf_counter()
+def _verify_seconds(
+    path: Path, trust: TrustStore, jobs: int, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, int, int]:
+    start = clock()
     report = verify_ledger(path, trust, jobs=jobs)
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     if not report.ok:
         raise RuntimeError(f"benchmark ledger failed to verify: {report.failures[:3]}")
     return elapsed, report.entries, report.tokens_verified
@@ -110,24 +113,27 @@ def ledger_verify(config: Config) -> list[Row]:
         for _ in range(max(3, config.rounds)):  # half before the big runs, half after (drift)
             elapsed, small_entries, _ = _verify_seconds(small, trust, 1)
             small_samples.append(elapsed)
-        raw_rates, one, two = [], [], []
+        raw_rates, one, two, one_cpu = [], [], [], []
         rounds = 1 if not config.quick and large_entries >= 50_000 else config.rounds
         tokens = entries = 0
         for _ in range(rounds):
-            raw_rates.append(raw_es256_rate(config.raw_verifies))
+            # Per core = per CPU second of this process, on both sides: a busy machine that takes
+            # the core away mid-run moves neither figure (wall time is reported alongside).
+            raw_rates.append(raw_es256_rate(config.raw_verifies, clock=time.process_time))
+            one_cpu.append(_verify_seconds(big, trust, 1, time.process_time)[0])
             elapsed, entries, tokens = _verify_seconds(big, trust, 1)
             one.append(elapsed)
             two.append(_verify_seconds(big, trust, 2)[0])
         raw = statistics.median(raw_rates)
-        t1, t2 = statistics.median(one), statistics.median(two)
-        extra = {"entries": entries, "tokens": tokens, "rounds": rounds}
+        t1, t2, t1_cpu = statistics.median(one), statistics.median(two), statistics.median(one_cpu)
+        extra = {"entries": entries, "tokens": tokens, "rounds": rounds, "wall_tokens_per_s": tokens / t1}
         rows.append(
-            Row("4", "verify_ledger tokens/s (--jobs 1)", tokens / t1, "tokens/s",
-                "raw ES256 verify/s (cryptography, one core)", raw, ">= 0.8", extra)
+            Row("4", "verify_ledger tokens per CPU second (--jobs 1)", tokens / t1_cpu, "tokens/s",
+                "raw ES256 verify per CPU second (cryptography)", raw, ">= 0.8", extra)
         )  # fmt: skip
         rows.append(
             Row("4", "verify_ledger --jobs 2 entries/s", entries / t2, "entries/s", "--jobs 1 entries/s",
-                entries / t1, ">= 1.6",
+                entries / t1, ">= 1.7",
                 extra | {"nproc": len(os.sched_getaffinity(0))})
         )  # fmt: skip
         for _ in range(max(3, config.rounds)):

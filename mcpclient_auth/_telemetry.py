@@ -566,15 +566,18 @@ def _token_span(tracer: Any, instruments: _Instruments | None, source: Any, reas
                 1, {PREFIX + "token.source": kind}
             )
         if span is not None:
-            span.set_attribute(PREFIX + "token.source", kind)
-            span.set_attribute(PREFIX + "token.cache", outcome)
-            span.set_attribute(PREFIX + "token.store", "shared" if record.shared else "in_process")
-            span.set_attribute(PREFIX + "token.fetched", record.fetched)
-            span.set_attribute(PREFIX + "token.retries", record.retries)
-            span.set_attribute(PREFIX + "token.reason", reason)
+            attributes: dict[str, Any] = {
+                PREFIX + "token.source": kind,
+                PREFIX + "token.cache": outcome,
+                PREFIX + "token.store": "shared" if record.shared else "in_process",
+                PREFIX + "token.fetched": record.fetched,
+                PREFIX + "token.retries": record.retries,
+                PREFIX + "token.reason": reason,
+            }
             if error is not None:
-                span.set_attribute("error.type", error)
+                attributes["error.type"] = error
                 span.set_status(StatusCode.ERROR, error)
+            span.set_attributes(attributes)
             span.end()
 
 

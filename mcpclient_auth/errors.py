@@ -10,6 +10,95 @@ a private key: callers pass *descriptions* ("the ECT", "kid 'abc…'"), never th
         ...
     except McpClientAuthError as exc:
         log.warning("rejected: %s (%s)", exc, exc.code)
+
+The hierarchy (``+`` has subclasses, ``-`` has none; "also" names a second base, so that
+``except ValueError`` keeps working where a value was malformed):
+
+    * McpClientAuthError
+      + ConfigurationError (also ValueError)
+        - EndpointInvalid
+      + KeyMaterialError
+        - KeyFormatError (also ValueError)
+        - TrustRolesMissing (also ConfigurationError)
+        - TrustRoleConflict (also ValueError)
+        - UnknownKey
+      + TokenError
+        - MalformedToken (also ValueError)
+        - InvalidTokenType
+        - AlgorithmNotAllowed
+        - TokenSignatureInvalid
+        - TokenExpired
+        - TokenNotYetValid
+        - AudienceMismatch
+        + ClaimsInvalid (also ValueError)
+          - ExtensionTooLarge
+        - ReplayDetected
+        - DPoPProofInvalid
+        - CriticalHeaderUnsupported
+        - KeyBindingMismatch
+        - RecordMandateMissing
+        + MandateError
+          - IssuerNotAuthorized
+          - CapabilityNotGranted
+          + DelegationError
+            - PrivilegeEscalation
+          - PhaseError
+          + ConstraintError
+            - ConstraintUnknown
+      + MandateDenied
+        - ActionMappingError
+        - ConstraintViolated
+      + JsonRpcError (also ValueError)
+        - RequestIdInFlight
+      - PrincipalMismatch
+      - RunClosed
+      - SessionClosed
+      - RequestOutOfScope
+      + SignatureError
+        - SignatureMissing
+        - SignatureMalformed (also ValueError)
+        - SignatureInvalid
+        - SignatureExpired
+        + SignaturePolicyError
+          - SignatureComponentUncovered
+        - SignatureReplay
+        - DigestError
+        - ComponentError (also ValueError)
+      + AuthorizationError
+        - MissingSubjectToken
+        - TokenExchangeRejected
+        - TokenExchangeUnavailable
+        + InvalidTokenResponse
+          - DPoPNotBound
+        - DPoPKeyMissing
+        - UpstreamUnauthorized
+        + InsufficientScope
+          - ScopeNotAllowed
+        - NoTokenForPrincipal
+        - ChallengeMalformed (also ValueError)
+        - ResourceMetadataError
+        - AuthorizationServerMetadataError
+        - AssertionUnavailable
+        - AuthorizationResponseError
+        - ClientRegistrationError
+        + TokenStoreUnavailable
+          - TokenStoreTimeout
+      + SessionError
+        - SessionNotYours
+        - SessionUnknown
+      + ServerLimitError
+        - ReplayStoreFull
+        - ReplayStoreUnavailable
+        - BodyTooLarge
+        - BodyTimeout
+        - TooManyPendingBodies
+        - BodyFramingAmbiguous
+      - MethodNotAllowed (also ValueError)
+      + LedgerError
+        - LedgerFormatError (also ValueError)
+        - LedgerFileUnsafe
+        - LedgerAnchorError
+      - DagError
 """
 
 from __future__ import annotations
@@ -165,6 +254,31 @@ class ReplayDetected(TokenError):
     """A ``jti`` (or signature ``nonce``) was already seen within its validity window."""
 
     code = "replay_detected"
+
+
+class DPoPProofInvalid(TokenError):
+    """A DPoP proof (RFC 9449 §4.3) that a resource server must refuse; ``reason`` names the check."""
+
+    code = "dpop_proof_invalid"
+
+
+class CriticalHeaderUnsupported(TokenError):
+    """The JWS header declares a ``crit`` extension this verifier does not understand (RFC 7515)."""
+
+    code = "token_crit_unsupported"
+
+
+class KeyBindingMismatch(TokenError):
+    """A token is signed by a key other than the one a mandate binds (``cnf.jkt``)."""
+
+    code = "key_binding_mismatch"
+
+
+class RecordMandateMissing(TokenError):
+    """An execution record verified without its mandate: the agent's key alone signs a record, so
+    its mandate claims (``iss``, ``cap``, ...) prove nothing until compared with the verified mandate."""
+
+    code = "record_mandate_missing"
 
 
 # --- mandates and delegation -----------------------------------------------------------------------
@@ -458,6 +572,96 @@ class ScopeNotAllowed(InsufficientScope):
     retryable = False
 
 
+class NoTokenForPrincipal(AuthorizationError):
+    """A static token source has no (usable) token for this principal; never another user's token.
+
+    ``reason`` is ``unknown_principal`` (no entry), ``token_expired`` (the configured token expired)
+    or ``lookup_failed`` (the lookup callable raised).
+    """
+
+    code = "no_token_for_principal"
+    reason = "unknown_principal"
+    retryable = False
+
+
+class ChallengeMalformed(AuthorizationError, ValueError):
+    """A ``WWW-Authenticate`` header that is not a valid RFC 9110 challenge list."""
+
+    code = "www_authenticate_malformed"
+    reason = "invalid_challenge"
+    retryable = False
+
+
+class ResourceMetadataError(AuthorizationError):
+    """RFC 9728 protected-resource metadata that could not be fetched or is not acceptable."""
+
+    code = "resource_metadata_invalid"
+    reason = "invalid_resource_metadata"
+    retryable = False
+
+
+class AuthorizationServerMetadataError(AuthorizationError):
+    """RFC 8414 authorization server metadata that could not be fetched or is not acceptable
+    (another ``issuer`` than the one it was fetched for, a member of the wrong type)."""
+
+    code = "authorization_server_metadata_invalid"
+    reason = "invalid_authorization_server_metadata"
+    retryable = False
+
+
+class AssertionUnavailable(AuthorizationError):
+    """The assertion for an RFC 7523 jwt-bearer grant could not be obtained (the callable failed or
+    returned nothing usable). Only the failing callable's exception type is reported."""
+
+    code = "token_exchange_failed"
+    reason = "assertion_unavailable"
+    retryable = False
+
+
+class AuthorizationResponseError(AuthorizationError):
+    """The authorization-code redirect was refused by us or by the authorization server.
+
+    ``reason``: ``access_denied`` (the AS answered with an ``error``), ``state_mismatch``,
+    ``issuer_mismatch`` (RFC 9207 ``iss`` missing where required, or not identical to the issuer),
+    ``redirect_mismatch`` (not our redirect URI), ``no_code``, ``interaction_failed`` (the user
+    interaction callback raised). Never carries the code, the state or the URL.
+    """
+
+    code = "authorization_response_invalid"
+    reason = "authorization_response_invalid"
+    retryable = False
+
+
+class ClientRegistrationError(AuthorizationError):
+    """No client identity usable at this authorization server: no pre-registered ``client_id``, no
+    Client ID Metadata Document support, and dynamic client registration absent or refused."""
+
+    code = "client_registration_failed"
+    reason = "client_registration_failed"
+    retryable = False
+
+
+class TokenStoreUnavailable(AuthorizationError):
+    """The shared token store (Redis/Valkey) could not be used, so no token was obtained.
+
+    Fail closed: the token endpoint was not asked in its place (unless the store was configured with
+    ``on_unavailable="fetch"``), because parallel fetches from every worker can revoke a user's grant
+    where refresh tokens rotate.
+    """
+
+    code = "token_store_unavailable"
+    reason = "token_store_unavailable"
+    retryable = True
+
+
+class TokenStoreTimeout(TokenStoreUnavailable):
+    """Another worker held the fetch lease for a key longer than the configured wait bound."""
+
+    code = "token_store_timeout"
+    reason = "token_store_busy"
+    retryable = True
+
+
 # --- server: MCP session binding ------------------------------------------------------------------
 
 
@@ -585,127 +789,6 @@ class DagError(McpClientAuthError):
     """An execution DAG violation (unknown predecessor, cycle, too many predecessors)."""
 
     code = "dag_invalid"
-
-
-# --- tokens: additions -----------------------------------------------------------------------------
-
-
-class DPoPProofInvalid(TokenError):
-    """A DPoP proof (RFC 9449 §4.3) that a resource server must refuse; ``reason`` names the check."""
-
-    code = "dpop_proof_invalid"
-
-
-class CriticalHeaderUnsupported(TokenError):
-    """The JWS header declares a ``crit`` extension this verifier does not understand (RFC 7515)."""
-
-    code = "token_crit_unsupported"
-
-
-class KeyBindingMismatch(TokenError):
-    """A token is signed by a key other than the one a mandate binds (``cnf.jkt``)."""
-
-    code = "key_binding_mismatch"
-
-
-class RecordMandateMissing(TokenError):
-    """An execution record verified without its mandate: the agent's key alone signs a record, so
-    its mandate claims (``iss``, ``cap``, ...) prove nothing until compared with the verified mandate."""
-
-    code = "record_mandate_missing"
-
-
-# --- authorization: additions ---------------------------------------------------------------------
-
-
-class NoTokenForPrincipal(AuthorizationError):
-    """A static token source has no (usable) token for this principal; never another user's token.
-
-    ``reason`` is ``unknown_principal`` (no entry), ``token_expired`` (the configured token expired)
-    or ``lookup_failed`` (the lookup callable raised).
-    """
-
-    code = "no_token_for_principal"
-    reason = "unknown_principal"
-    retryable = False
-
-
-class ChallengeMalformed(AuthorizationError, ValueError):
-    """A ``WWW-Authenticate`` header that is not a valid RFC 9110 challenge list."""
-
-    code = "www_authenticate_malformed"
-    reason = "invalid_challenge"
-    retryable = False
-
-
-class ResourceMetadataError(AuthorizationError):
-    """RFC 9728 protected-resource metadata that could not be fetched or is not acceptable."""
-
-    code = "resource_metadata_invalid"
-    reason = "invalid_resource_metadata"
-    retryable = False
-
-
-class AuthorizationServerMetadataError(AuthorizationError):
-    """RFC 8414 authorization server metadata that could not be fetched or is not acceptable
-    (another ``issuer`` than the one it was fetched for, a member of the wrong type)."""
-
-    code = "authorization_server_metadata_invalid"
-    reason = "invalid_authorization_server_metadata"
-    retryable = False
-
-
-class AssertionUnavailable(AuthorizationError):
-    """The assertion for an RFC 7523 jwt-bearer grant could not be obtained (the callable failed or
-    returned nothing usable). Only the failing callable's exception type is reported."""
-
-    code = "token_exchange_failed"
-    reason = "assertion_unavailable"
-    retryable = False
-
-
-class AuthorizationResponseError(AuthorizationError):
-    """The authorization-code redirect was refused by us or by the authorization server.
-
-    ``reason``: ``access_denied`` (the AS answered with an ``error``), ``state_mismatch``,
-    ``issuer_mismatch`` (RFC 9207 ``iss`` missing where required, or not identical to the issuer),
-    ``redirect_mismatch`` (not our redirect URI), ``no_code``, ``interaction_failed`` (the user
-    interaction callback raised). Never carries the code, the state or the URL.
-    """
-
-    code = "authorization_response_invalid"
-    reason = "authorization_response_invalid"
-    retryable = False
-
-
-class ClientRegistrationError(AuthorizationError):
-    """No client identity usable at this authorization server: no pre-registered ``client_id``, no
-    Client ID Metadata Document support, and dynamic client registration absent or refused."""
-
-    code = "client_registration_failed"
-    reason = "client_registration_failed"
-    retryable = False
-
-
-class TokenStoreUnavailable(AuthorizationError):
-    """The shared token store (Redis/Valkey) could not be used, so no token was obtained.
-
-    Fail closed: the token endpoint was not asked in its place (unless the store was configured with
-    ``on_unavailable="fetch"``), because parallel fetches from every worker can revoke a user's grant
-    where refresh tokens rotate.
-    """
-
-    code = "token_store_unavailable"
-    reason = "token_store_unavailable"
-    retryable = True
-
-
-class TokenStoreTimeout(TokenStoreUnavailable):
-    """Another worker held the fetch lease for a key longer than the configured wait bound."""
-
-    code = "token_store_timeout"
-    reason = "token_store_busy"
-    retryable = True
 
 
 __all__ = [

@@ -36,16 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _structured_fields
-from ._components import (
-    ComponentId,
-    HttpMessage,
-    target_uri,
-)
-from ._rfc9421 import (
-    ParsedSignature,
-    parse_signature_fields,
-    verify_signature,
-)
+from ._rfc9421.components import ComponentId, HttpMessage, target_uri
+from ._rfc9421.signatures import ParsedSignature, parse_signature_fields, verify_signature
 from .digest import verify_content_digest
 from .errors import (
     ComponentError,

@@ -47,10 +47,11 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .. import _telemetry
-from .._calls import Admitted, Refusal, admit, authorization, check_open, prepare
+from .._calls import Admitted, Refusal, admit, authorization, authorization_sync, check_open, prepare
 from .._context import current_run, use_run
 from .._dpop import Credential
 from .._journal import InFlight, RunJournal
+from ..authz._blocking import run_blocking
 from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
 from ..endpoints import EndpointSet, MetadataCollector, sent_url
@@ -87,7 +88,7 @@ from .streams import (
     SyncHashingStream,
     stream_key,
 )
-from .transports import AsyncLocalAnswer, LocalRefusal, SyncLocalAnswer
+from .transports import AsyncLocalAnswer, LocalRefusal, SyncLocalAnswer, wrap_transports
 
 if TYPE_CHECKING:
     from ..endpoints import Endpoint
@@ -109,6 +110,7 @@ __all__ = [
     "library_for",
     "library_named",
     "use_run",
+    "wrap_transports",
 ]
 
 _SSE = "text/event-stream"
@@ -290,8 +292,6 @@ class RunHooks:
                 self._refuse_out_of_scope(run, request, request.read())
             return
         check_open(run)
-        if run.token_source is not None:  # token sources are async; install() refuses this too
-            raise ConfigurationError("a run with a token_source needs an httpx.AsyncClient")
         body = request.read()
         telemetry = _telemetry.call_started(request)
         admitted = admit(run, request.method, body, request.headers.get("content-type"))
@@ -299,7 +299,16 @@ class RunHooks:
             self._refuse(request, admitted.call, admitted.error, run)
             return
         body = _telemetry.describe(telemetry, request, body, admitted.call, run)
-        self._apply(run, request, body, endpoint, admitted, None, telemetry)
+        attempt = request.extensions.get(EXTENSION_ATTEMPT)
+        # Token sources are async: the same coroutine as on_request, waited for on the token loop.
+        with _telemetry.current(telemetry):
+            header = authorization_sync(
+                run, admitted.call, endpoint, attempt if isinstance(attempt, Attempt) else None, run_blocking
+            )
+        if isinstance(header, Refusal):
+            self._refuse(request, header.call, header.error, run)
+            return
+        self._apply(run, request, body, endpoint, admitted, header, telemetry)
 
     def on_response_sync(self, response: _Response) -> None:
         tracker = _tracker_for(response)

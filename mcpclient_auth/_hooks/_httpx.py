@@ -15,7 +15,7 @@ import functools
 
 import httpx
 
-from .auth import AuthFlow, UpstreamRefusal
+from .auth import AuthFlow
 from .library import HttpLibrary
 from .streams import AsyncHashingStream, SyncHashingStream
 from .transports import AsyncLocalAnswer, SyncLocalAnswer
@@ -27,7 +27,6 @@ __all__ = [
     "LocalAnswerTransport",
     "RunAuth",
     "SyncLocalAnswerTransport",
-    "UpstreamRefusalTransport",
 ]
 
 
@@ -35,12 +34,8 @@ class RunAuth(AuthFlow, httpx.Auth):  # type: ignore[override]  # properties for
     """The ``auth=`` of factory-built httpx clients: the run's 401/403 handling (:mod:`.auth`)."""
 
 
-class UpstreamRefusalTransport(UpstreamRefusal, httpx.AsyncBaseTransport):
-    """Innermost httpx transport: a final 401/403 becomes a local JSON-RPC refusal (:mod:`.auth`)."""
-
-
 class LocalAnswerTransport(AsyncLocalAnswer, httpx.AsyncBaseTransport):
-    """Wraps an httpx transport: answers refused requests locally; records network failures."""
+    """Wraps an httpx transport: answers refusals and final 401/403s locally; records failures."""
 
 
 class SyncLocalAnswerTransport(SyncLocalAnswer, httpx.BaseTransport):
@@ -64,7 +59,6 @@ LIBRARY = HttpLibrary(
     async_stream=HashingAsyncStream,
     sync_stream=HashingSyncStream,
     auth=RunAuth,
-    upstream_transport=UpstreamRefusalTransport,
     response=httpx.Response,
     default_timeout=functools.partial(httpx.Timeout, 30.0, read=300.0),
 )

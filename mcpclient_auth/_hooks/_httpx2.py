@@ -16,7 +16,7 @@ import functools
 
 import httpx2
 
-from .auth import AuthFlow, UpstreamRefusal
+from .auth import AuthFlow
 from .library import HttpLibrary
 from .streams import AsyncHashingStream, SyncHashingStream
 from .transports import AsyncLocalAnswer, SyncLocalAnswer
@@ -28,7 +28,6 @@ __all__ = [
     "LocalAnswerTransport",
     "RunAuth",
     "SyncLocalAnswerTransport",
-    "UpstreamRefusalTransport",
 ]
 
 
@@ -36,12 +35,8 @@ class RunAuth(AuthFlow, httpx2.Auth):  # type: ignore[override]  # properties fo
     """The ``auth=`` of factory-built httpx2 clients: the run's 401/403 handling (:mod:`.auth`)."""
 
 
-class UpstreamRefusalTransport(UpstreamRefusal, httpx2.AsyncBaseTransport):
-    """Innermost httpx2 transport: a final 401/403 becomes a local JSON-RPC refusal (:mod:`.auth`)."""
-
-
 class LocalAnswerTransport(AsyncLocalAnswer, httpx2.AsyncBaseTransport):
-    """Wraps an httpx2 transport: answers refused requests locally; records network failures."""
+    """Wraps an httpx2 transport: answers refusals and final 401/403s locally; records failures."""
 
 
 class SyncLocalAnswerTransport(SyncLocalAnswer, httpx2.BaseTransport):
@@ -65,7 +60,6 @@ LIBRARY = HttpLibrary(
     async_stream=HashingAsyncStream,
     sync_stream=HashingSyncStream,
     auth=RunAuth,
-    upstream_transport=UpstreamRefusalTransport,
     response=httpx2.Response,
     default_timeout=functools.partial(httpx2.Timeout, 30.0, read=300.0),
 )

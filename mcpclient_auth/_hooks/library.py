@@ -88,8 +88,6 @@ class HttpLibrary:
     sync_stream: type[SyncHashingStream]
     #: ``auth.AuthFlow`` bound to this library's ``Auth`` (``(inner=None)``)
     auth: type[Any]
-    #: ``(inner)``: ``auth.UpstreamRefusal`` bound to this library's ``AsyncBaseTransport``
-    upstream_transport: type[Any]
     #: ``(status, headers=..., content=..., request=...)`` of this library
     response: Callable[..., Any]
     #: ``() -> Timeout``: mcp's defaults (30 s, 300 s for reads) as this library's Timeout

@@ -38,6 +38,9 @@ def stream_key(request: Any) -> StreamKey:
 class ResponseTracker:
     """Hashes a response body as it streams and writes the call's outcome exactly once.
 
+    The hashing streams call ``feed(chunk)`` per chunk, then one of the events ``on_eof()`` (read to
+    the end), ``on_close()`` (closed, maybe early) or ``on_error(exc)``; later events are no-ops.
+
     An SSE answer (``watcher`` set) with a ``stream`` key is also filed with the journal, so that its
     answer is recognised on a resumed GET if this stream ends without it (SEP-1699).
     """
@@ -78,7 +81,7 @@ class ResponseTracker:
             # not join the DAG — nothing may build on an answer nobody could check.
             self._finish(completed=False, code="event_too_large")
 
-    def eof(self) -> None:
+    def on_eof(self) -> None:
         # JSON (or any non-SSE) body read to the end: complete. An SSE stream that ended without the
         # response event: see _unanswered.
         if self._watcher is None:
@@ -86,7 +89,7 @@ class ResponseTracker:
         else:
             self._unanswered()
 
-    def closed(self) -> None:
+    def on_close(self) -> None:
         if self._watcher is None:
             self._finish(completed=False)
         else:
@@ -101,16 +104,23 @@ class ResponseTracker:
         Without an id nobody can resume: the entry is written now, ``code: response_missing``, and
         the call does not join the DAG.
         """
-        watcher = self._watcher
-        if self._inflight.finished or watcher is None:
-            return
-        if self._resumable and watcher.last_event_id is not None and not watcher.too_large:
+        if self._inflight.finished or self._watcher is None or self._may_resume():
             return
         self._finish(completed=False, code="response_missing")
 
-    def failed(self, exc: BaseException) -> None:
-        if not self._inflight.finished:
-            self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
+    def on_error(self, exc: BaseException) -> None:
+        if self._inflight.finished or self._may_resume():
+            return  # a broken stream after an event id is resumed like a closed one (SEP-1699)
+        self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
+
+    def _may_resume(self) -> bool:
+        watcher = self._watcher
+        return (
+            self._resumable
+            and watcher is not None
+            and watcher.last_event_id is not None
+            and not watcher.too_large
+        )
 
     def _finish(self, *, completed: bool, code: str | None = None) -> None:
         if self._inflight.finished:
@@ -146,13 +156,13 @@ class ResumedStreamTracker:
     def feed(self, chunk: bytes) -> None:
         self._scanner.feed(chunk)
 
-    def eof(self) -> None:
+    def on_eof(self) -> None:
         """Nothing to write: a GET stream is no call."""
 
-    def closed(self) -> None:
+    def on_close(self) -> None:
         """Nothing to write: a GET stream is no call."""
 
-    def failed(self, exc: BaseException) -> None:
+    def on_error(self, exc: BaseException) -> None:
         """Nothing to write: calls still awaited stay in flight (``incomplete`` at the run's close)."""
 
     def _answer(self, request_id: str | int, data: bytes, event_id: str | None) -> None:
@@ -201,12 +211,12 @@ class AsyncHashingStream(_StreamWrapper):
             async for chunk in self._inner:
                 self._tracker.feed(chunk)
                 yield chunk
-        except GeneratorExit:  # the consumer stopped reading: not a failure (closed() decides)
+        except GeneratorExit:  # the consumer stopped reading: not a failure (on_close() decides)
             raise
         except BaseException as exc:
-            self._tracker.failed(exc)
+            self._tracker.on_error(exc)
             raise
-        self._tracker.eof()
+        self._tracker.on_eof()
 
     async def aclose(self) -> None:
         # mcp 2.x closes an SSE response right after the answer event, without exhausting it: the
@@ -214,7 +224,7 @@ class AsyncHashingStream(_StreamWrapper):
         try:
             await self._inner.aclose()
         finally:
-            self._tracker.closed()
+            self._tracker.on_close()
 
 
 class SyncHashingStream(_StreamWrapper):
@@ -228,12 +238,12 @@ class SyncHashingStream(_StreamWrapper):
         except GeneratorExit:
             raise
         except BaseException as exc:
-            self._tracker.failed(exc)
+            self._tracker.on_error(exc)
             raise
-        self._tracker.eof()
+        self._tracker.on_eof()
 
     def close(self) -> None:
         try:
             self._inner.close()
         finally:
-            self._tracker.closed()
+            self._tracker.on_close()

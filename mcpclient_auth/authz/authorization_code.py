@@ -291,6 +291,7 @@ class AuthorizationCode(OwnsIdpClient):
         self.resource_metadata_url = (
             check_endpoint(resource_metadata_url, "resource_metadata_url") if resource_metadata_url else None
         )
+        self._configured_metadata_url = self.resource_metadata_url
         self.request_offline_access = bool(request_offline_access)
         self.legacy_discovery = bool(legacy_discovery)
         self.cache = cache if cache is not None else TokenCache()
@@ -330,6 +331,16 @@ class AuthorizationCode(OwnsIdpClient):
         server that moved to another authorization server is rediscovered (SEP-2352)."""
         if self.cache.invalidate(self._key(principal, audience, scopes), token=token):
             self._discovered.clear()
+
+    def use_resource_metadata(self, url: str) -> None:
+        """Discover from ``url`` (a 401's RFC 9728 ``resource_metadata``) from now on, unless a URL was
+        configured (:class:`~mcpclient_auth.authz.base.DiscoversResource`). The metadata found there
+        must still name ``server_url``."""
+        url = check_endpoint(url, "resource_metadata_url")
+        if self._configured_metadata_url is not None or url == self.resource_metadata_url:
+            return
+        self.resource_metadata_url = url
+        self._discovered.clear()
 
     def _key(self, principal: Principal, audience: str | None, scopes: Sequence[str] | None) -> CacheKey:
         if not isinstance(principal, Principal):

@@ -150,7 +150,9 @@ CHECKS: dict[str, str] = {
     "delegation_invalid": "a delegated mandate's chain fails (signer, narrowing, expiry, depth or ancestry)",
     "signer_not_agent": "an ECT, record or seal is signed by a key that is not a registered agent key",
     "token_time": "a token was logged outside its validity, or a call outlived its mandate",
-    "entry_mismatch": "an entry's jti, run or wid disagrees with its token, or a response answers no call",
+    "entry_mismatch": (
+        "an entry's jti, run, wid or trace id disagrees with its token, or a response answers no call"
+    ),
     "principal_mismatch": "an entry names another principal than the run's mandate (its chain's root iss)",
     "mandate_missing": "a run's entries do not start with its mandate",
     "pred_unknown": "a pred is not an earlier mandate or ECT of the same run",
@@ -537,6 +539,9 @@ class _RunChecker:
             self.fail(entry, "duplicate_jti", "this ECT id appears earlier in the run")
         if ect.wid is not None and ect.wid != self.run:
             self.fail(entry, "entry_mismatch", "the ECT's wid is not the entry's run")
+        if "trace" in entry.meta and entry.meta["trace"] != _trace_id(ect):
+            # The line an auditor follows to a trace must name the trace the signed ECT names.
+            self.fail(entry, "entry_mismatch", "the entry's trace id is not its ECT's ect_ext.trace")
         if not self._agent_signed(ect.header.get("kid")):
             self.fail(entry, "signer_not_agent", "the ECT is not signed by a registered agent key")
         mandate = self.mandate
@@ -1214,3 +1219,10 @@ def verify_ledger(
         anchors=anchors,
     )
     return verifier.run(closing_recoveries(reader.lines()))
+
+
+def _trace_id(ect: ExecutionContextToken) -> object:
+    """The trace id the ECT names (``ect_ext.trace.trace_id``, OpenTelemetry), else ``None``."""
+    extension = ect.claims.get("ect_ext")
+    trace = extension.get("trace") if isinstance(extension, dict) else None
+    return trace.get("trace_id") if isinstance(trace, dict) else None

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._components import HttpMessage
 from .._encoding import sha256_b64url
+from .._rfc9421 import HttpMessage
 from ..act import Mandate
 from ..constraints import CallBudget, ConstraintRegistry
 from ..ect import ExecutionContextToken

@@ -17,9 +17,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcpclient_auth._components import ComponentId, HttpMessage, component_value
 from mcpclient_auth._encoding import b64url_decode
 from mcpclient_auth._rfc9421 import (
+    ComponentId,
+    HttpMessage,
+    component_value,
     create_signature,
     parse_signature_fields,
     parse_signatures,

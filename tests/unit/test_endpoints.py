@@ -259,13 +259,13 @@ def test_the_metadata_collector_is_bounded() -> None:
     big = MetadataCollector(scope)
     big.feed(document[:40_000])
     big.feed(document[40_000:])
-    big.eof()
+    big.on_eof()
     assert scope.classify("http://127.0.0.1:8000/t").kind == "refuse"  # too large: ignored
     cut = MetadataCollector(scope)
     cut.feed(json.dumps({"token_endpoint": "http://127.0.0.1:8000/t"}).encode())
-    cut.closed()  # the client stopped reading: nothing learned
+    cut.on_close()  # the client stopped reading: nothing learned
     assert scope.classify("http://127.0.0.1:8000/t").kind == "refuse"
     whole = MetadataCollector(scope)
     whole.feed(json.dumps({"token_endpoint": "http://127.0.0.1:8000/t"}).encode())
-    whole.eof()
+    whole.on_eof()
     assert scope.classify("http://127.0.0.1:8000/t").kind == "oauth"

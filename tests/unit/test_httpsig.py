@@ -666,8 +666,7 @@ def test_wit_claims_and_validation(es256: Identity, issuer: Identity) -> None:
 
 
 def test_httpx_response_adapter_and_req_components(es256: Identity) -> None:
-    from mcpclient_auth._components import HttpMessage
-    from mcpclient_auth._rfc9421 import create_signature, verify_signature
+    from mcpclient_auth._rfc9421 import HttpMessage, create_signature, verify_signature
 
     request = _request()
     RequestSigner(es256).sign(request, created=NOW)

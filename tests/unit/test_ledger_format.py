@@ -209,3 +209,17 @@ def test_fuzz_mutated_valid_lines(position: int, patch: bytes, mode: int) -> Non
     else:
         data = line[:position] + line[position + 1 :]
     _only_format_errors(data)
+
+
+def test_parse_ts_remembers_only_the_last_valid_text() -> None:
+    """Issue #16: the verifier reads each ts twice in a row; the second read reuses the first's
+    value — and the memo never answers for another text or turns an invalid one valid."""
+    first, second = "2026-11-05T09:30:00.000000Z", "2026-11-05T09:30:01.500000Z"
+    value = parse_ts(first)
+    assert parse_ts(first) == value
+    assert parse_ts(second) == value + 1.5
+    assert parse_ts(first) == value
+    for bad in ("2026-11-05T09:30:00Z", "2026-13-05T09:30:00.000000Z", first + " "):
+        with pytest.raises(LedgerFormatError):
+            parse_ts(bad)
+        assert parse_ts(first) == value

@@ -81,7 +81,7 @@ def test_an_answer_on_the_resumed_stream_is_the_calls_response(tmp_path: Path) -
     journal, inflight, path = setup(tmp_path)
     post = ResponseTracker(inflight, 200, ResponseWatcher(7), STREAM)
     post.feed(PRIMING)
-    post.eof()  # the server closed the POST stream after priming: nothing written yet
+    post.on_eof()  # the server closed the POST stream after priming: nothing written yet
     assert [e.kind for e in Ledger.open(path).entries()] == ["ect"]
     assert journal.awaited(STREAM, 7) is inflight
     assert journal.awaited(STREAM, "7") is None and journal.awaited((URL, "other"), 7) is None
@@ -99,7 +99,7 @@ def test_an_answer_on_the_resumed_stream_is_the_calls_response(tmp_path: Path) -
     assert journal.frontier.current() == ["ect-7"]  # the call joined the DAG
     assert journal.awaited(STREAM, 7) is None  # answered once: a replay of the event writes nothing
     resumed.feed(event(data, "43"))
-    post.closed()
+    post.on_close()
     assert len(written(path, "response")) == 1
 
 
@@ -118,7 +118,7 @@ def test_a_stream_that_ends_without_an_id_or_answer_is_response_missing(tmp_path
     journal, inflight, path = setup(tmp_path)
     post = ResponseTracker(inflight, 200, ResponseWatcher(7), STREAM)
     post.feed(b"data: \n\n")  # no id: the client cannot resume
-    post.eof()
+    post.on_eof()
     [response] = written(path, "response")
     assert response.meta["code"] == "response_missing"
     assert journal.frontier.current() == [] and journal.awaited(STREAM, 7) is None  # not in the DAG
@@ -128,10 +128,24 @@ def test_an_awaited_answer_that_never_comes_is_incomplete_at_close(tmp_path: Pat
     journal, inflight, path = setup(tmp_path)
     post = ResponseTracker(inflight, 200, ResponseWatcher(7), STREAM)
     post.feed(PRIMING)
-    post.closed()
+    post.on_close()
     journal.stop()
     [error] = written(path, "error")
     assert (error.jti, error.meta["code"]) == ("ect-7", "incomplete")
     assert journal.awaited(STREAM, 7) is None
     ResumedStreamTracker(journal, STREAM, 200).feed(event(answer(7)))  # too late: nothing written
     assert not written(path, "response")
+
+
+def test_a_stream_broken_after_an_event_id_is_resumed_not_an_error(tmp_path: Path) -> None:
+    journal, inflight, path = setup(tmp_path)
+    post = ResponseTracker(inflight, 200, ResponseWatcher(7), STREAM)
+    post.feed(PRIMING)
+    post.on_error(ConnectionResetError("peer closed"))  # mcp's client reconnects after this too
+    assert not written(path, "error") and journal.awaited(STREAM, 7) is inflight
+    ResumedStreamTracker(journal, STREAM, 200).feed(event(answer(7), "42"))
+    assert [e.meta["resumed"] for e in written(path, "response")] == [True]
+    broken = ResponseTracker(*setup(tmp_path / "b")[1:2], 200, ResponseWatcher(7), STREAM)  # type: ignore[misc]
+    broken.on_error(ConnectionResetError("before any event"))  # nothing to resume from: an error
+    [error] = written(tmp_path / "b" / "l.jsonl", "error")
+    assert error.jti == "ect-7" and error.meta["message"] == "ConnectionResetError"

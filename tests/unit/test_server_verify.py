@@ -169,7 +169,7 @@ def test_a_signed_post_that_is_not_json_rpc_is_400() -> None:
 def test_the_one_pass_message_reads_the_headers_exactly_as_the_generic_adapter() -> None:
     """Issue #16: the verifier builds its RFC 9421 view from IncomingHeaders' single pass; it must
     see what HttpMessage.of sees (repeated lines joined, names case-insensitive, wire order)."""
-    from mcpclient_auth._components import HttpMessage
+    from mcpclient_auth._rfc9421 import HttpMessage
 
     pairs = [
         (b"Content-Type", b"application/json"),

@@ -1,4 +1,4 @@
-"""RFC 9421 messages, component identifiers and the signature base (generic, used for verification).
+"""RFC 9421 §2: messages, component identifiers and the signature base (generic, used for verification).
 
 A message is seen through :class:`HttpMessage`: method, URL, header field lines, body, status and (for a
 response) the request it answers. Adapters turn ``httpx.Request`` / ``httpx.Response`` and any object
@@ -25,8 +25,8 @@ from typing import Any
 
 from http_sf.retrofit import retrofit as _RETROFIT
 
-from . import _structured_fields
-from .errors import ComponentError, SignatureMalformed
+from .. import _structured_fields
+from ..errors import ComponentError, SignatureMalformed
 
 __all__ = [
     "DERIVED_COMPONENTS",
