@@ -3,7 +3,7 @@
 You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 :meth:`AgentRun.install` put a :class:`RunHooks` on a client. What the hooks do, per request:
 
-1. **scope guard** (:mod:`.scope`, fail closed) — requests whose origin and path match the run's
+1. **endpoint guard** (:mod:`..endpoints`, fail closed) — requests whose origin and path match the run's
    endpoint(s) are signed (sent to the canonical URI); other origins and recognised OAuth
    discovery/registration/token requests pass untouched; any other path on the run's origin is
    refused (:class:`~mcpclient_auth.errors.RequestOutOfScope`, a ``denial`` entry). Headers we set on
@@ -173,7 +173,7 @@ def _refused(request: _Request) -> bool:
 
 
 def _send_canonical(request: _Request) -> None:
-    """Send an in-scope request to the canonical form of its URI (see :func:`.scope.sent_url`).
+    """Send an in-scope request to the canonical form of its URI (see :func:`..endpoints.sent_url`).
 
     httpx already normalises almost everything; what it keeps (``HTTP://host:80/`` keeps the
     explicit default port) would make the URI on the wire differ from the tokens' ``aud``.
