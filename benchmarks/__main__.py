@@ -19,6 +19,7 @@ _DEFAULT_OUTPUT = Path(__file__).with_name("results.json")
 
 def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
     from .audit_targets import ledger_audit
+    from .dpop_targets import dpop_costs
     from .e2e_targets import loopback_throughput
     from .hook_targets import hook_growth, request_hook_cost
     from .ledger_targets import ledger_append, ledger_verify
@@ -44,6 +45,7 @@ def _targets() -> list[tuple[str, Callable[[Config], list[Row]]]]:
         ("13", ledger_audit),
         ("16", split_process),
         ("17", telemetry_cost),
+        ("dpop", dpop_costs),  # issue #15: DPoP proof cost and its share of the request hook
     ]
 
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes: a sanity run in well under a minute"
     )
-    parser.add_argument("--only", nargs="+", metavar="N", help="run only these targets (1-9, 13, 16)")
+    parser.add_argument("--only", nargs="+", metavar="N", help="run only these targets (1-9, 13, 16, 17, dpop)")
     parser.add_argument("--output", type=Path, default=_DEFAULT_OUTPUT, help="where to write results.json")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument(

@@ -142,6 +142,7 @@ class SignedRun:
         principal: Principal | None = None,
         scopes: list[str] | None = None,
         allowed_scopes: list[str] | None = None,
+        initial_scope: str = "configured",
     ) -> None:
         self.url = url
         self.dir = artifacts()
@@ -160,6 +161,7 @@ class SignedRun:
             scopes=scopes,
             discover_resource_metadata=token_source is not None,
             allowed_scopes=allowed_scopes,
+            initial_scope="challenge" if initial_scope == "challenge" else "configured",
             audience=url,
         )
         self.trust = self._trust()

@@ -35,6 +35,25 @@ def allowed_scopes_for(scenario: str) -> list[str] | None:
     return STEP_UP_SCOPES.get(scenario)
 
 
+#: Scenarios whose source is found by discovery up front (the suite's reference client does the same
+#: for these grants): their token is obtained before the first request.
+_DISCOVERED_UP_FRONT = (
+    "auth/client-credentials-basic",
+    "auth/client-credentials-jwt",
+    "auth/wif-jwt-bearer",
+    "auth/enterprise-managed-authorization",
+)
+
+
+def initial_scope_for(scenario: str) -> str:
+    """``AgentRun(initial_scope=...)``: the authorization-code scenarios start the way the MCP spec
+    describes a client (SEP-835): the first request goes without a token, and its 401 names the
+    resource metadata and the scope to ask for."""
+    if not scenario.startswith("auth/") or scenario in _DISCOVERED_UP_FRONT:
+        return "configured"
+    return "challenge"
+
+
 def principal_for(scenario: str) -> Principal:
     ctx = context()
     if scenario == "auth/enterprise-managed-authorization" and ctx.get("idp_id_token"):

@@ -183,7 +183,7 @@ def plain_auth(url: str) -> httpx.Auth:
 
 
 async def run_sdk(url: str) -> None:
-    from _sources import allowed_scopes_for, principal_for, token_source_for
+    from _sources import allowed_scopes_for, initial_scope_for, principal_for, token_source_for
 
     async with httpx.AsyncClient(follow_redirects=False) as browser:
         source = await token_source_for(SCENARIO, url, browser.get) if SCENARIO.startswith("auth/") else None
@@ -192,6 +192,7 @@ async def run_sdk(url: str) -> None:
             token_source=source,
             principal=principal_for(SCENARIO),
             allowed_scopes=allowed_scopes_for(SCENARIO),
+            initial_scope=initial_scope_for(SCENARIO),
         ) as signed:
             await connect_and_work(url, httpx_client_factory=signed.httpx_factory())
 

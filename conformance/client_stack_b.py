@@ -273,7 +273,7 @@ async def as_issuer(url: str) -> str:
 
 
 async def run_sdk(url: str) -> None:
-    from _sources import allowed_scopes_for, principal_for, token_source_for
+    from _sources import allowed_scopes_for, initial_scope_for, principal_for, token_source_for
 
     from mcpclient_auth.factory import httpx2_client_factory
 
@@ -284,6 +284,7 @@ async def run_sdk(url: str) -> None:
             token_source=source,
             principal=principal_for(SCENARIO),
             allowed_scopes=allowed_scopes_for(SCENARIO),
+            initial_scope=initial_scope_for(SCENARIO),
         ) as signed:
             client = httpx2_client_factory(signed.run)(
                 transport=signed.transport(httpx2.AsyncHTTPTransport())

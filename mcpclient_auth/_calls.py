@@ -5,15 +5,16 @@ One request to a run's endpoint goes through three steps, each returning data:
 1. :func:`admit` — parse the JSON-RPC body, check the principal, the mandate's expiry, the action
    policy and the capability's constraints: :class:`Admitted` (the call and its action) or a
    :class:`Refusal` (its ``denial`` ledger entry already written);
-2. :func:`authorization` — the ``Authorization`` value from the run's token source (the service
-   source in a discovery session) and, for a DPoP-bound token, the key that proves it
-   (:class:`~._dpop.Credential`), or a :class:`Refusal`;
+2. :func:`authorization` (:func:`authorization_sync` for sync clients) — the ``Authorization``
+   value from the run's token source (the service source in a discovery session) and, for a
+   DPoP-bound token, the key that proves it (:class:`~._dpop.Credential`); nothing while the run
+   waits for the endpoint's first challenge (``initial_scope="challenge"``); or a :class:`Refusal`;
 3. :func:`prepare` — the static headers, the ECT (DAG ``pred``, ``inp_hash`` of the exact body), the
    ``Authorization`` header and a fresh ``DPoP`` proof (RFC 9449), then ``Content-Digest`` and the
    RFC 9421 signature (which covers ``DPoP``), all set on the request; returns :class:`Prepared` (the
    call to journal as sent, and the header names stamped).
 
-The hooks (:mod:`.hooks`) bind these steps to httpx and httpx2 and journal the call as sent; nothing
+The hooks (:mod:`._hooks`) bind these steps to httpx and httpx2 and journal the call as sent; nothing
 here calls back into them or into :class:`~mcpclient_auth.run.AgentRun`'s private methods. A
 request here is anything with httpx's request shape (``method``, ``url``, ``headers``):
 
@@ -28,7 +29,7 @@ request here is anything with httpx's request shape (``method``, ``url``, ``head
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .act import Mandate
     from .authz.base import TokenSource
     from .authz.dpop import DPoP
+    from .authz.resource_metadata import ResourceMetadata
     from .constraints import CallBudget
     from .dag import Frontier
     from .endpoints import Endpoint, EndpointSet
@@ -72,6 +74,8 @@ __all__ = [
     "RunView",
     "admit",
     "authorization",
+    "authorization_sync",
+    "authorization_value",
     "check_open",
     "prepare",
 ]
@@ -128,14 +132,17 @@ class RunView(Protocol):
 
     def signer_for(self, endpoint: Endpoint) -> RequestSigner: ...
     def ect_audience(self, endpoint: Endpoint) -> list[str]: ...
-    def token_audience(self, endpoint: Endpoint) -> str | None: ...
+    def token_resource(self, endpoint: Endpoint) -> str | None: ...
     def scopes_for(self, endpoint: Endpoint, source: TokenSource) -> Sequence[str] | None: ...
-    # what the 401/403 flow (hooks/auth.py) learns and asks at run time
+    def token_deferred(self, endpoint: Endpoint, source: TokenSource) -> bool: ...
+    # what the 401/403 flow (_hooks/auth.py) learns and asks at run time
+    @property
+    def allowed_scopes(self) -> frozenset[str] | None: ...
     def scope_allowlist(self, endpoint: Endpoint, source: TokenSource | None) -> frozenset[str]: ...
     def remember_scopes(
-        self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]
+        self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str] | None
     ) -> None: ...
-    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None: ...
+    async def discover_resource(self, endpoint: Endpoint, metadata_url: str) -> ResourceMetadata: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,39 +235,82 @@ def _source_for(run: RunView, call: Call | None) -> TokenSource | None:
     return run.discovery_token_source
 
 
+async def authorization_value(
+    run: RunView, call: Call | None, endpoint: Endpoint, attempt: Attempt | None
+) -> Credential | None:
+    """The ``Authorization`` value for one send — the user's token, with the DPoP key that proves it
+    when it is DPoP-bound (:func:`~._dpop.credential_for`) — or ``None``: nothing from us. Raises the
+    typed error of a refusal (:func:`authorization` journals it).
+
+    ``None`` when the run has no token source (the mandate or the caller's own auth then decides),
+    and for a send the run makes without the user's token until the endpoint challenges it
+    (``AgentRun(initial_scope="challenge")``, SEP-835; the attempt records the deferral). Under the
+    401/403 flow (``attempt``), what the previous send's challenge asks for is done first
+    (:meth:`~mcpclient_auth._hooks.auth.Attempt.answer_challenge`), a step-up's or first challenge's
+    scopes are asked for, and the token used is recorded on the attempt.
+    """
+    if call is None:
+        _check_principal(run)  # calls were checked in admit()
+    source = _source_for(run, call)
+    if source is None:
+        return None
+    if attempt is not None and attempt.foreign_auth:
+        raise ConfigurationError(
+            "this client has its own auth= while the run has a token source: two sources of "
+            "Authorization; build the client without auth="
+        )
+    if attempt is not None and attempt.pending is not None:
+        await attempt.answer_challenge(run, source, endpoint)
+    resource = run.token_resource(endpoint)
+    scopes: Sequence[str] | None
+    if attempt is not None and attempt.scopes is not None:
+        scopes = list(attempt.scopes)
+    elif (
+        attempt is not None
+        and attempt.may_defer
+        and source is run.token_source
+        and run.token_deferred(endpoint, source)
+    ):
+        attempt.deferred(run, source, run.principal, endpoint, call, resource)
+        return None
+    else:
+        scopes = run.scopes_for(endpoint, source)
+    with _telemetry.token_span(source, _token_reason(attempt)):  # a child span of the call's
+        token = await source.get_token(run.principal, audience=resource, scopes=scopes)
+    credential = credential_for(run.dpop, source, token)
+    if attempt is not None:
+        attempt.used(run, source, run.principal, endpoint, call, resource, scopes, token)
+    return credential
+
+
 async def authorization(
     run: RunView, call: Call | None, endpoint: Endpoint, attempt: Attempt | None
 ) -> Credential | Refusal | None:
-    """The ``Authorization`` value for this request: the user's token from the token source, with
-    the DPoP key that proves it when it is DPoP-bound (:func:`~._dpop.credential_for`).
-
-    ``None`` when the run has no token source (the mandate or the caller's own auth then decides).
-    A failure is a journalled :class:`Refusal`. Under the 401/403 flow (``attempt``), the token used
-    is recorded on the attempt, and a step-up's scopes are asked for.
-    """
+    """:func:`authorization_value`, with a failure journalled (``denial``) and returned as a
+    :class:`Refusal`."""
     try:
-        if call is None:
-            _check_principal(run)  # calls were checked in admit()
-        source = _source_for(run, call)
-        if source is None:
+        return await authorization_value(run, call, endpoint, attempt)
+    except McpClientAuthError as exc:
+        run.journal.denial(call, None, exc)
+        return Refusal(call, exc)
+
+
+def authorization_sync(
+    run: RunView,
+    call: Call | None,
+    endpoint: Endpoint,
+    attempt: Attempt | None,
+    wait: Callable[[Callable[[], Awaitable[Credential | None]]], Credential | None],
+) -> Credential | Refusal | None:
+    """:func:`authorization` for a sync client: ``wait(make)`` runs ``make()`` to completion and returns
+    its result (the hooks pass :func:`mcpclient_auth.authz._blocking.run_blocking`, which runs it on
+    the token loop while this thread waits). The same coroutine as the async path: one flow."""
+    try:
+        if run.token_source is None and run.discovery_token_source is None:
+            if call is None:
+                _check_principal(run)  # what authorization_value checks, without a thread hop
             return None
-        if attempt is not None and attempt.foreign_auth:
-            raise ConfigurationError(
-                "this client has its own auth= while the run has a token source: two sources of "
-                "Authorization; build the client without auth="
-            )
-        audience = run.token_audience(endpoint)
-        scopes: Sequence[str] | None
-        if attempt is not None and attempt.scopes is not None:
-            scopes = list(attempt.scopes)
-        else:
-            scopes = run.scopes_for(endpoint, source)
-        with _telemetry.token_span(source, _token_reason(attempt)):  # a child span of the call's
-            token = await source.get_token(run.principal, audience=audience, scopes=scopes)
-        credential = credential_for(run.dpop, source, token)
-        if attempt is not None:
-            attempt.used(run, source, run.principal, endpoint, call, audience, scopes, token)
-        return credential
+        return wait(lambda: authorization_value(run, call, endpoint, attempt))
     except McpClientAuthError as exc:
         run.journal.denial(call, None, exc)
         return Refusal(call, exc)

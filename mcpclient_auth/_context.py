@@ -14,6 +14,12 @@ one client may serve several runs and several users:
 (One request's 401/403 state, the auth flow's ``Attempt``, is not context state: it travels in that
 request's ``extensions``, see :mod:`mcpclient_auth._hooks.auth`.)
 
+A fourth variable belongs to the token layer, not to the caller: **the loop a sync caller blocks**
+(:func:`blocked_loop`). A sync client's token work runs on the private token loop
+(:mod:`mcpclient_auth.authz._blocking`) while the calling thread waits; that work carries, in this
+variable, the event loop the waiting thread was running (if any), so the token cache never makes it
+wait for a request in flight on that very loop (it could never finish: a deadlock).
+
 In mcp 1.x the context must be set when a session is *opened* (its transport tasks copy the context
 then): it then applies to every request of that session. mcp 2.x sends every request in the context of
 the call that made it.
@@ -30,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .principal import Principal
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "acting_for",
+    "blocked_loop",
     "current_principal",
     "current_run",
     "discovery_mode",
@@ -50,6 +57,8 @@ __all__ = [
 _CURRENT_RUN: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_run", default=None)
 _ACTING_FOR: ContextVar[str | None] = ContextVar("mcpclient_auth_acting_for", default=None)
 _DISCOVERY: ContextVar[AgentRun | None] = ContextVar("mcpclient_auth_discovery", default=None)
+#: the event loop (an ``asyncio.AbstractEventLoop``) of a thread that waits for this token work
+_BLOCKED_LOOP: ContextVar[Any] = ContextVar("mcpclient_auth_blocked_loop", default=None)
 
 
 @contextmanager
@@ -115,3 +124,15 @@ def discovery_mode(run: AgentRun) -> AbstractContextManager[AgentRun]:
 def discovery_run() -> AgentRun | None:
     """The run whose discovery session this context is in (:func:`discovery_mode`), if any."""
     return _DISCOVERY.get()
+
+
+def blocked_loop() -> Any:
+    """The event loop a sync caller blocks while this token work runs for it (``None`` if none)."""
+    return _BLOCKED_LOOP.get()
+
+
+def set_blocked_loop(loop: Any) -> None:
+    """Record, in the *current* context, the loop a sync caller blocks. Only for a fresh context
+    made for one piece of token work (:func:`mcpclient_auth.authz._blocking.run_blocking` runs this
+    inside ``contextvars.copy_context().run``): nothing is reset, the context is thrown away."""
+    _BLOCKED_LOOP.set(loop)

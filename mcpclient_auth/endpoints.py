@@ -1,10 +1,10 @@
-"""The scope guard: which requests a run signs, which it lets pass, which it refuses (pure: no I/O, no httpx).
+"""The endpoint guard: which requests a run signs, lets pass or refuses (pure: no I/O, no httpx).
 
 **One canonical endpoint string.** :func:`canonical_url` normalises an endpoint exactly as httpx (and
 its fork httpx2, whose URL parser is the same code) will send it: scheme and host lower-case, the
 scheme's default port dropped, ``.``/``..`` segments removed (RFC 3986 §5.2.4, as httpx applies it),
 an empty path sent as ``/``, and percent-encoding as httpx does it (existing ``%XX`` kept, everything
-outside httpx's path-safe set encoded from UTF-8). That one string is the scope guard's key, the
+outside httpx's path-safe set encoded from UTF-8). That one string is the endpoint guard's key, the
 mandate's and every ECT's ``aud``, the signature's ``wimse-aud`` and the ledger's ``url``, so a strict
 verifier (RFC 7519 compares ``aud`` as exact strings) sees the same URI the request went to:
 
@@ -32,12 +32,12 @@ would make the guard refuse, never sign for the wrong URI).
   named by authorization-server metadata that passed through the run's client
   (:meth:`EndpointSet.learn_server_metadata`).
 
-    >>> scope = EndpointSet(["http://127.0.0.1:8000/mcp"])
-    >>> scope.match("http://127.0.0.1:8000/mcp/?x=1").url
+    >>> endpoint_set = EndpointSet(["http://127.0.0.1:8000/mcp"])
+    >>> endpoint_set.match("http://127.0.0.1:8000/mcp/?x=1").url
     'http://127.0.0.1:8000/mcp'
-    >>> scope.classify("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp").kind
+    >>> endpoint_set.classify("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp").kind
     'oauth'
-    >>> scope.classify("http://127.0.0.1:8000/admin").kind
+    >>> endpoint_set.classify("http://127.0.0.1:8000/admin").kind
     'refuse'
 """
 
@@ -54,15 +54,9 @@ from typing import Literal
 
 from .errors import ConfigurationError, EndpointInvalid
 
-__all__ = [
-    "Endpoint",
-    "EndpointSet",
-    "MetadataCollector",
-    "ScopeVerdict",
-    "canonical_url",
-    "origin_and_path",
-    "sent_url",
-]
+#: ``run.endpoint_set`` and its endpoints; the request hooks' helpers (``sent_url``,
+#: ``MetadataCollector`` ...) serve the package only.
+__all__ = ["Endpoint", "EndpointSet", "canonical_url"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LEGACY_SSE_SUFFIX = "/sse"
@@ -271,7 +265,7 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class ScopeVerdict:
+class EndpointVerdict:
     """What the guard does with one request URL.
 
     ``kind``: ``"endpoint"`` (sign it for :attr:`endpoint`), ``"oauth"`` (OAuth discovery / token /
@@ -285,10 +279,10 @@ class ScopeVerdict:
     metadata: bool = False
 
 
-_OTHER = ScopeVerdict("other")
-_REFUSE = ScopeVerdict("refuse")
-_OAUTH = ScopeVerdict("oauth")
-_SERVER_METADATA = ScopeVerdict("oauth", metadata=True)
+_OTHER = EndpointVerdict("other")
+_REFUSE = EndpointVerdict("refuse")
+_OAUTH = EndpointVerdict("oauth")
+_SERVER_METADATA = EndpointVerdict("oauth", metadata=True)
 
 
 def _endpoint(url: str) -> Endpoint:
@@ -303,7 +297,7 @@ def _endpoint(url: str) -> Endpoint:
     return Endpoint(url=canonical, origin=parts.origin, paths=frozenset(paths))
 
 
-def _discovery_kind(path: str) -> ScopeVerdict | None:
+def _discovery_kind(path: str) -> EndpointVerdict | None:
     if path.startswith(_DISCOVERY_PREFIXES[0]):
         return _OAUTH
     if path.startswith(_DISCOVERY_PREFIXES[1:]) or _OIDC_SUFFIX in path:
@@ -312,7 +306,7 @@ def _discovery_kind(path: str) -> ScopeVerdict | None:
 
 
 class EndpointSet:
-    """The set of endpoints a run signs for; :meth:`classify` is the scope guard's question."""
+    """The set of endpoints a run signs for; :meth:`classify` is the endpoint guard's question."""
 
     def __init__(self, endpoints: str | Sequence[str]) -> None:
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
@@ -340,7 +334,7 @@ class EndpointSet:
         """The endpoint ``url`` belongs to, or ``None`` when the request is not one to sign."""
         return self.classify(url).endpoint
 
-    def classify(self, url: str) -> ScopeVerdict:
+    def classify(self, url: str) -> EndpointVerdict:
         """Sort a request URL (see the module docstring)."""
         try:
             parts = _parse(url, strict=False)
@@ -353,7 +347,7 @@ class EndpointSet:
             return _REFUSE  # credentials in a URL to the run's origin: neither sign nor send
         endpoint = self._index.get((origin, path))
         if endpoint is not None:
-            return ScopeVerdict("endpoint", endpoint)
+            return EndpointVerdict("endpoint", endpoint)
         discovery = _discovery_kind(path)
         if discovery is not None:
             return discovery
@@ -409,10 +403,10 @@ class MetadataCollector:
     it through their hashing stream wrapper (the same ``feed`` / ``on_eof`` / ``on_close`` /
     ``on_error`` calls as a call's response tracker)."""
 
-    __slots__ = ("_chunks", "_scope", "_size")
+    __slots__ = ("_chunks", "_endpoint_set", "_size")
 
-    def __init__(self, scope: EndpointSet) -> None:
-        self._scope = scope
+    def __init__(self, endpoint_set: EndpointSet) -> None:
+        self._endpoint_set = endpoint_set
         self._chunks: list[bytes] = []
         self._size = 0
 
@@ -423,7 +417,7 @@ class MetadataCollector:
 
     def on_eof(self) -> None:
         if self._size <= MAX_METADATA_BYTES:
-            self._scope.learn_server_metadata(b"".join(self._chunks))
+            self._endpoint_set.learn_server_metadata(b"".join(self._chunks))
         self._chunks = []
 
     def on_close(self) -> None:

@@ -14,8 +14,9 @@ The factory has mcp's ``McpHttpClientFactory`` shape — ``(headers=None, timeou
 *appended* to any ``event_hooks`` given, never replacing them. An ``Authorization`` header in
 ``headers=`` is refused: the user's token must come from the run's token source.
 
-Every transport of a factory-built client is wrapped, so that a refusal made by our request hook for
-a JSON-RPC request is answered **locally**: HTTP 200, ``application/json``, a JSON-RPC error with code
+Every transport of a factory-built client is wrapped (once: :func:`~._hooks.transports.wrap_transports`),
+so that a refusal made by our request hook for a JSON-RPC request — and a final 401/403 of the auth
+flow — is answered **locally**: HTTP 200, ``application/json``, a JSON-RPC error with code
 -32003 and ``error.data.code`` = the stable error code — without touching the network. (In mcp 1.x an
 exception raised in a hook tears down the whole session; a JSON-RPC error fails only that call.) The
 wrapper also records an ``error`` ledger entry when the network request itself fails.
@@ -30,9 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from ._hooks import HttpLibrary, RunHooks, library_for, library_named
-from ._hooks._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
-from ._hooks.auth import check_installable, compose_auth, wrap_upstream
+from ._hooks import HttpLibrary, RunHooks, library_for, library_named, wrap_transports
+from ._hooks.auth import check_installable, compose_auth
 from .authz._token_request import SIGNING_HOOK_MARKER
 from .errors import ConfigurationError
 
@@ -41,9 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "LocalAnswerTransport",
     "McpHttpClientFactory",
-    "SyncLocalAnswerTransport",
     "httpx2_client_factory",
     "httpx_client_factory",
     "install",
@@ -64,29 +62,6 @@ class McpHttpClientFactory(Protocol):
         auth: httpx.Auth | None = None,
         **kwargs: Any,
     ) -> httpx.AsyncClient: ...
-
-
-def _wrap_transports(client: Any, hooks: RunHooks) -> None:
-    """Wrap the client's default transport and every mounted one (proxies included).
-
-    httpx keeps them in ``_transport`` and ``_mounts`` (stable since 0.24, pinned <1 here); if that
-    ever changes we refuse to promise local answers rather than let a refused request go out.
-    """
-    transport = getattr(client, "_transport", None)
-    mounts = getattr(client, "_mounts", None)
-    if transport is None or not isinstance(mounts, dict):
-        raise ConfigurationError("this httpx version does not expose its transports; cannot answer locally")
-    library = hooks.library
-    make = library.async_transport if isinstance(client, library.async_client) else library.sync_transport
-
-    def wrap(inner: Any) -> Any:
-        return make(inner, hooks)
-
-    client._transport = wrap(transport)
-    for pattern, mounted in list(mounts.items()):
-        if mounted is not None:
-            mounts[pattern] = wrap(mounted)
-    hooks.bind(client)
 
 
 def _refuse_authorization_header(headers: Mapping[str, str] | None) -> None:
@@ -159,8 +134,7 @@ def _client_factory(library: HttpLibrary, run: AgentRun | None, *, answer_locall
             **kwargs,
         )
         if answer_locally:
-            wrap_upstream(client)  # innermost: a final 401/403 becomes a local JSON-RPC refusal
-            _wrap_transports(client, hooks)
+            wrap_transports(client, hooks)  # refusals and final 401/403s answered locally
         else:
             hooks.bind(client)
         return client
@@ -188,18 +162,14 @@ def install(client: Any, run: AgentRun | None, *, answer_locally: bool = False) 
     existing = client.event_hooks
     if any(getattr(hook, SIGNING_HOOK_MARKER, False) for hook in existing.get("request", [])):
         raise ConfigurationError("this client already carries mcpclient-auth hooks")
-    check_installable(client, run, answer_locally=answer_locally)  # adds RunAuth for token sources
+    check_installable(client, run)  # adds RunAuth (async or sync) for a run with token sources
     hooks = RunHooks(run, answer_locally=answer_locally, library=library)
     if isinstance(client, library.async_client):
         client.event_hooks = _merged_hooks(existing, hooks.on_request, hooks.on_response)
     else:
-        if run is not None and run.token_source is not None:
-            raise ConfigurationError(
-                "a run with a token_source needs an httpx.AsyncClient (token sources are async)"
-            )
         client.event_hooks = _merged_hooks(existing, hooks.on_request_sync, hooks.on_response_sync)
     if answer_locally:
-        _wrap_transports(client, hooks)
+        wrap_transports(client, hooks)
     else:
         hooks.bind(client)
     return hooks

@@ -24,7 +24,9 @@ from typing import Any, Literal
 from ._encoding import strict_json_loads
 from .errors import JsonRpcError
 
-__all__ = ["TOOLS_CALL", "Call", "CallKind", "NotJsonRpc", "answered_by", "parse"]
+#: What a caller outside the package uses: a custom ``ActionPolicy`` reads a :class:`Call`; a server
+#: classifies a body with :func:`parse`. The rest (``TOOLS_CALL``, ``answered_by``) serves the package.
+__all__ = ["Call", "NotJsonRpc", "parse"]
 
 TOOLS_CALL = "tools/call"
 

@@ -24,15 +24,9 @@ from . import errors
 from ._encoding import compact_json
 from .errors import McpClientAuthError
 
-__all__ = [
-    "REFUSAL_CODE",
-    "error_class_for",
-    "error_from_jsonrpc",
-    "is_refusal",
-    "refusal_body",
-    "refusal_from_error",
-    "refusal_text",
-]
+#: For adapters and callers of a plain session: recognise a refusal and get the typed error back.
+#: ``refusal_body`` / ``error_class_for`` serve the package's transports.
+__all__ = ["REFUSAL_CODE", "error_from_jsonrpc", "is_refusal", "refusal_from_error", "refusal_text"]
 
 #: The JSON-RPC ``error.code`` of every local refusal (implementation-defined server-error range).
 REFUSAL_CODE = -32003

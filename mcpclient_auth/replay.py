@@ -47,7 +47,7 @@ from ._encoding import sha256_b64url
 from .errors import ConfigurationError, ReplayDetected, ReplayStoreFull
 from .keys import PublicKey
 
-__all__ = ["MemoryReplayStore", "ReplayCache", "ReplayClaim", "ReplayStore", "key_partition"]
+__all__ = ["MemoryReplayStore", "ReplayCache", "ReplayClaim", "ReplayStore"]
 
 #: Claim kinds: a request signature's ``nonce`` and an ECT's ``jti`` (within its ``wid``).
 NONCE = "nonce"

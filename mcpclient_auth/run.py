@@ -20,10 +20,10 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
     await run.aclose(output="final answer", status="completed")   # explicit close, idempotent
 
 Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
-its :class:`~.journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
-:mod:`.calls` over the run's public members (:class:`~.calls.RunView`); the hooks (:mod:`.hooks`)
+its :class:`~._journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
+:mod:`._calls` over the run's public members (:class:`~._calls.RunView`); the hooks (:mod:`._hooks`)
 bind them to httpx and httpx2. The 401 / 403 handling around them (re-obtain once, step up once) is
-:mod:`.hooks.auth`'s ``RunAuth``, which factory-built and installed async clients (httpx and httpx2) carry.
+:mod:`._hooks.auth`'s ``RunAuth``, which factory-built and installed async clients (httpx and httpx2) carry.
 
 Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
 is for with :func:`acting_for`, and a run bound to someone else refuses its requests
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
     from .authz.base import TokenSource
     from .authz.dpop import DPoP
+    from .authz.resource_metadata import ResourceMetadata
     from .factory import McpHttpClientFactory
 
 __all__ = [
@@ -122,7 +123,7 @@ class AgentRun:
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
       are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
-      on 403 ``insufficient_scope`` (:mod:`.hooks.auth`).
+      on 403 ``insufficient_scope`` (:mod:`._hooks.auth`).
     - ``discovery_token_source``: a service source (e.g. :class:`~mcpclient_auth.authz.ClientCredentials`)
       for *discovery sessions* only: sessions opened inside ``with run.discovery():`` carry the service
       token on every request and may only list (:data:`DISCOVERY_METHODS`); every other session carries
@@ -134,6 +135,19 @@ class AgentRun:
       option only rules out the bearer fallback.
     - ``discover_resource_metadata``: on a 401 naming RFC 9728 ``resource_metadata``, fetch it
       (anonymously) and ask the token source for its ``resource`` as the audience.
+    - ``initial_scope``: ``"configured"`` (default) asks the token source before the first request,
+      for ``scopes`` (or the source's own). ``"challenge"`` is the MCP spec's scope selection (SEP-835):
+      each endpoint's requests go out *without* the user's token (still signed, mandate and ECT
+      included) until the endpoint answers one with 401; that challenge's RFC 9728
+      ``resource_metadata`` is fetched (its ``resource`` must be the endpoint, it becomes the
+      audience; a source that discovers for itself, like
+      :class:`~mcpclient_auth.authz.AuthorizationCode`, is handed the URL) and the token is asked
+      for the challenge's ``scope=``, else the metadata's ``scopes_supported``, else the configured
+      scopes; the request is resent once with it, and the endpoint's later requests carry a token for
+      those scopes from the start. With ``allowed_scopes`` the chosen scopes must lie inside it
+      (:class:`~mcpclient_auth.errors.ScopeNotAllowed`, nothing asked); without it the server's first
+      challenge chooses, as the spec has it. Opt-in because an endpoint that answers anonymous
+      requests then never sees the user's token, and every endpoint costs one more round trip.
     - ``allowed_scopes``: the only scopes a 403 step-up may ask the identity provider for (default:
       ``scopes``, the token source's own ``scopes`` and the ``scopes_supported`` of RFC 9728 metadata
       the run fetched). A challenge demanding anything else is refused
@@ -167,6 +181,7 @@ class AgentRun:
         dpop: DPoP | None = None,
         discover_resource_metadata: bool = False,
         allowed_scopes: Sequence[str] | None = None,
+        initial_scope: Literal["configured", "challenge"] = "configured",
         audience: str | Sequence[str] | None = None,
         ect_header: str = "Execution-Context",
         mandate_header: str = "act-mandate",
@@ -199,9 +214,14 @@ class AgentRun:
         self.discovery_token_source = discovery_token_source
         self.dpop = _check_dpop(dpop, token_source, discovery_token_source)
         self.discover_resource_metadata = bool(discover_resource_metadata)
-        # per (endpoint url, source): scopes after a successful step-up; audiences found via RFC 9728
-        self._stepped_scopes: dict[tuple[str, int], tuple[str, ...]] = {}
-        self._audiences_found: dict[str, str] = {}
+        if initial_scope not in ("configured", "challenge"):
+            raise ConfigurationError("initial_scope must be 'configured' or 'challenge'")
+        self.initial_scope = initial_scope
+        # per (endpoint url, source): scopes after a successful step-up or first challenge (None: the
+        # configured ones); the OAuth resource an endpoint's RFC 9728 metadata named (what the token
+        # source is asked for there, not the ECT audience)
+        self._stepped_scopes: dict[tuple[str, int], tuple[str, ...] | None] = {}
+        self._resource_by_endpoint: dict[str, str] = {}
         self.allowed_scopes = self._check_allowed_scopes(allowed_scopes, token_source, discovery_token_source)
         self._advertised_scopes: dict[str, frozenset[str]] = {}
         self.ect_header = ect_header
@@ -213,7 +233,7 @@ class AgentRun:
             self.mandate = self._verified(self.mandate, trust)
         check_known(self.mandate.cap)  # a constraint nobody enforces makes the mandate unusable
         self._budget = CallBudget(max_runs=len(self.mandate.chain))  # one slot per budgeted link
-        self.audiences: list[str] = configured or list(self.mandate.aud)
+        self.ect_audiences: list[str] = configured or list(self.mandate.aud)
         self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
             raise ConfigurationError("principal must be a Principal")
@@ -475,35 +495,49 @@ class AgentRun:
         return self._signers.get(endpoint.url, self.signer)
 
     def scopes_for(self, endpoint: Endpoint, source: TokenSource) -> Sequence[str] | None:
-        """The scopes to ask ``source`` for at ``endpoint``: a successful step-up's, else the run's."""
+        """The scopes to ask ``source`` for at ``endpoint``: a successful step-up's (or first
+        challenge's), else the run's."""
         remembered = self._stepped_scopes.get((endpoint.url, id(source)))
         return list(remembered) if remembered is not None else self.scopes
 
-    def token_audience(self, endpoint: Endpoint) -> str | None:
-        """The OAuth resource to ask the token source for at ``endpoint``."""
+    def token_deferred(self, endpoint: Endpoint, source: TokenSource) -> bool:
+        """True while requests to ``endpoint`` go without ``source``'s token: ``initial_scope=
+        "challenge"`` and the endpoint has not yet challenged one into a token that worked."""
+        return self.initial_scope == "challenge" and (endpoint.url, id(source)) not in self._stepped_scopes
+
+    def token_resource(self, endpoint: Endpoint) -> str | None:
+        """The OAuth resource to ask the token source for at ``endpoint`` (its ``audience=``)."""
         # None = the token source's configured audience, unless RFC 9728 metadata named the resource.
-        return self._audiences_found.get(endpoint.url)
+        return self._resource_by_endpoint.get(endpoint.url)
 
-    def remember_scopes(self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str]) -> None:
-        """After a successful step-up: ask ``source`` for these scopes at ``endpoint`` from now on."""
+    def remember_scopes(
+        self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str] | None
+    ) -> None:
+        """After a successful step-up or first challenge: ask ``source`` for these scopes at
+        ``endpoint`` from now on (``None``: the configured ones) and send its token from the start."""
         with self._lock:
-            self._stepped_scopes[(endpoint.url, id(source))] = tuple(scopes)
+            self._stepped_scopes[(endpoint.url, id(source))] = tuple(scopes) if scopes is not None else None
 
-    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> None:
-        """RFC 9728: fetch ``metadata_url`` anonymously; its ``resource`` (which must be this endpoint)
-        becomes the audience asked of the token source for this endpoint."""
+    async def discover_resource(self, endpoint: Endpoint, metadata_url: str) -> ResourceMetadata:
+        """RFC 9728: fetch ``metadata_url`` anonymously; its ``resource`` must name this endpoint (same
+        origin, the endpoint's path equal to it or below it: :func:`~.authz.discovery.check_resource`)
+        and becomes, exactly as published, the resource asked of the token source for this endpoint.
+        Returns the metadata."""
+        from .authz.discovery import check_resource
         from .authz.resource_metadata import fetch_resource_metadata
 
-        metadata = await fetch_resource_metadata(metadata_url, expected_resource=endpoint.url)
+        metadata = await fetch_resource_metadata(metadata_url)
+        check_resource(metadata.resource, endpoint.url)
         with self._lock:
-            self._audiences_found[endpoint.url] = metadata.resource
+            self._resource_by_endpoint[endpoint.url] = metadata.resource
             self._advertised_scopes[endpoint.url] = frozenset(metadata.scopes_supported)
+        return metadata
 
     def ect_audience(self, endpoint: Endpoint) -> list[str]:
         """The ``aud`` of the ECTs sent to ``endpoint``."""
-        if endpoint.url in self.audiences:
+        if endpoint.url in self.ect_audiences:
             return [endpoint.url]
-        return self.audiences
+        return self.ect_audiences
 
 
 

@@ -1,10 +1,22 @@
-"""401 / 403 handling for the user's token: re-obtain once, step up once, then fail typed.
+"""401 / 403 handling for the user's token: obtain on the first challenge, re-obtain once, step up
+once, then fail typed.
 
-A client built by :meth:`AgentRun.httpx_client_factory` (or the httpx2 factory) carries a ``RunAuth``
-(:class:`AuthFlow` subclassed with the library's ``Auth`` in :mod:`._httpx` / :mod:`._httpx2`: one flow
-for httpx and httpx2). The library runs the client's event hooks on *every* request an auth flow yields,
-so each resend goes through the run's request hook again: a fresh token from the token source, a fresh
-ECT, a fresh signature and its own ``ect`` ledger entry. Per request:
+A client built by :meth:`AgentRun.httpx_client_factory` (or the httpx2 factory), and an installed
+client of a run with a token source, carries a ``RunAuth`` (:class:`AuthFlow` subclassed with the
+library's ``Auth`` in :mod:`._httpx` / :mod:`._httpx2`): **one flow for httpx and httpx2, async and
+sync clients**. The flow itself never waits for anything: it judges each response (:func:`verdict`),
+records on the request's :class:`Attempt` what the resend needs (``attempt.resend(action, challenge)``)
+and yields the request again. The library runs the client's event hooks on *every* request an auth
+flow yields, so each resend goes through the run's request hook again, and that hook does the waiting:
+:meth:`Attempt.answer_challenge` (metadata discovery, invalidation, scope choice), a fresh token from
+the token source, a fresh ECT, a fresh signature and its own ``ect`` ledger entry. An async client's
+hook awaits on its own loop, a sync client's hook waits for the same coroutine on the token loop
+(:mod:`mcpclient_auth.authz._blocking`). Per request:
+
+- first challenge (``AgentRun(initial_scope="challenge")``, SEP-835): the request went without the
+  user's token; a 401 -> its ``resource_metadata`` is fetched (RFC 9728, its ``resource`` must name
+  the endpoint), the token is asked for its ``scope=``, else ``scopes_supported``, else the
+  configured scopes, and the request is resent once (a 401 or 403 to that resend is judged as below);
 
 - ``401`` with ``error="invalid_token"`` -> ``invalidate(..., token=<the token sent>)``, re-obtain,
   resend once (many requests failing with the same stale token cause one re-obtain); a second 401 ->
@@ -24,7 +36,7 @@ ECT, a fresh signature and its own ``ect`` ledger entry. Per request:
   that its ``resource`` is the endpoint, and ask the token source for that audience on the resend.
 
 **How a final failure reaches the caller.** For a JSON-RPC request with an id sent through a factory-
-built client, ``UpstreamRefusalTransport`` (:class:`UpstreamRefusal`, the innermost transport) answers
+built client, the client's transport wrapper (:mod:`.transports`, via :func:`upstream_refusal`) answers
 it locally as a -32003 JSON-RPC error carrying the typed error's code (``upstream_unauthorized`` /
 ``insufficient_scope``), after writing the server's real answer (``response`` entry, its status) and a
 ``denial`` entry. The MCP session survives; :class:`~mcpclient_auth.adapters.mcp_v1.RunSession`
@@ -39,14 +51,14 @@ in ``request.extensions`` (as httpx passes per-request state): no context variab
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import _dpop, _telemetry
 from .._encoding import sha256_b64url
 from .._journal import InFlight
-from ..authz.base import SAFE_CODE
+from ..authz.base import SAFE_CODE, DiscoversResource
 from ..authz.www_authenticate import BearerChallenge, bearer_challenge
 from ..errors import (
     AuthorizationError,
@@ -70,33 +82,49 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "AuthFlow",
-    "UpstreamRefusal",
+    "UpstreamAnswer",
     "check_installable",
     "compose_auth",
+    "read_capped",
+    "read_capped_sync",
+    "upstream_refusal",
     "verdict",
-    "wrap_upstream",
 ]
 
 #: Verdicts on one response (see :func:`verdict`).
-PASS, REOBTAIN, STEP_UP, FAIL = "pass", "reobtain", "step_up", "fail"
+PASS, OBTAIN, REOBTAIN, STEP_UP, FAIL = "pass", "obtain", "reobtain", "step_up", "fail"
 #: A 401 ``use_dpop_nonce`` (RFC 9449 §9): resend once with the nonce, same token.
 DPOP_NONCE = "dpop_nonce"
+#: A request is sent at most this often by the flow: the first challenge, one re-obtain or step-up,
+#: one DPoP nonce resend.
+MAX_SENDS = 4
 #: A 401/403 body we read to hash it for the ledger: they are small; never buffer more.
 _MAX_ERROR_BODY = 64 * 1024
 
 
 @dataclass(eq=False)
 class Attempt:
-    """Shared state of one request across its (at most two) sends.
+    """Shared state of one request across its (at most :data:`MAX_SENDS`) sends.
 
-    The flow sets ``scopes`` (a step-up) and ``final``; the run's request hook records, per send,
-    what it used (:meth:`used`). ``foreign_auth`` marks a request whose ``Authorization`` belongs to
-    the caller's own ``auth=`` (a run with a token source refuses it: two sources of Authorization).
+    The flow records what the next send needs (:meth:`resend`: ``pending`` and its ``challenge``;
+    ``final`` once the one re-obtain / step-up is spent); the run's request hook answers it
+    (:meth:`answer_challenge`) and records, per send, what it used (:meth:`used`, or :meth:`deferred`
+    for a send without the user's token). ``foreign_auth`` marks a request whose ``Authorization``
+    belongs to the caller's own ``auth=`` (a run with a token source refuses it: two sources of
+    Authorization).
     """
 
     foreign_auth: bool = False
     scopes: tuple[str, ...] | None = None
     final: bool = False
+    #: the latest send went without the user's token, waiting for the endpoint's first challenge
+    anonymous: bool = False
+    #: the first challenge was answered: never send this request without the token again
+    challenge_answered: bool = False
+    #: what the next send must do first (OBTAIN / REOBTAIN / STEP_UP) and the challenge that asked
+    pending: str | None = None
+    challenge: BearerChallenge | None = None
+    sends: int = 0
     run: RunView | None = None
     source: TokenSource | None = None
     principal: Principal | None = None
@@ -107,6 +135,11 @@ class Attempt:
     dpop_nonce_resent: bool = False
     # the access token sent with the latest send: never in repr()
     token: AccessToken | None = field(default=None, repr=False)
+
+    @property
+    def may_defer(self) -> bool:
+        """Whether this send may still go without the user's token (``initial_scope="challenge"``)."""
+        return not self.challenge_answered and not self.final and self.pending is None
 
     def used(
         self,
@@ -125,11 +158,84 @@ class Attempt:
         self.audience = audience
         self.asked_scopes = tuple(scopes) if scopes is not None else None
         self.token = token
+        self.anonymous = False
+
+    def deferred(
+        self,
+        run: RunView,
+        source: TokenSource,
+        principal: Principal,
+        endpoint: Endpoint,
+        call: Call | None,
+        audience: str | None,
+    ) -> None:
+        """Called by the run's hook for a send that goes without the user's token (first challenge)."""
+        self.run, self.source, self.principal = run, source, principal
+        self.endpoint, self.call = endpoint, call
+        self.audience = audience
+        self.asked_scopes = None
+        self.token = None
+        self.anonymous = True
+
+    def resend(self, action: str, challenge: BearerChallenge | None) -> None:
+        """The flow's decision: resend, after doing ``action`` about ``challenge`` (no waiting here)."""
+        self.pending, self.challenge = action, challenge
+        if action == OBTAIN:
+            self.challenge_answered = True
+        else:
+            self.final = True  # one re-obtain or step-up per request, no more
+        if action == STEP_UP and challenge is not None:
+            self.scopes = tuple(sorted(set(_held_scopes(self)) | set(challenge.scopes)))
+
+    async def answer_challenge(self, run: RunView, source: TokenSource, endpoint: Endpoint) -> None:
+        """Before a resend's token is asked for (called by the pipeline, :func:`.._calls.authorization`):
+        discover the resource metadata a challenge named, forget a rejected token, choose the first
+        challenge's scopes. Raises the typed error of a refusal (nothing is asked of the source then)."""
+        action, challenge = self.pending, self.challenge
+        self.pending = None
+        if action == REOBTAIN and challenge is not None:
+            if run.discover_resource_metadata and challenge.resource_metadata is not None:
+                await run.discover_resource(endpoint, challenge.resource_metadata)
+            if self.principal is not None:
+                source.invalidate(
+                    self.principal, audience=self.audience, scopes=self.asked_scopes, token=self.token
+                )
+            self.token = None
+        elif action == OBTAIN:
+            await self._first_challenge(run, source, endpoint, challenge)
+
+    async def _first_challenge(
+        self, run: RunView, source: TokenSource, endpoint: Endpoint, challenge: BearerChallenge | None
+    ) -> None:
+        """SEP-835: scopes from the 401's ``scope=``, else the metadata's ``scopes_supported``, else
+        the configured ones; the metadata's ``resource`` (checked) is the audience from now on."""
+        supported: tuple[str, ...] = ()
+        if challenge is not None and challenge.resource_metadata is not None:
+            metadata = await run.discover_resource(endpoint, challenge.resource_metadata)
+            supported = metadata.scopes_supported
+            if isinstance(source, DiscoversResource):
+                source.use_resource_metadata(challenge.resource_metadata)
+        named = challenge.scopes if challenge is not None and challenge.scopes else supported
+        chosen = tuple(sorted(set(named)))
+        if not chosen:
+            return  # neither named any: ask for the configured scopes
+        allowed = run.allowed_scopes
+        outside = sorted(set(chosen) - allowed) if allowed is not None else []
+        if outside:
+            raise ScopeNotAllowed(
+                "the MCP server's first challenge asks for scopes outside the run's allowed_scopes; not "
+                "asking the identity provider for them",
+                status=401,
+                scopes=[s for s in outside if SAFE_CODE.fullmatch(s)],
+                principal=run.principal.id,
+            )
+        self.scopes = chosen
 
     def release(self) -> None:
         """Drop the references to the run, its source and principal once the request is over."""
         self.run = self.source = self.principal = None
         self.endpoint = self.call = None
+        self.challenge = None
         self.token = None  # never keep a user credential alive past its request
 
     def give_up(self, status: int, challenge: BearerChallenge | None) -> AuthorizationError:
@@ -193,17 +299,20 @@ def _challenge(response: Any, attempt: Attempt | None = None) -> BearerChallenge
 
 
 def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, BearerChallenge | None]:
-    """What to do about ``response`` to a send that carried the run's token.
+    """What to do about ``response`` to a send of the run's (with its token, or without it while the
+    run waits for the endpoint's first challenge).
 
     ``sent`` is the request ``response`` answers (default ``response.request``; a transport passes it
     because the client ties the two together only after the transport returns).
 
-    ``PASS`` (not our business: no token of ours on it, or not an authorization failure), ``REOBTAIN``
-    (401 invalid_token, or a 401 naming resource metadata when the run discovers it), ``STEP_UP``
-    (403 insufficient_scope demanding scopes not yet asked for) or ``FAIL``.
+    ``PASS`` (not our business: nothing of ours on it, or not an authorization failure), ``DPOP_NONCE``
+    (a 401 ``use_dpop_nonce`` with a nonce, once per request), ``OBTAIN``
+    (a 401 to a send without the token: the first challenge), ``REOBTAIN`` (401 invalid_token, or a
+    401 naming resource metadata when the run discovers it), ``STEP_UP`` (403 insufficient_scope
+    demanding allowed scopes not yet asked for) or ``FAIL``.
     """
     status = response.status_code
-    if attempt.token is None or status not in (401, 403):
+    if status not in (401, 403) or (attempt.token is None and not attempt.anonymous):
         return PASS, None
     if not _answered_by_endpoint(attempt, response, sent):
         # After a redirect the answer came from a hop that got none of our credentials: its 401/403
@@ -212,6 +321,10 @@ def verdict(attempt: Attempt, response: Any, sent: Any = None) -> tuple[str, Bea
     if _dpop.nonce_challenge(attempt, response):
         return DPOP_NONCE, None
     challenge = _challenge(response, attempt)
+    if attempt.anonymous:
+        # No token of ours was on it: a 401 is the first challenge (answered once per request); a 403
+        # is the server's own business.
+        return (OBTAIN, challenge) if status == 401 and not attempt.challenge_answered else (PASS, challenge)
     if status == 401:
         if attempt.final or challenge is None:
             return FAIL, challenge
@@ -266,10 +379,15 @@ def _held_scopes(attempt: Attempt) -> Iterable[str]:
 
 
 class AuthFlow:
-    """The ``auth=`` of factory-built clients: 401/403 handling for the run's token (module docstring).
+    """The ``auth=`` of clients of a run with a token source: 401/403 handling for the run's token
+    (module docstring), for async and sync clients of httpx and httpx2.
 
-    ``inner``: the caller's own ``httpx.Auth`` on a multi-run client; its flow is driven unchanged, and
-    a run with a token source refuses requests made under it (two sources of ``Authorization``).
+    ``inner``: the caller's own ``Auth`` on a multi-run client; its flow is driven unchanged, and a
+    run with a token source refuses requests made under it (two sources of ``Authorization``).
+
+    Extending the flow (a new challenge to answer, e.g. a DPoP nonce): give :func:`verdict` the new
+    action, and :meth:`Attempt.answer_challenge` what the next send does about it; the run's request
+    hook builds every send's ``Authorization`` afresh (:func:`mcpclient_auth._calls.authorization`).
     """
 
     def __init__(self, inner: Any = None) -> None:
@@ -285,6 +403,36 @@ class AuthFlow:
 
     def __repr__(self) -> str:
         return f"RunAuth(inner={type(self.inner).__name__ if self.inner is not None else None})"
+
+    @staticmethod
+    def sends(request: Any, attempt: Attempt) -> Generator[Any, Any, None]:
+        """The flow of one request, shared by both drivers: yields each send of ``request``, receives
+        its response. Never waits: what a resend needs is recorded on ``attempt`` (:meth:`Attempt.resend`)
+        for the run's request hook. At most :data:`MAX_SENDS` sends."""
+        # The request hook and the transport read the attempt from the request they handle.
+        request.extensions[EXTENSION_ATTEMPT] = attempt
+        attempt.sends = 1
+        response = yield request
+        while True:
+            action, challenge = _dpop_verdict(attempt, response)
+            if action == PASS:
+                break
+            if action == FAIL or attempt.sends >= MAX_SENDS:
+                raise _final(attempt, request, response.status_code, challenge)
+            if action == DPOP_NONCE:
+                # its nonce is kept by now: the run's request hook gives the resend a fresh proof with it
+                attempt.dpop_nonce_resent = True
+            else:
+                _telemetry.resending(request, action, response.status_code)  # one span for all sends
+                attempt.resend(action, challenge)
+            attempt.sends += 1
+            response = yield request
+        run, endpoint = attempt.run, attempt.endpoint
+        learned = attempt.scopes is not None or attempt.challenge_answered
+        if run is not None and endpoint is not None and learned:
+            # The step-up or first challenge worked: ask for these scopes (and send the token) from now
+            # on instead of failing every call once.
+            run.remember_scopes(endpoint, attempt.source, attempt.scopes)
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         attempt = Attempt(foreign_auth=self.inner is not None)
@@ -302,48 +450,41 @@ class AuthFlow:
                             return
                 finally:
                     await flow.aclose()
-            # The request hook and the transport read the attempt from the request they handle.
-            request.extensions[EXTENSION_ATTEMPT] = attempt
-            response = yield request
-            action, challenge = _dpop_verdict(attempt, response)
-            if action == DPOP_NONCE:
-                response = yield _dpop_resend(attempt, request)
-                action, challenge = _dpop_verdict(attempt, response)
-            if action == PASS:
-                return
-            if action == FAIL:
-                raise _final(attempt, request, response.status_code, challenge)
-            assert challenge is not None
-            _telemetry.resending(request, action, response.status_code)  # one span for both sends
-            await self._prepare_resend(attempt, action, challenge)
-            attempt.final = True
-            response = yield request
-            action, challenge = _dpop_verdict(attempt, response)
-            if action == DPOP_NONCE:
-                response = yield _dpop_resend(attempt, request)
-                action, challenge = _dpop_verdict(attempt, response)
-            if action != PASS:
-                raise _final(attempt, request, response.status_code, challenge)
-            if attempt.scopes is not None and attempt.run is not None and attempt.endpoint is not None:
-                # The step-up worked: ask for these scopes from now on instead of failing every call once.
-                attempt.run.remember_scopes(attempt.endpoint, attempt.source, attempt.scopes)
+            steps = self.sends(request, attempt)
+            try:
+                outgoing = next(steps)
+                while True:
+                    response = yield outgoing
+                    try:
+                        outgoing = steps.send(response)
+                    except StopIteration:
+                        return
+            finally:
+                steps.close()
         finally:
             request.extensions.pop(EXTENSION_ATTEMPT, None)
             attempt.release()  # hold no credential or run past the request
 
-    @staticmethod
-    async def _prepare_resend(attempt: Attempt, action: str, challenge: BearerChallenge) -> None:
-        run, source, principal, endpoint = attempt.run, attempt.source, attempt.principal, attempt.endpoint
-        assert run is not None and source is not None and principal is not None and endpoint is not None
-        if action == STEP_UP:
-            attempt.scopes = tuple(sorted(set(_held_scopes(attempt)) | set(challenge.scopes)))
-            return
-        if run.discover_resource_metadata and challenge.resource_metadata is not None:
-            await run.discover_audience(endpoint, challenge.resource_metadata)
-        source.invalidate(
-            principal, audience=attempt.audience, scopes=attempt.asked_scopes, token=attempt.token
-        )
-        attempt.token = None
+    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+        attempt = Attempt(foreign_auth=self.inner is not None)
+        try:
+            if self.inner is not None:
+                flow = self.inner.sync_auth_flow(request)
+                try:
+                    outgoing = next(flow)
+                    while True:
+                        outgoing.extensions[EXTENSION_ATTEMPT] = attempt
+                        response = yield outgoing
+                        try:
+                            outgoing = flow.send(response)
+                        except StopIteration:
+                            return
+                finally:
+                    flow.close()
+            yield from self.sends(request, attempt)
+        finally:
+            request.extensions.pop(EXTENSION_ATTEMPT, None)
+            attempt.release()
 
 
 def _dpop_verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | None]:
@@ -353,18 +494,11 @@ def _dpop_verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge
     return verdict(attempt, response)
 
 
-def _dpop_resend(attempt: Attempt, request: Any) -> Any:
-    """The request to resend once after a 401 ``use_dpop_nonce`` (its nonce is kept by now): the run's
-    request hook gives it a fresh proof carrying the nonce."""
-    attempt.dpop_nonce_resent = True
-    return request
-
-
 def _final(
     attempt: Attempt, request: Any, status: int, challenge: BearerChallenge | None
 ) -> AuthorizationError:
     """The typed error the flow raises for a final 401/403, after its ``denial`` entry (the local
-    answer of :class:`UpstreamRefusalTransport` writes its own; this is the path without it)."""
+    answer of the transport wrapper writes its own; this is the path without it)."""
     error = attempt.give_up(status, challenge)
     inflight = request.extensions.get(EXTENSION_INFLIGHT)
     if isinstance(inflight, InFlight):
@@ -373,58 +507,62 @@ def _final(
     return error
 
 
-class UpstreamRefusal:
-    """Innermost transport of factory-built clients: a *final* 401/403 for a JSON-RPC request with an
-    id becomes a local JSON-RPC refusal (see the module docstring); everything else passes through.
+@dataclass(frozen=True, slots=True)
+class UpstreamAnswer:
+    """A final 401/403 to a JSON-RPC request with an id, to be answered locally as a -32003 refusal
+    (:func:`upstream_refusal`); :meth:`respond` journals it and builds the local response."""
 
-    A library-neutral mixin: :mod:`._httpx` / :mod:`._httpx2` subclass it with their library's
-    ``AsyncBaseTransport`` (``UpstreamRefusalTransport``).
-    """
+    request: Any
+    status: int
+    inflight: InFlight
+    call: Call
+    error: AuthorizationError
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    async def handle_async_request(self, request: Any) -> Any:
-        response = await self.inner.handle_async_request(request)
-        attempt = request.extensions.get(EXTENSION_ATTEMPT)
-        if (
-            not isinstance(attempt, Attempt)
-            or attempt.token is None
-            or response.status_code not in (401, 403)
-        ):
-            return response
-        action, challenge = verdict(attempt, response, request)
-        call = attempt.call
-        if action != FAIL or call is None or call.kind != "request" or call.id is None:
-            return response
-        inflight = request.extensions.get(EXTENSION_INFLIGHT)
-        if not isinstance(inflight, InFlight):
-            return response
-        error = attempt.give_up(response.status_code, challenge)
-        _telemetry.refused(request, call, error, local=False)  # the span ends with the refusal code
-        body = await _read_capped(response)
-        run = inflight.run
+    def respond(self, body: bytes) -> Any:
+        """Journal the server's real answer (``response`` entry with its status and body hash) and a
+        ``denial``; return the local JSON-RPC refusal (a response of the request's own library)."""
+        run = self.inflight.run
         run.journal.response(
-            inflight,
-            status=response.status_code,
+            self.inflight,
+            status=self.status,
             out_hash=sha256_b64url(body),
             nbytes=len(body),
             completed=False,
         )
-        run.journal.denial(call, inflight.action, error)
+        run.journal.denial(self.call, self.inflight.action, self.error)
+        assert self.call.id is not None
         # Built with the request's own library: its client asserts the response stream's type.
-        return library_for(request).response(
+        return library_for(self.request).response(
             200,
-            headers={"content-type": "application/json", "x-mcpclient-auth-refusal": error.code},
-            content=refusal_body(call.id, error),
-            request=request,
+            headers={"content-type": "application/json", "x-mcpclient-auth-refusal": self.error.code},
+            content=refusal_body(self.call.id, self.error),
+            request=self.request,
         )
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+
+def upstream_refusal(request: Any, response: Any) -> UpstreamAnswer | None:
+    """Called by the transport wrapper on every response: is it a *final* 401/403 to a JSON-RPC request
+    with an id, sent under the flow? Then the typed error (token invalidated) to answer it with;
+    otherwise ``None`` (the response passes, and the flow may resend)."""
+    attempt = request.extensions.get(EXTENSION_ATTEMPT)
+    if not isinstance(attempt, Attempt) or response.status_code not in (401, 403):
+        return None
+    if attempt.token is None and not attempt.anonymous:
+        return None
+    action, challenge = verdict(attempt, response, request)
+    call = attempt.call
+    if action != FAIL or call is None or call.kind != "request" or call.id is None:
+        return None
+    inflight = request.extensions.get(EXTENSION_INFLIGHT)
+    if not isinstance(inflight, InFlight):
+        return None
+    error = attempt.give_up(response.status_code, challenge)
+    _telemetry.refused(request, call, error, local=False)  # the span ends with the refusal code
+    return UpstreamAnswer(request, response.status_code, inflight, call, error)
 
 
-async def _read_capped(response: Any) -> bytes:
+async def read_capped(response: Any) -> bytes:
+    """A small error body, read (at most 64 KiB) and the response closed (async clients)."""
     chunks: list[bytes] = []
     size = 0
     try:
@@ -439,6 +577,24 @@ async def _read_capped(response: Any) -> bytes:
         # the status is what matters; a broken error body is hashed as far as it came
     finally:
         await response.aclose()
+    return b"".join(chunks)
+
+
+def read_capped_sync(response: Any) -> bytes:
+    """:func:`read_capped` for sync clients."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > _MAX_ERROR_BODY:
+                break
+            chunks.append(chunk)
+    except Exception as exc:
+        if not is_http_error(exc):
+            raise
+    finally:
+        response.close()
     return b"".join(chunks)
 
 
@@ -468,27 +624,11 @@ def compose_auth(run: AgentRun | None, auth: Any, *, library: str = "httpx") -> 
     return library_named(library).auth(inner=auth)
 
 
-def wrap_upstream(client: Any) -> None:
-    """Put :class:`UpstreamRefusalTransport` under every transport of ``client`` (before our outer
-    wrapper goes on). Only for httpx clients whose auth is a :class:`RunAuth`."""
-    library = library_for(client)
-    if not isinstance(client, library.async_client) or not isinstance(client.auth, AuthFlow):
-        return
-    transport = getattr(client, "_transport", None)
-    mounts = getattr(client, "_mounts", None)
-    if transport is None or not isinstance(mounts, dict):
-        return  # no local answers then: the auth flow raises the typed error instead
-    client._transport = library.upstream_transport(transport)
-    for pattern, mounted in list(mounts.items()):
-        if mounted is not None:
-            mounts[pattern] = library.upstream_transport(mounted)
-
-
-def check_installable(client: Any, run: AgentRun | None, *, answer_locally: bool = False) -> None:
+def check_installable(client: Any, run: AgentRun | None) -> None:
     """``install()``: a run with a token source refuses a client that already authenticates
-    (``auth=`` or an ``Authorization`` default header): two sources of ``Authorization``. Otherwise an
-    ``httpx.AsyncClient`` gets :class:`RunAuth` (and, with ``answer_locally``, the upstream refusal
-    transport), so installed clients re-obtain and step up like factory-built ones."""
+    (``auth=`` or an ``Authorization`` default header): two sources of ``Authorization``. Otherwise
+    the client (async or sync) gets its library's ``RunAuth``, so installed clients re-obtain and step
+    up like factory-built ones (with ``answer_locally`` the transport wrapper answers final failures)."""
     if run is None or not _uses_tokens(run):
         return
     headers = getattr(client, "headers", None) or {}
@@ -497,8 +637,4 @@ def check_installable(client: Any, run: AgentRun | None, *, answer_locally: bool
             "this client already sends Authorization (auth= or a default header) and the run has a "
             "token source: two sources of Authorization"
         )
-    library = library_for(client)
-    if isinstance(client, library.async_client):
-        client.auth = library.auth()
-        if answer_locally:
-            wrap_upstream(client)
+    client.auth = library_for(client).auth()

@@ -41,7 +41,10 @@ EXTENSION_ATTEMPT = "mcpclient_auth.attempt"
 EXTENSION_STAMP = "mcpclient_auth.stamp"
 EXTENSION_LEARN = "mcpclient_auth.learn_metadata"
 EXTENSION_REFUSED = "mcpclient_auth.out_of_scope"
+#: A signed GET of a run's endpoint: its journal and stream key (an answer may be resumed on it).
+EXTENSION_STREAM = "mcpclient_auth.stream"
 OUR_EXTENSIONS = (
+    EXTENSION_STREAM,
     EXTENSION_INFLIGHT,
     EXTENSION_REFUSAL,
     EXTENSION_STAMP,
@@ -85,8 +88,6 @@ class HttpLibrary:
     sync_stream: type[SyncHashingStream]
     #: ``auth.AuthFlow`` bound to this library's ``Auth`` (``(inner=None)``)
     auth: type[Any]
-    #: ``(inner)``: ``auth.UpstreamRefusal`` bound to this library's ``AsyncBaseTransport``
-    upstream_transport: type[Any]
     #: ``(status, headers=..., content=..., request=...)`` of this library
     response: Callable[..., Any]
     #: ``() -> Timeout``: mcp's defaults (30 s, 300 s for reads) as this library's Timeout

@@ -1,8 +1,12 @@
-"""Transport side of the hooks: answer a refused request locally, record a failed send.
+"""Transport side of the hooks: answer a refused request locally, record a failed send, and turn a
+final 401/403 of the auth flow into a local JSON-RPC refusal.
 
 :class:`AsyncLocalAnswer` / :class:`SyncLocalAnswer` are library-neutral mixins; each library's module
 (:mod:`._httpx`, :mod:`._httpx2`) subclasses them with its own ``AsyncBaseTransport`` /
-``BaseTransport``.
+``BaseTransport``. :func:`wrap_transports` puts one around every transport of a client (the one walk
+of ``client._transport`` / ``client._mounts``):
+
+    wrap_transports(client, hooks)     # factory-built clients, and install(answer_locally=True)
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._journal import InFlight
-from ..errors import McpClientAuthError
+from ..errors import ConfigurationError, McpClientAuthError
+from .auth import read_capped, read_capped_sync, upstream_refusal
 from .library import EXTENSION_INFLIGHT, EXTENSION_REFUSAL, error_code_for
 
 if TYPE_CHECKING:
     from . import RunHooks
 
-__all__ = ["AsyncLocalAnswer", "LocalRefusal", "SyncLocalAnswer"]
+__all__ = ["AsyncLocalAnswer", "LocalRefusal", "SyncLocalAnswer", "wrap_transports"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,8 @@ class _TransportWrapper:
 
 
 class AsyncLocalAnswer(_TransportWrapper):
-    """Wraps a transport: answers refused requests locally; records network failures (async).
+    """Wraps a transport: answers refused requests locally; records network failures; a final
+    401/403 of the auth flow becomes a local JSON-RPC refusal (:func:`.auth.upstream_refusal`) (async).
 
     :mod:`._httpx` / :mod:`._httpx2` subclass it with their library's ``AsyncBaseTransport``.
     """
@@ -72,10 +78,14 @@ class AsyncLocalAnswer(_TransportWrapper):
         if refusal is not None:
             return _local_response(request, refusal)
         try:
-            return await self.inner.handle_async_request(request)
+            response = await self.inner.handle_async_request(request)
         except BaseException as exc:
             _record_failure(request, exc)
             raise
+        final = upstream_refusal(request, response)
+        if final is None:
+            return response
+        return final.respond(await read_capped(response))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -89,10 +99,35 @@ class SyncLocalAnswer(_TransportWrapper):
         if refusal is not None:
             return _local_response(request, refusal)
         try:
-            return self.inner.handle_request(request)
+            response = self.inner.handle_request(request)
         except BaseException as exc:
             _record_failure(request, exc)
             raise
+        final = upstream_refusal(request, response)
+        if final is None:
+            return response
+        return final.respond(read_capped_sync(response))
 
     def close(self) -> None:
         self.inner.close()
+
+
+def wrap_transports(client: Any, hooks: RunHooks) -> None:
+    """Wrap the client's default transport and every mounted one (proxies included) in this library's
+    :class:`AsyncLocalAnswer` / :class:`SyncLocalAnswer`, and bind the hooks to the client.
+
+    httpx and httpx2 keep them in ``_transport`` and ``_mounts`` (stable since httpx 0.24, pinned <1
+    here); if that ever changes we refuse to promise local answers rather than let a refused request go
+    out.
+    """
+    transport = getattr(client, "_transport", None)
+    mounts = getattr(client, "_mounts", None)
+    if transport is None or not isinstance(mounts, dict):
+        raise ConfigurationError("this httpx version does not expose its transports; cannot answer locally")
+    library = hooks.library
+    make = library.async_transport if isinstance(client, library.async_client) else library.sync_transport
+    client._transport = make(transport, hooks)
+    for pattern, mounted in list(mounts.items()):
+        if mounted is not None:
+            mounts[pattern] = make(mounted, hooks)
+    hooks.bind(client)

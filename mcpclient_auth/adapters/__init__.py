@@ -6,3 +6,7 @@
 - :mod:`.langchain_mcp` — LangChain's own ``langchain.mcp`` (stack B).
 
 Each imports its stack lazily, so the core package works without them."""
+
+from __future__ import annotations
+
+__all__: list[str] = []  # nothing here: import the adapter of your stack by its path

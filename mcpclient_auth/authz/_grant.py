@@ -7,6 +7,7 @@ single-flight and the request. ``get_token`` on a cache hit is one key build and
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import ClassVar, Self
 
@@ -75,11 +76,16 @@ class OwnsIdpClient:
     _http: httpx.AsyncClient | None
     _owns_http: bool
     _http_loop: asyncio.AbstractEventLoop | None
+    _other_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
 
     def _init_http(self, http_client: httpx.AsyncClient | None) -> None:
         self._http = check_idp_client(http_client) if http_client is not None else None
         self._owns_http = http_client is None
         self._http_loop = None
+        # Clients for other loops that are still alive: a source serving an async client's loop and
+        # the token loop of sync clients (:mod:`._blocking`) keeps one client per loop, instead of
+        # replacing (and orphaning) the other loop's client on every switch.
+        self._other_loops = weakref.WeakKeyDictionary()
 
     def _client(self) -> httpx.AsyncClient:
         if not self._owns_http:
@@ -88,9 +94,12 @@ class OwnsIdpClient:
         # An httpx connection pool belongs to the event loop that opened it. A source that outlives
         # its loop (several asyncio.run() calls, per-test loops) gets a fresh client for the new one.
         loop = asyncio.get_running_loop()
-        if self._http is None or self._http_loop is not loop:
-            self._http = default_http_client()
-            self._http_loop = loop
+        if self._http is not None and self._http_loop is loop:
+            return self._http
+        if self._http is not None and self._http_loop is not None and not self._http_loop.is_closed():
+            self._other_loops[self._http_loop] = self._http
+        self._http = self._other_loops.pop(loop, None) or default_http_client()
+        self._http_loop = loop
         return self._http
 
     async def aclose(self) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "SAML1_TOKEN_TYPE",
     "SAML2_TOKEN_TYPE",
     "AccessToken",
+    "DiscoversResource",
     "TokenSource",
     "normalise_scopes",
 ]
@@ -162,3 +163,17 @@ class TokenSource(Protocol):
         *,
         token: AccessToken | None = None,
     ) -> None: ...
+
+
+@runtime_checkable
+class DiscoversResource(Protocol):
+    """A token source that discovers its authorization server itself (RFC 9728, then RFC 8414), like
+    :class:`~mcpclient_auth.authz.AuthorizationCode`.
+
+    When an MCP endpoint's 401 names its protected-resource metadata (``resource_metadata``, which a
+    server may publish *only* there), a run in ``initial_scope="challenge"`` mode fetches it, checks
+    that its ``resource`` names the endpoint, and hands the URL to the source before asking it for a
+    token. The source keeps validating what it fetches on its own.
+    """
+
+    def use_resource_metadata(self, url: str) -> None: ...

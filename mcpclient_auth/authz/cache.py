@@ -11,8 +11,12 @@ Entries live ``expires_in - skew`` seconds and are evicted least-recently-used b
 waiter sees the same error and nothing is cached, so the next call tries again. Keys hold the
 SHA-256 digest of the subject token, never the token.
 
-The cache belongs to one event loop at a time (like an ``httpx.AsyncClient``). Its dict operations
-are single C-level calls on an ``OrderedDict``, so a hit needs no lock.
+A hit needs no lock: the dict operations are single C-level calls on an ``OrderedDict``. Misses may
+come from several event loops (an async client's loop, and the token loop where sync clients' token
+work runs, :mod:`~mcpclient_auth.authz._blocking`): a miss joins the request in flight for its key on
+*any* loop that is running, except the loop its own caller's thread is blocked on (that request could
+never finish), so single-flight holds across sync and async callers. A lock guards only the choice
+"join or start" of a miss.
 
 Behind the in-process entries sits a :class:`TokenStore`: where a miss goes. The default,
 :class:`InProcessTokenStore`, calls the token endpoint directly (nothing is shared beyond this
@@ -26,15 +30,18 @@ layer in front of Redis with the same expiry, so a hit still never leaves the pr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from .. import _telemetry
-from ..errors import ConfigurationError
+from .._context import blocked_loop
+from ..errors import ConfigurationError, TokenExchangeUnavailable
 from .base import DEFAULT_SKEW, AccessToken
 
 __all__ = [
@@ -165,6 +172,7 @@ class TokenCache:
         "_clock",
         "_detached",
         "_entries",
+        "_flight_lock",
         "_flights",
         "_local",
         "_skew",
@@ -202,6 +210,7 @@ class TokenCache:
         self._entries: OrderedDict[CacheKey, tuple[AccessToken, float]] = OrderedDict()
         # key -> (the running request, the fingerprint it told the store to refuse, its waiters).
         self._flights: dict[CacheKey, _Flight] = {}
+        self._flight_lock = threading.Lock()
         # Flights an invalidation made too old to join (they may bring back the token just rejected);
         # they finish for the callers already waiting on them but store nothing here.
         self._detached: set[asyncio.Task[AccessToken]] = set()
@@ -266,15 +275,18 @@ class TokenCache:
             return token
         _telemetry.token_miss(self._store.shared)  # marks the token span, if any
         loop = asyncio.get_running_loop()
-        flight = self._flights.get(key)
-        if flight is None or flight[0].get_loop() is not loop:
-            stale = self._stale.pop(key, None)
-            task = loop.create_task(self._run(key, _telemetry.fetching(factory), stale))
-            waiters: list[asyncio.Future[AccessToken]] = []
-            # One callback settles every waiter (a shield per caller would schedule one callback,
-            # and two closures, per caller: 1,000 callers on a cold key pay that 1,000 times).
-            task.add_done_callback(functools.partial(_settle, waiters))
-            flight = self._flights[key] = (task, stale, waiters)
+        with self._flight_lock:
+            flight = self._flights.get(key)
+            if flight is None or not _joinable(flight[0], loop):
+                stale = self._stale.pop(key, None)
+                task = loop.create_task(self._run(key, _telemetry.fetching(factory), stale))
+                waiters: list[asyncio.Future[AccessToken]] = []
+                # One callback settles every waiter (a shield per caller would schedule one callback,
+                # and two closures, per caller: 1,000 callers on a cold key pay that 1,000 times).
+                task.add_done_callback(functools.partial(_settle, waiters))
+                flight = self._flights[key] = (task, stale, waiters)
+        if flight[0].get_loop() is not loop:
+            return await _join_elsewhere(flight[0])  # a sync caller's request, or one on another loop
         # Each caller awaits its own future, never the task: a cancelled caller cancels only its
         # future, and the request goes on for the others (what asyncio.shield gave, per caller).
         if flight[0].done():  # pragma: no cover - a finished flight has left _flights already
@@ -300,9 +312,10 @@ class TokenCache:
             raise
         finally:
             self._detached.discard(me)
-            flight = self._flights.get(key)
-            if flight is not None and flight[0] is me:
-                del self._flights[key]
+            with self._flight_lock:
+                flight = self._flights.get(key)
+                if flight is not None and flight[0] is me:
+                    del self._flights[key]
 
     def fresh_until(self, token: AccessToken) -> float:
         """Until when ``token`` may be reused (epoch seconds): ``expires_at - skew``, or now + the
@@ -353,10 +366,11 @@ class TokenCache:
                 rejected = entry[0].fingerprint
             if rejected is not None:
                 self._mark_stale(key, rejected)
-                flight = self._flights.get(key)
-                if flight is not None and flight[1] not in (rejected, ANY_TOKEN):
-                    del self._flights[key]
-                    self._detached.add(flight[0])
+                with self._flight_lock:
+                    flight = self._flights.get(key)
+                    if flight is not None and flight[1] not in (rejected, ANY_TOKEN):
+                        del self._flights[key]
+                        self._detached.add(flight[0])
         if entry is None:
             return False
         if token is not None and entry[0].token != token.token:
@@ -418,3 +432,36 @@ def _settle(waiters: list[asyncio.Future[AccessToken]], task: asyncio.Task[Acces
         else:
             waiter.set_result(task.result())
     waiters.clear()
+
+
+def _joinable(task: asyncio.Task[AccessToken], loop: asyncio.AbstractEventLoop) -> bool:
+    """May a miss on ``loop`` wait for ``task``? Yes on the same loop; on another loop only while it
+    runs and is not the loop the waiting caller's thread is blocked on (a sync client's token work,
+    :func:`~mcpclient_auth._context.blocked_loop`): that request could never finish."""
+    other = task.get_loop()
+    if other is loop:
+        return True
+    return other.is_running() and not other.is_closed() and other is not blocked_loop()
+
+
+async def _join_elsewhere(task: asyncio.Task[AccessToken]) -> AccessToken:
+    """Wait on this loop for a request in flight on another loop (thread-safe hand-over)."""
+    outcome: concurrent.futures.Future[AccessToken] = concurrent.futures.Future()
+
+    def copy(done: asyncio.Task[AccessToken]) -> None:
+        if done.cancelled():  # its loop shut down: no token from it, try again later
+            outcome.set_exception(
+                TokenExchangeUnavailable("the token request was cancelled with its loop", retryable=True)
+            )
+        elif (exc := done.exception()) is not None:
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(done.result())
+
+    try:
+        task.get_loop().call_soon_threadsafe(task.add_done_callback, copy)
+    except RuntimeError:  # that loop closed meanwhile
+        raise TokenExchangeUnavailable(
+            "the token request's event loop closed before it finished", retryable=True
+        ) from None
+    return await asyncio.wrap_future(outcome)

@@ -31,6 +31,7 @@ Pure module: no I/O, no httpx (randomness and the clock aside).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import secrets
@@ -38,6 +39,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -79,11 +81,14 @@ Role = Literal["as", "rs"]
 # bound keeps a hostile one from growing every later proof.
 _NONCE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,512}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 9110 §9.1: a method is a token (tchar), as httpx sends it.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 #: The JWK members RFC 7638 names per key type: all a verifier needs, nothing that names the agent.
 _REQUIRED_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
 DEFAULT_MAX_ORIGINS = 1024
 
 
+@functools.lru_cache(maxsize=256)
 def htu(url: str) -> str:
     """The ``htu`` of a request to ``url`` (RFC 9449 §4.2): no query, no fragment, no user info;
     scheme and host lower-case, the default port dropped, an empty path as ``/``.
@@ -200,21 +205,26 @@ class DPoP:
         now: float | None = None,
     ) -> DPoPProof:
         """A fresh proof for one request (a new ``jti`` every time; RFC 9449 §4.2)."""
-        if not isinstance(method, str) or not method or not method.isascii():
+        if not isinstance(method, str) or not _METHOD.fullmatch(method):
             raise ConfigurationError("a DPoP proof needs the request's HTTP method")
+        if not isinstance(url, str):
+            raise ConfigurationError("a DPoP proof needs an absolute http(s) URL")
         target = htu(url)
         jti = secrets.token_urlsafe(16)
         iat = int(time.time() if now is None else now)
-        claims: dict[str, object] = {"jti": jti, "htm": method, "htu": target, "iat": iat}
+        # One proof per request: the claims are written out directly (every value is either JSON-escaped
+        # or of a syntax without quote or backslash: base64url, a tchar method, an integer, NQCHARs).
+        payload = f'{{"jti":"{jti}","htm":"{method}","htu":{encode_basestring_ascii(target)},"iat":{iat}'
         ath = None
         if access_token is not None:
             ath = access_token_hash(access_token)
-            claims["ath"] = ath
+            payload += f',"ath":"{ath}"'
         if nonce is not None:
             if not valid_nonce(nonce):
                 raise ConfigurationError("a DPoP nonce must be 1..512 visible ASCII characters, no quote")
-            claims["nonce"] = nonce
-        signing_input = self._header + base64.urlsafe_b64encode(compact_json(claims)).rstrip(b"=")
+            payload += f',"nonce":"{nonce}"'
+        payload += "}"
+        signing_input = self._header + base64.urlsafe_b64encode(payload.encode("ascii")).rstrip(b"=")
         signature = base64.urlsafe_b64encode(self._key.sign(signing_input)).rstrip(b"=")
         token = (signing_input + b"." + signature).decode("ascii")
         return DPoPProof(token, jti, method, target, iat, nonce, ath)

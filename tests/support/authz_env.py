@@ -12,8 +12,9 @@ The gate sits in front of the guard from :mod:`tests.support.mcp_app` (which ver
 mandates and ECTs) and adds what that guard does not check: the ``Authorization`` bearer token is one
 this IdP issued, for the user who issued the request's mandate. Scripted answers: 401
 ``invalid_token`` for revoked tokens (by issue number or user), 403 ``insufficient_scope`` while the
-token lacks ``required_scopes`` (the challenge names ``challenge_scopes``), and a
-``resource_metadata`` URL in 401 challenges.
+token lacks ``required_scopes`` (the challenge names ``challenge_scopes``), a ``resource_metadata``
+URL in 401 challenges, and (``challenge_anonymous``) a 401 naming the scopes to requests without a
+token (the MCP spec's first challenge).
 
 DPoP (RFC 9449 §7): ``Authorization: DPoP <token>`` requests must carry a ``DPoP`` proof that
 :mod:`tests.support.dpop_check` accepts (PyJWT + joserfc: method, URI, ``ath`` of the token, fresh
@@ -94,6 +95,8 @@ class UserGate:
     resource_metadata: str | None = None
     #: a token must name this audience (RFC 9728 test): otherwise 401 without invalid_token
     required_audience: str | None = None
+    #: requests without Authorization get 401 naming ``challenge_scopes`` (SEP-835 first challenge)
+    challenge_anonymous: bool = False
     seen: list[GateSeen] = field(default_factory=list)
     dpop_nonce: str | None = None
     dpop_rotate: bool = False
@@ -114,6 +117,7 @@ class UserGate:
         self.challenge_scopes = None
         self.resource_metadata = None
         self.required_audience = None
+        self.challenge_anonymous = False
 
     def calls(self, tool: str | None = None) -> list[GateSeen]:
         """The ``tools/call`` requests that reached the gate (optionally of one tool)."""
@@ -246,6 +250,10 @@ class UserGate:
         meta = f', resource_metadata="{self.resource_metadata}"' if self.resource_metadata else ""
         scheme = "DPoP" if seen.scheme == "DPoP" else "Bearer"
         if seen.token_number is None:
+            if "authorization" not in headers and self.challenge_anonymous:
+                named = self.challenge_scopes if self.challenge_scopes is not None else self.required_scopes
+                scope = f', scope="{" ".join(sorted(named))}"' if named else ""
+                return 401, f'Bearer realm="mcp"{scope}{meta}'
             return (401, f'Bearer realm="mcp"{meta}') if "authorization" in headers else None
         if seen.token_number in self.revoked or seen.token_user in self.revoked_users:
             return 401, f'{scheme} error="invalid_token", error_description="revoked"{meta}'

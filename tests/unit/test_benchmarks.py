@@ -32,8 +32,10 @@ def test_quick_suite_writes_well_formed_results(tmp_path: Path) -> None:
     assert {"nproc", "cpu_model", "python"} <= set(data["machine"])
     results = data["results"]
     # Target 7 (Redis replay store) needs redis-server; CI installs it (.ci/run).
-    expected = {"1", "2", "3", "4", "5", "6", "8", "9", "13", "16", "17"} | ({"7"} if redis_binary() else set())
+    expected = {"1", "2", "3", "4", "5", "6", "8", "9", "13", "16", "17", "dpop"}
+    expected |= {"7"} if redis_binary() else set()
     assert {r["target"] for r in results} == expected
+    assert len([r for r in results if r["target"] == "dpop"]) == 2  # issue #15: proof, hook share
     for row in results:
         assert row["name"] and row["unit"] and row["baseline_name"]
         assert math.isfinite(row["value"]) and row["value"] >= 0

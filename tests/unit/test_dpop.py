@@ -231,26 +231,31 @@ def test_verify_proof_accepts_proofs_of_another_implementation_and_of_ours(alg: 
     assert verified.jti == ours.jti and verified.nonce == "n-7"
 
 
+STALE = object()  # stands for "an iat an hour ago", computed when the test runs
+
+
 @pytest.mark.parametrize(
-    ("claims", "kwargs", "reason"),
+    ("overrides", "kwargs", "reason"),
     [
-        (good_claims(htm="GET"), {}, "htm"),
-        (good_claims(htu="https://other.example/mcp"), {}, "htu"),
-        (good_claims(htu=URL + "?x=1"), {}, "htu"),
-        (good_claims(iat=int(time.time()) - 3600), {}, "iat"),
-        (good_claims(iat="now"), {}, "iat"),
-        (good_claims(ath="wrong"), {}, "ath"),
-        (good_claims(ath=None), {}, "ath"),
-        (good_claims(jti=None), {}, "jti"),
-        (good_claims(), {"nonce": "demanded"}, "nonce"),
-        (good_claims(), {"jkt": "another-key"}, "key is not the one the token is bound to"),
-        (good_claims(), {"access_token": None}, "ath without an access token"),
+        ({"htm": "GET"}, {}, "htm"),
+        ({"htu": "https://other.example/mcp"}, {}, "htu"),
+        ({"htu": URL + "?x=1"}, {}, "htu"),
+        ({"iat": STALE}, {}, "iat"),
+        ({"iat": "now"}, {}, "iat"),
+        ({"ath": "wrong"}, {}, "ath"),
+        ({"ath": None}, {}, "ath"),
+        ({"jti": None}, {}, "jti"),
+        ({}, {"nonce": "demanded"}, "nonce"),
+        ({}, {"jkt": "another-key"}, "key is not the one the token is bound to"),
+        ({}, {"access_token": None}, "ath without an access token"),
     ],
 )
 def test_verify_proof_refuses_each_broken_claim(
-    claims: dict[str, object], kwargs: dict[str, object], reason: str
+    overrides: dict[str, object], kwargs: dict[str, object], reason: str
 ) -> None:
-    token, jkt = joserfc_proof(claims)
+    if overrides.get("iat") is STALE:
+        overrides = {**overrides, "iat": int(time.time()) - 3600}
+    token, jkt = joserfc_proof(good_claims(**overrides))
     options: dict[str, object] = {"access_token": TOKEN, "jkt": jkt, **kwargs}
     with pytest.raises(DPoPProofInvalid) as caught:
         verify_proof(token, method="POST", url=URL, **options)  # type: ignore[arg-type]
@@ -279,3 +284,47 @@ def test_verify_proof_refuses_forgeries_private_keys_and_replays() -> None:
     verify_proof(token, method="POST", url=URL, access_token=TOKEN, jkt=jkt, replay=store)
     with pytest.raises(ReplayDetected):
         verify_proof(token, method="POST", url=URL, access_token=TOKEN, jkt=jkt, replay=store)
+
+
+def test_the_run_only_proves_a_bound_token_with_the_key_it_is_bound_to() -> None:
+    from types import SimpleNamespace
+
+    from mcpclient_auth._dpop import credential_for
+    from mcpclient_auth.errors import DPoPKeyMissing
+
+    a, b = DPoP(), DPoP()
+    bound, bearer = AccessToken(TOKEN, token_type="DPoP"), AccessToken(TOKEN)
+    credential = credential_for(a, SimpleNamespace(dpop=a), bound)  # type: ignore[arg-type]
+    assert credential.dpop is a and credential.header == f"DPoP {TOKEN}" and TOKEN not in repr(credential)
+    assert credential_for(None, SimpleNamespace(dpop=b), bound).dpop is b  # type: ignore[arg-type]
+    assert credential_for(None, SimpleNamespace(), bearer).dpop is None  # type: ignore[arg-type]
+    for required, source, token in [
+        (a, SimpleNamespace(dpop=b), bound),  # bound to another key than the run's
+        (None, SimpleNamespace(), bound),  # nothing to prove it with
+        (None, SimpleNamespace(dpop="not a key"), bound),
+        (a, SimpleNamespace(dpop=a), bearer),  # the run requires DPoP: no bearer fallback
+    ]:
+        with pytest.raises(DPoPKeyMissing) as caught:
+            credential_for(required, source, token)  # type: ignore[arg-type]
+        assert TOKEN not in str(caught.value) and caught.value.code == "dpop_key_missing"
+
+
+def test_claims_with_awkward_characters_are_valid_json_and_methods_are_tokens() -> None:
+    dpop = DPoP()
+    url = 'https://h.example/a"b\\c/\u00fc\u2028?q="x"'
+    proof = dpop.proof("PATCH", url, access_token=TOKEN, nonce="!#$%&'()*+,-./:;<=>?@[]^_`{|}~")
+    payload = proof.token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["htu"] == 'https://h.example/a"b\\c/\u00fc\u2028' and claims["htm"] == "PATCH"
+    assert claims["nonce"] == "!#$%&'()*+,-./:;<=>?@[]^_`{|}~"
+    verify_proof(
+        proof.token,
+        method="PATCH",
+        url=url,
+        access_token=TOKEN,
+        jkt=dpop.thumbprint,
+        nonce="!#$%&'()*+,-./:;<=>?@[]^_`{|}~",
+    )
+    for method in ("GET X", 'P"OST', "", "PÖST"):
+        with pytest.raises(ConfigurationError):
+            dpop.proof(method, URL)

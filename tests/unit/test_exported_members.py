@@ -54,3 +54,56 @@ def test_httpsig_exports_the_signer_and_verifier_not_the_rfc9421_layer() -> None
     ]
     for name in httpsig.__all__:
         assert hasattr(httpsig, name)
+
+
+def _package_modules() -> list[str]:
+    import pkgutil
+
+    import mcpclient_auth
+
+    return ["mcpclient_auth"] + [
+        info.name for info in pkgutil.walk_packages(mcpclient_auth.__path__, "mcpclient_auth.")
+    ]
+
+
+@pytest.mark.parametrize("name", _package_modules())
+def test_every_module_declares_its_surface_and_every_entry_exists(name: str) -> None:
+    module = importlib.import_module(name)
+    assert isinstance(getattr(module, "__all__", None), list), f"{name} has no __all__"
+    assert len(module.__all__) == len(set(module.__all__)), "duplicate names in __all__"
+    missing = [member for member in module.__all__ if not hasattr(module, member)]
+    assert missing == []
+
+
+#: The modules below the facades (review P6): what a caller outside the package needs, nothing more.
+#: The request hooks' helpers stay importable by path for the package itself but are not offered.
+MINIMAL_SURFACES = {
+    "mcpclient_auth.jsonrpc": ["Call", "NotJsonRpc", "parse"],
+    "mcpclient_auth.refusal": [
+        "REFUSAL_CODE",
+        "error_from_jsonrpc",
+        "is_refusal",
+        "refusal_from_error",
+        "refusal_text",
+    ],
+    "mcpclient_auth.endpoints": ["Endpoint", "EndpointSet", "canonical_url"],
+    "mcpclient_auth.replay": ["MemoryReplayStore", "ReplayCache", "ReplayClaim", "ReplayStore"],
+    "mcpclient_auth.replay_redis": ["DEFAULT_CLOCK_MARGIN", "DEFAULT_PREFIX", "RedisReplayStore"],
+    "mcpclient_auth.dag": ["MAX_PREDS", "Frontier", "check_dag"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MINIMAL_SURFACES))
+def test_non_facade_modules_export_a_minimal_surface(name: str) -> None:
+    assert sorted(importlib.import_module(name).__all__) == sorted(MINIMAL_SURFACES[name])
+
+
+def test_the_rfc9421_package_is_private_and_split_by_rfc_section() -> None:
+    from mcpclient_auth import _rfc9421
+    from mcpclient_auth._rfc9421 import algorithms, components, signatures
+
+    parts = set(algorithms.__all__) | set(components.__all__) | set(signatures.__all__)
+    assert set(_rfc9421.__all__) == parts
+    assert not set(algorithms.__all__) & set(components.__all__) | set(signatures.__all__) & set(
+        components.__all__
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from mcpclient_auth._calls import Admitted, prepare
 from mcpclient_auth._hooks import current_run, use_run
+from mcpclient_auth._hooks.auth import AuthFlow
 from mcpclient_auth.act import ExecutionRecord, Mandate
 from mcpclient_auth.authz import StaticTokens
 from mcpclient_auth.errors import ConfigurationError, RunClosed, TokenExpired
@@ -148,15 +149,18 @@ def test_factory_shape_defaults_and_authorization_refusal(keys: tuple[Identity, 
     assert client.event_hooks["request"][0] is mine and len(client.event_hooks["request"]) == 2  # appended
 
 
-def test_install_refuses_a_second_run_and_sync_token_sources(keys: tuple[Identity, Identity], tmp_path: Path) -> None:
+def test_install_refuses_a_second_run_and_gives_sync_clients_the_auth_flow(
+    keys: tuple[Identity, Identity], tmp_path: Path
+) -> None:
     run = make(keys, tmp_path)
     client = httpx.AsyncClient()
     install(client, run)
     with pytest.raises(ConfigurationError, match="already"):
         install(client, run)
     with_tokens = make(keys, tmp_path / "t", token_source=StaticTokens({"alice": "t"}))
-    with pytest.raises(ConfigurationError, match="AsyncClient"):
-        with_tokens.install(httpx.Client())
+    sync_client = httpx.Client()
+    with_tokens.install(sync_client)  # token sources are async; the sync flow waits on the token loop
+    assert isinstance(sync_client.auth, AuthFlow)
     with pytest.raises(ConfigurationError):
         install(object(), run)  # type: ignore[arg-type]
 

@@ -75,7 +75,7 @@ def test_the_ledger_reads_unverified_claims_in_one_place() -> None:
         )
 
     assert {name for name in _where(decodes_a_token) if name.startswith("ledger/")} == {"ledger/reader.py"}
-    assert render.unverified_claims is reader.unverified_claims
+    assert vars(render)["unverified_claims"] is reader.unverified_claims
 
 
 def test_adapters_check_urls_and_map_refusals_through_one_function() -> None:
