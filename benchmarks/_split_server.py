@@ -11,6 +11,7 @@ totals as JSON when the server stops (SIGINT/SIGTERM). Runs under stack A or sta
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import logging
 import signal
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--audience")
     parser.add_argument("--ledger", type=Path)
     parser.add_argument("--phases", type=Path)
+    parser.add_argument("--cprofile", type=Path, help="write a cProfile of the whole server here at exit")
     args = parser.parse_args()
     logging.getLogger("mcp").setLevel(logging.CRITICAL)
     clock = PhaseClock() if args.phases is not None else None
@@ -47,7 +49,14 @@ def main() -> None:
         install_server_phases(clock)
         # The driver resets the totals after its warm-up, so only the measured calls count.
         signal.signal(signal.SIGUSR1, lambda *_: clock.reset())
+    profile = cProfile.Profile() if args.cprofile is not None else None
+    if profile is not None:
+        profile.enable()
+        signal.signal(signal.SIGUSR2, lambda *_: profile.clear())  # after the driver's warm-up
     uvicorn.run(_app(args), host="127.0.0.1", port=args.port, log_level="error", lifespan="on")
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(str(args.cprofile))
     if clock is not None:
         args.phases.write_text(json.dumps(clock.snapshot()), encoding="utf-8")
 

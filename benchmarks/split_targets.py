@@ -9,6 +9,8 @@ httpx2, fastmcp 4) runs the same client loop in a child process under ``/work/ve
 ``$MCPCLIENT_AUTH_STACK_B_PYTHON``), against servers started with that interpreter. Every call is a
 ``search`` with a ~1 KB query. Rounds alternate signed and unsigned (and which goes first).
 
+Rounds are cut into blocks of 20 calls (80 at concurrency 16), the two sides alternating block by
+block, so a load that drifts on a shared machine hits both alike; totals are summed over blocks.
 Reported, per stack: throughput at concurrency 1 (= 1 / latency) and 16, signed ÷ unsigned; CPU per
 call on each side — the client from ``time.process_time()``, the server from ``/proc/<pid>/stat``
 (utime + stime) — and the CPU the SDK *adds* per call against its crypto floor measured in this run:
@@ -35,19 +37,21 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import Config, Row, median_us
+from ._common import Config, Row
 
 __all__ = ["split_process"]
 
 QUERY = "vacation policy " + "q" * 1000  # a ~1 KB search query (the answer echoes it)
 _STACK_B_PYTHON = Path("/work/venv-b/bin/python")
 _ROOT = Path(__file__).resolve().parent.parent
+#: Calls per interleaved block, by concurrency (a block at 16 keeps all 16 workers busy).
+_BLOCK = {1: 20, 16: 80}
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -83,7 +87,9 @@ def _env() -> dict[str, str]:
 
 
 @contextmanager
-def _server(python: str, mode: str, tmp: Path, *, phases: Path | None = None) -> Any:
+def _server(
+    python: str, mode: str, tmp: Path, *, phases: Path | None = None, cprofile: Path | None = None
+) -> Any:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     argv = [python, "-m", "benchmarks._split_server", "--port", str(port), "--mode", mode]
@@ -92,6 +98,8 @@ def _server(python: str, mode: str, tmp: Path, *, phases: Path | None = None) ->
         argv += ["--trust", str(tmp / "trust.json"), "--audience", url, "--ledger", str(ledger)]
     if phases is not None:
         argv += ["--phases", str(phases)]
+    if cprofile is not None:
+        argv += ["--cprofile", str(cprofile)]
     process = subprocess.Popen(argv, cwd=_ROOT, env=_env(), stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -192,6 +200,7 @@ async def _measure(session: Any, server_pid: int, calls: int, concurrency: int) 
 
 
 def _run(keys: Path, url: str, ledger: Path) -> Any:
+    from mcpclient_auth.authz.static import StaticTokens
     from mcpclient_auth.keys import Identity
     from mcpclient_auth.run import AgentRun
 
@@ -202,6 +211,9 @@ def _run(keys: Path, url: str, ledger: Path) -> Any:
         capabilities=["mcp.search"],
         endpoint=url,
         ledger=ledger,
+        # The user's access token (a cache hit after the first call, as in production): with a token
+        # source the client also runs the 401/403 auth flow, one of the phases reported.
+        token_source=StaticTokens({"alice": "bench-user-access-token"}),
     )
 
 
@@ -228,11 +240,14 @@ def drive(
             for session, _ in sides.values():
                 await _calls(session, 20, 1)  # warm-up, excluded
             for concurrency in (1, 16):
-                for index in range(rounds):
+                # Small blocks, alternating sides (and which goes first): on a shared machine the
+                # load drifts over seconds, so both sides must sample the same moments.
+                block = _BLOCK[concurrency]
+                for index in range(max(1, calls * rounds // block)):
                     order = ("unsigned", "signed") if index % 2 == 0 else ("signed", "unsigned")
                     for side in order:
                         session, pid = sides[side]
-                        sample = await _measure(session, pid, calls, concurrency)
+                        sample = await _measure(session, pid, block, concurrency)
                         slot = results.setdefault(f"{side}/c{concurrency}", {"rates": []})
                         slot["rates"].append(sample.calls / sample.seconds)
                         for name in ("seconds", "client_cpu", "server_cpu", "calls"):
@@ -313,10 +328,19 @@ def _floors(config: Config) -> tuple[float, float]:
     algorithm = ec.ECDSA(hashes.SHA256())
     signature = key.sign(message, algorithm)
     number = 200 if config.quick else 1000
-    sign = median_us(lambda: key.sign(message, algorithm), number=number, rounds=config.rounds)
-    verify = median_us(
-        lambda: public.verify(signature, message, algorithm), number=number, rounds=config.rounds
-    )
+
+    def cpu_us(operation: Callable[[], object]) -> float:
+        # CPU time, like the per-call figures it is compared with (a busy core stretches wall time).
+        samples = []
+        for _ in range(config.rounds):
+            start = time.process_time()
+            for _ in range(number):
+                operation()
+            samples.append((time.process_time() - start) / number * 1e6)
+        return statistics.median(samples)
+
+    sign = cpu_us(lambda: key.sign(message, algorithm))
+    verify = cpu_us(lambda: public.verify(signature, message, algorithm))
     return 2 * sign, 2 * verify
 
 
@@ -346,7 +370,7 @@ def _rows(stack: str, results: dict[str, Any], floors: tuple[float, float], conf
     rows = []
     for concurrency in (1, 16):
         signed, unsigned = results[f"signed/c{concurrency}"], results[f"unsigned/c{concurrency}"]
-        s, u = statistics.median(signed["rates"]), statistics.median(unsigned["rates"])
+        s, u = signed["calls"] / signed["seconds"], unsigned["calls"] / unsigned["seconds"]
         name = f"split e2e {label}, throughput c={concurrency}"
         if concurrency == 1:
             name += f" (latency {1000 / s:.2f} vs {1000 / u:.2f} ms)"

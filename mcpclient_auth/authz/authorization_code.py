@@ -134,8 +134,12 @@ def authorization_request(
     redirect_uri: str,
     resource: Sequence[str],
     scopes: Sequence[str],
+    dpop_jkt: str | None = None,
 ) -> AuthorizationRequest:
-    """Build the authorization URL with a fresh ``state`` and PKCE verifier (pure but for randomness)."""
+    """Build the authorization URL with a fresh ``state`` and PKCE verifier (pure but for randomness).
+
+    ``dpop_jkt`` (RFC 9449 §10): the thumbprint of the DPoP key the token request will prove, so the
+    authorization server binds the code to it (a stolen code is useless without the key)."""
     if server.authorization_endpoint is None:
         raise AuthorizationServerMetadataError(
             "the authorization server has no authorization_endpoint", member="authorization_endpoint"
@@ -158,6 +162,8 @@ def authorization_request(
     if scopes:
         params.append(("scope", " ".join(scopes)))
     params += [("resource", r) for r in resource]
+    if dpop_jkt is not None:
+        params.append(("dpop_jkt", dpop_jkt))
     parts = urlsplit(server.authorization_endpoint)
     query = f"{parts.query}&{urlencode(params)}" if parts.query else urlencode(params)
     return AuthorizationRequest(
@@ -373,11 +379,17 @@ class AuthorizationCode(OwnsIdpClient):
             raise AuthorizationServerMetadataError(
                 "the authorization server has no token_endpoint", member="token_endpoint"
             )
+        self._check_dpop_alg(server)
         auth = await self._client_auth(server)
         resource = (found.resource.resource,)
         scopes = self._requested_scopes(key, found)
         request = authorization_request(
-            server, client_id=auth.client_id, redirect_uri=self.redirect_uri, resource=resource, scopes=scopes
+            server,
+            client_id=auth.client_id,
+            redirect_uri=self.redirect_uri,
+            resource=resource,
+            scopes=scopes,
+            dpop_jkt=self.dpop.thumbprint if self.dpop is not None else None,
         )
         code = parse_redirect(await self._interact(request.url), request)
         form: dict[str, str | list[str]] = {
@@ -390,6 +402,17 @@ class AuthorizationCode(OwnsIdpClient):
         return await self._token_request(
             key, server.token_endpoint, server.issuer, form, auth, resource, scopes
         )
+
+    def _check_dpop_alg(self, server: AuthorizationServerMetadata) -> None:
+        """RFC 9449 §5.1: an AS that lists its DPoP algorithms must list ours (else every proof fails)."""
+        if self.dpop is None or "dpop_signing_alg_values_supported" not in server.raw:
+            return
+        algs = server.raw["dpop_signing_alg_values_supported"]
+        if not isinstance(algs, list) or self.dpop.alg not in algs:
+            raise AuthorizationServerMetadataError(
+                f"the authorization server does not accept DPoP proofs signed with {self.dpop.alg}",
+                member="dpop_signing_alg_values_supported",
+            )
 
     def _requested_scopes(self, key: CacheKey, found: Discovered) -> tuple[str, ...]:
         # SEP-835: the scopes asked for, else the protected resource's scopes_supported, else none.

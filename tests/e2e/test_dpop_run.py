@@ -8,6 +8,8 @@ included, ``ath`` bound to the token), ``use_dpop_nonce`` at the AS and at the M
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +45,13 @@ def _fresh(env: AuthzEnv) -> None:
 
 def to_mcp(env: AuthzEnv) -> list[GateSeen]:
     return [s for s in env.gate.seen if s.path.rstrip("/") == "/mcp"]
+
+
+def claims_of(seen: GateSeen) -> dict[str, Any]:
+    """The claims of the proof a request carried (also one the gate refused), unverified."""
+    assert seen.dpop_proof is not None
+    payload = seen.dpop_proof.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def leaves(group: BaseException) -> list[BaseException]:
@@ -118,8 +127,10 @@ async def test_use_dpop_nonce_at_the_mcp_server_resends_once_with_a_fresh_proof(
     first, resend = seen[0], seen[1]
     assert first.rpc_method == resend.rpc_method == "initialize" and resend.status == 200
     assert resend.dpop_claims is not None and resend.dpop_claims["nonce"] == "rs-nonce-1"
-    assert first.dpop_proof != resend.dpop_proof  # a fresh proof (new jti) ...
-    assert first.token_number == resend.token_number  # ... for the same token (same ath), not a re-obtain
+    challenged_claims, resent_claims = claims_of(first), claims_of(resend)
+    assert challenged_claims["jti"] != resent_claims["jti"]  # a fresh proof ...
+    assert challenged_claims["ath"] == resent_claims["ath"]  # ... for the same token, not a re-obtain
+    assert "nonce" not in challenged_claims and first.token_number == resend.token_number
     assert all(s.dpop_claims and s.dpop_claims["nonce"] == "rs-nonce-1" for s in seen[1:])
     assert env.idp.count == 1 and dpop.nonce_for("as", env.idp.token_url) is None
     assert env.state.rejected == 0, env.state.errors()

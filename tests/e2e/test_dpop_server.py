@@ -111,3 +111,32 @@ async def test_dpop_requests_pass_and_a_swapped_or_unsigned_proof_is_refused(hr:
         unsigned["signature-input"] = headers["signature-input"].replace(' "dpop"', "")
         answer = await plain.post(hr.url, content=body, headers=dict(unsigned, dpop=headers["dpop"]))
         assert answer.status_code == 401
+
+
+async def test_a_cross_origin_redirect_carries_no_proof_and_no_token(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.support.mcp_app import EchoApp
+    from tests.support.servers import serve
+
+    home, foreign = EchoApp(), EchoApp()
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search", "arguments": {}}}
+    dpop = DPoP()
+    with serve(home) as home_base, serve(foreign) as foreign_base:
+        run = AgentRun(
+            agent=Identity.generate("ES256", name="agent-1"),
+            issuer=Identity.generate("ES256", name="alice"),
+            purpose="origins",
+            capabilities=["mcp.search"],
+            endpoint=f"{home_base}/hop",
+            ledger=tmp_path / "l.jsonl",
+            principal=Principal(id="alice"),
+            token_source=BoundSource(dpop, TOKEN),  # type: ignore[arg-type]
+        )
+        async with run, run.httpx_client_factory()(follow_redirects=True) as client:
+            response = await asyncio.wait_for(client.post(f"{home_base}/hop?to={foreign_base}/x", json=body), 15)
+    assert response.status_code == 200
+    (_, _, first), (_, _, landed) = home.received[0], foreign.received[0]
+    assert first["authorization"] == f"DPoP {TOKEN}" and "dpop" in first
+    assert "dpop" not in landed and "authorization" not in landed
+    assert all(TOKEN not in value and first["dpop"] not in value for value in landed.values())

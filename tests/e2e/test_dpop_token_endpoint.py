@@ -224,6 +224,7 @@ async def test_authorization_code_and_refresh_carry_proofs_with_one_key(
 ) -> None:
     server, base = oauth
     server.dpop_nonce = "code-nonce"
+    server.dpop_algs = ["ES256"]
     dpop = DPoP(AGENT)  # the agent's own key
     principal = Principal(id="alice")
     async with AuthorizationCode(
@@ -244,6 +245,26 @@ async def test_authorization_code_and_refresh_carry_proofs_with_one_key(
     # The test AS binds the refresh token to the proof key: a refresh without the proof would be
     # invalid_grant and send the user through the authorization again.
     assert len(server.browser.visited) == 1
+    # RFC 9449 §10: the authorization request named the key, so the code is bound to it too.
+    (query,) = server.authorize_queries
+    assert query["dpop_jkt"] == dpop.thumbprint
+
+
+async def test_an_as_that_does_not_take_our_proof_algorithm_is_refused_before_the_user_is_asked(
+    oauth: tuple[AuthorizationServer, str],
+) -> None:
+    from mcpclient_auth.errors import AuthorizationServerMetadataError
+
+    server, base = oauth
+    server.dpop_algs = ["EdDSA"]
+    async with AuthorizationCode(
+        server_url=f"{base}/mcp", interaction=server.browser.redirect, redirect_uri="http://127.0.0.1:9/cb",
+        dpop=DPoP(),  # ES256
+    ) as flow:
+        with pytest.raises(AuthorizationServerMetadataError) as caught:
+            await flow.get_token(Principal(id="alice"))
+    assert caught.value.details["member"] == "dpop_signing_alg_values_supported"
+    assert server.browser.visited == [] and server.token_forms == []
 
 
 def test_no_secret_in_reprs(idp: IdP, enterprise: IdP) -> None:
@@ -252,3 +273,33 @@ def test_no_secret_in_reprs(idp: IdP, enterprise: IdP) -> None:
         text = repr(source)
         quiet(text)
         assert AGENT.private_jwk()["d"] not in text
+
+
+# --- the shared (Redis) token store ------------------------------------------------------------------
+
+
+async def test_the_shared_store_keeps_dpop_tokens_bound_and_apart(idp: IdP, redis_server: Any) -> None:
+    from mcpclient_auth.authz import RedisTokenStore
+    from mcpclient_auth.authz.redis_store import generate_encryption_key
+
+    key = generate_encryption_key()
+    dpop = DPoP()
+
+    def source(worker_dpop: DPoP | None) -> TokenExchange:
+        store = RedisTokenStore(redis_server.url, encryption_key=key)
+        return TokenExchange(
+            idp.token_url, CLIENT, SECRET, audience="api://mcp", cache=TokenCache(store=store), dpop=worker_dpop
+        )
+
+    first, second, bearer, other_key = source(dpop), source(dpop), source(None), source(DPoP())
+    async with first, second, bearer, other_key:
+        bound = await first.get_token(ALICE)
+        again = await second.get_token(ALICE)  # another worker, same key: served from Redis
+        assert idp.count == 1 and again.token == bound.token and again.token_type == "DPoP"
+        plain = await bearer.get_token(ALICE)  # a bearer caller never gets the bound token
+        foreign = await other_key.get_token(ALICE)  # nor does a source proving with another key
+        for held in (first, second, bearer, other_key):
+            await held.cache.store.aclose()
+    assert idp.count == 3 and plain.token_type == "Bearer"
+    assert len({bound.token, plain.token, foreign.token}) == 3
+    assert issued(foreign.token)["cnf"]["jkt"] != dpop.thumbprint

@@ -18,7 +18,9 @@ Documents (``cimd``), no dynamic registration (``registration=False``), ``scopes
 ``registrations`` record what arrived. DPoP (RFC 9449): a ``DPoP`` proof at ``/token`` is checked with
 :mod:`tests.support.dpop_check` (claims in ``token_proofs``) and the answer is ``token_type=DPoP``; a
 refresh token issued under a proof is bound to that key (refresh with another key or none:
-``invalid_grant``); ``dpop_nonce`` demands that nonce (400 ``use_dpop_nonce`` + ``DPoP-Nonce``).
+``invalid_grant``), so is a code whose authorization request named ``dpop_jkt`` (RFC 9449 §10);
+``dpop_nonce`` demands that nonce (400 ``use_dpop_nonce`` + ``DPoP-Nonce``); ``dpop_algs`` is
+advertised as ``dpop_signing_alg_values_supported``.
 """
 
 from __future__ import annotations
@@ -84,10 +86,12 @@ class AuthorizationServer:
     authorize_queries: list[dict[str, str]] = field(default_factory=list)
     registrations: list[dict[str, object]] = field(default_factory=list)
     dpop_nonce: str | None = None
+    dpop_algs: list[str] | None = None  # dpop_signing_alg_values_supported, when set
     token_proofs: list[dict[str, object]] = field(default_factory=list)
     _dpop_jtis: set[str] = field(default_factory=set)
     _refresh_jkt: dict[str, str | None] = field(default_factory=dict)
     _codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, redirect_uri)
+    _code_jkt: dict[str, str] = field(default_factory=dict)  # code -> dpop_jkt of its authorization request
     _clients: set[str] = field(default_factory=set)
     _refresh: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,6 +128,7 @@ class AuthorizationServer:
                 "authorization_response_iss_parameter_supported": self.advertise_iss,
                 "client_id_metadata_document_supported": self.cimd,
                 **({"scopes_supported": self.scopes_supported} if self.scopes_supported else {}),
+                **({"dpop_signing_alg_values_supported": self.dpop_algs} if self.dpop_algs is not None else {}),
             }
         )
 
@@ -154,6 +159,8 @@ class AuthorizationServer:
         code = secrets.token_urlsafe(16)
         with self._lock:
             self._codes[code] = (query["code_challenge"], query["redirect_uri"])
+            if "dpop_jkt" in query:
+                self._code_jkt[code] = query["dpop_jkt"]
         answer = {"code": code, "state": query.get("state", "")}
         if self.send_iss:
             answer["iss"] = self.iss_value or self._base(request)
@@ -191,7 +198,12 @@ class AuthorizationServer:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             return JSONResponse(self._issue(jkt))
         with self._lock:
-            issued = self._codes.pop(str(form.get("code", "")), None)
+            code = str(form.get("code", ""))
+            bound_jkt = self._code_jkt.get(code)
+            if bound_jkt is not None and bound_jkt != jkt:  # RFC 9449 §10: the code is bound to a key
+                return JSONResponse({"error": "invalid_dpop_proof"}, status_code=400)
+            issued = self._codes.pop(code, None)
+            self._code_jkt.pop(code, None)
         if form.get("grant_type") != "authorization_code" or issued is None:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         challenge, redirect_uri = issued
