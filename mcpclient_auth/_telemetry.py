@@ -296,12 +296,12 @@ class CallTelemetry:
 def call_started(request: Any) -> CallTelemetry | None:
     """Begin (or, on a resend or redirect hop, continue) the telemetry of the call ``request`` carries."""
     existing = request.extensions.get(EXTENSION_TELEMETRY)
-    if isinstance(existing, CallTelemetry):
-        if not existing.ended:
-            existing.sends += 1
-            existing.resend_pending = False
-            existing.hook_started = time.perf_counter()
+    if isinstance(existing, CallTelemetry) and not existing.ended:
+        existing.sends += 1
+        existing.resend_pending = False
+        existing.hook_started = time.perf_counter()
         return existing
+    # (An ended one belongs to an earlier hop whose answer, a redirect, was recorded: a new span.)
     tracer = _tracer()
     if tracer is None and _meters() is None:
         return None
