@@ -693,7 +693,7 @@ def _server_span(
     if tracer is not None:
         try:
             parent = _propagate.extract(_carrier(body, headers))
-        except Exception:
+        except Exception:  # telemetry is best effort on unauthenticated input: never a 500
             parent = None
         # Named from the verified call once verification passed (an unverified body names nothing).
         span = tracer.start_span(f"mcp {method}", context=parent, kind=SpanKind.SERVER)
