@@ -14,7 +14,7 @@ One request to a run's endpoint goes through three steps, each returning data:
    RFC 9421 signature (which covers ``DPoP``), all set on the request; returns :class:`Prepared` (the
    call to journal as sent, and the header names stamped).
 
-The hooks (:mod:`.hooks`) bind these steps to httpx and httpx2 and journal the call as sent; nothing
+The hooks (:mod:`._hooks`) bind these steps to httpx and httpx2 and journal the call as sent; nothing
 here calls back into them or into :class:`~mcpclient_auth.run.AgentRun`'s private methods. A
 request here is anything with httpx's request shape (``method``, ``url``, ``headers``):
 
@@ -132,7 +132,7 @@ class RunView(Protocol):
 
     def signer_for(self, endpoint: Endpoint) -> RequestSigner: ...
     def ect_audience(self, endpoint: Endpoint) -> list[str]: ...
-    def token_audience(self, endpoint: Endpoint) -> str | None: ...
+    def token_resource(self, endpoint: Endpoint) -> str | None: ...
     def scopes_for(self, endpoint: Endpoint, source: TokenSource) -> Sequence[str] | None: ...
     def token_deferred(self, endpoint: Endpoint, source: TokenSource) -> bool: ...
     # what the 401/403 flow (_hooks/auth.py) learns and asks at run time
@@ -142,7 +142,7 @@ class RunView(Protocol):
     def remember_scopes(
         self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str] | None
     ) -> None: ...
-    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> ResourceMetadata: ...
+    async def discover_resource(self, endpoint: Endpoint, metadata_url: str) -> ResourceMetadata: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +261,7 @@ async def authorization_value(
         )
     if attempt is not None and attempt.pending is not None:
         await attempt.answer_challenge(run, source, endpoint)
-    audience = run.token_audience(endpoint)
+    resource = run.token_resource(endpoint)
     scopes: Sequence[str] | None
     if attempt is not None and attempt.scopes is not None:
         scopes = list(attempt.scopes)
@@ -271,15 +271,15 @@ async def authorization_value(
         and source is run.token_source
         and run.token_deferred(endpoint, source)
     ):
-        attempt.deferred(run, source, run.principal, endpoint, call, audience)
+        attempt.deferred(run, source, run.principal, endpoint, call, resource)
         return None
     else:
         scopes = run.scopes_for(endpoint, source)
     with _telemetry.token_span(source, _token_reason(attempt)):  # a child span of the call's
-        token = await source.get_token(run.principal, audience=audience, scopes=scopes)
+        token = await source.get_token(run.principal, audience=resource, scopes=scopes)
     credential = credential_for(run.dpop, source, token)
     if attempt is not None:
-        attempt.used(run, source, run.principal, endpoint, call, audience, scopes, token)
+        attempt.used(run, source, run.principal, endpoint, call, resource, scopes, token)
     return credential
 
 

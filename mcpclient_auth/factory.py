@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from ._hooks import HttpLibrary, RunHooks, library_for, library_named, wrap_transports
-from ._hooks._httpx import LocalAnswerTransport, SyncLocalAnswerTransport
 from ._hooks.auth import check_installable, compose_auth
 from .authz._token_request import SIGNING_HOOK_MARKER
 from .errors import ConfigurationError
@@ -42,9 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "LocalAnswerTransport",
     "McpHttpClientFactory",
-    "SyncLocalAnswerTransport",
     "httpx2_client_factory",
     "httpx_client_factory",
     "install",

@@ -20,10 +20,11 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
     await run.aclose(output="final answer", status="completed")   # explicit close, idempotent
 
 Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
-its :class:`~.journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
-:mod:`.calls` over the run's public members (:class:`~.calls.RunView`); the hooks (:mod:`.hooks`)
-bind them to httpx and httpx2. The 401 / 403 handling around them (re-obtain once, step up once) is
-:mod:`.hooks.auth`'s ``RunAuth``, which factory-built and installed async clients (httpx and httpx2) carry.
+its :class:`~._journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
+:mod:`._calls` over the run's public members (:class:`~._calls.RunView`); the hooks (:mod:`._hooks`)
+bind them to httpx and httpx2. The 401 / 403 handling around them (first challenge, re-obtain once,
+step up once) is :mod:`._hooks.auth`'s ``RunAuth``, which factory-built and installed clients (httpx
+and httpx2, async and sync) carry.
 
 Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
 is for with :func:`acting_for`, and a run bound to someone else refuses its requests
@@ -123,7 +124,7 @@ class AgentRun:
     - ``token_source``: a :class:`~mcpclient_auth.authz.base.TokenSource` for the user's access token
       (sent as ``Authorization: Bearer``; the mandate then travels in ``ACT-Mandate``); ``scopes``
       are asked of it. Factory-built clients re-obtain once on 401 ``invalid_token`` and step up once
-      on 403 ``insufficient_scope`` (:mod:`.hooks.auth`).
+      on 403 ``insufficient_scope`` (:mod:`._hooks.auth`).
     - ``discovery_token_source``: a service source (e.g. :class:`~mcpclient_auth.authz.ClientCredentials`)
       for *discovery sessions* only: sessions opened inside ``with run.discovery():`` carry the service
       token on every request and may only list (:data:`DISCOVERY_METHODS`); every other session carries
@@ -218,9 +219,10 @@ class AgentRun:
             raise ConfigurationError("initial_scope must be 'configured' or 'challenge'")
         self.initial_scope = initial_scope
         # per (endpoint url, source): scopes after a successful step-up or first challenge (None: the
-        # configured ones); audiences found via RFC 9728
+        # configured ones); the OAuth resource an endpoint's RFC 9728 metadata named (what the token
+        # source is asked for there, not the ECT audience)
         self._stepped_scopes: dict[tuple[str, int], tuple[str, ...] | None] = {}
-        self._audiences_found: dict[str, str] = {}
+        self._resource_by_endpoint: dict[str, str] = {}
         self.allowed_scopes = self._check_allowed_scopes(allowed_scopes, token_source, discovery_token_source)
         self._advertised_scopes: dict[str, frozenset[str]] = {}
         self.ect_header = ect_header
@@ -232,7 +234,7 @@ class AgentRun:
             self.mandate = self._verified(self.mandate, trust)
         check_known(self.mandate.cap)  # a constraint nobody enforces makes the mandate unusable
         self._budget = CallBudget(max_runs=len(self.mandate.chain))  # one slot per budgeted link
-        self.audiences: list[str] = configured or list(self.mandate.aud)
+        self.ect_audiences: list[str] = configured or list(self.mandate.aud)
         self.principal = principal if principal is not None else Principal(id=self.mandate.principal)
         if not isinstance(self.principal, Principal):
             raise ConfigurationError("principal must be a Principal")
@@ -504,10 +506,10 @@ class AgentRun:
         "challenge"`` and the endpoint has not yet challenged one into a token that worked."""
         return self.initial_scope == "challenge" and (endpoint.url, id(source)) not in self._stepped_scopes
 
-    def token_audience(self, endpoint: Endpoint) -> str | None:
-        """The OAuth resource to ask the token source for at ``endpoint``."""
+    def token_resource(self, endpoint: Endpoint) -> str | None:
+        """The OAuth resource to ask the token source for at ``endpoint`` (its ``audience=``)."""
         # None = the token source's configured audience, unless RFC 9728 metadata named the resource.
-        return self._audiences_found.get(endpoint.url)
+        return self._resource_by_endpoint.get(endpoint.url)
 
     def remember_scopes(
         self, endpoint: Endpoint, source: TokenSource | None, scopes: Sequence[str] | None
@@ -517,10 +519,10 @@ class AgentRun:
         with self._lock:
             self._stepped_scopes[(endpoint.url, id(source))] = tuple(scopes) if scopes is not None else None
 
-    async def discover_audience(self, endpoint: Endpoint, metadata_url: str) -> ResourceMetadata:
+    async def discover_resource(self, endpoint: Endpoint, metadata_url: str) -> ResourceMetadata:
         """RFC 9728: fetch ``metadata_url`` anonymously; its ``resource`` must name this endpoint (same
         origin, the endpoint's path equal to it or below it: :func:`~.authz.discovery.check_resource`)
-        and becomes, exactly as published, the audience asked of the token source for this endpoint.
+        and becomes, exactly as published, the resource asked of the token source for this endpoint.
         Returns the metadata."""
         from .authz.discovery import check_resource
         from .authz.resource_metadata import fetch_resource_metadata
@@ -528,15 +530,15 @@ class AgentRun:
         metadata = await fetch_resource_metadata(metadata_url)
         check_resource(metadata.resource, endpoint.url)
         with self._lock:
-            self._audiences_found[endpoint.url] = metadata.resource
+            self._resource_by_endpoint[endpoint.url] = metadata.resource
             self._advertised_scopes[endpoint.url] = frozenset(metadata.scopes_supported)
         return metadata
 
     def ect_audience(self, endpoint: Endpoint) -> list[str]:
         """The ``aud`` of the ECTs sent to ``endpoint``."""
-        if endpoint.url in self.audiences:
+        if endpoint.url in self.ect_audiences:
             return [endpoint.url]
-        return self.audiences
+        return self.ect_audiences
 
 
 

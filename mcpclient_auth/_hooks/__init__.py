@@ -3,7 +3,7 @@
 You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 :meth:`AgentRun.install` put a :class:`RunHooks` on a client. What the hooks do, per request:
 
-1. **scope guard** (:mod:`.scope`, fail closed) — requests whose origin and path match the run's
+1. **endpoint guard** (:mod:`..endpoints`, fail closed) — requests whose origin and path match the run's
    endpoint(s) are signed (sent to the canonical URI); other origins and recognised OAuth
    discovery/registration/token requests pass untouched; any other path on the run's origin is
    refused (:class:`~mcpclient_auth.errors.RequestOutOfScope`, a ``denial`` entry). Headers we set on
@@ -50,7 +50,7 @@ from .. import _telemetry
 from .._calls import Admitted, Refusal, admit, authorization, authorization_sync, check_open, prepare
 from .._context import current_run, use_run
 from .._dpop import Credential
-from .._journal import InFlight
+from .._journal import InFlight, RunJournal
 from ..authz._blocking import run_blocking
 from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
@@ -73,13 +73,21 @@ from .library import (
     EXTENSION_REFUSAL,
     EXTENSION_REFUSED,
     EXTENSION_STAMP,
+    EXTENSION_STREAM,
     OUR_EXTENSIONS,
     HttpLibrary,
     error_code_for,
     library_for,
     library_named,
 )
-from .streams import AsyncHashingStream, ResponseTracker, StreamObserver, SyncHashingStream
+from .streams import (
+    AsyncHashingStream,
+    ResponseTracker,
+    ResumedStreamTracker,
+    StreamObserver,
+    SyncHashingStream,
+    stream_key,
+)
 from .transports import AsyncLocalAnswer, LocalRefusal, SyncLocalAnswer, wrap_transports
 
 if TYPE_CHECKING:
@@ -118,7 +126,7 @@ def _tracker_for(response: Any) -> StreamObserver | None:
         return MetadataCollector(scope) if response.status_code == 200 else None
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
-        return None
+        return _resumed_tracker_for(response)
     if response.status_code == 401:
         _learn_metadata_url(inflight.run.endpoint_set, response)
     watcher: ResponseWatcher | None = None
@@ -130,7 +138,20 @@ def _tracker_for(response: Any) -> StreamObserver | None:
         and response.headers.get("content-type", "").lower().startswith(_SSE)
     ):
         watcher = ResponseWatcher(call.id)
+        return ResponseTracker(inflight, response.status_code, watcher, stream_key(response.request))
     return ResponseTracker(inflight, response.status_code, watcher)
+
+
+def _resumed_tracker_for(response: Any) -> ResumedStreamTracker | None:
+    """A signed GET's event stream may carry the answer of a call whose POST stream ended (SEP-1699)."""
+    marked = response.request.extensions.get(EXTENSION_STREAM)
+    if (
+        not isinstance(marked, RunJournal)
+        or not 200 <= response.status_code < 300
+        or not response.headers.get("content-type", "").lower().startswith(_SSE)
+    ):
+        return None
+    return ResumedStreamTracker(marked, stream_key(response.request), response.status_code)
 
 
 # --- request side -------------------------------------------------------------------------------
@@ -152,7 +173,7 @@ def _refused(request: _Request) -> bool:
 
 
 def _send_canonical(request: _Request) -> None:
-    """Send an in-scope request to the canonical form of its URI (see :func:`.scope.sent_url`).
+    """Send an in-scope request to the canonical form of its URI (see :func:`..endpoints.sent_url`).
 
     httpx already normalises almost everything; what it keeps (``HTTP://host:80/`` keeps the
     explicit default port) would make the URI on the wire differ from the tokens' ``aud``.
@@ -380,6 +401,8 @@ class RunHooks:
             request.extensions = extensions
             run.journal.sent(prepared.inflight)
         else:
+            if request.method == "GET":
+                extensions[EXTENSION_STREAM] = run.journal  # may resume an answer (SEP-1699)
             request.extensions = extensions
 
     def _refuse(

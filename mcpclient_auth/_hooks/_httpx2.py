@@ -16,18 +16,17 @@ import functools
 
 import httpx2
 
+from . import streams, transports
 from .auth import AuthFlow
 from .library import HttpLibrary
-from .streams import AsyncHashingStream, SyncHashingStream
-from .transports import AsyncLocalAnswer, SyncLocalAnswer
 
 __all__ = [
     "LIBRARY",
-    "HashingAsyncStream",
-    "HashingSyncStream",
-    "LocalAnswerTransport",
+    "AsyncHashingStream",
+    "AsyncLocalAnswer",
     "RunAuth",
-    "SyncLocalAnswerTransport",
+    "SyncHashingStream",
+    "SyncLocalAnswer",
 ]
 
 
@@ -35,30 +34,30 @@ class RunAuth(AuthFlow, httpx2.Auth):  # type: ignore[override]  # properties fo
     """The ``auth=`` of factory-built httpx2 clients: the run's 401/403 handling (:mod:`.auth`)."""
 
 
-class LocalAnswerTransport(AsyncLocalAnswer, httpx2.AsyncBaseTransport):
+class AsyncLocalAnswer(transports.AsyncLocalAnswer, httpx2.AsyncBaseTransport):
     """Wraps an httpx2 transport: answers refusals and final 401/403s locally; records failures."""
 
 
-class SyncLocalAnswerTransport(SyncLocalAnswer, httpx2.BaseTransport):
-    """The synchronous twin of :class:`LocalAnswerTransport`."""
+class SyncLocalAnswer(transports.SyncLocalAnswer, httpx2.BaseTransport):
+    """The synchronous twin of :class:`AsyncLocalAnswer`."""
 
 
-class HashingAsyncStream(AsyncHashingStream, httpx2.AsyncByteStream):
+class AsyncHashingStream(streams.AsyncHashingStream, httpx2.AsyncByteStream):
     """``response.stream`` wrapper hashing the body as the client reads it."""
 
 
-class HashingSyncStream(SyncHashingStream, httpx2.SyncByteStream):
-    """The synchronous twin of :class:`HashingAsyncStream`."""
+class SyncHashingStream(streams.SyncHashingStream, httpx2.SyncByteStream):
+    """The synchronous twin of :class:`AsyncHashingStream`."""
 
 
 LIBRARY = HttpLibrary(
     name="httpx2",
     async_client=httpx2.AsyncClient,
     sync_client=httpx2.Client,
-    async_transport=LocalAnswerTransport,
-    sync_transport=SyncLocalAnswerTransport,
-    async_stream=HashingAsyncStream,
-    sync_stream=HashingSyncStream,
+    async_transport=AsyncLocalAnswer,
+    sync_transport=SyncLocalAnswer,
+    async_stream=AsyncHashingStream,
+    sync_stream=SyncHashingStream,
     auth=RunAuth,
     response=httpx2.Response,
     default_timeout=functools.partial(httpx2.Timeout, 30.0, read=300.0),

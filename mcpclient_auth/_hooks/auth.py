@@ -195,7 +195,7 @@ class Attempt:
         self.pending = None
         if action == REOBTAIN and challenge is not None:
             if run.discover_resource_metadata and challenge.resource_metadata is not None:
-                await run.discover_audience(endpoint, challenge.resource_metadata)
+                await run.discover_resource(endpoint, challenge.resource_metadata)
             if self.principal is not None:
                 source.invalidate(
                     self.principal, audience=self.audience, scopes=self.asked_scopes, token=self.token
@@ -211,7 +211,7 @@ class Attempt:
         the configured ones; the metadata's ``resource`` (checked) is the audience from now on."""
         supported: tuple[str, ...] = ()
         if challenge is not None and challenge.resource_metadata is not None:
-            metadata = await run.discover_audience(endpoint, challenge.resource_metadata)
+            metadata = await run.discover_resource(endpoint, challenge.resource_metadata)
             supported = metadata.scopes_supported
             if isinstance(source, DiscoversResource):
                 source.use_resource_metadata(challenge.resource_metadata)
@@ -627,8 +627,8 @@ def compose_auth(run: AgentRun | None, auth: Any, *, library: str = "httpx") -> 
 def check_installable(client: Any, run: AgentRun | None) -> None:
     """``install()``: a run with a token source refuses a client that already authenticates
     (``auth=`` or an ``Authorization`` default header): two sources of ``Authorization``. Otherwise
-    the client (async or sync) gets :class:`RunAuth`, so installed clients re-obtain and step up like
-    factory-built ones (with ``answer_locally`` the transport wrapper answers final failures)."""
+    the client (async or sync) gets its library's ``RunAuth``, so installed clients re-obtain and step
+    up like factory-built ones (with ``answer_locally`` the transport wrapper answers final failures)."""
     if run is None or not _uses_tokens(run):
         return
     headers = getattr(client, "headers", None) or {}

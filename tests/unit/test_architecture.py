@@ -171,3 +171,22 @@ def test_docstring_examples_run(name: str) -> None:
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed"
+
+
+def test_the_docstring_run_covers_every_module_and_finds_the_examples() -> None:
+    # Every .py file of the package (subpackages included) is a parameter of the test above, and the
+    # examples it runs are really found there (not silently skipped).
+    assert set(MODULES.values()) == set(PACKAGE.rglob("*.py"))
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    with_examples = {
+        name
+        for name in MODULES
+        if any(test.examples for test in finder.find(importlib.import_module(name), name))
+    }
+    assert {
+        "mcpclient_auth._encoding",
+        "mcpclient_auth._hooks._httpx",
+        "mcpclient_auth.endpoints",
+        "mcpclient_auth.jsonrpc",
+        "mcpclient_auth.refusal",
+    } <= with_examples

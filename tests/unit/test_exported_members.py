@@ -90,20 +90,6 @@ MINIMAL_SURFACES = {
     "mcpclient_auth.replay": ["MemoryReplayStore", "ReplayCache", "ReplayClaim", "ReplayStore"],
     "mcpclient_auth.replay_redis": ["DEFAULT_CLOCK_MARGIN", "DEFAULT_PREFIX", "RedisReplayStore"],
     "mcpclient_auth.dag": ["MAX_PREDS", "Frontier", "check_dag"],
-    "mcpclient_auth.sse": ["MAX_EVENT_BYTES", "ResponseWatcher"],
-    "mcpclient_auth.constraints": [
-        "DEFAULT_REGISTRY",
-        "ArgumentConstraint",
-        "BudgetedMandate",
-        "CallBudget",
-        "CallUse",
-        "ConstraintEvaluator",
-        "ConstraintRegistry",
-        "MaxCalls",
-        "check_known",
-        "evaluate",
-        "is_narrower",
-    ],
 }
 
 

@@ -23,7 +23,7 @@ from mcpclient_auth._hooks import (
     library_named,
 )
 from mcpclient_auth.errors import ConfigurationError
-from mcpclient_auth.factory import LocalAnswerTransport, httpx2_client_factory, httpx_client_factory, install
+from mcpclient_auth.factory import httpx2_client_factory, httpx_client_factory, install
 
 httpx2 = pytest.importorskip("httpx2")
 
@@ -84,7 +84,7 @@ def test_factories_and_install_use_the_matching_library(tmp_path: Path) -> None:
     )
     one = httpx_client_factory(run)()
     two = httpx2_client_factory(run)()
-    assert isinstance(one, httpx.AsyncClient) and isinstance(one._transport, LocalAnswerTransport)
+    assert isinstance(one, httpx.AsyncClient) and isinstance(one._transport, _httpx.AsyncLocalAnswer)
     assert isinstance(two, httpx2.AsyncClient)
     assert isinstance(two._transport, library_named("httpx2").async_transport)
     assert two.timeout.read == 300.0
