@@ -200,6 +200,7 @@ async def _measure(session: Any, server_pid: int, calls: int, concurrency: int) 
 
 
 def _run(keys: Path, url: str, ledger: Path) -> Any:
+    from mcpclient_auth.authz.static import StaticTokens
     from mcpclient_auth.keys import Identity
     from mcpclient_auth.run import AgentRun
 
@@ -210,6 +211,9 @@ def _run(keys: Path, url: str, ledger: Path) -> Any:
         capabilities=["mcp.search"],
         endpoint=url,
         ledger=ledger,
+        # The user's access token (a cache hit after the first call, as in production): with a token
+        # source the client also runs the 401/403 auth flow, one of the phases reported.
+        token_source=StaticTokens({"alice": "bench-user-access-token"}),
     )
 
 

@@ -172,6 +172,39 @@ async def test_a_cancelled_waiter_does_not_cancel_the_request_for_the_others() -
     assert cache.get(key()) is not None
 
 
+async def test_one_flight_serves_a_crowd_with_some_cancelled_and_late_joiners() -> None:
+    """Issue #16: the waiters of a flight are settled by one callback (no shield per caller);
+    cancelled callers are skipped, callers joining while it flies get the same token, and a
+    cancelled flight cancels its waiters instead of leaving them hanging."""
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    factory = Counting(clock)
+    crowd = [asyncio.create_task(cache.fetch(key(), factory)) for _ in range(50)]
+    await settle()
+    for task in crowd[::5]:
+        task.cancel()
+    late = [asyncio.create_task(cache.fetch(key(), factory)) for _ in range(10)]
+    await settle()
+    assert factory.calls == 1 and cache.in_flight == 1
+    factory.release.set()
+    results = await asyncio.gather(*crowd, *late, return_exceptions=True)
+    cancelled = [r for r in results if isinstance(r, asyncio.CancelledError)]
+    assert len(cancelled) == 10
+    assert {r.token for r in results if not isinstance(r, BaseException)} == {"tok-1"}
+    assert factory.calls == 1
+
+    other = FakeClock()
+    stuck = TokenCache(clock=other)
+    never = Counting(other)  # never released: the flight is cancelled from outside
+    waiters = [asyncio.create_task(stuck.fetch(key(), never)) for _ in range(3)]
+    await settle()
+    flight = next(iter(stuck._flights.values()))[0]
+    flight.cancel()
+    outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    assert stuck.in_flight == 0
+
+
 async def test_a_flight_whose_waiters_all_left_still_fills_the_cache() -> None:
     clock = FakeClock()
     cache = TokenCache(clock=clock)
