@@ -11,6 +11,13 @@ whichever path reaches it first:
     journal.response(inflight, status=200, out_hash=h, nbytes=n, completed=True)
     journal.error(inflight, "transport_error", "ReadError")   # -> None: already answered
 
+An answer may arrive on another stream than the request's (SSE resumption, SEP-1699: the server ends
+the POST stream after a priming event and the client resumes with ``GET`` + ``Last-Event-ID``):
+:meth:`RunJournal.expect_answer` files a call under its stream key (endpoint URL, MCP session id) and
+JSON-RPC id, and :meth:`RunJournal.awaited` finds it when a response with that id arrives on a GET
+stream of the same endpoint and session; the ``response`` entry is then written with
+``resumed: true`` and the hash of that JSON-RPC message.
+
 Writing is local file I/O only (the :class:`~mcpclient_auth.ledger.writer.Ledger`); the journal
 makes no decision about a call, it records the ones made elsewhere.
 """
@@ -42,7 +49,12 @@ if TYPE_CHECKING:
     from .ledger.format import LedgerEntry
     from .ledger.writer import Ledger
 
-__all__ = ["InFlight", "RunJournal"]
+__all__ = ["InFlight", "RunJournal", "StreamKey"]
+
+#: Where an answer may arrive: the endpoint URL (without query) and the MCP session id (if any).
+StreamKey = tuple[str, str | None]
+#: A call filed for its answer: the stream key, and its JSON-RPC id with the id's type (1 is not "1").
+_AnswerKey = tuple[StreamKey, bool, str | int]
 
 #: Failures to obtain the user's token: recorded as ``error`` entries, not ``denial`` (see
 #: :meth:`RunJournal.denial`).
@@ -91,6 +103,9 @@ class RunJournal:
         self.frontier = frontier
         self._lock = threading.Lock()
         self._inflight: dict[int, InFlight] = {}
+        #: Calls whose answer may arrive on another stream (SSE resumption), by stream and id.
+        self._awaited: dict[_AnswerKey, InFlight] = {}
+        self._awaited_keys: dict[int, _AnswerKey] = {}
         self._closed = False
         self._last_action: str | None = None
 
@@ -170,7 +185,27 @@ class RunJournal:
                 return False
             inflight.finished = True
             self._inflight.pop(id(inflight), None)
+            key = self._awaited_keys.pop(id(inflight), None)
+            if key is not None:
+                self._awaited.pop(key, None)
             return True
+
+    def expect_answer(self, inflight: InFlight, stream: StreamKey) -> None:
+        """File ``inflight`` (a JSON-RPC request whose answer streams as SSE) so that its answer is
+        recognised on any stream of ``stream`` — its own POST stream, or a resumed GET."""
+        call = inflight.call
+        if call is None or call.id is None:
+            return
+        key: _AnswerKey = (stream, isinstance(call.id, str), call.id)
+        with self._lock:
+            if not inflight.finished:
+                self._awaited[key] = inflight
+                self._awaited_keys[id(inflight)] = key
+
+    def awaited(self, stream: StreamKey, request_id: str | int) -> InFlight | None:
+        """The unanswered call of ``stream`` with JSON-RPC id ``request_id``, if one is in flight."""
+        with self._lock:
+            return self._awaited.get((stream, isinstance(request_id, str), request_id))
 
     def response(
         self,
@@ -181,10 +216,13 @@ class RunJournal:
         nbytes: int,
         completed: bool,
         code: str | None = None,
+        resumed: bool = False,
     ) -> LedgerEntry | None:
         """Write the ``response`` entry (``None``: the call's outcome was already written); a tool
         call whose answer arrived with a 2xx status joins the frontier. ``code`` marks an answer
-        that could not be inspected (``event_too_large``)."""
+        that could not be inspected (``event_too_large``) or that never came on a stream that
+        ended (``response_missing``); ``resumed``: the answer arrived on a resumed stream, and
+        ``out_hash`` / ``nbytes`` are those of the JSON-RPC response message itself."""
         if not self.claim(inflight):
             return None
         duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
@@ -198,6 +236,8 @@ class RunJournal:
         }
         if code is not None:
             meta["code"] = code
+        if resumed:
+            meta["resumed"] = True
         entry = self.ledger.append(run=self.run_id, kind="response", jti=inflight.jti, meta=meta)
         _telemetry.answered(inflight.telemetry, status, code)
         if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
@@ -228,6 +268,8 @@ class RunJournal:
             for item in leftovers:
                 item.finished = True
             self._inflight.clear()
+            self._awaited.clear()
+            self._awaited_keys.clear()
         for item in leftovers:
             self.ledger.append(
                 run=self.run_id,

@@ -47,6 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._encoding import strict_json_loads
 from .errors import MandateDenied, McpClientAuthError
 
 _API: bool
@@ -295,12 +296,12 @@ class CallTelemetry:
 def call_started(request: Any) -> CallTelemetry | None:
     """Begin (or, on a resend or redirect hop, continue) the telemetry of the call ``request`` carries."""
     existing = request.extensions.get(EXTENSION_TELEMETRY)
-    if isinstance(existing, CallTelemetry):
-        if not existing.ended:
-            existing.sends += 1
-            existing.resend_pending = False
-            existing.hook_started = time.perf_counter()
+    if isinstance(existing, CallTelemetry) and not existing.ended:
+        existing.sends += 1
+        existing.resend_pending = False
+        existing.hook_started = time.perf_counter()
         return existing
+    # (An ended one belongs to an earlier hop whose answer, a redirect, was recorded: a new span.)
     tracer = _tracer()
     if tracer is None and _meters() is None:
         return None
@@ -392,9 +393,12 @@ def describe(
 
 
 def _inject(span: Any, request: Any, body: bytes) -> bytes:
+    # Telemetry never changes what is sent beyond adding ``_meta``: a body that does not survive a
+    # strict JSON round trip (NaN/Infinity, lone surrogates, duplicate names, deep nesting) goes out
+    # as it came, untraced, rather than rewritten or failing the call.
     try:
-        message = json.loads(body)
-    except ValueError:
+        message = strict_json_loads(body, error=_NotTraceable)
+    except _NotTraceable:
         return body
     if not isinstance(message, dict):
         return body
@@ -411,7 +415,10 @@ def _inject(span: Any, request: Any, body: bytes) -> bytes:
     meta = dict(meta) if isinstance(meta, dict) else {}
     meta.update(carrier)
     message["params"] = {**params, "_meta": meta}
-    new = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        new = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        return body
     _replace_body(request, new)
     return new
 
@@ -638,6 +645,10 @@ class _ServerSpan:
         self.started = time.perf_counter()
 
 
+class _NotTraceable(ValueError):
+    """A body telemetry leaves alone (not strict JSON)."""
+
+
 #: The ``params._meta`` keys of W3C Trace Context and Baggage (SEP-414: written unprefixed).
 _PROPAGATED = ("traceparent", "tracestate", "baggage")
 
@@ -650,9 +661,11 @@ def _carrier(body: bytes, headers: Mapping[str, str]) -> Mapping[str, str]:
     """Where the client's trace context is: ``params._meta`` of the JSON-RPC body, else the
     ``traceparent``/``tracestate`` headers."""
     if body[:1] == b"{":
+        # The body is not verified yet: parse it strictly (bounded nesting, no NaN) and treat anything
+        # unparseable as "no context" — a tracing aid must never turn a refusal into a 500.
         try:
-            message = json.loads(body)
-        except ValueError:
+            message = strict_json_loads(body, error=_NotTraceable)
+        except _NotTraceable:
             message = None
         params = message.get("params") if isinstance(message, dict) else None
         meta = params.get("_meta") if isinstance(params, dict) else None
@@ -678,7 +691,10 @@ def _server_span(
 ) -> Iterator[None]:
     span = None
     if tracer is not None:
-        parent = _propagate.extract(_carrier(body, headers))
+        try:
+            parent = _propagate.extract(_carrier(body, headers))
+        except Exception:  # telemetry is best effort on unauthenticated input: never a 500
+            parent = None
         # Named from the verified call once verification passed (an unverified body names nothing).
         span = tracer.start_span(f"mcp {method}", context=parent, kind=SpanKind.SERVER)
     state = _ServerSpan(span)

@@ -22,8 +22,9 @@ client and every JSON-RPC call the agent makes is authorised, chained, signed an
 Creating the run writes its ``mandate`` ledger entry; every ledger write of the run goes through
 its :class:`~._journal.RunJournal` (``run.journal``). The per-call decisions are plain functions in
 :mod:`._calls` over the run's public members (:class:`~._calls.RunView`); the hooks (:mod:`._hooks`)
-bind them to httpx and httpx2. The 401 / 403 handling around them (re-obtain once, step up once) is
-:mod:`._hooks.auth`'s ``RunAuth``, which factory-built and installed async clients (httpx and httpx2) carry.
+bind them to httpx and httpx2. The 401 / 403 handling around them (first challenge, re-obtain once,
+step up once) is :mod:`._hooks.auth`'s ``RunAuth``, which factory-built and installed clients (httpx
+and httpx2, async and sync) carry.
 
 Per-user isolation: a run is bound to its :attr:`~AgentRun.principal`. Declare whom a piece of work
 is for with :func:`acting_for`, and a run bound to someone else refuses its requests

@@ -21,15 +21,30 @@ sets :attr:`ResponseWatcher.too_large` and stops looking. The response hook then
 ``response`` entry at once with ``code: "event_too_large"``, and the call does not join the DAG — its
 answer could not be inspected, so nothing may build on it as a completed call. (The MCP transport
 reading the same stream keeps its own copy; bounding that is the transport's business.)
+
+SSE resumption (SEP-1699): a server may end the POST stream after a *priming* event (an ``id:`` and
+no message) and deliver the answer on a ``GET`` the client sends with ``Last-Event-ID``. The watcher
+keeps the stream's last event id (:attr:`ResponseWatcher.last_event_id`: set means the client can
+resume) and the answer's own bytes (:attr:`ResponseWatcher.answer`: the event's data, the JSON-RPC
+message). :class:`ResponseScanner` reads such a GET stream and reports every JSON-RPC response on it:
+
+    >>> seen = []
+    >>> scanner = ResponseScanner(lambda rid, data, eid: seen.append((rid, eid)))
+    >>> scanner.feed(b'id: 7\\ndata: {"jsonrpc":"2.0","id":3,"result":{}}\\n\\n')
+    False
+    >>> seen
+    [(3, '7')]
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-__all__ = ["MAX_EVENT_BYTES", "ResponseWatcher"]
+__all__ = ["MAX_EVENT_BYTES", "ResponseScanner", "ResponseWatcher"]
 
 _DATA = b"data"
+_ID = b"id"
 #: The largest SSE event (its data lines plus the line in progress) a watcher holds, by default.
 #: Read when a watcher is made, so an application can change it.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -46,11 +61,13 @@ class ResponseWatcher:
         "_partial_bytes",
         "_pending_cr",
         "_request_id",
+        "answer",
         "done",
+        "last_event_id",
         "too_large",
     )
 
-    def __init__(self, request_id: str | int, *, max_event_bytes: int | None = None) -> None:
+    def __init__(self, request_id: str | int | None, *, max_event_bytes: int | None = None) -> None:
         self._request_id = request_id
         self._limit = MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes
         # The unterminated tail of the current line, kept as pieces: joining once per line keeps a
@@ -64,6 +81,10 @@ class ResponseWatcher:
         self.done = False
         #: True once an event exceeded ``max_event_bytes``: the watcher dropped it and stopped.
         self.too_large = False
+        #: The last ``id:`` the stream sent (what a client resumes from with ``Last-Event-ID``).
+        self.last_event_id: str | None = None
+        #: The data of the response event (the JSON-RPC response message), once :attr:`done`.
+        self.answer: bytes | None = None
 
     @property
     def held_bytes(self) -> int:
@@ -131,7 +152,12 @@ class ResponseWatcher:
             return self._dispatch()
         name, colon, value = line.partition(b":")
         if name != _DATA:
-            return False  # comments (":..."), event, id, retry: irrelevant here
+            if name == _ID:
+                if colon and value.startswith(b" "):
+                    value = value[1:]
+                if b"\0" not in value:  # WHATWG: an id with NULL is ignored
+                    self.last_event_id = value.decode("utf-8", "replace")
+            return False  # comments (":..."), event, retry: irrelevant here
         if colon and value.startswith(b" "):
             value = value[1:]
         self._data.append(value)
@@ -153,9 +179,41 @@ class ResponseWatcher:
             return False
         if not isinstance(message, dict) or "method" in message:
             return False
-        if ("result" in message or "error" in message) and _same_id(message.get("id"), self._request_id):
+        if "result" in message or "error" in message:
+            return self._response(message.get("id"), data)
+        return False
+
+    def _response(self, message_id: object, data: bytes) -> bool:
+        if self._request_id is not None and _same_id(message_id, self._request_id):
             self.done = True
+            self.answer = data
         return self.done
+
+
+class ResponseScanner(ResponseWatcher):
+    """Reports every JSON-RPC response on a stream (a resumed ``GET``), never stops by itself.
+
+    ``on_response(request_id, data, event_id)`` is called when a response event has fully arrived,
+    with the message's ``id`` (``str`` or ``int``), its data bytes and the stream's last event id.
+    Events larger than ``max_event_bytes`` stop the scanner (:attr:`too_large`), as they stop a
+    :class:`ResponseWatcher`.
+    """
+
+    __slots__ = ("_on_response",)
+
+    def __init__(
+        self,
+        on_response: Callable[[str | int, bytes, str | None], None],
+        *,
+        max_event_bytes: int | None = None,
+    ) -> None:
+        super().__init__(None, max_event_bytes=max_event_bytes)
+        self._on_response = on_response
+
+    def _response(self, message_id: object, data: bytes) -> bool:
+        if type(message_id) is int or type(message_id) is str:
+            self._on_response(message_id, data, self.last_event_id)
+        return False
 
 
 def _same_id(value: object, expected: str | int) -> bool:

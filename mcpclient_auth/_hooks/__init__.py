@@ -50,9 +50,9 @@ from .. import _telemetry
 from .._calls import Admitted, Refusal, admit, authorization, authorization_sync, check_open, prepare
 from .._context import current_run, use_run
 from .._dpop import Credential
-from .._journal import InFlight
+from .._journal import InFlight, RunJournal
+from ..authz import SIGNING_HOOK_MARKER
 from ..authz._blocking import run_blocking
-from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
 from ..endpoints import EndpointSet, MetadataCollector, sent_url
 from ..errors import (
@@ -73,13 +73,21 @@ from .library import (
     EXTENSION_REFUSAL,
     EXTENSION_REFUSED,
     EXTENSION_STAMP,
+    EXTENSION_STREAM,
     OUR_EXTENSIONS,
     HttpLibrary,
     error_code_for,
     library_for,
     library_named,
 )
-from .streams import AsyncHashingStream, ResponseTracker, StreamObserver, SyncHashingStream
+from .streams import (
+    AsyncHashingStream,
+    ResponseTracker,
+    ResumedStreamTracker,
+    StreamObserver,
+    SyncHashingStream,
+    stream_key,
+)
 from .transports import AsyncLocalAnswer, LocalRefusal, SyncLocalAnswer, wrap_transports
 
 if TYPE_CHECKING:
@@ -118,7 +126,7 @@ def _tracker_for(response: Any) -> StreamObserver | None:
         return MetadataCollector(scope) if response.status_code == 200 else None
     inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
-        return None
+        return _resumed_tracker_for(response)
     if response.status_code == 401:
         _learn_metadata_url(inflight.run.endpoint_set, response)
     watcher: ResponseWatcher | None = None
@@ -130,7 +138,20 @@ def _tracker_for(response: Any) -> StreamObserver | None:
         and response.headers.get("content-type", "").lower().startswith(_SSE)
     ):
         watcher = ResponseWatcher(call.id)
+        return ResponseTracker(inflight, response.status_code, watcher, stream_key(response.request))
     return ResponseTracker(inflight, response.status_code, watcher)
+
+
+def _resumed_tracker_for(response: Any) -> ResumedStreamTracker | None:
+    """A signed GET's event stream may carry the answer of a call whose POST stream ended (SEP-1699)."""
+    marked = response.request.extensions.get(EXTENSION_STREAM)
+    if (
+        not isinstance(marked, RunJournal)
+        or not 200 <= response.status_code < 300
+        or not response.headers.get("content-type", "").lower().startswith(_SSE)
+    ):
+        return None
+    return ResumedStreamTracker(marked, stream_key(response.request), response.status_code)
 
 
 # --- request side -------------------------------------------------------------------------------
@@ -380,6 +401,8 @@ class RunHooks:
             request.extensions = extensions
             run.journal.sent(prepared.inflight)
         else:
+            if request.method == "GET":
+                extensions[EXTENSION_STREAM] = run.journal  # may resume an answer (SEP-1699)
             request.extensions = extensions
 
     def _refuse(

@@ -41,7 +41,10 @@ EXTENSION_ATTEMPT = "mcpclient_auth.attempt"
 EXTENSION_STAMP = "mcpclient_auth.stamp"
 EXTENSION_LEARN = "mcpclient_auth.learn_metadata"
 EXTENSION_REFUSED = "mcpclient_auth.out_of_scope"
+#: A signed GET of a run's endpoint: its journal and stream key (an answer may be resumed on it).
+EXTENSION_STREAM = "mcpclient_auth.stream"
 OUR_EXTENSIONS = (
+    EXTENSION_STREAM,
     EXTENSION_INFLIGHT,
     EXTENSION_REFUSAL,
     EXTENSION_STAMP,

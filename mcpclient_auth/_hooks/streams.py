@@ -12,13 +12,27 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from .._encoding import b64url_encode
-from .._journal import InFlight
+from .._encoding import b64url_encode, sha256_b64url
+from .._journal import InFlight, RunJournal, StreamKey
 from ..endpoints import MetadataCollector
-from ..sse import ResponseWatcher
+from ..sse import ResponseScanner, ResponseWatcher
 from .library import error_code_for
 
-__all__ = ["AsyncHashingStream", "ResponseTracker", "StreamObserver", "SyncHashingStream"]
+__all__ = [
+    "AsyncHashingStream",
+    "ResponseTracker",
+    "ResumedStreamTracker",
+    "StreamObserver",
+    "SyncHashingStream",
+    "stream_key",
+]
+
+
+def stream_key(request: Any) -> StreamKey:
+    """Where an answer to ``request`` may arrive: its URL without query, and its MCP session id."""
+    raw = request.url
+    path = raw.raw_path.decode("ascii").partition("?")[0]
+    return f"{raw.scheme}://{raw.netloc.decode('ascii')}{path}", request.headers.get("mcp-session-id")
 
 
 class ResponseTracker:
@@ -26,16 +40,29 @@ class ResponseTracker:
 
     The hashing streams call ``feed(chunk)`` per chunk, then one of the events ``on_eof()`` (read to
     the end), ``on_close()`` (closed, maybe early) or ``on_error(exc)``; later events are no-ops.
+
+    An SSE answer (``watcher`` set) with a ``stream`` key is also filed with the journal, so that its
+    answer is recognised on a resumed GET if this stream ends without it (SEP-1699).
     """
 
-    __slots__ = ("_bytes", "_hash", "_inflight", "_status", "_watcher")
+    __slots__ = ("_bytes", "_hash", "_inflight", "_resumable", "_status", "_watcher")
 
-    def __init__(self, inflight: InFlight, status: int, watcher: ResponseWatcher | None) -> None:
+    def __init__(
+        self,
+        inflight: InFlight,
+        status: int,
+        watcher: ResponseWatcher | None,
+        stream: StreamKey | None = None,
+    ) -> None:
         self._inflight = inflight
         self._status = status
         self._watcher = watcher
         self._hash = hashlib.sha256()
         self._bytes = 0
+        self._resumable = watcher is not None and stream is not None and 200 <= status < 300
+        if self._resumable:
+            assert stream is not None
+            inflight.run.journal.expect_answer(inflight, stream)
 
     def feed(self, chunk: bytes) -> None:
         if self._inflight.finished:
@@ -56,15 +83,44 @@ class ResponseTracker:
 
     def on_eof(self) -> None:
         # JSON (or any non-SSE) body read to the end: complete. An SSE stream that ended without the
-        # response event: recorded, but the call does not join the frontier.
-        self._finish(completed=self._watcher is None)
+        # response event: see _unanswered.
+        if self._watcher is None:
+            self._finish(completed=True)
+        else:
+            self._unanswered()
 
     def on_close(self) -> None:
-        self._finish(completed=False)
+        if self._watcher is None:
+            self._finish(completed=False)
+        else:
+            self._unanswered()
+
+    def _unanswered(self) -> None:
+        """The SSE stream ended without the call's answer.
+
+        After an event with an id the client may resume (GET + ``Last-Event-ID``): the call stays in
+        flight, filed with the journal, and its ``response`` entry is written when the answer
+        arrives on the resumed stream — or an ``incomplete`` error when the run closes first.
+        Without an id nobody can resume: the entry is written now, ``code: response_missing``, and
+        the call does not join the DAG.
+        """
+        if self._inflight.finished or self._watcher is None or self._may_resume():
+            return
+        self._finish(completed=False, code="response_missing")
 
     def on_error(self, exc: BaseException) -> None:
-        if not self._inflight.finished:
-            self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
+        if self._inflight.finished or self._may_resume():
+            return  # a broken stream after an event id is resumed like a closed one (SEP-1699)
+        self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
+
+    def _may_resume(self) -> bool:
+        watcher = self._watcher
+        return (
+            self._resumable
+            and watcher is not None
+            and watcher.last_event_id is not None
+            and not watcher.too_large
+        )
 
     def _finish(self, *, completed: bool, code: str | None = None) -> None:
         if self._inflight.finished:
@@ -79,8 +135,52 @@ class ResponseTracker:
         )
 
 
-#: What a hashing stream reports to: a call's tracker, or a metadata collector.
-StreamObserver = ResponseTracker | MetadataCollector
+class ResumedStreamTracker:
+    """Reads a GET stream of a run's endpoint for answers to calls still in flight (SEP-1699).
+
+    Every JSON-RPC response on the stream whose id names a call the journal awaits on the same
+    endpoint and MCP session is that call's answer: its ``response`` entry is written at once (before
+    the chunk reaches the MCP client, so the next call already builds on it) with ``resumed: true``,
+    and ``out_hash`` / ``bytes`` of the JSON-RPC response message. Nothing else on the stream is
+    recorded; the stream ending is not an outcome of any call.
+    """
+
+    __slots__ = ("_journal", "_scanner", "_status", "_stream")
+
+    def __init__(self, journal: RunJournal, stream: StreamKey, status: int) -> None:
+        self._journal = journal
+        self._stream = stream
+        self._status = status
+        self._scanner = ResponseScanner(self._answer)
+
+    def feed(self, chunk: bytes) -> None:
+        self._scanner.feed(chunk)
+
+    def on_eof(self) -> None:
+        """Nothing to write: a GET stream is no call."""
+
+    def on_close(self) -> None:
+        """Nothing to write: a GET stream is no call."""
+
+    def on_error(self, exc: BaseException) -> None:
+        """Nothing to write: calls still awaited stay in flight (``incomplete`` at the run's close)."""
+
+    def _answer(self, request_id: str | int, data: bytes, event_id: str | None) -> None:
+        inflight = self._journal.awaited(self._stream, request_id)
+        if inflight is None:
+            return
+        self._journal.response(
+            inflight,
+            status=self._status,
+            out_hash=sha256_b64url(data),
+            nbytes=len(data),
+            completed=True,
+            resumed=True,
+        )
+
+
+#: What a hashing stream reports to: a call's tracker, a resumed stream's, or a metadata collector.
+StreamObserver = ResponseTracker | ResumedStreamTracker | MetadataCollector
 
 
 class _StreamWrapper:

@@ -97,9 +97,17 @@ def default_http_client() -> httpx.AsyncClient:
 
 
 def check_idp_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """Refuse an ``httpx.AsyncClient`` that carries our MCP signing hooks (see SIGNING_HOOK_MARKER)."""
+    """Refuse an ``httpx.AsyncClient`` that carries our MCP signing hooks (see SIGNING_HOOK_MARKER) or
+    follows redirects."""
     if not isinstance(client, httpx.AsyncClient):
         raise ConfigurationError("http_client must be an httpx.AsyncClient")
+    if client.follow_redirects:
+        # On a redirect httpx re-sends the form (307/308: client secret, assertion, subject token)
+        # and the DPoP proof to wherever the IdP's answer points; only Authorization is stripped.
+        raise ConfigurationError(
+            "http_client follows redirects; identity-provider requests must not (build it with "
+            "follow_redirects=False)"
+        )
     for hooks in client.event_hooks.values():
         if any(getattr(hook, SIGNING_HOOK_MARKER, False) for hook in hooks):
             raise ConfigurationError(

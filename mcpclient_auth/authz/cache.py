@@ -449,14 +449,17 @@ async def _join_elsewhere(task: asyncio.Task[AccessToken]) -> AccessToken:
     outcome: concurrent.futures.Future[AccessToken] = concurrent.futures.Future()
 
     def copy(done: asyncio.Task[AccessToken]) -> None:
-        if done.cancelled():  # its loop shut down: no token from it, try again later
-            outcome.set_exception(
-                TokenExchangeUnavailable("the token request was cancelled with its loop", retryable=True)
-            )
-        elif (exc := done.exception()) is not None:
-            outcome.set_exception(exc)
-        else:
-            outcome.set_result(done.result())
+        if outcome.cancelled():  # the caller stopped waiting (cancelled, or its wait timed out)
+            return
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled just now
+            if done.cancelled():  # its loop shut down: no token from it, try again later
+                outcome.set_exception(
+                    TokenExchangeUnavailable("the token request was cancelled with its loop", retryable=True)
+                )
+            elif (exc := done.exception()) is not None:
+                outcome.set_exception(exc)
+            else:
+                outcome.set_result(done.result())
 
     try:
         task.get_loop().call_soon_threadsafe(task.add_done_callback, copy)

@@ -119,7 +119,12 @@ def _origin(url: str) -> str:
 
 def access_token_hash(access_token: str) -> str:
     """``ath`` (RFC 9449 §4.2): base64url SHA-256 of the ASCII access token."""
-    return b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
+    try:
+        encoded = access_token.encode("ascii")
+    except UnicodeEncodeError:
+        # RFC 6750 token68 is ASCII; a server can be handed a latin-1-decoded header value.
+        raise DPoPProofInvalid("the access token is not ASCII, so it cannot be DPoP-bound") from None
+    return b64url_encode(hashlib.sha256(encoded).digest())
 
 
 def valid_nonce(value: object) -> bool:
@@ -344,14 +349,20 @@ def verify_proof(
     if access_token is None:
         if ath is not None:
             raise _refuse("ath without an access token")
-    elif not isinstance(ath, str) or not secrets.compare_digest(ath, access_token_hash(access_token)):
+    elif (
+        not isinstance(ath, str)
+        or not ath.isascii()  # compare_digest raises TypeError on non-ASCII str
+        or not secrets.compare_digest(ath, access_token_hash(access_token))
+    ):
         raise _refuse("ath")
     got_nonce = claims.get("nonce")
     if nonce is not None and got_nonce != nonce:
         raise _refuse("nonce")
     if replay is not None:
         digest = sha256_b64url(jti.encode("utf-8", "surrogatepass"))[:32]
-        claim = ReplayClaim(key.thumbprint, _REPLAY_KIND, f"p:{digest}", float(iat + window))
+        # Remembered one second past the window: a proof accepted at exactly iat + window must still
+        # be claimed (a store drops claims whose expiry is not after now).
+        claim = ReplayClaim(key.thumbprint, _REPLAY_KIND, f"p:{digest}", float(iat + window + 1))
         try:
             replay.claim([claim], now=current)
         except ReplayDetected:

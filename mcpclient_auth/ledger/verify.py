@@ -50,7 +50,11 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   (``record_jti_mismatch``); the seal's ``count`` and ``last`` match the file and its line's meta
   and ``ts`` match what it signs (``seal_mismatch``, ``token_time``);
   nothing follows the seal (``entry_after_seal``); every run is sealed (``run_unsealed``, unless
-  ``allow_unsealed``).
+  ``allow_unsealed``); every tool call of a sealed run got an answer (``response_missing``): a
+  ``response`` entry for its ECT that is not marked ``code: "response_missing"`` (the stream ended
+  without the JSON-RPC response). An ``error`` entry instead (transport failure, ``incomplete`` at
+  the run's close) is an unanswered call too. Runs that are still open (unsealed) are not judged here:
+  their calls may still be in flight.
 
 Memory is per run (the run's node ids and their ``iat``), released when the run's seal is read.
 With ``jobs > 1`` the line pass (parse, ``seq``, chain, seals' place in the file) still runs once,
@@ -165,6 +169,7 @@ CHECKS: dict[str, str] = {
     "seal_invalid": "a seal's signature, type or signer is wrong",
     "seal_mismatch": "a seal's run, count or last line hash disagrees with the file",
     "entry_after_seal": "a run has entries after its seal",
+    "response_missing": "a sealed run has a tool call whose answer never arrived (no response entry with it)",
     "unsealed_tail": "lines after the last seal or checkpoint are covered by no signature",
     "recovery_invalid": "a recovery record says more than a writer can vouch for, closes no torn line, "
     "or its signature does not cover it",
@@ -197,6 +202,8 @@ _KIND_CHECK = {
     "seal": "seal_invalid",
 }
 _SIGNATURE_CHECK = {**_KIND_CHECK, "record": "token_invalid"}
+#: ``meta.code`` of a ``response`` entry whose stream ended without the JSON-RPC response.
+_NO_ANSWER = "response_missing"
 #: Entries of finished runs sent to a worker process at a time.
 _BATCH_ENTRIES = 2000
 
@@ -418,6 +425,8 @@ class _RunChecker:
         self._calls: dict[str, int] = {}
         #: (seq, ECT jti, ancestor jti, action, max_calls) for each call a budgeted ancestor pays for.
         self._ancestor_calls: list[AncestorCall] = []
+        #: ECT jti -> seq of the tool calls whose answer has not been seen yet.
+        self._unanswered: dict[str, int] = {}
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
             "mandate": self._mandate,
             "ect": self._ect,
@@ -561,6 +570,8 @@ class _RunChecker:
                 self.fail(entry, "pred_newer", f"predecessor {parent} was issued after this token")
         self._iat.setdefault(jti, ect.iat)
         self._nodes.setdefault(jti, ect.pred)
+        if entry.meta.get("method") == "tools/call" and entry.jti == jti:
+            self._unanswered[jti] = entry.seq
 
     def _count_call(self, entry: LedgerEntry, mandate: Mandate, action: str) -> None:
         """``max_calls``: the run's ECTs for a budgeted action (bodies are not in the ledger, so
@@ -581,6 +592,8 @@ class _RunChecker:
     def _response(self, entry: LedgerEntry) -> None:
         if entry.jti is None or entry.jti == self.run or entry.jti not in self._iat:
             self.fail(entry, "entry_mismatch", "the response answers no earlier ECT of its run")
+        elif entry.meta.get("code") != _NO_ANSWER:
+            self._unanswered.pop(entry.jti, None)
 
     def _record(self, entry: LedgerEntry) -> None:
         if self._record_seen:
@@ -648,6 +661,10 @@ class _RunChecker:
         """End of the run (its seal, or the end of the file): settle forward references."""
         if self._forward:
             self._settle_forward()
+        if self.sealed:
+            for jti, seq in self._unanswered.items():
+                reason = "the tool call's answer never arrived (no response entry carries it)"
+                self.failures.append(Failure(seq, jti, self.run, "response_missing", reason))
         return _RunResult(
             self.run, self.failures, self.summary, self.tokens_verified, self.sealed, self._ancestor_calls
         )

@@ -26,6 +26,7 @@ CASES: list[Case] = [
     cases.second_403_is_a_typed_refusal,
     cases.first_challenge_chooses_the_scope,
     cases.first_challenge_outside_the_allowlist_is_refused,
+    cases.dpop_proves_every_send_and_answers_the_nonce_once,
 ]
 
 

@@ -278,8 +278,11 @@ async def test_a_network_failure_is_an_error_entry_and_does_not_join_the_dag(env
                 await client.post(env.url, json=body)
         assert run.frontier.current() == []
     errors = entries(path, kind="error")
-    assert [(e.meta["code"], e.jti) for e in errors] == [("transport_error", entries(path, kind="ect")[0].jti)]
-    assert verify_ledger(path, env.trust).ok
+    [ect] = entries(path, kind="ect")
+    assert [(e.meta["code"], e.jti) for e in errors] == [("transport_error", ect.jti)]
+    # The ledger is intact, and says the tool call was never answered (issue 15: not reported OK).
+    report = verify_ledger(path, env.trust)
+    assert [(f.check, f.jti) for f in report.failures] == [("response_missing", ect.jti)]
 
 
 async def test_legacy_sse_transport_messages_are_signed(tmp_path: Path) -> None:

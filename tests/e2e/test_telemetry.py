@@ -39,7 +39,9 @@ from tests.support.telemetry import (
     local_refusal_scenario,
     recorded,
     reobtain_scenario,
+    retry_scenario,
     secrets_scenario,
+    step_up_scenario,
     tools_call_scenario,
     trace_hex,
 )
@@ -76,6 +78,14 @@ async def test_a_local_refusal_is_an_error_span_naming_the_missing_capability(
 
 async def test_a_401_re_obtain_is_one_span_with_a_fresh_token_span(env: AuthzEnv, tmp_path: Path) -> None:
     await reobtain_scenario(STACK_A, env, tmp_path)
+
+
+async def test_a_403_step_up_is_one_span_with_a_step_up_token_span(env: AuthzEnv, tmp_path: Path) -> None:
+    await step_up_scenario(STACK_A, env, tmp_path)
+
+
+async def test_a_retried_token_request_is_counted_on_the_token_span(env: AuthzEnv, tmp_path: Path) -> None:
+    await retry_scenario(STACK_A, env, tmp_path)
 
 
 async def test_no_token_secret_or_key_in_any_exported_span_or_metric(env: AuthzEnv, tmp_path: Path) -> None:
@@ -237,3 +247,29 @@ def test_the_server_span_is_a_child_of_the_client_span_with_the_verification_out
     assert refusal.parent is not None
     assert clients[refusal.parent.span_id].name == "tools/call get_employee_salary"
     assert clients[refusal.parent.span_id].attributes["error.type"] == "403"
+
+
+def test_a_redirected_call_gets_a_span_per_hop_each_named_in_its_ledger_entry(tmp_path: Path) -> None:
+    """A 307 from /mcp to /mcp/: each hop is its own ECT (and ledger entry), signed anew; each names
+    the span of its own hop, and the ledger verifies (meta.trace = the ECT's trace)."""
+    from mcpclient_auth.ledger import verify_ledger
+    from tests.support.hooks_env import hr_server
+
+    path = tmp_path / "ledger.jsonl"
+
+    async def call(run: AgentRun) -> None:
+        async with run, open_session(run) as session:
+            assert not (await session.call_tool("search", {"query": "moved"})).isError
+
+    with hr_server() as env, recorded() as rec:
+        env.state.redirect_slash = True
+        asyncio.run(call(env.run(path)))
+        assert env.state.rejected == 0, env.state.errors()
+        hops = rec.named("tools/call search")
+    assert sorted(s.attributes["http.response.status_code"] for s in hops) == [200, 307]
+    by_ect = {s.attributes[P + "ect.jti"]: s for s in hops}
+    tool_ects = [e for e in entries(path, kind="ect") if e.meta.get("tool") == "search"]
+    assert len(tool_ects) == 2 and {e.jti for e in tool_ects} == set(by_ect)
+    for entry in tool_ects:
+        assert entry.meta["trace"] == trace_hex(by_ect[entry.jti])[0]
+    assert verify_ledger(path, env.trust).ok

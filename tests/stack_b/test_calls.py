@@ -19,3 +19,15 @@ async def test_refusals_are_journalled_and_nothing_is_signed(tmp_path: Path) -> 
 
 async def test_a_dpop_proof_is_signed_and_a_tampered_one_fails(tmp_path: Path) -> None:
     await pipeline.check_dpop_proof_is_signed_and_a_tampered_proof_fails(httpx2, tmp_path)
+
+
+async def test_the_users_token_is_sent_signed_async_and_sync(tmp_path: Path) -> None:
+    await pipeline.check_the_users_token_is_sent_signed_async_and_sync(httpx2, tmp_path)
+
+
+async def test_a_first_challenge_run_sends_no_token_but_signs(tmp_path: Path) -> None:
+    await pipeline.check_a_first_challenge_run_sends_no_token_but_signs(httpx2, tmp_path)
+
+
+async def test_a_body_less_request_is_signed_without_an_ect(tmp_path: Path) -> None:
+    await pipeline.check_a_body_less_request_is_signed_without_an_ect(httpx2, tmp_path)

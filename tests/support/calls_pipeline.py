@@ -186,3 +186,96 @@ async def check_dpop_proof_is_signed_and_a_tampered_proof_fails(lib: ModuleType,
     rejected = server.check(server_view(stripped, body))
     assert isinstance(rejected, Rejection) and isinstance(rejected.error, SignatureError)
     run.close()
+
+
+def _token_run(tmp_path: Path, **options: Any) -> AgentRun:
+    from mcpclient_auth.authz import StaticTokens
+
+    return AgentRun(
+        agent=AGENT,
+        issuer=USER,
+        purpose="p",
+        capabilities=["mcp.search"],
+        endpoint=URL,
+        ledger=tmp_path / "t.jsonl",
+        token_source=StaticTokens({"alice": "user-token-alice"}),
+        **options,
+    )
+
+
+async def check_the_users_token_is_sent_signed_async_and_sync(lib: ModuleType, tmp_path: Path) -> None:
+    """With a token source: ``Authorization`` carries the user's token and the signature covers it;
+    the sync path (the same coroutine, waited for on the token loop) gives the same header, and the
+    attempt records the token it used; an unknown user is a journalled refusal, nothing signed."""
+    from mcpclient_auth._calls import authorization_sync
+    from mcpclient_auth._hooks.auth import Attempt
+    from mcpclient_auth.authz._blocking import run_blocking
+
+    run = _token_run(tmp_path)
+    endpoint = run.endpoint_set.endpoints[0]
+    server = verifier()
+    for sync in (False, True):
+        body = tool_call(10 + sync)
+        request = lib.Request("POST", URL, content=body, headers={"content-type": "application/json"})
+        admitted = admit(run, "POST", body, "application/json")
+        assert isinstance(admitted, Admitted)
+        attempt = Attempt()
+        if sync:
+            credential = authorization_sync(run, admitted.call, endpoint, attempt, run_blocking)
+        else:
+            credential = await authorization(run, admitted.call, endpoint, attempt)
+        assert credential is not None and not isinstance(credential, Refusal)
+        prepare(run, request, body, endpoint, admitted, credential)
+        assert request.headers["Authorization"] == "Bearer user-token-alice"
+        assert "authorization" in request.headers["Signature-Input"]  # covered by the signature
+        server.verify(server_view(request, body))
+        assert attempt.token is not None and attempt.token.token == "user-token-alice"
+    with acting_for("bob"):  # the run refuses another principal before any token is asked for
+        refused = authorization_sync(run, None, endpoint, None, run_blocking)
+    assert isinstance(refused, Refusal) and isinstance(refused.error, PrincipalMismatch)
+    run.close()
+
+
+async def check_a_first_challenge_run_sends_no_token_but_signs(lib: ModuleType, tmp_path: Path) -> None:
+    """``initial_scope="challenge"``: until the endpoint challenges, a send carries no user token (the
+    attempt marks it anonymous) but the mandate, the ECT and the signature, which a server accepts;
+    once the run remembers the endpoint's scopes, the token goes from the start."""
+    from mcpclient_auth._hooks.auth import OBTAIN, Attempt, verdict
+
+    run = _token_run(tmp_path, initial_scope="challenge")
+    endpoint = run.endpoint_set.endpoints[0]
+    body = tool_call(1)
+    request = lib.Request("POST", URL, content=body, headers={"content-type": "application/json"})
+    admitted = admit(run, "POST", body, "application/json")
+    assert isinstance(admitted, Admitted)
+    attempt = Attempt()
+    assert await authorization(run, admitted.call, endpoint, attempt) is None
+    assert attempt.anonymous and attempt.token is None
+    prepare(run, request, body, endpoint, admitted, None)
+    assert "Authorization" not in request.headers and "Execution-Context" in request.headers
+    verified = verifier().verify(server_view(request, body))
+    assert verified.action == "mcp.search"
+    challenge = lib.Response(401, headers={"www-authenticate": 'Bearer scope="mcp.read"'}, request=request)
+    assert verdict(attempt, challenge)[0] == OBTAIN
+    run.remember_scopes(endpoint, run.token_source, ["mcp.read"])  # what a passing resend leaves behind
+    later = Attempt()
+    assert await authorization(run, admitted.call, endpoint, later) is not None and not later.anonymous
+    assert later.asked_scopes == ("mcp.read",)
+    run.close()
+
+
+async def check_a_body_less_request_is_signed_without_an_ect(lib: ModuleType, tmp_path: Path) -> None:
+    """GET (the SSE stream) and DELETE (session end) carry the mandate and a signature, no ECT, and
+    write no ``ect`` entry: they are not calls."""
+    run = make_run(tmp_path)
+    endpoint = run.endpoint_set.endpoints[0]
+    for method in ("GET", "DELETE"):
+        request = lib.Request(method, URL)
+        admitted = admit(run, method, b"", None)
+        assert admitted == Admitted(None, None)
+        prepared = prepare(run, request, b"", endpoint, admitted, None)
+        assert prepared.inflight is None and "Execution-Context" not in request.headers
+        assert "Signature" in request.headers and "ACT-Mandate" in request.headers
+        assert "Content-Digest" not in request.headers
+    assert list(Ledger.open(tmp_path / "l.jsonl").entries(kind="ect")) == []
+    run.close()

@@ -287,6 +287,48 @@ async def reobtain_scenario(stack: McpStack, env: AuthzEnv, tmp_path: Path) -> N
     assert verify_ledger(path, env.trust).ok
 
 
+async def step_up_scenario(stack: McpStack, env: AuthzEnv, tmp_path: Path) -> None:
+    """A 403 insufficient_scope on the session's first request: one span with a ``step_up`` event and
+    two token child spans (the first token, then the step-up's, both asked of the IdP)."""
+    env.gate.required_scopes = frozenset({"mcp.read", "mcp.write"})
+    source = env.exchange(scopes=["mcp.read"])
+    path = tmp_path / "ledger.jsonl"
+    with recorded() as rec:
+        async with (
+            env.run("alice", path, token_source=source, allowed_scopes=["mcp.read", "mcp.write"]) as run,
+            stack.open(run) as session,
+        ):
+            result = await asyncio.wait_for(session.call_tool("search", {"query": "stepped"}), BOUND)
+            assert not stack.is_error(result)
+        (span,) = [s for s in rec.spans() if any(e.name == P + "step_up" for e in s.events)]
+        (event,) = [e for e in span.events if e.name == P + "step_up"]
+        assert event.attributes["http.response.status_code"] == 403
+        assert span.status.status_code == StatusCode.UNSET
+        assert span.attributes[P + "attempts"] == 2 and span.attributes["http.response.status_code"] == 200
+        first, stepped = sorted(rec.children(span), key=lambda s: s.start_time)
+        check_token_span(first, cache="miss", fetched=True, reason="first")
+        check_token_span(stepped, cache="miss", fetched=True, reason="step_up")
+        assert rec.total("mcpclient_auth.token.fetches") == env.idp.count == 2
+    assert verify_ledger(path, env.trust).ok
+
+
+async def retry_scenario(stack: McpStack, env: AuthzEnv, tmp_path: Path) -> None:
+    """The identity provider answers 503 once: the session's first token span records one retry."""
+    from tests.support.idp import Reply
+
+    env.idp.queue(Reply.unavailable(503))
+    path = tmp_path / "ledger.jsonl"
+    with recorded() as rec:
+        async with env.run("alice", path, token_source=env.exchange()) as run, stack.open(run) as session:
+            assert not stack.is_error(await asyncio.wait_for(session.call_tool("search", {"query": "r"}), BOUND))
+        first = min((s for s in rec.spans() if s.kind == SpanKind.CLIENT), key=lambda s: s.start_time)
+        (token,) = rec.children(first)
+        attributes = dict(token.attributes or {})
+        assert attributes[P + "token.retries"] == 1 and attributes[P + "token.fetched"] is True
+        assert token.status.status_code != StatusCode.ERROR
+        assert env.idp.count == 2 and rec.total("mcpclient_auth.token.fetches") == 1  # one fetch, retried
+
+
 def private_material(identity: Identity) -> list[str]:
     """The private JWK ``d`` and the PKCS#8 PEM body lines (as in tests/reliability/test_secrets.py,
     which stack B cannot import: it opens mcp 1.x sessions)."""

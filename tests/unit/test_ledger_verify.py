@@ -582,3 +582,69 @@ def test_garbage_files_never_crash_the_verifier(
     report = verify_ledger(path, actors.trust)
     assert isinstance(report.ok, bool)
     assert checks(report) <= set(CHECKS)
+
+
+# --- calls whose answer never arrived (issue 15) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        None,  # nothing after the ECT: the run closed without writing its outcome
+        {"kind": "error", "meta": {"code": "incomplete", "message": "no complete response"}},
+        {"kind": "error", "meta": {"code": "transport_error", "message": "ReadError"}},
+        {"kind": "response", "meta": {"status": 200, "out_hash": "h", "code": "response_missing"}},
+    ],
+)
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_tool_call_without_an_answer_is_flagged(
+    tmp_path: Path, actors: Actors, outcome: dict[str, object] | None, jobs: int
+) -> None:
+    def steps(run: RunBuilder) -> None:
+        run.ect("mcp.search")
+        lost = run.ect("mcp.fetch", respond=False)
+        if outcome is not None:
+            run.ledger.append(run=run.run, jti=lost.jti, **outcome)  # type: ignore[arg-type]
+        run.record()
+        run.seal()
+
+    path = build(tmp_path, actors, steps)
+    report = verify_ledger(path, actors.trust, jobs=jobs)
+    lost_jti = [e.jti for e in Ledger.open(path).entries(kind="ect")][1]
+    assert [(f.check, f.jti) for f in report.failures] == [("response_missing", lost_jti)]
+    assert report.exit_code == 1 and "response_missing" in CHECKS
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"status": 200, "out_hash": "h", "bytes": 9},
+        {"status": 200, "out_hash": "h", "bytes": 9, "resumed": True},  # answered on a resumed GET
+        {"status": 200, "out_hash": "h", "code": "event_too_large"},  # arrived, too large to inspect
+        {"status": 403, "out_hash": "h"},  # the server answered, with a refusal
+    ],
+)
+def test_an_answered_tool_call_is_not_flagged(
+    tmp_path: Path, actors: Actors, meta: dict[str, object]
+) -> None:
+    def steps(run: RunBuilder) -> None:
+        ect = run.ect("mcp.search", respond=False)
+        run.ledger.append(run=run.run, kind="response", jti=ect.jti, meta=meta)
+        run.record()
+        run.seal()
+
+    assert verify_ledger(build(tmp_path, actors, steps), actors.trust).ok
+
+
+def test_an_open_run_and_session_calls_are_not_judged_for_answers(tmp_path: Path, actors: Actors) -> None:
+    def steps(run: RunBuilder) -> None:
+        run.ect("mcp.search", respond=False)  # still in flight: the run has no seal yet
+
+    report = verify_ledger(
+        build(tmp_path, actors, steps), actors.trust, allow_unsealed=True, allow_unsealed_tail=True
+    )
+    assert report.ok, report.failures
+    path = tmp_path / "session.jsonl"
+    with Ledger(path) as ledger:
+        write_run(ledger, actors)  # its session calls (initialize, tools/list) have responses or none
+    assert verify_ledger(path, actors.trust).ok

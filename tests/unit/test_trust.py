@@ -640,6 +640,7 @@ def test_an_unbound_mandates_run_is_signed_by_the_agent_it_names(
             ledger.append(
                 run=unbound.jti, kind="ect", jti=ect.jti, token=token, meta={"method": "tools/call"}
             )
+            ledger.append(run=unbound.jti, kind="response", jti=ect.jti, meta={"status": 200})
         ledger.seal(unbound.jti, worker)
     report = verify_ledger(path, trust)
     assert report.checks() == {"ect_issuer_mismatch": 1, "seal_invalid": 1}
