@@ -43,7 +43,7 @@ def test_a_proof_verifies_with_another_implementation(alg: str) -> None:
     proof = dpop.proof("POST", URL + "?session=1#frag", access_token=TOKEN)
     claims, jkt = check_proof(proof.token, "POST", URL, set(), access_token=TOKEN)
     assert claims["htm"] == "POST" and claims["htu"] == URL and claims["jti"] == proof.jti
-    assert abs(claims["iat"] - time.time()) < 5
+    assert abs(claims["iat"] - time.time()) < 60  # issued now (a generous bound: no timing test)
     expected_ath = base64.urlsafe_b64encode(hashlib.sha256(TOKEN.encode()).digest()).rstrip(b"=").decode()
     assert claims["ath"] == expected_ath == proof.ath
     assert "nonce" not in claims
