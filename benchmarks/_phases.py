@@ -150,8 +150,9 @@ def install_client_phases(clock: PhaseClock) -> None:
     clock.wrap(RequestSigner, "sign", "request hook: RFC 9421 sign")
     clock.wrap(AuthFlow, "async_auth_flow", "auth flow")
     clock.wrap(RunHooks, "on_response", "response path")
-    for name in ("feed", "on_eof", "on_close", "on_error"):
-        clock.wrap(ResponseTracker, name, "response path")
+    for name in ("feed", "on_eof", "on_close", "on_error", "eof", "closed", "failed"):
+        if name in ResponseTracker.__dict__:  # the event names changed once; time whichever exist
+            clock.wrap(ResponseTracker, name, "response path")
     clock.wrap(Ledger, "append", "ledger")
 
 

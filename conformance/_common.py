@@ -228,8 +228,15 @@ class SignedRun:
         )
         # The harness reads this marker: a scenario that expects the client to fail (iss-wrong-issuer,
         # resource-mismatch...) still needs a ledger that verifies and no rejected request.
-        marker = {"ok": report.ok and not self.rejected, "entries": report.entries, "verified": self.verified}
-        marker["rejected"] = len(self.rejected)
+        marker: dict[str, Any] = {
+            "ok": report.ok and not self.rejected,
+            "ledger_ok": report.ok,
+            "ledger_failures": sorted({failure.check for failure in report.failures}),
+            "entries": report.entries,
+            "verified": self.verified,
+            "rejected": len(self.rejected),
+            "rejections": self.rejected[:5],
+        }
         (self.dir / f"signed-run-{os.getpid()}.json").write_text(json.dumps(marker))
         if exc is not None:
             return

@@ -15,7 +15,11 @@ What it does, with nothing but Python 3.11 and the package registries:
 4. a comparison with ``conformance/expected-failures.toml`` (one table per stack and variant, every
    entry with its reason): an unexpected failure or a stale entry (a listed scenario that now
    passes) makes the run fail;
-5. ``results.json`` and ``results.md`` (the table the README shows) in ``--out``.
+5. in every SDK scenario — passed, or failed and listed in the baseline alike — the signed-run
+   markers the client wrote (``_common.SignedRun``) must show a run whose ledger verified, at least one
+   request to the MCP endpoint, and every such request accepted by the SDK's own
+   ``McpRequestVerifier``; otherwise the run fails (no baseline entry can excuse it);
+6. ``results.json`` and ``results.md`` (the table the README shows) in ``--out``.
 
 Variants: ``sdk`` (our SDK: signing hooks in every scenario, our token sources, the ledger verified
 at the end, every request re-verified by ``McpRequestVerifier``) and ``plain`` (the stack's own mcp
@@ -56,6 +60,12 @@ class Outcome:
     failed_checks: list[str] = field(default_factory=list)
     checks: int = 0
     note: str = ""
+    #: SDK variant: why the scenario's signed run does not hold (None: ledger verified, >= 1 request
+    #: to the MCP endpoint, every one accepted by McpRequestVerifier).
+    signed_problem: str | None = None
+    #: SDK variant: requests to the MCP endpoint McpRequestVerifier accepted / rejected.
+    requests_verified: int = 0
+    requests_rejected: int = 0
 
     @property
     def label(self) -> str:
@@ -187,23 +197,31 @@ def run_scenario(
     if not passed and not failed:
         output = proc.stdout + proc.stderr
         note = "client exited with an error" if "CLIENT EXITED WITH ERROR" in output else "suite error"
+    outcome = Outcome(scenario, stack, variant, passed, seconds, sorted(set(failed)), total, note)
     if variant == "sdk":
         # Our own bar on top of the suite's: the scenario ran under a signed run whose ledger verified
         # and whose every request McpRequestVerifier accepted (written by _common.SignedRun).
-        reason = signed_run_problem(target)
-        if reason is not None:
-            note = f"{note}; {reason}" if note else reason
-            passed = False
-    return Outcome(scenario, stack, variant, passed, seconds, sorted(set(failed)), total, note)
+        markers = [json.loads(m.read_text()) for m in target.glob("signed-run-*.json")]
+        outcome.signed_problem = signed_run_problem(markers)
+        outcome.requests_verified = sum(int(m.get("verified", 0)) for m in markers)
+        outcome.requests_rejected = sum(int(m.get("rejected", 0)) for m in markers)
+        if outcome.signed_problem is not None:
+            outcome.note = f"{note}; {outcome.signed_problem}" if note else outcome.signed_problem
+            outcome.passed = False
+    return outcome
 
 
-def signed_run_problem(target: Path) -> str | None:
-    """Why the SDK variant's scenario in ``target`` does not count as signed and verified, if so."""
-    markers = [json.loads(m.read_text()) for m in target.glob("signed-run-*.json")]
+def signed_run_problem(markers: list[dict[str, object]]) -> str | None:
+    """Why an SDK scenario's signed-run markers do not show a signed, verified run (None: they do)."""
     if not markers:
         return "no signed run"
-    if not all(m.get("ok") is True for m in markers):
-        return "ledger or request verification failed"
+    if any(m.get("ledger_ok", m.get("ok")) is not True for m in markers):
+        return "the run's ledger does not verify"
+    rejected = sum(int(str(m.get("rejected", 0))) for m in markers)
+    if rejected or any(m.get("ok") is not True for m in markers):
+        return f"McpRequestVerifier rejected {rejected} request(s) to the MCP endpoint"
+    if sum(int(str(m.get("verified", 0))) for m in markers) == 0:
+        return "no request to the MCP endpoint was signed"
     return None
 
 
@@ -220,15 +238,32 @@ def load_baseline() -> dict[str, dict[str, str]]:
 
 
 def judge(outcomes: list[Outcome], baseline: dict[str, dict[str, str]]) -> tuple[list[str], list[str]]:
+    """Unexpected failures and stale baseline entries. A failed SDK scenario is expected only when its
+    signed run held (ledger verified, every request accepted): that is never excused by the baseline."""
     unexpected: list[str] = []
     stale: list[str] = []
     for o in outcomes:
         expected = baseline.get(o.label, {})
-        if not o.passed and o.scenario not in expected:
+        excused = o.scenario in expected and o.signed_problem is None
+        if not o.passed and not excused:
             unexpected.append(f"{o.label}: {o.scenario} ({', '.join(o.failed_checks) or o.note})")
         if o.passed and o.scenario in expected:
             stale.append(f"{o.label}: {o.scenario} passes now; remove it from {BASELINE.name}")
     return unexpected, stale
+
+
+def signed_summary(outcomes: list[Outcome]) -> str | None:
+    """One line for acceptance 2: McpRequestVerifier's verdict over every SDK scenario (None: no SDK run)."""
+    sdk = [o for o in outcomes if o.variant == "sdk"]
+    if not sdk:
+        return None
+    held = sum(o.signed_problem is None for o in sdk)
+    verified = sum(o.requests_verified for o in sdk)
+    rejected = sum(o.requests_rejected for o in sdk)
+    return (
+        f"signed runs: {held}/{len(sdk)} SDK scenarios with a verified ledger; McpRequestVerifier "
+        f"accepted {verified} request(s) to the MCP endpoint, rejected {rejected}"
+    )
 
 
 def table(outcomes: list[Outcome], labels: list[str], scenarios: list[str]) -> str:
@@ -311,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(outcomes, labels, scenarios))
     for label, seconds in timings.items():
         print(f"time {label}: {seconds:.0f}s")
+    summary = signed_summary(outcomes)
+    if summary is not None:
+        print(summary)
+        with (args.out / "results.md").open("a") as results:
+            results.write(f"\n{summary}\n")
     if args.no_baseline:
         return 0
     unexpected, stale = judge(outcomes, load_baseline())

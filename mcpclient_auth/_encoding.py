@@ -23,7 +23,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["b64url_decode", "b64url_encode", "compact_json", "sha256_b64url", "strict_json_loads"]
+__all__ = [
+    "b64url_decode",
+    "b64url_encode",
+    "compact_json",
+    "sha256_b64url",
+    "strict_json_loads",
+    "strict_json_loads_canonical",
+]
 
 
 def b64url_encode(data: bytes) -> str:
@@ -132,3 +139,39 @@ def strict_json_loads(
         raise error(f"{what} is not valid JSON") from None
     except RecursionError:
         raise error(f"{what} is nested too deeply") from None
+
+
+#: The C scanner alone, without the duplicate-member hook (see strict_json_loads_canonical).
+_SCAN_CANONICAL: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(
+    parse_constant=_refuse_constant
+).scan_once  # type: ignore[attr-defined]  # set in JSONDecoder.__init__, untyped in typeshed
+
+
+def strict_json_loads_canonical(data: bytes, *, error: Callable[[str], BaseException], what: str) -> Any:
+    """:func:`strict_json_loads` for a caller that then accepts the document **only if it re-encodes
+    to exactly its own bytes** (the ledger's canonical lines), and for no one else.
+
+    It skips the per-object duplicate-member hook (a Python call per object): a document with a
+    repeated member name can never equal the re-encoding of what was parsed from it, which holds each
+    member once, so that caller's comparison refuses it. Everything else is refused here as in
+    :func:`strict_json_loads`: invalid UTF-8, ``NaN``/``Infinity``, leading or trailing data, integers
+    too long to convert, nesting deep enough to exhaust the stack.
+    """
+    try:
+        text = data.decode("utf-8")
+        value, end = _SCAN_CANONICAL(text, 0)
+    except _NotJsonConstant as exc:
+        raise error(f"{what} holds {exc.args[0]}, which is not JSON") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} is not valid UTF-8") from None
+    except StopIteration as exc:  # the scanner's "no JSON value starts here"
+        raise error(f"{what} is not valid JSON (at offset {exc.value})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not valid JSON (at offset {exc.pos})") from None
+    except ValueError:  # e.g. an integer longer than the interpreter converts
+        raise error(f"{what} is not valid JSON") from None
+    except RecursionError:
+        raise error(f"{what} is nested too deeply") from None
+    if end != len(text):
+        raise error(f"{what} has trailing data after the JSON value")
+    return value

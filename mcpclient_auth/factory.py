@@ -33,7 +33,7 @@ import httpx
 
 from ._hooks import HttpLibrary, RunHooks, library_for, library_named, wrap_transports
 from ._hooks.auth import check_installable, compose_auth
-from .authz._token_request import SIGNING_HOOK_MARKER
+from .authz import SIGNING_HOOK_MARKER
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:

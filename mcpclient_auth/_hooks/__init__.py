@@ -51,8 +51,8 @@ from .._calls import Admitted, Refusal, admit, authorization, authorization_sync
 from .._context import current_run, use_run
 from .._dpop import Credential
 from .._journal import InFlight, RunJournal
+from ..authz import SIGNING_HOOK_MARKER
 from ..authz._blocking import run_blocking
-from ..authz._token_request import SIGNING_HOOK_MARKER
 from ..authz.www_authenticate import bearer_challenge
 from ..endpoints import EndpointSet, MetadataCollector, sent_url
 from ..errors import (

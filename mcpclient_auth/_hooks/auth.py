@@ -286,14 +286,13 @@ class Attempt:
 
 
 def _challenge(response: Any, attempt: Attempt | None = None) -> BearerChallenge | None:
-    # A DPoP-bound token is challenged with the DPoP scheme (RFC 9449 §7.1): same parameters.
+    # RFC 9449 §7.1: the DPoP scheme's challenge has the Bearer parameters. A server may offer both, or
+    # only DPoP (also to a first, anonymous request): read the one matching the token, else the other.
     bound = attempt is not None and attempt.token is not None and attempt.token.dpop_bound
-    scheme = "dpop" if bound else "bearer"
+    first, second = ("dpop", "bearer") if bound else ("bearer", "dpop")
     try:
         values = response.headers.get_list("www-authenticate")
-        return bearer_challenge(values, scheme=scheme) or (
-            bearer_challenge(values) if scheme == "dpop" else None
-        )
+        return bearer_challenge(values, scheme=first) or bearer_challenge(values, scheme=second)
     except ChallengeMalformed:
         return None
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .._encoding import strict_json_loads
+from .._encoding import strict_json_loads_canonical
 from ..errors import LedgerFormatError
 
 __all__ = [
@@ -236,7 +236,8 @@ def parse_line(line: bytes) -> LedgerEntry:
         raise LedgerFormatError(f"the line is longer than {MAX_LINE_BYTES} bytes")
     if b"\n" in line:
         raise LedgerFormatError("a ledger line holds no newline")
-    obj = strict_json_loads(line, error=LedgerFormatError, what="the line")
+    # Duplicate member names are refused by the canonical comparison below (see the decoder's doc).
+    obj = strict_json_loads_canonical(line, error=LedgerFormatError, what="the line")
     if not isinstance(obj, dict):
         raise LedgerFormatError("the line is not a JSON object")
     if tuple(obj) != FIELDS:

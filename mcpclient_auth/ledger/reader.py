@@ -171,8 +171,11 @@ def unverified_claims(token: str | None) -> dict[str, Any]:
         return {}
 
 
-def summarize(summary: RunSummary, entry: LedgerEntry) -> None:
-    """Fold ``entry`` into ``summary`` (the summary is per run; memory stays constant)."""
+def summarize(summary: RunSummary, entry: LedgerEntry, *, claims: dict[str, Any] | None = None) -> None:
+    """Fold ``entry`` into ``summary`` (the summary is per run; memory stays constant).
+
+    ``claims``: the claims of the entry's token when the caller has already parsed it (the verifier
+    does), so a mandate or record is not decoded a second time for its purpose or status."""
     summary.entries += 1
     summary.first_ts = summary.first_ts or entry.ts
     summary.last_ts = entry.ts
@@ -182,7 +185,7 @@ def summarize(summary: RunSummary, entry: LedgerEntry) -> None:
         summary.principal = principal
     kind = entry.kind
     if kind == "mandate":
-        task = unverified_claims(entry.token).get("task")
+        task = (claims if claims is not None else unverified_claims(entry.token)).get("task")
         purpose = task.get("purpose") if isinstance(task, dict) else None
         if isinstance(purpose, str):
             summary.purpose = purpose
@@ -201,7 +204,9 @@ def summarize(summary: RunSummary, entry: LedgerEntry) -> None:
     elif kind == "error":
         summary.errors += 1
     elif kind == "record":
-        status = unverified_claims(entry.token).get("status", meta.get("status"))
+        if claims is None:
+            claims = unverified_claims(entry.token)
+        status = claims.get("status", meta.get("status"))
         summary.status = status if isinstance(status, str) else "recorded"
     elif kind == "seal":
         summary.sealed = True

@@ -410,6 +410,9 @@ class _RunChecker:
         self.tokens_verified = 0
         self.sealed = False
         self.mandate: Mandate | None = None
+        #: Read once from the verified mandate (they are asked for on every entry / call).
+        self._principal: str | None = None
+        self._ancestors: list[Mandate] = []
         self._mandate_seen = False
         self._missing_reported = False
         self._record_seen = False
@@ -427,6 +430,8 @@ class _RunChecker:
         self._ancestor_calls: list[AncestorCall] = []
         #: ECT jti -> seq of the tool calls whose answer has not been seen yet.
         self._unanswered: dict[str, int] = {}
+        #: The claims of the token the current entry's handler parsed (None: it parsed none).
+        self._parsed_claims: dict[str, Any] | None = None
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
             "mandate": self._mandate,
             "ect": self._ect,
@@ -442,13 +447,20 @@ class _RunChecker:
         self.failures.append(Failure(seq, jti or (entry.jti if entry else None), self.run, check, reason))
 
     def feed(self, entry: LedgerEntry) -> None:
-        summarize(self.summary, entry)
-        if not self._mandate_seen and entry.kind != "mandate" and not self._missing_reported:
+        kind = entry.kind
+        # A mandate or record is summarised from the claims its handler parses (not decoded twice).
+        deferred = kind == "mandate" or kind == "record"
+        if not deferred:
+            summarize(self.summary, entry)
+        if not self._mandate_seen and kind != "mandate" and not self._missing_reported:
             self._missing_reported = True
             self.fail(entry, "mandate_missing", "the run's first entry is not its mandate")
-        self._handlers[entry.kind](entry)
+        self._parsed_claims = None
+        self._handlers[kind](entry)
+        if deferred:
+            summarize(self.summary, entry, claims=self._parsed_claims)
         principal = entry.meta.get("principal")
-        if self.mandate is not None and principal is not None and principal != self.mandate.principal:
+        if principal is not None and self._principal is not None and principal != self._principal:
             # The run acts for the mandate's principal; a log naming another user misattributes it.
             self.fail(entry, "principal_mismatch", "the entry names another principal than the run's mandate")
         if entry.kind != "seal":
@@ -466,13 +478,18 @@ class _RunChecker:
             return None
         self.tokens_verified += 1
         try:
-            return _VERIFY[entry.kind](token, self.trust, mandate)
+            verified = _VERIFY[entry.kind](token, self.trust, mandate)
         except Exception as exc:  # see _check_for: report, never crash
             self.fail(entry, *_check_for(entry.kind, exc))
+        else:
+            self._parsed_claims = verified.claims
+            return verified
         try:
-            return _DECODE[entry.kind](token)
+            decoded = _DECODE[entry.kind](token)
         except Exception:  # already reported above
             return None
+        self._parsed_claims = decoded.claims
+        return decoded
 
     def _times(self, entry: LedgerEntry, iat: int, exp: int | None) -> None:
         ts = parse_ts(entry.ts)
@@ -523,7 +540,9 @@ class _RunChecker:
         except ConstraintError as exc:
             self.fail(entry, "constraint_unknown", f"mandate: {exc.code}: {exc.message}")
         self.mandate = mandate
-        self.summary.principal = mandate.principal  # whom the mandate names, not what the log says
+        self._principal = mandate.principal
+        self._ancestors = mandate.chain[:-1]
+        self.summary.principal = self._principal  # whom the mandate names, not what the log says
         self._iat[mandate.jti] = mandate.iat
 
     def _ect(self, entry: LedgerEntry) -> None:
@@ -576,7 +595,7 @@ class _RunChecker:
     def _count_call(self, entry: LedgerEntry, mandate: Mandate, action: str) -> None:
         """``max_calls``: the run's ECTs for a budgeted action (bodies are not in the ledger, so
         argument constraints cannot be re-checked here; the server enforces them before the tool runs)."""
-        for ancestor in mandate.chain[:-1]:
+        for ancestor in self._ancestors:
             # A delegated run spends its ancestors' budgets too; they are totalled over every run.
             bound = (ancestor.constraints(action) or {}).get("max_calls")
             if type(bound) is int:

@@ -39,6 +39,7 @@ from tests.support.telemetry import (
     local_refusal_scenario,
     recorded,
     reobtain_scenario,
+    retry_scenario,
     secrets_scenario,
     step_up_scenario,
     tools_call_scenario,
@@ -81,6 +82,10 @@ async def test_a_401_re_obtain_is_one_span_with_a_fresh_token_span(env: AuthzEnv
 
 async def test_a_403_step_up_is_one_span_with_a_step_up_token_span(env: AuthzEnv, tmp_path: Path) -> None:
     await step_up_scenario(STACK_A, env, tmp_path)
+
+
+async def test_a_retried_token_request_is_counted_on_the_token_span(env: AuthzEnv, tmp_path: Path) -> None:
+    await retry_scenario(STACK_A, env, tmp_path)
 
 
 async def test_no_token_secret_or_key_in_any_exported_span_or_metric(env: AuthzEnv, tmp_path: Path) -> None:

@@ -322,3 +322,35 @@ def _client(lib: ModuleType, kind: str, run: AgentRun) -> Any:
     client = lib.Client(timeout=30)
     run.install(client, answer_locally=True)
     return client
+
+
+async def dpop_proves_every_send_and_answers_the_nonce_once(
+    lib: ModuleType, kind: str, env: AuthzEnv, tmp_path: Path
+) -> None:
+    """DPoP (RFC 9449): ``Authorization: DPoP`` and a fresh proof on every send, checked by the gate with
+    PyJWT + joserfc; the MCP server's ``use_dpop_nonce`` costs one resend (same token, new proof), then
+    the nonce is used from the start; each call's proof ``jti`` is in its ledger entry."""
+    from mcpclient_auth.authz import DPoP
+
+    env.gate.dpop_nonce = "rs-nonce-cases"
+    path = tmp_path / "l.jsonl"
+    dpop = DPoP()
+    async with (
+        asyncio.timeout(HANG_GUARD),
+        env.run("alice", path, token_source=env.exchange(dpop=dpop), dpop=dpop) as run,
+        mcp_client(lib, kind, run) as raw,
+    ):
+        for i in range(2):
+            assert succeeded(await raw.call_tool("search", {"query": f"q{i}"}))
+    seen = [s for s in env.gate.seen if s.path.rstrip("/") == "/mcp"]
+    assert [s.dpop_error for s in seen if s.status == 401] == ["nonce"]  # once, on the first send
+    accepted = [s for s in seen if s.status == 200 or s.status == 202]
+    assert accepted and all(s.scheme == "DPoP" and s.dpop_claims for s in accepted)
+    claims = [s.dpop_claims for s in accepted if s.dpop_claims]
+    assert all(c["nonce"] == "rs-nonce-cases" for c in claims)
+    assert len({c["jti"] for c in claims}) == len(claims) and len({c["ath"] for c in claims}) == 1
+    assert env.state.rejected == 0, env.state.errors()
+    by_ect = {s.ect_jti: s.dpop_claims["jti"] for s in accepted if s.ect_jti and s.dpop_claims}
+    calls = [e for e in entries(path, kind="ect") if e.jti in by_ect]
+    assert calls and all(e.meta["dpop_jti"] == by_ect[e.jti] for e in calls)
+    assert verify_ledger(path, env.trust).ok

@@ -312,6 +312,23 @@ async def step_up_scenario(stack: McpStack, env: AuthzEnv, tmp_path: Path) -> No
     assert verify_ledger(path, env.trust).ok
 
 
+async def retry_scenario(stack: McpStack, env: AuthzEnv, tmp_path: Path) -> None:
+    """The identity provider answers 503 once: the session's first token span records one retry."""
+    from tests.support.idp import Reply
+
+    env.idp.queue(Reply.unavailable(503))
+    path = tmp_path / "ledger.jsonl"
+    with recorded() as rec:
+        async with env.run("alice", path, token_source=env.exchange()) as run, stack.open(run) as session:
+            assert not stack.is_error(await asyncio.wait_for(session.call_tool("search", {"query": "r"}), BOUND))
+        first = min((s for s in rec.spans() if s.kind == SpanKind.CLIENT), key=lambda s: s.start_time)
+        (token,) = rec.children(first)
+        attributes = dict(token.attributes or {})
+        assert attributes[P + "token.retries"] == 1 and attributes[P + "token.fetched"] is True
+        assert token.status.status_code != StatusCode.ERROR
+        assert env.idp.count == 2 and rec.total("mcpclient_auth.token.fetches") == 1  # one fetch, retried
+
+
 def private_material(identity: Identity) -> list[str]:
     """The private JWK ``d`` and the PKCS#8 PEM body lines (as in tests/reliability/test_secrets.py,
     which stack B cannot import: it opens mcp 1.x sessions)."""

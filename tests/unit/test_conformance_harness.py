@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -62,10 +63,38 @@ def test_the_table_counts_passes_per_column() -> None:
     assert text.endswith("| **passed** | 1/2 |")
 
 
-def test_an_sdk_scenario_counts_only_under_a_verified_signed_run(tmp_path: Path) -> None:
+def test_an_sdk_scenario_counts_only_under_a_verified_signed_run() -> None:
     h = harness()
-    assert h.signed_run_problem(tmp_path) == "no signed run"
-    (tmp_path / "signed-run-1.json").write_text('{"ok": true, "entries": 9, "verified": 3, "rejected": 0}')
-    assert h.signed_run_problem(tmp_path) is None
-    (tmp_path / "signed-run-2.json").write_text('{"ok": false, "entries": 9, "verified": 2, "rejected": 1}')
-    assert h.signed_run_problem(tmp_path) == "ledger or request verification failed"
+    good = {"ok": True, "ledger_ok": True, "entries": 9, "verified": 3, "rejected": 0}
+    assert h.signed_run_problem([]) == "no signed run"
+    assert h.signed_run_problem([good]) is None
+    assert h.signed_run_problem([good, {**good, "ok": False, "rejected": 1}]) == (
+        "McpRequestVerifier rejected 1 request(s) to the MCP endpoint"
+    )
+    assert h.signed_run_problem([{**good, "ok": False, "ledger_ok": False}]) == "the run's ledger does not verify"
+    assert h.signed_run_problem([{**good, "verified": 0}]) == "no request to the MCP endpoint was signed"
+
+
+def test_the_baseline_never_excuses_a_signed_run_that_does_not_hold() -> None:
+    # Acceptance 2 of issue 15: in every SDK scenario, also one expected to fail, the ledger verifies
+    # and McpRequestVerifier accepted every request; the baseline lists scenario failures, not that.
+    h = harness()
+    baseline = {"stack-a-sdk": {"auth/dpop": "needs DPoP proofs per request"}}
+    expected = outcome(h, "auth/dpop", False)
+    assert h.judge([expected], baseline) == ([], [])
+    rejected = outcome(h, "auth/dpop", False)
+    rejected.signed_problem = "McpRequestVerifier rejected 1 request(s) to the MCP endpoint"
+    rejected.note = rejected.signed_problem
+    unexpected, _ = h.judge([rejected], baseline)
+    assert unexpected == ["stack-a-sdk: auth/dpop (some-check)"]
+    summary = h.signed_summary([expected, rejected, outcome(h, "initialize", True, "plain")])
+    assert summary.startswith("signed runs: 1/2 SDK scenarios")
+
+
+def test_ci_runs_the_suite_for_both_stacks_and_enforces_the_baseline() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    [line] = [line for line in script.splitlines() if "conformance/run.sh" in line and not line.startswith("#")]
+    command = line + script.split(line, 1)[1].split("\n", 2)[1]  # the continuation line
+    assert "--python-a" in command and "--python-b" in command  # both stacks, CI's own environments
+    assert "--no-baseline" not in command and "--stack" not in command and "--scenario" not in command
+    assert not re.search(r"https?://", script)  # no registry (nor any other) host is named

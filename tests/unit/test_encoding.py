@@ -13,7 +13,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mcpclient_auth import jose
-from mcpclient_auth._encoding import b64url_decode, b64url_encode, strict_json_loads
+from mcpclient_auth._encoding import (
+    b64url_decode,
+    b64url_encode,
+    strict_json_loads,
+    strict_json_loads_canonical,
+)
 from mcpclient_auth.authz._token_request import parse_token_response
 from mcpclient_auth.errors import InvalidTokenResponse, JsonRpcError, LedgerFormatError, MalformedToken
 from mcpclient_auth.jsonrpc import parse
@@ -123,3 +128,17 @@ def test_every_caller_refuses_the_same_documents_with_its_own_error(
     # caught ValueError) and accepted NaN; one decoder gives one policy.
     with pytest.raises(error):
         caller(document)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b" {}", b"{} ", b'{"a":NaN}', b'{"a":-Infinity}', b"\xff{}", b"[" * 100_000, b'{"a":' + b"9" * 5000 + b"}",
+     b"", b'{"a":1}x', b"{'a':1}"],
+)  # fmt: skip
+def test_the_canonical_loader_refuses_what_strict_json_loads_refuses(document: bytes) -> None:
+    # (Duplicate member names are left to its caller's canonical re-encoding: see test_ledger_format.)
+    with pytest.raises(ValueError):
+        strict_json_loads_canonical(document, error=ValueError, what="the line")
+    assert strict_json_loads_canonical(b'{"a":[1,{"b":null}]}', error=ValueError, what="x") == {
+        "a": [1, {"b": None}]
+    }

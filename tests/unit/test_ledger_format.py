@@ -102,6 +102,7 @@ def test_timestamps_are_rfc3339_utc_with_microseconds() -> None:
         lambda line: line.replace(b'"duration_ms":1.5', b'"duration_ms":NaN'),
         lambda line: line.replace(b'"ts":"2026-11-05T09:30:00.123456Z"', b'"ts":"yesterday"'),
         lambda line: line[:-1] + b',"prev":"x"}',  # duplicate key
+        lambda line: line.replace(b'"meta":{', b'"meta":{"method":"x",'),  # duplicate member in meta
         lambda line: line + b"\n",
         lambda line: line[:-5],
         lambda line: b"[" + line + b"]",

@@ -648,3 +648,24 @@ def test_an_open_run_and_session_calls_are_not_judged_for_answers(tmp_path: Path
     with Ledger(path) as ledger:
         write_run(ledger, actors)  # its session calls (initialize, tools/list) have responses or none
     assert verify_ledger(path, actors.trust).ok
+
+
+def test_the_verifier_summarises_runs_as_the_reader_does(tmp_path: Path, actors: Actors) -> None:
+    # The verifier summarises a mandate or record from the claims it already parsed (no second
+    # decode); the summary must stay the reader's, field for field, also when a signature is bad.
+    path, run = one_run(tmp_path, actors)
+    forged = tmp_path / "forged.jsonl"
+    lines = path.read_bytes().splitlines()
+    mandate = json.loads(lines[0])
+    head, payload, _ = mandate["token"].split(".")
+    mandate["token"] = f"{head}.{payload}.{'A' * 86}"  # a wrong signature, same claims
+    lines[0] = json.dumps(mandate, separators=(",", ":"), ensure_ascii=False).encode()
+    forged.write_bytes(b"\n".join(lines) + b"\n")
+    for ledger, ok in ((path, True), (forged, False)):
+        report = verify_ledger(ledger, actors.trust, allow_unsealed_tail=True)
+        assert report.ok is ok
+        read = {summary.run: summary for summary in Ledger.open(ledger).runs()}[run.run]
+        verified = report.runs[run.run]
+        verified.verified = read.verified
+        assert verified == read
+        assert (verified.purpose, verified.status) == ("Answer HR questions", "completed")
