@@ -63,10 +63,9 @@ else:
     # Where the API keeps the global meter provider (a missing module means: always ask the getter).
     _metrics_state = sys.modules.get("opentelemetry.metrics._internal")
 
-#: The provider-selecting environment variables as they were at start-up (the API reads them too).
-_ENVIRONMENT = {
-    name: os.environ.get(name, "") for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
-}
+#: Whether the provider-selecting environment variables were set at start-up (the API reads them too).
+_TRACER_ENVIRONMENT = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
+_METER_ENVIRONMENT = bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
 
 if TYPE_CHECKING:
     from ._calls import RunView
@@ -143,27 +142,24 @@ def _version() -> str:
     return str(getattr(package, "__version__", "0"))
 
 
-def _global(module: Any, name: str, variable: str, getter: Callable[[], Any]) -> Any:
-    """The global provider, or ``None`` when none is configured, cheaply: the API's getter checks an
-    environment variable on every call (a microsecond), so while the module's global is unset and the
-    variable was not set at start-up, there is nothing to ask. A global, once set, never changes."""
-    value = getattr(module, name, getter)
-    if value is None and not _ENVIRONMENT.get(variable):
-        return None
-    return getter()
+#: What a missing API module global reads as: "ask the API's getter".
+_ASK = object()
 
 
 def _tracer() -> Any:
-    """Our tracer, or ``None`` when tracing is off (API missing, or no provider configured)."""
+    """Our tracer, or ``None`` when tracing is off (API missing, or no provider configured).
+
+    Off, this is one check per event: the API's getter reads an environment variable on every call
+    (a microsecond), so while the module's global provider is unset and the variable was not set at
+    start-up there is nothing to ask. A global set later (once set, it never changes) is seen at the
+    next event."""
     if not _API:
         return None
     provider = _state.override_tracer
     if provider is None:
-        provider = _global(
-            _trace, "_TRACER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER", _trace.get_tracer_provider
-        )
-        if provider is None:
+        if getattr(_trace, "_TRACER_PROVIDER", _ASK) is None and not _TRACER_ENVIRONMENT:
             return None
+        provider = _trace.get_tracer_provider()
     if provider is not _state.tracer_provider:
         configured = not isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
         _state.tracer = provider.get_tracer(SCOPE, _version()) if configured else None
@@ -208,11 +204,10 @@ def _meters() -> _Instruments | None:
         return None
     provider = _state.override_meter
     if provider is None:
-        provider = _global(
-            _metrics_state, "_METER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER", _metrics.get_meter_provider
-        )
-        if provider is None:
+        # One check while off, as in _tracer (a missing module: always ask the getter).
+        if getattr(_metrics_state, "_METER_PROVIDER", _ASK) is None and not _METER_ENVIRONMENT:
             return None
+        provider = _metrics.get_meter_provider()
     if provider is not _state.meter_provider:
         # The API's default is a private proxy class until a provider is set: recognise it by name.
         proxy = type(provider).__name__ == "_ProxyMeterProvider"
