@@ -26,6 +26,7 @@ CASES: list[Case] = [
     cases.second_403_is_a_typed_refusal,
     cases.first_challenge_chooses_the_scope,
     cases.first_challenge_outside_the_allowlist_is_refused,
+    cases.sync_and_async_clients_share_one_token_request,
     cases.dpop_proves_every_send_and_answers_the_nonce_once,
 ]
 

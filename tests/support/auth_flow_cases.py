@@ -288,6 +288,42 @@ async def first_challenge_outside_the_allowlist_is_refused(
     assert [d.meta["code"] for d in entries(path, kind="denial")] == ["scope_not_allowed"]
 
 
+async def sync_and_async_clients_share_one_token_request(
+    lib: ModuleType, kind: str, env: AuthzEnv, tmp_path: Path
+) -> None:
+    """A sync and an async client of one run miss the token cache at the same time: one token request
+    (the sync client's token work joins the async client's request in flight, or the reverse)."""
+    from .idp import Reply
+
+    other = "async" if kind == "sync" else "sync"
+    env.idp.queue(Reply.slow(0.5))  # long enough for both misses to meet
+    path = tmp_path / "l.jsonl"
+    async with asyncio.timeout(HANG_GUARD), env.run("alice", path, token_source=env.exchange()) as run:
+        clients = [_client(lib, k, run) for k in (kind, other)]
+        raws = [RawMcp(c, run.endpoints[0], sync=k == "sync") for c, k in zip(clients, (kind, other), strict=True)]
+        try:
+            await asyncio.gather(*(raw.initialize() for raw in raws))
+            answers = await asyncio.gather(*(raw.call_tool("search", {"query": "q"}) for raw in raws))
+        finally:
+            for client, k in zip(clients, (kind, other), strict=True):
+                await client.aclose() if k == "async" else client.close()
+    assert all(succeeded(a) for a in answers)
+    assert env.idp.count == 1  # single-flight across the sync and the async caller
+    assert len({s.token_number for s in env.gate.seen}) == 1
+    assert verify_ledger(path, env.trust).ok
+
+
+def _client(lib: ModuleType, kind: str, run: AgentRun) -> Any:
+    if kind == "async":
+        from mcpclient_auth.factory import httpx2_client_factory, httpx_client_factory
+
+        factory = httpx_client_factory if lib.__name__ == "httpx" else httpx2_client_factory
+        return factory(run)()
+    client = lib.Client(timeout=30)
+    run.install(client, answer_locally=True)
+    return client
+
+
 async def dpop_proves_every_send_and_answers_the_nonce_once(
     lib: ModuleType, kind: str, env: AuthzEnv, tmp_path: Path
 ) -> None:
