@@ -79,6 +79,8 @@ DEFAULT_MAX_DEPTH = 4
 RECORD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 #: Error code of a delegation whose links do not fit together (depth, chain, issuer, parent token).
 _CHAIN_BROKEN = "delegation_chain_broken"
+#: Bound of a ``verified_parents`` memo (:meth:`Mandate.verify`): cleared when full.
+_MAX_VERIFIED_PARENTS = 1024
 
 #: Claims whose presence makes an ACT a phase-2 execution record.
 _PHASE2_MARKERS = ("exec_act", "status")
@@ -419,6 +421,7 @@ class Mandate(_ActToken):
         now: float | None = None,
         skew: float = 60,
         verify_time: bool = True,
+        verified_parents: dict[str, Mandate] | None = None,
     ) -> Mandate:
         """Verify a mandate — signature, phase, claims, time, audience (when given) — and who signed it.
 
@@ -427,10 +430,24 @@ class Mandate(_ActToken):
         delegated one must carry its ancestry in ``del.parent``; every link is verified back to a
         top-level mandate (:class:`DelegationError`, :class:`PrivilegeEscalation`), and
         :attr:`chain` then lists the verified mandates, root first.
+
+        ``verified_parents`` (only with ``verify_time=False``, e.g. an offline ledger verifier, which
+        keeps one for a whole pass over one ``trust`` and ``skew``): ancestors already verified, by
+        their exact token text. An ancestor whose token is in it is not verified again (its link to
+        the child still is); every ancestor verified here is added. A different token — even one with
+        the same ``jti`` — is verified in full. Only successes are stored.
         """
         trust.require_roles()
+        if verify_time:
+            verified_parents = None  # time checks depend on the clock: nothing to reuse
         mandate = cls._verify_link(
-            token, trust, now=now, skew=skew, verify_time=verify_time, expected_depth=None
+            token,
+            trust,
+            now=now,
+            skew=skew,
+            verify_time=verify_time,
+            expected_depth=None,
+            verified=verified_parents,
         )
         check_audience(mandate.aud, audience)
         return mandate
@@ -445,6 +462,7 @@ class Mandate(_ActToken):
         skew: float,
         verify_time: bool,
         expected_depth: int | None,
+        verified: dict[str, Mandate] | None = None,
     ) -> Mandate:
         jws = jose.verify(token, trust, typs=(jose.ACT_TYP,))
         mandate = cls(token, jws.header, jws.claims, jws.key)
@@ -477,9 +495,21 @@ class Mandate(_ActToken):
                 "a delegated mandate must carry its parent mandate (del.parent)",
                 code=_CHAIN_BROKEN,
             )
-        parent = cls._verify_link(
-            parent_token, trust, now=now, skew=skew, verify_time=verify_time, expected_depth=depth - 1
-        )
+        parent = verified.get(parent_token) if verified is not None else None
+        if parent is None or parent.depth != depth - 1:
+            parent = cls._verify_link(
+                parent_token,
+                trust,
+                now=now,
+                skew=skew,
+                verify_time=verify_time,
+                expected_depth=depth - 1,
+                verified=verified,
+            )
+            if verified is not None:
+                if len(verified) >= _MAX_VERIFIED_PARENTS:
+                    verified.clear()  # bounded: a ledger of many distinct parents re-verifies some
+                verified[parent_token] = parent
         _check_link(parent, mandate, trust, skew=skew)
         mandate._parent = parent
         return mandate

@@ -19,7 +19,8 @@ You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 GET and DELETE to the endpoint carry the mandate and a signature but no ECT. The response hook
 never reads the body: it wraps ``response.stream`` so the bytes are hashed as the transport consumes
 them (JSON and ``text/event-stream`` alike), writes the ``response`` entry when the JSON-RPC answer
-has arrived or the stream ends, and lets a successful tool call join the DAG frontier.
+has arrived — on the request's own stream, or on a GET that resumes it (SEP-1699, ``Last-Event-ID``)
+— or the stream ends without it, and lets a successful tool call join the DAG frontier.
 
 One client can serve several runs: the run is chosen per call from a context variable,
 

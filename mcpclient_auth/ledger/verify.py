@@ -351,9 +351,9 @@ def _verify_seal(token: str, trust: TrustStore, mandate: Mandate | None) -> jose
 
 
 #: Full verification (signature and claims, not time) per token kind; each raises its typed error.
+#: (A mandate is verified in ``_RunChecker._token``, with the pass's verified ancestors.)
 #: ``mandate`` is the run's mandate, which a record must repeat (None: check the record alone).
 _VERIFY: dict[str, Callable[[str, TrustStore, Mandate | None], Any]] = {
-    "mandate": lambda token, trust, _: Mandate.verify(token, trust, verify_time=False),
     "ect": lambda token, trust, _: ExecutionContextToken.verify(
         token, trust, verify_time=False, max_age=None
     ),
@@ -405,10 +405,15 @@ class _RunChecker:
     Runs in this process (``jobs=1``) or in a worker process (``jobs>1``), identically.
     """
 
-    def __init__(self, run: str, trust: TrustStore, skew: float) -> None:
+    def __init__(
+        self, run: str, trust: TrustStore, skew: float, parents: dict[str, Mandate] | None = None
+    ) -> None:
         self.run = run
         self.trust = trust
         self.skew = skew
+        #: Ancestors of delegated mandates verified earlier in this pass (same trust, same skew), by
+        #: token text: many runs delegated from one mandate verify it once (Mandate.verify).
+        self._parents = parents
         self.failures: list[Failure] = []
         self.summary = RunSummary(run)
         self.tokens_verified = 0
@@ -484,7 +489,12 @@ class _RunChecker:
             return None
         self.tokens_verified += 1
         try:
-            verified = _VERIFY[entry.kind](token, self.trust, mandate)
+            if entry.kind == "mandate":
+                verified = Mandate.verify(
+                    token, self.trust, verify_time=False, verified_parents=self._parents
+                )
+            else:
+                verified = _VERIFY[entry.kind](token, self.trust, mandate)
         except Exception as exc:  # see _check_for: report, never crash
             self.fail(entry, *_check_for(entry.kind, exc))
         else:
@@ -734,11 +744,12 @@ class _InlineRuns:
     def __init__(self, trust: TrustStore, skew: float, done: Callable[[_RunResult], None]) -> None:
         self._trust, self._skew, self._done = trust, skew, done
         self._open: dict[str, _RunChecker] = {}
+        self._parents: dict[str, Mandate] = {}
 
     def feed(self, entry: LedgerEntry) -> None:
         checker = self._open.get(entry.run)
         if checker is None:
-            checker = self._open[entry.run] = _RunChecker(entry.run, self._trust, self._skew)
+            checker = self._open[entry.run] = _RunChecker(entry.run, self._trust, self._skew, self._parents)
         checker.feed(entry)
         if entry.kind == "seal":
             del self._open[entry.run]
@@ -755,11 +766,14 @@ class _InlineRuns:
 _Wire = tuple[int, str, str, "str | None", "str | None", dict[str, Any], str]
 
 _WORKER_TRUST: TrustStore | None = None
+#: A worker's verified ancestors (its pool serves one verify_ledger pass: one trust, one skew).
+_WORKER_PARENTS: dict[str, Mandate] = {}
 
 
 def _init_worker(jwks: dict[str, Any]) -> None:
     global _WORKER_TRUST
     _WORKER_TRUST = TrustStore.from_jwks(jwks)
+    _WORKER_PARENTS.clear()
 
 
 def _check_runs(runs: list[tuple[str, list[_Wire]]], skew: float) -> list[_RunResult]:
@@ -768,7 +782,7 @@ def _check_runs(runs: list[tuple[str, list[_Wire]]], skew: float) -> list[_RunRe
     assert trust is not None, "worker not initialised"
     results = []
     for run, wires in runs:
-        checker = _RunChecker(run, trust, skew)
+        checker = _RunChecker(run, trust, skew, _WORKER_PARENTS)
         for seq, ts, kind, jti, token, meta, prev in wires:
             checker.feed(LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev))
         results.append(checker.finish())

@@ -653,3 +653,41 @@ def test_acceptance_negatives_each_raise_a_typed_error_without_the_token(
         assert_no_token(info.value, token)
     codes = {error.code for _, error, _, _ in rows + checks}
     assert len(codes) == 11  # the 3 signature rows share one code, as do the 2 alg rows and the 2 typ rows
+
+
+def test_verified_parents_verify_a_shared_ancestor_once_and_never_a_different_token(
+    user: Identity, agent: Identity, helper: Identity, worker: Identity, trust: TrustStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An offline verifier (ledger) keeps one memo per pass: runs delegated from one mandate verify
+    # that mandate once. Keyed by the whole token text: another token with the same jti is verified.
+    root = issue(user, agent)
+    first = root.delegate(agent, agent=helper, capabilities=["mcp.search"], now=NOW)
+    second = root.delegate(agent, agent=worker, capabilities=["mcp.search"], now=NOW)
+    verified_tokens: list[str] = []
+    real_verify = jose.verify
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> jose.DecodedJWS:
+        verified_tokens.append(token)
+        return real_verify(token, *args, **kwargs)
+
+    monkeypatch.setattr(jose, "verify", counting)
+    memo: dict[str, Mandate] = {}
+    for sub in (first, second, first):
+        verified = Mandate.verify(sub.token, trust, verify_time=False, verified_parents=memo)
+        assert [m.jti for m in verified.chain] == [root.jti, sub.jti]
+    assert verified_tokens.count(root.token) == 1
+    assert verified_tokens.count(first.token) == 2  # the mandate itself is always verified
+    assert list(memo) == [root.token]
+    # The same root claims and jti signed by a key that is no issuer: verified, and refused.
+    forged_root = Mandate._sign(agent, dict(root.claims))
+    assert forged_root.jti == root.jti and forged_root.token != root.token
+    forged_sub = forged_root.delegate(agent, agent=helper, capabilities=["mcp.search"], now=NOW)
+    with pytest.raises(McpClientAuthError):
+        Mandate.verify(forged_sub.token, trust, verify_time=False, verified_parents=memo)
+    assert verified_tokens.count(forged_root.token) == 1
+    assert list(memo) == [root.token]  # failures are never stored
+    # With time checks the memo is not used (they depend on the clock).
+    verified_tokens.clear()
+    Mandate.verify(first.token, trust, now=NOW + 5, verified_parents=memo)
+    assert verified_tokens.count(root.token) == 1
