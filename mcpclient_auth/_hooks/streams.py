@@ -211,9 +211,10 @@ class ResumedCallTracker:
     leaves the call in flight, filed under this stream's last event id too (the client resumes again).
     """
 
-    __slots__ = ("_hash", "_inflight", "_status", "_stream", "_watcher")
+    __slots__ = ("_bytes", "_hash", "_inflight", "_status", "_stream", "_watcher")
 
     def __init__(self, inflight: InFlight, stream: StreamKey, status: int, watcher: ResponseWatcher) -> None:
+        self._bytes = 0
         self._inflight = inflight
         self._stream = stream
         self._status = status
@@ -224,6 +225,7 @@ class ResumedCallTracker:
         if self._inflight.finished:
             return
         self._hash.update(chunk)
+        self._bytes += len(chunk)
         watcher = self._watcher
         if watcher.feed(chunk) or watcher.id_mismatch:
             answer = watcher.answer or b""
@@ -241,7 +243,7 @@ class ResumedCallTracker:
                 self._inflight,
                 status=self._status,
                 out_hash=b64url_encode(self._hash.digest()),
-                nbytes=0,
+                nbytes=self._bytes,
                 completed=False,
                 code="event_too_large",
                 resumed=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from mcpclient_auth._encoding import sha256_b64url
-from mcpclient_auth._hooks.streams import ResponseTracker, ResumedStreamTracker
+from mcpclient_auth._hooks.streams import ResponseTracker, ResumedCallTracker, ResumedStreamTracker
 from mcpclient_auth._journal import InFlight, RunJournal
 from mcpclient_auth.dag import Frontier
 from mcpclient_auth.jsonrpc import Call
@@ -149,3 +149,51 @@ def test_a_stream_broken_after_an_event_id_is_resumed_not_an_error(tmp_path: Pat
     broken.on_error(ConnectionResetError("before any event"))  # nothing to resume from: an error
     [error] = written(tmp_path / "b" / "l.jsonl", "error")
     assert error.jti == "ect-7" and error.meta["message"] == "ConnectionResetError"
+
+
+# --- a Last-Event-ID GET belongs to the call whose stream emitted that event id (review round 2, F2) ---
+
+
+def _second(journal: RunJournal, request_id: int) -> InFlight:
+    call = Call("request", "tools/call", request_id, "other")
+    run = SimpleNamespace(journal=journal)
+    inflight = InFlight(run, call, "mcp.other", f"ect-{request_id}", ["run-1"], URL, "tok")
+    journal.sent(inflight)
+    return inflight
+
+
+def test_a_resumed_get_credits_the_call_it_resumes_with_a_mismatch_for_another_id(tmp_path: Path) -> None:
+    journal, first, path = setup(tmp_path)
+    other = _second(journal, 8)
+    post = ResponseTracker(first, 200, ResponseWatcher(7), STREAM)
+    post.feed(PRIMING)
+    post.on_eof()  # ended after event "41": filed for a GET with Last-Event-ID: 41
+    assert journal.resumed_call(STREAM, "41") is first and journal.resumed_call(STREAM, "40") is None
+    ResponseTracker(other, 200, ResponseWatcher(8), STREAM)  # filed by wire id too
+    get = ResumedCallTracker(first, STREAM, 200, ResponseWatcher(7))
+    misdirected = answer(8, "for 7, carrying 8")
+    get.feed(event(misdirected, "42") + event(answer(7)))
+    [response] = written(path, "response")
+    assert response.jti == "ect-7" and response.meta["code"] == "answer_id_mismatch"
+    assert response.meta["resumed"] is True and response.meta["out_hash"] == sha256_b64url(misdirected)
+    assert not other.finished and journal.resumed_call(STREAM, "41") is None
+
+
+def test_an_event_id_two_calls_claim_resumes_neither(tmp_path: Path) -> None:
+    journal, first, _ = setup(tmp_path)
+    other = _second(journal, 8)
+    journal.resume_from(first, STREAM, "41")
+    journal.resume_from(other, STREAM, "41")
+    assert journal.resumed_call(STREAM, "41") is None  # ambiguous: nothing on that GET is credited
+
+
+def test_a_resumed_get_that_ends_early_files_the_call_under_its_last_event_id(tmp_path: Path) -> None:
+    journal, first, path = setup(tmp_path)
+    journal.resume_from(first, STREAM, "41")
+    get = ResumedCallTracker(first, STREAM, 200, ResponseWatcher(7))
+    get.feed(b"id: 43\ndata: \n\n")
+    get.on_eof()  # the client resumes again from 43
+    assert journal.resumed_call(STREAM, "43") is first
+    ResumedCallTracker(first, STREAM, 200, ResponseWatcher(7)).feed(event(answer(7), "44"))
+    [response] = written(path, "response")
+    assert response.jti == "ect-7" and "code" not in response.meta and response.meta["resumed"] is True
