@@ -15,8 +15,12 @@ An answer may arrive on another stream than the request's (SSE resumption, SEP-1
 the POST stream after a priming event and the client resumes with ``GET`` + ``Last-Event-ID``):
 :meth:`RunJournal.expect_answer` files a call under its stream key (endpoint URL, MCP session id) and
 JSON-RPC id, and :meth:`RunJournal.awaited` finds it when a response with that id arrives on a GET
-stream of the same endpoint and session; the ``response`` entry is then written with
-``resumed: true`` and the hash of that JSON-RPC message.
+stream of the same endpoint and session (a plain listening GET, where the client routes responses by
+id); the ``response`` entry is then written with ``resumed: true`` and the hash of that JSON-RPC
+message. A GET with ``Last-Event-ID`` resumes one call's stream — the client takes its first response
+as that call's answer whatever its id — so :meth:`RunJournal.resume_from` files the call under the
+event id its stream ended after, and :meth:`RunJournal.resumed_call` finds it by the GET's
+``Last-Event-ID`` (never by the id of the message on the wire).
 
 Writing is local file I/O only (the :class:`~mcpclient_auth.ledger.writer.Ledger`); the journal
 makes no decision about a call, it records the ones made elsewhere.
@@ -55,6 +59,8 @@ __all__ = ["InFlight", "RunJournal", "StreamKey"]
 StreamKey = tuple[str, str | None]
 #: A call filed for its answer: the stream key, and its JSON-RPC id with the id's type (1 is not "1").
 _AnswerKey = tuple[StreamKey, bool, str | int]
+#: A call's resumable stream: the stream key and the event id a client resumes from.
+_ResumeKey = tuple[StreamKey, str]
 
 #: Failures to obtain the user's token: recorded as ``error`` entries, not ``denial`` (see
 #: :meth:`RunJournal.denial`).
@@ -106,6 +112,10 @@ class RunJournal:
         #: Calls whose answer may arrive on another stream (SSE resumption), by stream and id.
         self._awaited: dict[_AnswerKey, InFlight] = {}
         self._awaited_keys: dict[int, _AnswerKey] = {}
+        #: Calls whose stream ended resumably, by (stream, last event id); ``None`` when two calls
+        #: claimed one event id (a GET resuming from it belongs to neither: nothing is credited).
+        self._resumable: dict[_ResumeKey, InFlight | None] = {}
+        self._resumable_keys: dict[int, list[_ResumeKey]] = {}
         self._closed = False
         self._last_action: str | None = None
 
@@ -188,6 +198,9 @@ class RunJournal:
             key = self._awaited_keys.pop(id(inflight), None)
             if key is not None:
                 self._awaited.pop(key, None)
+            for resume_key in self._resumable_keys.pop(id(inflight), ()):
+                if self._resumable.get(resume_key) is inflight:
+                    del self._resumable[resume_key]
             return True
 
     def expect_answer(self, inflight: InFlight, stream: StreamKey) -> None:
@@ -207,6 +220,25 @@ class RunJournal:
         with self._lock:
             return self._awaited.get((stream, isinstance(request_id, str), request_id))
 
+    def resume_from(self, inflight: InFlight, stream: StreamKey, event_id: str) -> None:
+        """``inflight``'s answer stream (on ``stream``) ended after event ``event_id``: a GET with
+        ``Last-Event-ID: event_id`` resumes this call. An event id another unanswered call already
+        claimed is ambiguous and resumes neither (fail closed: both stay unanswered)."""
+        key: _ResumeKey = (stream, event_id)
+        with self._lock:
+            if inflight.finished:
+                return
+            if key in self._resumable and self._resumable[key] is not inflight:
+                self._resumable[key] = None
+                return
+            self._resumable[key] = inflight
+            self._resumable_keys.setdefault(id(inflight), []).append(key)
+
+    def resumed_call(self, stream: StreamKey, event_id: str) -> InFlight | None:
+        """The unanswered call a GET with ``Last-Event-ID: event_id`` on ``stream`` resumes, if any."""
+        with self._lock:
+            return self._resumable.get((stream, event_id))
+
     def response(
         self,
         inflight: InFlight,
@@ -222,7 +254,9 @@ class RunJournal:
         call whose answer arrived with a 2xx status joins the frontier. ``code`` marks an answer
         that could not be inspected (``event_too_large``) or that never came on a stream that
         ended (``response_missing``); ``resumed``: the answer arrived on a resumed stream, and
-        ``out_hash`` / ``nbytes`` are those of the JSON-RPC response message itself."""
+        ``out_hash`` / ``nbytes`` are those of the JSON-RPC response message itself;
+        ``answer_id_mismatch``: the first response on the call's stream carried another id — the
+        client never got this call's answer (such a call does not join the frontier)."""
         if not self.claim(inflight):
             return None
         duration_ms = round((time.monotonic() - inflight.started) * 1000, 3)
@@ -270,6 +304,8 @@ class RunJournal:
             self._inflight.clear()
             self._awaited.clear()
             self._awaited_keys.clear()
+            self._resumable.clear()
+            self._resumable_keys.clear()
         for item in leftovers:
             self.ledger.append(
                 run=self.run_id,

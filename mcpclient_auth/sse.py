@@ -15,6 +15,22 @@ dispatches the event; ``data:`` lines are joined with LF) and reports that momen
     >>> w.feed(b"\\n")
     True
 
+Like the MCP client reading the same stream (mcp 1.x and 2.x), the watcher takes the *first*
+JSON-RPC response of a ``message`` event as the end of the stream: if that response carries another
+id than the request's, the client never gets this request's answer from the stream (mcp 1.x drops
+the stranger, mcp 2.x rewrites its id and hands it over as the result), so the watcher sets
+:attr:`ResponseWatcher.id_mismatch`, keeps that message in :attr:`ResponseWatcher.answer` and looks
+no further — a later response with the right id is never the answer:
+
+    >>> w = ResponseWatcher(3)
+    >>> w.feed(b'data: {"jsonrpc":"2.0","id":9,"result":{}}\\n\\n'
+    ...        b'data: {"jsonrpc":"2.0","id":3,"result":{}}\\n\\n')
+    False
+    >>> w.id_mismatch, w.done
+    (True, False)
+
+Events of another type than ``message`` (an ``event:`` field) are ignored, as the client ignores them.
+
 The watcher holds at most one event's ``data`` (plus the line being read). An event larger than
 ``max_event_bytes`` (default :data:`MAX_EVENT_BYTES`) is not held: the watcher drops what it has,
 sets :attr:`ResponseWatcher.too_large` and stops looking. The response hook then writes the call's
@@ -26,7 +42,10 @@ SSE resumption (SEP-1699): a server may end the POST stream after a *priming* ev
 no message) and deliver the answer on a ``GET`` the client sends with ``Last-Event-ID``. The watcher
 keeps the stream's last event id (:attr:`ResponseWatcher.last_event_id`: set means the client can
 resume) and the answer's own bytes (:attr:`ResponseWatcher.answer`: the event's data, the JSON-RPC
-message). :class:`ResponseScanner` reads such a GET stream and reports every JSON-RPC response on it:
+message). A GET with ``Last-Event-ID`` resumes *one* call's stream, and the client takes its first
+response as that call's answer whatever id it carries (mcp rewrites it): it is read with a
+:class:`ResponseWatcher` for that call. :class:`ResponseScanner` reads a plain listening GET stream
+(no ``Last-Event-ID``), where the client routes every response by its id, and reports each one:
 
     >>> seen = []
     >>> scanner = ResponseScanner(lambda rid, data, eid: seen.append((rid, eid)))
@@ -45,6 +64,8 @@ __all__ = ["MAX_EVENT_BYTES", "ResponseScanner", "ResponseWatcher"]
 
 _DATA = b"data"
 _ID = b"id"
+_EVENT = b"event"
+_MESSAGE = b"message"
 #: The largest SSE event (its data lines plus the line in progress) a watcher holds, by default.
 #: Read when a watcher is made, so an application can change it.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -55,6 +76,7 @@ class ResponseWatcher:
 
     __slots__ = (
         "_data",
+        "_event",
         "_held",
         "_limit",
         "_partial",
@@ -63,6 +85,7 @@ class ResponseWatcher:
         "_request_id",
         "answer",
         "done",
+        "id_mismatch",
         "last_event_id",
         "too_large",
     )
@@ -77,10 +100,14 @@ class ResponseWatcher:
         self._pending_cr = False
         self._data: list[bytes] = []
         self._held = 0  # bytes in _data
+        self._event: bytes | None = None  # the current event's type (None: "message")
         #: True once the response (``result`` or ``error``) for the request id has been seen.
         self.done = False
         #: True once an event exceeded ``max_event_bytes``: the watcher dropped it and stopped.
         self.too_large = False
+        #: True once the first response on the stream carried another id: the watcher stopped there
+        #: (:attr:`answer` holds that message), as the MCP client does.
+        self.id_mismatch = False
         #: The last ``id:`` the stream sent (what a client resumes from with ``Last-Event-ID``).
         self.last_event_id: str | None = None
         #: The data of the response event (the JSON-RPC response message), once :attr:`done`.
@@ -100,7 +127,7 @@ class ResponseWatcher:
 
     def feed(self, chunk: bytes) -> bool:
         """Consume ``chunk``; True once the response event has been completely received."""
-        if self.done or self.too_large or not chunk:
+        if self.done or self.too_large or self.id_mismatch or not chunk:
             return self.done
         chunk = bytes(chunk)
         size = len(chunk)
@@ -128,11 +155,11 @@ class ResponseWatcher:
                 line = b"".join(self._partial)
                 self._partial.clear()
                 self._partial_bytes = 0
-            if self._line(line):
+            if self._line(line):  # the first response: nothing after it is looked at
                 self._partial.clear()
                 self._data.clear()
                 self._held = 0
-                return True
+                return self.done
             start = nxt
             # Search again only past what earlier searches covered, so a chunk is scanned once.
             if cr != -1 and cr < start:
@@ -147,11 +174,13 @@ class ResponseWatcher:
         return False
 
     def _line(self, line: bytes) -> bool:
-        """Process one line; True when it dispatched the response event."""
+        """Process one line; True when it dispatched the stream's first response event."""
         if not line:
             return self._dispatch()
         name, colon, value = line.partition(b":")
         if name != _DATA:
+            if name == _EVENT:
+                self._event = value[1:] if colon and value.startswith(b" ") else value
             if name == _ID:
                 if colon and value.startswith(b" "):
                     value = value[1:]
@@ -165,11 +194,14 @@ class ResponseWatcher:
         return False
 
     def _dispatch(self) -> bool:
+        event, self._event = self._event, None
         if not self._data:
             return False
         data = b"\n".join(self._data)
         self._data.clear()
         self._held = 0
+        if event and event != _MESSAGE:
+            return False  # the MCP client ignores events of other types (only logs them)
         # Cheap pre-filter: progress notifications and logs carry neither member.
         if b'"result"' not in data and b'"error"' not in data:
             return False
@@ -184,10 +216,13 @@ class ResponseWatcher:
         return False
 
     def _response(self, message_id: object, data: bytes) -> bool:
+        """The stream's first response: the request's answer, or (another id) no answer at all."""
+        self.answer = data
         if self._request_id is not None and _same_id(message_id, self._request_id):
             self.done = True
-            self.answer = data
-        return self.done
+        else:
+            self.id_mismatch = True
+        return True
 
 
 class ResponseScanner(ResponseWatcher):

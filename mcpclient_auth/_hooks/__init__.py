@@ -19,7 +19,8 @@ You rarely use this module directly: :meth:`AgentRun.httpx_client_factory` and
 GET and DELETE to the endpoint carry the mandate and a signature but no ECT. The response hook
 never reads the body: it wraps ``response.stream`` so the bytes are hashed as the transport consumes
 them (JSON and ``text/event-stream`` alike), writes the ``response`` entry when the JSON-RPC answer
-has arrived or the stream ends, and lets a successful tool call join the DAG frontier.
+has arrived — on the request's own stream, or on a GET that resumes it (SEP-1699, ``Last-Event-ID``)
+— or the stream ends without it, and lets a successful tool call join the DAG frontier.
 
 One client can serve several runs: the run is chosen per call from a context variable,
 
@@ -83,6 +84,7 @@ from .library import (
 from .streams import (
     AsyncHashingStream,
     ResponseTracker,
+    ResumedCallTracker,
     ResumedStreamTracker,
     StreamObserver,
     SyncHashingStream,
@@ -142,7 +144,7 @@ def _tracker_for(response: Any) -> StreamObserver | None:
     return ResponseTracker(inflight, response.status_code, watcher)
 
 
-def _resumed_tracker_for(response: Any) -> ResumedStreamTracker | None:
+def _resumed_tracker_for(response: Any) -> ResumedStreamTracker | ResumedCallTracker | None:
     """A signed GET's event stream may carry the answer of a call whose POST stream ended (SEP-1699)."""
     marked = response.request.extensions.get(EXTENSION_STREAM)
     if (
@@ -151,7 +153,17 @@ def _resumed_tracker_for(response: Any) -> ResumedStreamTracker | None:
         or not response.headers.get("content-type", "").lower().startswith(_SSE)
     ):
         return None
-    return ResumedStreamTracker(marked, stream_key(response.request), response.status_code)
+    stream = stream_key(response.request)
+    last_event_id = response.request.headers.get("last-event-id")
+    if last_event_id is None:
+        return ResumedStreamTracker(marked, stream, response.status_code)
+    # A GET with Last-Event-ID resumes the one call whose stream ended after that event: its first
+    # response is that call's answer whatever id it carries. An unknown (or ambiguous) event id
+    # resumes no call of this run: nothing on it is credited to any call.
+    inflight = marked.resumed_call(stream, last_event_id)
+    if inflight is None or inflight.finished or inflight.call is None or inflight.call.id is None:
+        return None
+    return ResumedCallTracker(inflight, stream, response.status_code, ResponseWatcher(inflight.call.id))
 
 
 # --- request side -------------------------------------------------------------------------------

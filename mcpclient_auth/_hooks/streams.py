@@ -19,13 +19,20 @@ from ..sse import ResponseScanner, ResponseWatcher
 from .library import error_code_for
 
 __all__ = [
+    "ANSWER_ID_MISMATCH",
     "AsyncHashingStream",
     "ResponseTracker",
+    "ResumedCallTracker",
     "ResumedStreamTracker",
     "StreamObserver",
     "SyncHashingStream",
     "stream_key",
 ]
+
+
+#: ``response`` code: the first JSON-RPC response on the call's stream (where the MCP client stops
+#: reading it) carried another id, so the client never got this call's answer from it.
+ANSWER_ID_MISMATCH = "answer_id_mismatch"
 
 
 def stream_key(request: Any) -> StreamKey:
@@ -45,7 +52,7 @@ class ResponseTracker:
     answer is recognised on a resumed GET if this stream ends without it (SEP-1699).
     """
 
-    __slots__ = ("_bytes", "_hash", "_inflight", "_resumable", "_status", "_watcher")
+    __slots__ = ("_bytes", "_hash", "_inflight", "_resumable", "_status", "_stream", "_watcher")
 
     def __init__(
         self,
@@ -59,6 +66,7 @@ class ResponseTracker:
         self._watcher = watcher
         self._hash = hashlib.sha256()
         self._bytes = 0
+        self._stream = stream
         self._resumable = watcher is not None and stream is not None and 200 <= status < 300
         if self._resumable:
             assert stream is not None
@@ -80,6 +88,10 @@ class ResponseTracker:
             # An event too large to inspect (sse.MAX_EVENT_BYTES): recorded now, and the call does
             # not join the DAG — nothing may build on an answer nobody could check.
             self._finish(completed=False, code="event_too_large")
+        elif watcher is not None and watcher.id_mismatch:
+            # The first response on the stream had another id: the MCP client stops there (mcp 1.x
+            # drops it, 2.x hands it over as this call's result); whatever follows never reaches it.
+            self._finish(completed=False, code=ANSWER_ID_MISMATCH)
 
     def on_eof(self) -> None:
         # JSON (or any non-SSE) body read to the end: complete. An SSE stream that ended without the
@@ -114,13 +126,20 @@ class ResponseTracker:
         self._inflight.run.journal.error(self._inflight, error_code_for(exc), type(exc).__name__)
 
     def _may_resume(self) -> bool:
+        """May the client resume this stream? If so, file the call under its last event id (the
+        ``Last-Event-ID`` of the GET that resumes it) and leave it in flight."""
         watcher = self._watcher
-        return (
+        if not (
             self._resumable
             and watcher is not None
             and watcher.last_event_id is not None
             and not watcher.too_large
-        )
+            and not watcher.id_mismatch
+        ):
+            return False
+        assert self._stream is not None and watcher.last_event_id is not None
+        self._inflight.run.journal.resume_from(self._inflight, self._stream, watcher.last_event_id)
+        return True
 
     def _finish(self, *, completed: bool, code: str | None = None) -> None:
         if self._inflight.finished:
@@ -136,7 +155,8 @@ class ResponseTracker:
 
 
 class ResumedStreamTracker:
-    """Reads a GET stream of a run's endpoint for answers to calls still in flight (SEP-1699).
+    """Reads a listening GET stream (no ``Last-Event-ID``) of a run's endpoint for answers to calls
+    still in flight (SEP-1699); the client routes each response there by its id.
 
     Every JSON-RPC response on the stream whose id names a call the journal awaits on the same
     endpoint and MCP session is that call's answer: its ``response`` entry is written at once (before
@@ -179,8 +199,72 @@ class ResumedStreamTracker:
         )
 
 
+class ResumedCallTracker:
+    """Reads a GET with ``Last-Event-ID`` that resumes one call's stream (SEP-1699).
+
+    The call is the one whose stream ended after that event id (:meth:`RunJournal.resume_from`), not
+    whichever call the id of a message on the wire names: the MCP client takes the *first* response on
+    this stream as the resumed call's answer and rewrites its id to the call's. So the first response
+    is recorded for this call — ``resumed: true``, ``out_hash`` / ``bytes`` of that JSON-RPC message —
+    as its answer when its id is the call's, else with ``code: "answer_id_mismatch"`` (the call does
+    not join the DAG, and no other call is credited with it). A stream that ends before any response
+    leaves the call in flight, filed under this stream's last event id too (the client resumes again).
+    """
+
+    __slots__ = ("_hash", "_inflight", "_status", "_stream", "_watcher")
+
+    def __init__(self, inflight: InFlight, stream: StreamKey, status: int, watcher: ResponseWatcher) -> None:
+        self._inflight = inflight
+        self._stream = stream
+        self._status = status
+        self._watcher = watcher
+        self._hash = hashlib.sha256()  # of the whole stream: only for an event too large to inspect
+
+    def feed(self, chunk: bytes) -> None:
+        if self._inflight.finished:
+            return
+        self._hash.update(chunk)
+        watcher = self._watcher
+        if watcher.feed(chunk) or watcher.id_mismatch:
+            answer = watcher.answer or b""
+            self._inflight.run.journal.response(
+                self._inflight,
+                status=self._status,
+                out_hash=sha256_b64url(answer),
+                nbytes=len(answer),
+                completed=watcher.done,
+                code=None if watcher.done else ANSWER_ID_MISMATCH,
+                resumed=True,
+            )
+        elif watcher.too_large:
+            self._inflight.run.journal.response(
+                self._inflight,
+                status=self._status,
+                out_hash=b64url_encode(self._hash.digest()),
+                nbytes=0,
+                completed=False,
+                code="event_too_large",
+                resumed=True,
+            )
+
+    def on_eof(self) -> None:
+        self._ended()
+
+    def on_close(self) -> None:
+        self._ended()
+
+    def on_error(self, exc: BaseException) -> None:
+        self._ended()
+
+    def _ended(self) -> None:
+        """No answer yet: the call stays in flight (``incomplete`` if the run closes first)."""
+        event_id = self._watcher.last_event_id
+        if not self._inflight.finished and event_id is not None and not self._watcher.too_large:
+            self._inflight.run.journal.resume_from(self._inflight, self._stream, event_id)
+
+
 #: What a hashing stream reports to: a call's tracker, a resumed stream's, or a metadata collector.
-StreamObserver = ResponseTracker | ResumedStreamTracker | MetadataCollector
+StreamObserver = ResponseTracker | ResumedStreamTracker | ResumedCallTracker | MetadataCollector
 
 
 class _StreamWrapper:

@@ -13,8 +13,10 @@ Why one loop for the process (not one per run or per call): sources are shared b
 their cache joins concurrent misses for one key into one request. Every sync caller's misses meet on
 this loop; async callers on their own loops join a request in flight here (the token loop is never
 blocked by user code, so waiting for it is safe), and a request in flight on a caller's loop is joined
-from here unless it is the loop the waiting thread runs (:func:`mcpclient_auth._context.blocked_loop`;
-that request could never finish while its thread waits). See :class:`~.cache.TokenCache`.
+from here unless that loop's thread is itself waiting in :func:`run_blocking` (:func:`is_blocked`;
+that request could never finish while its thread waits — and two threads each waiting for the
+other's loop through the token loop would wait for each other until the timeout). See
+:class:`~.cache.TokenCache`.
 
 Fail closed: a timeout cancels the work and raises
 :class:`~mcpclient_auth.errors.TokenExchangeUnavailable`; the caller gets no token, never a stale one.
@@ -35,7 +37,7 @@ from typing import TypeVar
 from .._context import set_blocked_loop
 from ..errors import ConfigurationError, TokenExchangeUnavailable
 
-__all__ = ["DEFAULT_BLOCKING_TIMEOUT", "run_blocking", "token_loop"]
+__all__ = ["DEFAULT_BLOCKING_TIMEOUT", "is_blocked", "run_blocking", "token_loop"]
 
 T = TypeVar("T")
 
@@ -59,6 +61,30 @@ class _LoopThread:
 
 _lock = threading.Lock()
 _current: _LoopThread | None = None
+#: Event loops whose thread is waiting in :func:`run_blocking` right now (with how many waits: a
+#: thread waits once at a time, but the count keeps this right whatever calls it).
+_blocked: dict[asyncio.AbstractEventLoop, int] = {}
+_blocked_lock = threading.Lock()
+
+
+def is_blocked(loop: asyncio.AbstractEventLoop) -> bool:
+    """True while ``loop``'s thread waits in :func:`run_blocking`: nothing on it can progress, so no
+    token work may wait for a request in flight there (process-wide, whichever thread asks)."""
+    return loop in _blocked
+
+
+def _block(loop: asyncio.AbstractEventLoop) -> None:
+    with _blocked_lock:
+        _blocked[loop] = _blocked.get(loop, 0) + 1
+
+
+def _unblock(loop: asyncio.AbstractEventLoop) -> None:
+    with _blocked_lock:
+        left = _blocked.get(loop, 0) - 1
+        if left > 0:
+            _blocked[loop] = left
+        else:
+            _blocked.pop(loop, None)
 
 
 def _loop_thread() -> _LoopThread:
@@ -95,8 +121,9 @@ def run_blocking(make: Callable[[], Awaitable[T]], *, timeout: float = DEFAULT_B
     owner = _loop_thread()
     if threading.current_thread() is owner.thread:
         raise ConfigurationError("token work cannot wait for itself on the token loop")
+    calling = _calling_loop()
     context = contextvars.copy_context()
-    context.run(set_blocked_loop, _calling_loop())
+    context.run(set_blocked_loop, calling)
     result: concurrent.futures.Future[T] = concurrent.futures.Future()
     tasks: list[asyncio.Future[T]] = []
 
@@ -111,14 +138,20 @@ def run_blocking(make: Callable[[], Awaitable[T]], *, timeout: float = DEFAULT_B
         tasks.append(task)
         task.add_done_callback(_copy_outcome(result))
 
-    owner.loop.call_soon_threadsafe(start, context=context)
+    # Marked blocked before the work is scheduled: the work's join decisions already see it.
+    if calling is not None:
+        _block(calling)
     try:
+        owner.loop.call_soon_threadsafe(start, context=context)
         return result.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         owner.loop.call_soon_threadsafe(_cancel_all, tasks)
         raise TokenExchangeUnavailable(
             f"the token source did not answer within {timeout:g} s (sync client)", timeout=timeout
         ) from None
+    finally:
+        if calling is not None:
+            _unblock(calling)
 
 
 def _copy_outcome(result: concurrent.futures.Future[T]) -> Callable[[asyncio.Future[T]], None]:

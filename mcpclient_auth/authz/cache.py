@@ -14,9 +14,10 @@ SHA-256 digest of the subject token, never the token.
 A hit needs no lock: the dict operations are single C-level calls on an ``OrderedDict``. Misses may
 come from several event loops (an async client's loop, and the token loop where sync clients' token
 work runs, :mod:`~mcpclient_auth.authz._blocking`): a miss joins the request in flight for its key on
-*any* loop that is running, except the loop its own caller's thread is blocked on (that request could
-never finish), so single-flight holds across sync and async callers. A lock guards only the choice
-"join or start" of a miss.
+*any* loop that is running, except a loop whose thread is blocked waiting for sync token work (its own
+caller's, or any other thread's: that request could not finish before the wait ends, and two such
+waits could wait for each other), so single-flight holds across sync and async callers. A lock
+guards only the choice "join or start" of a miss.
 
 Behind the in-process entries sits a :class:`TokenStore`: where a miss goes. The default,
 :class:`InProcessTokenStore`, calls the token endpoint directly (nothing is shared beyond this
@@ -42,6 +43,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from .. import _telemetry
 from .._context import blocked_loop
 from ..errors import ConfigurationError, TokenExchangeUnavailable
+from ._blocking import is_blocked
 from .base import DEFAULT_SKEW, AccessToken
 
 __all__ = [
@@ -436,12 +438,19 @@ def _settle(waiters: list[asyncio.Future[AccessToken]], task: asyncio.Task[Acces
 
 def _joinable(task: asyncio.Task[AccessToken], loop: asyncio.AbstractEventLoop) -> bool:
     """May a miss on ``loop`` wait for ``task``? Yes on the same loop; on another loop only while it
-    runs and is not the loop the waiting caller's thread is blocked on (a sync client's token work,
-    :func:`~mcpclient_auth._context.blocked_loop`): that request could never finish."""
+    runs and its thread is not blocked waiting for sync token work — neither the waiting caller's
+    own (:func:`~mcpclient_auth._context.blocked_loop`: that request could never finish) nor any
+    other thread's (:func:`~._blocking.is_blocked`: two threads each needing the key in flight on
+    the other's loop would wait for each other until the timeout)."""
     other = task.get_loop()
     if other is loop:
         return True
-    return other.is_running() and not other.is_closed() and other is not blocked_loop()
+    return (
+        other.is_running()
+        and not other.is_closed()
+        and other is not blocked_loop()
+        and not is_blocked(other)
+    )
 
 
 async def _join_elsewhere(task: asyncio.Task[AccessToken]) -> AccessToken:

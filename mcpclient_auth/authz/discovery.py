@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,10 +107,21 @@ def resource_metadata_urls(server_url: str) -> list[str]:
     return [urlunsplit((parts.scheme, parts.netloc, WELL_KNOWN_SUFFIX + path, "", "")), root]
 
 
+#: RFC 3986 characters minus ``%`` (no percent-encoding: two parsers may decode it differently).
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]+")
+
+
 def check_resource(resource: str, server_url: str) -> str:
     """RFC 9728 §7.3 / RFC 8707: the PRM's ``resource`` must name this server (same origin, and the
     server URL's path equals it or lies below it). Returns ``resource`` unchanged: it is sent exactly as
     published (no trailing ``/`` added or removed)."""
+    # The string is passed on verbatim as the RFC 8707 resource (and often the audience), and other
+    # parsers read it too: refuse anything on which URL parsers disagree (userinfo, backslashes,
+    # whitespace/controls, percent-encoding, dot segments) rather than compare one parser's reading.
+    if not isinstance(resource, str) or not _PLAIN_URL.fullmatch(resource) or "@" in resource:
+        raise ResourceMetadataError(
+            "resource metadata names a resource that is not a plain URL", member="resource"
+        )
     try:
         want = urlsplit(server_url)
         got = urlsplit(resource)
@@ -117,6 +129,10 @@ def check_resource(resource: str, server_url: str) -> str:
         raise ResourceMetadataError(
             "resource metadata names an invalid resource", member="resource"
         ) from None
+    if any(segment in (".", "..") for segment in got.path.split("/")):
+        raise ResourceMetadataError(
+            "resource metadata names a resource with dot segments", member="resource"
+        )
     same_origin = (got.scheme, got.hostname, got.port) == (want.scheme, want.hostname, want.port)
     base = got.path.rstrip("/")
     path = want.path.rstrip("/")

@@ -52,9 +52,11 @@ Each failure names the check that caught it (:data:`CHECKS`). One streaming pass
   nothing follows the seal (``entry_after_seal``); every run is sealed (``run_unsealed``, unless
   ``allow_unsealed``); every tool call of a sealed run got an answer (``response_missing``): a
   ``response`` entry for its ECT that is not marked ``code: "response_missing"`` (the stream ended
-  without the JSON-RPC response). An ``error`` entry instead (transport failure, ``incomplete`` at
-  the run's close) is an unanswered call too. Runs that are still open (unsealed) are not judged here:
-  their calls may still be in flight.
+  without the JSON-RPC response) nor ``code: "answer_id_mismatch"`` (the first JSON-RPC response on
+  the call's stream — which the MCP client takes as the end of it — carried another id: the client
+  never got this call's answer, or got another message as it). An ``error`` entry instead
+  (transport failure, ``incomplete`` at the run's close) is an unanswered call too. Runs that are
+  still open (unsealed) are not judged here: their calls may still be in flight.
 
 Memory is per run (the run's node ids and their ``iat``), released when the run's seal is read.
 With ``jobs > 1`` the line pass (parse, ``seq``, chain, seals' place in the file) still runs once,
@@ -169,7 +171,8 @@ CHECKS: dict[str, str] = {
     "seal_invalid": "a seal's signature, type or signer is wrong",
     "seal_mismatch": "a seal's run, count or last line hash disagrees with the file",
     "entry_after_seal": "a run has entries after its seal",
-    "response_missing": "a sealed run has a tool call whose answer never arrived (no response entry with it)",
+    "response_missing": "a sealed run has a tool call whose answer never arrived (no response entry with "
+    "it; its stream ended without it, or first answered with another id)",
     "unsealed_tail": "lines after the last seal or checkpoint are covered by no signature",
     "recovery_invalid": "a recovery record says more than a writer can vouch for, closes no torn line, "
     "or its signature does not cover it",
@@ -202,8 +205,9 @@ _KIND_CHECK = {
     "seal": "seal_invalid",
 }
 _SIGNATURE_CHECK = {**_KIND_CHECK, "record": "token_invalid"}
-#: ``meta.code`` of a ``response`` entry whose stream ended without the JSON-RPC response.
-_NO_ANSWER = "response_missing"
+#: ``meta.code`` of ``response`` entries that are no answer to the call: its stream ended without the
+#: JSON-RPC response, or the first response on it (where the MCP client stops) carried another id.
+_NO_ANSWER = frozenset({"response_missing", "answer_id_mismatch"})
 #: Entries of finished runs sent to a worker process at a time.
 _BATCH_ENTRIES = 2000
 
@@ -435,6 +439,8 @@ class _RunChecker:
         self._ancestor_calls: list[AncestorCall] = []
         #: ECT jti -> seq of the tool calls whose answer has not been seen yet.
         self._unanswered: dict[str, int] = {}
+        #: ECT jti of the tool calls whose stream answered first with another id (for the reason).
+        self._mismatched: set[str] = set()
         #: The claims of the token the current entry's handler parsed (None: it parsed none).
         self._parsed_claims: dict[str, Any] | None = None
         self._handlers: dict[str, Callable[[LedgerEntry], None]] = {
@@ -621,8 +627,10 @@ class _RunChecker:
     def _response(self, entry: LedgerEntry) -> None:
         if entry.jti is None or entry.jti == self.run or entry.jti not in self._iat:
             self.fail(entry, "entry_mismatch", "the response answers no earlier ECT of its run")
-        elif entry.meta.get("code") != _NO_ANSWER:
+        elif entry.meta.get("code") not in _NO_ANSWER:
             self._unanswered.pop(entry.jti, None)
+        elif entry.meta.get("code") == "answer_id_mismatch":
+            self._mismatched.add(entry.jti)
 
     def _record(self, entry: LedgerEntry) -> None:
         if self._record_seen:
@@ -693,6 +701,8 @@ class _RunChecker:
         if self.sealed:
             for jti, seq in self._unanswered.items():
                 reason = "the tool call's answer never arrived (no response entry carries it)"
+                if jti in self._mismatched:
+                    reason = "the call's stream answered first with another JSON-RPC id (answer_id_mismatch)"
                 self.failures.append(Failure(seq, jti, self.run, "response_missing", reason))
         return _RunResult(
             self.run, self.failures, self.summary, self.tokens_verified, self.sealed, self._ancestor_calls

@@ -66,6 +66,37 @@ __all__ = [
 ]
 
 
+#: Fields that carry one value: sent on several lines they are refused (``field_repeated``).
+_SINGLE_VALUE_FIELDS = frozenset(
+    {
+        "authorization",
+        "dpop",
+        "content-type",
+        "mcp-method",
+        "mcp-name",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+        "workload-identity-token",
+    }
+)
+
+def _repeated_names(headers: Mapping[str, str]) -> frozenset[str]:
+    """Lower-case names sent on several lines: :class:`IncomingHeaders` records them; an httpx-style
+    ``Headers`` (``multi_items``) is counted; a plain mapping cannot hold repeats."""
+    if isinstance(headers, IncomingHeaders):
+        return headers.repeated
+    multi = getattr(headers, "multi_items", None)
+    if multi is None:
+        return frozenset()
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name, _ in multi():
+        lowered = str(name).lower()
+        (repeated if lowered in seen else seen).add(lowered)
+    return frozenset(repeated)
+
+
 #: The methods of MCP's streamable HTTP transport. Only POST carries a JSON-RPC body (and so an ECT
 #: and a capability check); any other method with a body would skip them, so it is refused (405).
 VERIFIED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
@@ -74,15 +105,22 @@ VERIFIED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE"})
 class IncomingHeaders(Mapping[str, str]):
     """Case-insensitive, read-only request headers; repeated fields are joined with ``", "``."""
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "repeated")
 
     def __init__(self, pairs: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
         fields: dict[str, str] = {}
+        repeated: set[str] = set()
         for raw_name, raw_value in pairs:
             name = (raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name).lower()
             value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
-            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+            if name in fields:
+                fields[name] = f"{fields[name]}, {value}"
+                repeated.add(name)
+            else:
+                fields[name] = value
         self._fields = fields
+        #: Names that came on more than one field line (RFC 9421 signs them joined, see below).
+        self.repeated: frozenset[str] = frozenset(repeated)
 
     def __getitem__(self, name: str) -> str:
         return self._fields[name.lower()]
@@ -321,6 +359,23 @@ class McpRequestVerifier:
             return Rejection(exc, mandate, call, action)
         return verified
 
+    def _refuse_repeated_fields(self, headers: Mapping[str, str]) -> None:
+        """Refuse a single-value field sent on several lines.
+
+        RFC 9421 signs repeated lines joined by ``", "``, so an intermediary can split a signed
+        ``Mcp-Param-Region: eu-west, us-east`` into two lines and the signature still holds, while a
+        framework that reads one line sees only ``eu-west``. For the fields this verifier relies on
+        or requires signed, one line is the only shape our clients send."""
+        repeated = _repeated_names(headers)
+        if not repeated:
+            return
+        single = _SINGLE_VALUE_FIELDS | {self.mandate_header.lower(), self.ect_header.lower()}
+        for name in repeated:
+            if name in single or name.startswith("mcp-param-"):
+                raise SignaturePolicyError(
+                    f"the {name} field came on several lines; it must be one", code="field_repeated"
+                )
+
     def check_unclaimed(
         self, request: IncomingRequest, *, now: float | None = None
     ) -> PendingRequest | Rejection:
@@ -333,6 +388,7 @@ class McpRequestVerifier:
         try:
             if request.method.upper() not in VERIFIED_METHODS:
                 raise MethodNotAllowed(f"{request.method.upper()} is not served on the MCP endpoint")
+            self._refuse_repeated_fields(request.headers)
             # The headers were collected in one pass (IncomingHeaders): the signature reads them as is.
             message = (
                 request.headers.http_message(request.method, request.url, body)

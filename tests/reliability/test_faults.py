@@ -108,6 +108,12 @@ async def post_and_read(run: AgentRun, url: str, timeout: httpx.Timeout | None =
         return response
 
 
+def assert_intact_and_unanswered(path: Path, trust: Any, jti: str) -> None:
+    """The ledger verifies except for what it must say: this tool call never got its answer."""
+    report = verify_ledger(path, trust)
+    assert [(f.check, f.jti) for f in report.failures] == [("response_missing", jti)]
+
+
 def outcome(path: Path) -> tuple[str, str, dict[str, Any]]:
     """(ect jti, outcome kind, outcome meta) of the one call in the ledger."""
     (ect,) = entries(path, kind="ect")
@@ -186,9 +192,9 @@ async def test_server_down(keys: Any, tmp_path: Path) -> None:
         with pytest.raises(httpx.ConnectError) as caught:
             await asyncio.wait_for(post_and_read(run, url), BOUND)
         assert run.frontier.current() == []
-    _, kind, meta = outcome(path)
+    jti, kind, meta = outcome(path)
     assert (kind, meta["code"]) == ("error", "transport_error")
-    assert verify_ledger(path, keys[2]).ok
+    assert_intact_and_unanswered(path, keys[2], jti)
     assert_no_secret(texts_of(caught.value), path.read_text())
 
 
@@ -214,9 +220,9 @@ async def test_server_slower_than_the_timeout(keys: Any, tmp_path: Path) -> None
             with pytest.raises(httpx.ReadTimeout) as caught:
                 await asyncio.wait_for(post_and_read(run, f"{base}/mcp", timeout=SHORT), BOUND)
             assert asyncio.get_running_loop().time() - started < 1.5  # gave up at the timeout, not the answer
-    _, kind, meta = outcome(path)
+    jti, kind, meta = outcome(path)
     assert (kind, meta["code"]) == ("error", "timeout")
-    assert verify_ledger(path, keys[2]).ok
+    assert_intact_and_unanswered(path, keys[2], jti)
     assert_no_secret(texts_of(caught.value), path.read_text())
 
 
@@ -236,9 +242,9 @@ async def test_connection_reset_in_the_middle_of_an_sse_stream(keys: Any, tmp_pa
                 await asyncio.wait_for(consume(), BOUND)
         assert run.frontier.current() == []
     assert b"notifications/progress" in b"".join(received)  # the stream had started
-    _, kind, meta = outcome(path)
+    jti, kind, meta = outcome(path)
     assert (kind, meta["code"]) == ("error", "transport_error")
-    assert verify_ledger(path, keys[2]).ok
+    assert_intact_and_unanswered(path, keys[2], jti)
     assert_no_secret(texts_of(caught.value), path.read_text())
 
 

@@ -116,6 +116,14 @@ def test_check_resource_returns_the_published_value_unchanged() -> None:
         "https://mcp.example/other",
         "https://mcp.example/mcp-admin",  # a prefix of the string, not of the path
         "https://mcp.example/mcp?x=1",
+        # Strings URL parsers read differently (a WHATWG parser reads the first host as evil.example):
+        "https://evil.example\\@mcp.example/mcp",
+        "https://other@mcp.example/mcp",
+        "https://mcp.example/mcp\t",
+        "https://mcp.example/m\ncp",
+        "https://mcp.example/%6dcp",
+        "https://mcp.example/mcp/../mcp",
+        "https://mcp.example/./mcp",
     ],
 )
 def test_check_resource_refuses_another_server(resource: str) -> None:

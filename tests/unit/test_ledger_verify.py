@@ -594,6 +594,9 @@ def test_garbage_files_never_crash_the_verifier(
         {"kind": "error", "meta": {"code": "incomplete", "message": "no complete response"}},
         {"kind": "error", "meta": {"code": "transport_error", "message": "ReadError"}},
         {"kind": "response", "meta": {"status": 200, "out_hash": "h", "code": "response_missing"}},
+        # the first response on the call's stream had another id: the client never got this answer
+        {"kind": "response", "meta": {"status": 200, "out_hash": "h", "code": "answer_id_mismatch"}},
+        {"kind": "response", "meta": {"status": 200, "out_hash": "h", "code": "answer_id_mismatch", "resumed": True}},
     ],
 )
 @pytest.mark.parametrize("jobs", [1, 2])

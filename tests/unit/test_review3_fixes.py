@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -56,7 +57,9 @@ def test_trace_context_injection_leaves_a_body_it_cannot_round_trip_unchanged(
 ) -> None:
     # Was: 1e400 went out as Infinity (not JSON, refused by the server) and a lone surrogate raised
     # UnicodeEncodeError out of the request hook.
-    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":' + arguments + b"}}"
+    body = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":' + arguments + b"}}"
+    )
     request = httpx.Request("POST", URL, content=body)
     span = tracing.get_tracer("t").start_span("x")
     try:
@@ -85,7 +88,13 @@ def test_a_non_ascii_access_token_is_a_typed_refusal() -> None:
 
 def test_a_non_ascii_ath_is_a_typed_refusal() -> None:
     dpop = DPoP()
-    claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": URL, "iat": int(time.time()), "ath": "\u00e9"}
+    claims = {
+        "jti": secrets.token_urlsafe(16),
+        "htm": "POST",
+        "htu": URL,
+        "iat": int(time.time()),
+        "ath": "\u00e9",
+    }
     signing_input = dpop._header + b64url_encode(json.dumps(claims).encode()).encode()
     proof = (signing_input + b"." + b64url_encode(dpop.key.sign(signing_input)).encode()).decode()
     with pytest.raises(DPoPProofInvalid):
@@ -107,3 +116,41 @@ async def test_an_idp_client_that_follows_redirects_is_refused() -> None:
             check_idp_client(client)
     async with httpx.AsyncClient() as client:
         assert check_idp_client(client) is client
+
+
+async def test_a_signed_single_value_field_split_over_two_lines_is_refused(tmp_path: Path) -> None:
+    # RFC 9421 signs repeated lines joined with ", ": a split Mcp-Param-Region keeps the signature valid
+    # while an application reading one line sees only the first part. The verifier refuses the shape.
+    from mcpclient_auth._calls import Refusal, admit, authorization, prepare
+    from mcpclient_auth.errors import SignaturePolicyError
+    from mcpclient_auth.server.verify import IncomingHeaders, IncomingRequest
+    from tests.support.calls_pipeline import URL as MCP_URL
+    from tests.support.calls_pipeline import make_run, tool_call, verifier
+
+    run = make_run(tmp_path)
+    body = tool_call(1)
+    request = httpx.Request(
+        "POST",
+        MCP_URL,
+        content=body,
+        headers={"content-type": "application/json", "mcp-param-region": "eu-west, us-east"},
+    )
+    endpoint = run.endpoint_set.endpoints[0]
+    admitted = admit(run, "POST", body, "application/json")
+    assert not isinstance(admitted, Refusal)
+    header = await authorization(run, admitted.call, endpoint, None)
+    assert not isinstance(header, Refusal)
+    prepare(run, request, body, endpoint, admitted, header)
+    assert "mcp-param-region" in request.headers["signature-input"]
+    pairs = [(k, v) for k, v in request.headers.items() if k != "mcp-param-region"]
+    server = verifier()
+
+    def view(*region: tuple[str, str]) -> IncomingRequest:
+        return IncomingRequest("POST", MCP_URL, IncomingHeaders([*pairs, *region]), body)
+
+    server.verify(view(("mcp-param-region", "eu-west, us-east")))  # one line, as signed: accepted
+    split = view(("mcp-param-region", "eu-west"), ("mcp-param-region", "us-east"))
+    with pytest.raises(SignaturePolicyError) as caught:
+        server.verify(split)
+    assert caught.value.code == "field_repeated"
+    run.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,12 +38,32 @@ def test_completion_is_reported_only_when_the_event_is_dispatched() -> None:
     assert w.done and w.feed(b"more")  # stays done
 
 
-def test_other_ids_and_server_requests_are_ignored() -> None:
+def test_server_requests_and_notifications_are_not_the_answer() -> None:
     w = ResponseWatcher(5)
-    assert not w.feed(event({"jsonrpc": "2.0", "id": 6, "result": {}}))
-    assert not w.feed(event({"jsonrpc": "2.0", "id": "5", "result": {}}))  # a string id is another id
     assert not w.feed(event({"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage", "params": {}}))
+    assert not w.feed(event({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}))
     assert w.feed(event({"jsonrpc": "2.0", "id": 5, "error": {"code": -1, "message": "no"}}))
+    assert w.done and not w.id_mismatch
+
+
+@pytest.mark.parametrize("other_id", [6, "5"])  # a string id is another id
+def test_the_first_response_ends_the_stream_even_with_another_id(other_id: object) -> None:
+    """mcp takes the first response on a request's stream as its end: a response with another id
+    first means this request's answer never reaches the client, whatever follows."""
+    w = ResponseWatcher(5)
+    decoy = event({"jsonrpc": "2.0", "id": other_id, "result": {}})
+    real = event({"jsonrpc": "2.0", "id": 5, "result": {}})
+    assert not w.feed(decoy + real)  # one chunk, as a server can send it
+    assert w.id_mismatch and not w.done
+    assert w.answer is not None and json.loads(w.answer)["id"] == other_id
+    assert not w.feed(real) and not w.done  # it looks no further
+
+
+def test_events_of_another_type_are_ignored() -> None:
+    w = ResponseWatcher(5)
+    assert not w.feed(b'event: other\ndata: {"jsonrpc":"2.0","id":5,"result":{}}\n\n')
+    assert not w.done and not w.id_mismatch
+    assert w.feed(b'event:message\ndata: {"jsonrpc":"2.0","id":5,"result":{}}\n\n')
 
 
 def test_multi_line_data_and_comments() -> None:

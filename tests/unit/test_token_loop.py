@@ -104,3 +104,45 @@ async def test_a_sync_caller_blocking_the_loop_never_waits_for_that_loops_reques
     factory.release.set()
     assert (await asyncio.wait_for(first, GUARD)).token == "tok-1"
     assert factory.calls == 1
+
+
+def test_two_blocked_loops_never_wait_for_each_others_requests() -> None:
+    """Two threads, each running an event loop with a token request in flight, each use a sync client
+    that needs the key in flight on the *other* loop. Neither loop can progress while its thread waits,
+    so the token loop must not join either request: each sync wait runs its own request and returns
+    (before the fix both joined the other's request and waited until the timeout)."""
+    cache = TokenCache()
+    keys = {name: CacheKey("https://idp.example/token", "g", "c", name, None, None, (), (), ()) for name in "ab"}
+    both_in_flight = threading.Barrier(2, timeout=GUARD)
+    outcomes: dict[str, str] = {}
+
+    def worker(mine: str, theirs: str) -> None:
+        async def flight() -> AccessToken:
+            await asyncio.sleep(1.0)  # an IdP round trip on this loop: needs this loop to run
+            return AccessToken(f"loop-{mine}", scopes={"mcp.read"})
+
+        async def sync_request() -> AccessToken:
+            return AccessToken(f"sync-{theirs}", scopes={"mcp.read"})
+
+        async def main() -> None:
+            in_flight = asyncio.ensure_future(cache.fetch(keys[mine], flight))
+            await asyncio.sleep(0)  # the request is now in flight on this loop
+            both_in_flight.wait()
+            try:  # a sync client on this loop's thread: the loop is blocked until this returns
+                outcomes[mine] = run_blocking(lambda: cache.fetch(keys[theirs], sync_request), timeout=8).token
+            except TokenExchangeUnavailable as exc:
+                outcomes[mine] = f"timed out: {exc.code}"
+            await in_flight
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=worker, args=pair) for pair in (("a", "b"), ("b", "a"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GUARD)
+    assert not any(thread.is_alive() for thread in threads)
+    # Each got the other key's token — from its own request, or from the other loop's request when it
+    # joined that before the other thread blocked (then that loop was free to finish it) — and
+    # neither waited for the timeout.
+    assert outcomes["a"] in {"sync-b", "loop-b"} and outcomes["b"] in {"sync-a", "loop-a"}, outcomes
