@@ -394,7 +394,12 @@ class AgentRun:
         return self.journal.closed
 
     def __repr__(self) -> str:
-        state = "closed" if self.journal.closed else "open"
+        # A run whose __init__ raised part-way (a debugger, a traceback formatter or logging may still
+        # show it) has only some attributes: repr must not raise a second error over the first.
+        journal = getattr(self, "journal", None)
+        if journal is None:
+            return f"AgentRun(id={getattr(self, 'id', None)!r}, not initialised)"
+        state = "closed" if journal.closed else "open"
         return (
             f"AgentRun(id={self.id!r}, principal={self.principal.id!r}, "
             f"endpoints={self.endpoints!r}, {state})"

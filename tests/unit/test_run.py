@@ -275,3 +275,9 @@ def test_endpoint_url_admits_only_the_runs_endpoints(keys: tuple[Identity, Ident
     for other in ("https://evil.example/mcp", URL + "/other", "http://127.0.0.1:10/mcp", "not a url"):
         with pytest.raises(ConfigurationError, match="one of the run's endpoints"):
             run.endpoint_url(other)
+
+
+def test_repr_of_a_run_whose_init_failed_part_way_does_not_raise(tmp_path: Path) -> None:
+    # A traceback formatter or debugger may repr the half-built object; a second error would hide the first.
+    run = AgentRun.__new__(AgentRun)
+    assert "not initialised" in repr(run)
