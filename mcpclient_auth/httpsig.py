@@ -429,6 +429,7 @@ class RequestSigner:
         created: int | None = None,
         expires: int | None = None,
         nonce: str | None = None,
+        body_sha256: bytes | None = None,
     ) -> SignatureResult:
         """Sign ``request`` in place and return what was signed.
 
@@ -436,7 +437,9 @@ class RequestSigner:
         empty), ``Signature-Input`` and ``Signature``, replacing any earlier values. ``body`` is the
         exact content bytes (defaults to ``request.content``). Raises :class:`ComponentError` when a
         covered value cannot be signed (CR/LF, non-ASCII), :class:`ConfigurationError` when the
-        ``wimse`` profile has no Workload Identity Token.
+        ``wimse`` profile has no Workload Identity Token. ``body_sha256``: the SHA-256 digest of
+        ``body`` when the caller has computed it already (the request hook hashes the body once for
+        the ECT's ``inp_hash`` and the ``Content-Digest``); it needs ``body``.
         """
         profile = self._profile
         headers = request.headers
@@ -445,12 +448,18 @@ class RequestSigner:
             method = bytes(method).decode("ascii", "replace")
         url = str(request.url)
         content = _body_of(request) if body is None else bytes(body)
+        if body_sha256 is not None and (
+            body is None or type(body_sha256) is not bytes or len(body_sha256) != 32
+        ):
+            raise ConfigurationError("body_sha256 is the 32-byte SHA-256 digest of the body passed with it")
 
         if profile.name == "wimse":
             self._ensure_wit(headers)
         digest = None
         if content or method in _BODY_METHODS:
-            digest = "sha-256=:" + base64.b64encode(hashlib.sha256(content).digest()).decode("ascii") + ":"
+            if body_sha256 is None:
+                body_sha256 = hashlib.sha256(content).digest()
+            digest = "sha-256=:" + base64.b64encode(body_sha256).decode("ascii") + ":"
             _set_header(headers, "Content-Digest", digest)
 
         target = _target(url) if profile.derived[1] == "@target-uri" else _request_target(url)
