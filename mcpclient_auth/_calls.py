@@ -347,10 +347,11 @@ def prepare(
     dpop_jti: str | None = None
     if isinstance(authorization, Credential):
         headers["Authorization"] = authorization.header
-        proof = proof_for(authorization, request.method, str(request.url))
-        if proof is not None:
-            headers[DPOP_HEADER] = proof.token
-            dpop_jti = proof.jti
+        if authorization.dpop is not None:  # a bearer token needs no proof (nor the URL for one)
+            proof = proof_for(authorization, request.method, str(request.url))
+            if proof is not None:
+                headers[DPOP_HEADER] = proof.token
+                dpop_jti = proof.jti
     elif authorization is not None:
         headers["Authorization"] = authorization
     inflight: InFlight | None = None
