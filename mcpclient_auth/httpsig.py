@@ -25,11 +25,11 @@ the generic RFC 9421 layer (:mod:`mcpclient_auth._rfc9421`), which parses arbitr
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import hashlib
+import os
 import re
-import secrets
 import time
 from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass, field
@@ -235,6 +235,7 @@ def _set_header(headers: Any, name: str, value: str) -> None:
     raise ConfigurationError("the request's headers cannot be modified")
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 #: Bytes a signature-base value may hold: printable ASCII and HTAB (RFC 9110 field-content).
 _SIGNABLE = bytes(range(0x20, 0x7F)) + b"\t"
 _SIGNABLE_OR_LF = _SIGNABLE + b"\n"
@@ -459,7 +460,7 @@ class RequestSigner:
         if content or method in _BODY_METHODS:
             if body_sha256 is None:
                 body_sha256 = hashlib.sha256(content).digest()
-            digest = "sha-256=:" + base64.b64encode(body_sha256).decode("ascii") + ":"
+            digest = "sha-256=:" + binascii.b2a_base64(body_sha256, newline=False).decode("ascii") + ":"
             _set_header(headers, "Content-Digest", digest)
 
         target = _target(url) if profile.derived[1] == "@target-uri" else _request_target(url)
@@ -476,7 +477,8 @@ class RequestSigner:
             if values is not None:
                 mask |= 1 << i
                 parts.append(self._field_prefixes[i])
-                parts.append(_field_bytes(values))
+                # _field_bytes, inlined for the usual single field line (7 covered fields a call)
+                parts.append(values[0].strip(b" \t") if len(values) == 1 else _field_bytes(values))
         extra: tuple[str, ...] = ()
         if len(found) > mask.bit_count():
             # Prefixed fields (Mcp-Param-*): every one present is covered, sorted by name.
@@ -491,7 +493,11 @@ class RequestSigner:
         if expires is None:
             expires = created + self._lifetime
         if nonce is None:
-            nonce = secrets.token_urlsafe(16)  # 128 bits; the base64url alphabet needs no escaping
+            # secrets.token_urlsafe(16) without its three Python layers: 128 random bits (os.urandom,
+            # as secrets uses), base64url unpadded; that alphabet needs no sf-string escaping.
+            nonce = (
+                binascii.b2a_base64(os.urandom(16), newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+            )
             nonce_text = f'"{nonce}"'
         else:
             try:
@@ -512,7 +518,7 @@ class RequestSigner:
 
         signature = self._identity.sign(base)
         signature_input = f"{self._label}={params_text}"
-        signature_header = f"{self._label}=:{base64.b64encode(signature).decode('ascii')}:"
+        signature_header = f"{self._label}=:{binascii.b2a_base64(signature, newline=False).decode('ascii')}:"
         _set_header(headers, "Signature-Input", signature_input)
         _set_header(headers, "Signature", signature_header)
 

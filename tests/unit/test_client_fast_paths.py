@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import string
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpclient_auth import keys
+from mcpclient_auth import jose, keys
+from mcpclient_auth._encoding import b64url_decode, b64url_encode, compact_json
 from mcpclient_auth.errors import ConfigurationError, KeyFormatError, LedgerError, LedgerFormatError
 from mcpclient_auth.httpsig import RequestSigner
 from mcpclient_auth.keys import ALGORITHMS, Identity
@@ -206,3 +208,29 @@ def test_a_body_digest_without_its_body_is_refused() -> None:
     request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b"{}")
     with pytest.raises(ConfigurationError):
         RequestSigner(Identity.generate()).sign(request, body_sha256=hashlib.sha256(b"{}").digest())
+
+
+# --- base64 straight from binascii ------------------------------------------------------------------
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=200))
+def test_b64url_encode_is_the_base64_module_encoding(data: bytes) -> None:
+    assert b64url_encode(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def test_jws_and_signature_headers_keep_their_encoding() -> None:
+    agent = Identity.generate()
+    token = jose.encode(agent, jose.ECT_TYP, {"iss": "a", "x": "ÿ" * 50, "n": list(range(30))})
+    header, payload, signature = token.split(".")
+    for part in (header, payload, signature):
+        assert "=" not in part and "+" not in part and "/" not in part
+    assert b64url_decode(payload) == compact_json({"iss": "a", "x": "ÿ" * 50, "n": list(range(30))})
+    assert agent.verify(f"{header}.{payload}".encode(), b64url_decode(signature))
+    request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b"{}")
+    result = RequestSigner(agent).sign(request, body=b"{}")
+    nonce = result.params["nonce"]
+    assert len(nonce) == 22 and set(nonce) <= set(string.ascii_letters + string.digits + "-_")
+    assert f'nonce="{nonce}"' in request.headers["signature-input"]
+    assert request.headers["signature"] == f"sig1=:{base64.b64encode(result.signature).decode()}:"
+    assert request.headers["content-digest"] == f"sha-256=:{base64.b64encode(hashlib.sha256(b'{}').digest()).decode()}:"
