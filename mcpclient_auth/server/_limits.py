@@ -44,6 +44,7 @@ from typing import Any
 import anyio
 
 from .. import _structured_fields
+from .._rfc9421 import ParsedField
 from ..errors import (
     BodyFramingAmbiguous,
     BodyTimeout,
@@ -59,7 +60,7 @@ from ..errors import (
 from ..keys import TrustStore
 from .verify import VERIFIED_METHODS
 
-__all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits"]
+__all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits", "Screened"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -87,6 +88,16 @@ class RequestLimits:
             raise ConfigurationError("request limits must be positive")
         if not self.body_timeout > 0:
             raise ConfigurationError("body_timeout must be a positive number of seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A request that passed :meth:`PreAuthGate.check`: the (trusted, not yet verified) ``keyid`` it
+    names, and its ``Signature-Input`` as parsed to find it — handed to the verifier, which uses
+    the parse only for that exact value (:class:`~mcpclient_auth._rfc9421.ParsedField`)."""
+
+    keyid: str
+    signature_input: ParsedField
 
 
 class _PendingBudget:
@@ -204,6 +215,11 @@ class PreAuthGate:
     def screen(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | str:
         """The error that makes this request hopeless from its headers alone, or the (trusted, not
         yet verified) ``keyid`` it names."""
+        screened = self.check(method, headers)
+        return screened.keyid if isinstance(screened, Screened) else screened
+
+    def check(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | Screened:
+        """:meth:`screen`, returning the ``keyid`` with the parsed ``Signature-Input``."""
         if method not in VERIFIED_METHODS:  # before anything else: no body is read for it
             return MethodNotAllowed(f"{method} is not served on the MCP endpoint")
         signature_input = headers.get("signature-input")
@@ -211,9 +227,9 @@ class PreAuthGate:
             return SignatureMissing("no Signature-Input header", code="signature_missing")
         if self.mandate_header not in headers and not _has_bearer(headers.get("authorization")):
             return SignatureMissing(f"no {self.mandate_header} header", code="mandate_missing")
-        keyid = self._keyid(signature_input)
-        if not isinstance(keyid, str):
-            return keyid
+        screened = self._keyid(signature_input)
+        if not isinstance(screened, Screened):
+            return screened
         if method in BODY_METHODS:
             if "transfer-encoding" in headers and "content-length" in headers:
                 # RFC 9112 §6.3: the length is not to be trusted (a smuggling pattern). The HTTP
@@ -224,7 +240,7 @@ class PreAuthGate:
             declared = _content_length(headers)
             if declared is not None and declared > self.limits.max_body_bytes:
                 return BodyTooLarge("the request body exceeds the allowed size")
-        return keyid
+        return screened
 
     async def read_body(self, receive: Receive, headers: Mapping[str, str], keyid: str) -> bytes:
         """The whole body within the limits, or raise :class:`BodyTooLarge`, :class:`BodyTimeout`
@@ -285,7 +301,7 @@ class PreAuthGate:
     def _timed_out(self) -> BodyTimeout:
         return BodyTimeout(f"the request body did not arrive within {self.limits.body_timeout:g} s")
 
-    def _keyid(self, signature_input: str) -> McpClientAuthError | str:
+    def _keyid(self, signature_input: str) -> McpClientAuthError | Screened:
         try:
             members = _structured_fields.parse_dictionary(signature_input)
         except _structured_fields.StructuredFieldError:
@@ -296,7 +312,7 @@ class PreAuthGate:
         keyid = member[1].get("keyid")
         if not isinstance(keyid, str) or keyid not in self.trust:
             return UnknownKey("the signature names no trusted key")
-        return keyid
+        return Screened(keyid, ParsedField(signature_input, members))
 
 
 def _first_step(receive: Receive) -> tuple[Message | None, Awaitable[Message] | None]:
