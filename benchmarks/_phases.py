@@ -176,7 +176,7 @@ def install_server_phases(clock: PhaseClock) -> None:
     from mcpclient_auth.server._audit import ServerAudit
 
     clock.wrap(verify.IncomingHeaders, "__init__", "pre-checks")
-    clock.wrap(_limits.PreAuthGate, "screen", "pre-checks")
+    clock.wrap(_limits.PreAuthGate, "check", "pre-checks")  # the middleware calls check (screen wraps it)
     clock.wrap(middleware.McpAuthMiddleware, "_url", "pre-checks")
     clock.wrap(middleware.McpAuthMiddleware, "_protected", "pre-checks")
     read_body = _limits.PreAuthGate.read_body
