@@ -37,7 +37,7 @@ from typing import Any
 
 from . import _structured_fields
 from ._rfc9421.components import ComponentId, HttpMessage, target_uri
-from ._rfc9421.signatures import ParsedSignature, parse_signature_fields, verify_signature
+from ._rfc9421.signatures import ParsedField, ParsedSignature, parse_signature_fields, verify_signature
 from .digest import verify_content_digest
 from .errors import (
     ComponentError,
@@ -605,18 +605,27 @@ class RequestVerifier:
         return f"RequestVerifier(profile={self._profile.name!r}, trust={self._trust!r})"
 
     def verify(
-        self, request: Any, *, body: bytes | None = None, now: float | None = None, claim_nonce: bool = True
+        self,
+        request: Any,
+        *,
+        body: bytes | None = None,
+        now: float | None = None,
+        claim_nonce: bool = True,
+        parsed_input: ParsedField | None = None,
     ) -> VerifiedSignature:
         """Verify the profile's signature on ``request``; see the class docstring for the checks.
 
         The nonce is claimed in the replay store last, after every check here passed. A caller with
         checks of its own (the server verifier) passes ``claim_nonce=False`` and claims
         ``result.replay_claim`` once its own checks passed too, so a request refused later never
-        takes room in the store."""
+        takes room in the store. ``parsed_input``: the ``Signature-Input`` value as the caller parsed
+        it already (used only if it is this request's exact value; see ``ParsedField``)."""
         profile = self._profile
         message = HttpMessage.of(request, body=body)
         current = time.time() if now is None else float(now)
-        signatures = parse_signature_fields(message.header("signature-input"), message.header("signature"))
+        signatures = parse_signature_fields(
+            message.header("signature-input"), message.header("signature"), parsed_input=parsed_input
+        )
         parsed = signatures.get(profile.label)
         if parsed is None:
             raise SignatureMissing(f"no signature labelled {profile.label!r}")

@@ -31,6 +31,7 @@ from .components import ComponentId, HttpMessage, signature_base
 
 __all__ = [
     "CreatedSignature",
+    "ParsedField",
     "ParsedSignature",
     "create_signature",
     "parse_signature_fields",
@@ -115,19 +116,38 @@ def _check_params(params: Mapping[str, Any]) -> None:
             raise SignatureMalformed(f"signature parameter {name!r} must be an sf-string")
 
 
-def parse_signature_fields(signature_input: str | None, signature: str | None) -> dict[str, ParsedSignature]:
+@dataclass(frozen=True, slots=True)
+class ParsedField:
+    """A field value and what :func:`mcpclient_auth._structured_fields.parse_dictionary` returned for
+    it, for a caller that had to parse ``Signature-Input`` before verifying (the server's pre-auth
+    gate reads the ``keyid`` before the body). :func:`parse_signature_fields` uses ``members`` only
+    when ``value`` is exactly the value it would parse, and parses afresh otherwise."""
+
+    value: str
+    members: Mapping[str, _structured_fields.Member] = field(repr=False)
+
+
+def parse_signature_fields(
+    signature_input: str | None, signature: str | None, *, parsed_input: ParsedField | None = None
+) -> dict[str, ParsedSignature]:
     """Parse ``Signature-Input`` and ``Signature`` values into ``{label: ParsedSignature}``.
 
     Raises :class:`SignatureMissing` when either is absent or empty, :class:`SignatureMalformed` for
     anything that is not a pair of well-formed dictionaries with the same labels, and
     :class:`ComponentError` for component identifiers this implementation cannot resolve.
+    ``parsed_input``: ``Signature-Input`` parsed already (see :class:`ParsedField`).
     """
     if not signature_input or not signature:
         raise SignatureMissing("the request carries no Signature-Input / Signature")
-    try:
-        inputs = _structured_fields.parse_dictionary(signature_input)
-    except _structured_fields.StructuredFieldError as exc:
-        raise SignatureMalformed(f"Signature-Input is not a structured-field dictionary: {exc}") from None
+    inputs: Mapping[str, _structured_fields.Member]
+    if parsed_input is not None and type(parsed_input.value) is str and parsed_input.value == signature_input:
+        # The same text parses to the same members (parse_dictionary is pure): no second parse.
+        inputs = parsed_input.members
+    else:
+        try:
+            inputs = _structured_fields.parse_dictionary(signature_input)
+        except _structured_fields.StructuredFieldError as exc:
+            raise SignatureMalformed(f"Signature-Input is not a structured-field dictionary: {exc}") from None
     try:
         values = _structured_fields.parse_dictionary(signature)
     except _structured_fields.StructuredFieldError as exc:

@@ -63,7 +63,7 @@ from ..policy import ActionPolicy
 from ..replay import ReplayStore
 from ._audit import DEFAULT_CHECKPOINT_EVERY, ServerAudit
 from ._inflight import InFlightIds
-from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
+from ._limits import BODY_METHODS, PreAuthGate, RequestLimits, Screened
 from ._listfilter import list_filter_send
 from ._sessions import SESSION_HEADER, Caller, SessionBindings
 from .verify import (
@@ -201,12 +201,12 @@ class McpAuthMiddleware:
             return
 
         headers = IncomingHeaders(scope.get("headers", []))
-        screened = self.gate.screen(method, headers)  # headers only: nothing read, nothing verified
+        screened = self.gate.check(method, headers)  # headers only: nothing read, nothing verified
         refusal = screened if isinstance(screened, McpClientAuthError) else None
         body = b""
-        if isinstance(screened, str) and method in BODY_METHODS:
+        if isinstance(screened, Screened) and method in BODY_METHODS:
             try:
-                body = await self.gate.read_body(receive, headers, screened)
+                body = await self.gate.read_body(receive, headers, screened.keyid)
             except ServerLimitError as exc:
                 refusal = exc
             else:
@@ -219,7 +219,9 @@ class McpAuthMiddleware:
             await _problem(send, status, refusal.code, refusal.message, error=refusal, close=close)
             return
 
-        request = IncomingRequest(method, self._url(scope), headers, body)
+        # The gate's parse of Signature-Input goes to the verifier (used only for that exact value).
+        parsed_input = screened.signature_input if isinstance(screened, Screened) else None
+        request = IncomingRequest(method, self._url(scope), headers, body, signature_input=parsed_input)
         with _telemetry.server_span(method, body, headers):  # no-op unless OpenTelemetry is configured
             await self._verify_and_serve(scope, receive, send, method, request)
 

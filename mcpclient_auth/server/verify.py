@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._encoding import sha256_b64url
-from .._rfc9421 import HttpMessage
+from .._rfc9421 import HttpMessage, ParsedField
 from ..act import Mandate
 from ..constraints import CallBudget, ConstraintRegistry
 from ..ect import ExecutionContextToken
@@ -151,6 +151,9 @@ class IncomingRequest:
     url: str
     headers: IncomingHeaders
     content: bytes = b""
+    #: ``Signature-Input`` as a pre-authentication screen parsed it already (the middleware's gate):
+    #: the signature check uses that parse only if it is of this request's exact value.
+    signature_input: ParsedField | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +398,9 @@ class McpRequestVerifier:
                 if isinstance(request.headers, IncomingHeaders)
                 else HttpMessage.of(request, body=body)
             )
-            signature = self._signatures.verify(message, now=now, claim_nonce=False)
+            signature = self._signatures.verify(
+                message, now=now, claim_nonce=False, parsed_input=getattr(request, "signature_input", None)
+            )
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
                 self._check_binding(mandate, signature)
