@@ -597,10 +597,10 @@ class RequestVerifier:
         except (SignatureMalformed, ComponentError) as exc:
             raise ConfigurationError(f"invalid required component: {exc}") from None
         # The coverage check runs per request over the same profile: its component ids once.
-        profile = self._profile
-        self._derived_ids = tuple(ComponentId.of(name) for name in profile.derived)
+        chosen = self._profile
+        self._derived_ids = tuple(ComponentId.of(name) for name in chosen.derived)
         self._field_ids = tuple(
-            (name, ComponentId.of(name), name in profile.required_fields) for name in profile.fields
+            (name, ComponentId.of(name), name in chosen.required_fields) for name in chosen.fields
         )
         self._digest_id = ComponentId.of("content-digest")
 
