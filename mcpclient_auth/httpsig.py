@@ -596,6 +596,13 @@ class RequestVerifier:
             self._extra = tuple(ComponentId.parse(c) for c in (required_components or ()))
         except (SignatureMalformed, ComponentError) as exc:
             raise ConfigurationError(f"invalid required component: {exc}") from None
+        # The coverage check runs per request over the same profile: its component ids once.
+        chosen = self._profile
+        self._derived_ids = tuple(ComponentId.of(name) for name in chosen.derived)
+        self._field_ids = tuple(
+            (name, ComponentId.of(name), name in chosen.required_fields) for name in chosen.fields
+        )
+        self._digest_id = ComponentId.of("content-digest")
 
     @property
     def profile(self) -> str:
@@ -695,11 +702,11 @@ class RequestVerifier:
         """Refuse signatures that leave a profile component uncovered; return whether a digest is due."""
         covered = {cid.identity for cid in parsed.components}
         profile = self._profile
-        required = [ComponentId.of(name) for name in profile.derived]
-        for name in profile.fields:
+        required = list(self._derived_ids)
+        for name, cid, must in self._field_ids:
             if message.field_lines(name) is not None:
-                required.append(ComponentId.of(name))
-            elif name in profile.required_fields:
+                required.append(cid)
+            elif must:
                 raise SignaturePolicyError(f"the request has no {name!r} header")
         if profile.field_prefixes:
             for name in message.field_names():
@@ -710,7 +717,7 @@ class RequestVerifier:
             method in _BODY_METHODS or bool(message.body) or message.field_lines("content-digest") is not None
         )
         if needs_digest:
-            required.append(ComponentId.of("content-digest"))
+            required.append(self._digest_id)
         required.extend(self._extra)
         for cid in required:
             if cid.identity not in covered:

@@ -180,8 +180,13 @@ def _parse_one(
         seen.add(cid.identity)
         components.append(cid)
     _check_params(params)
-    text = serialize_signature_params(components, params)
-    return ParsedSignature(label, tuple(components), dict(params), signature, text)
+    own = dict(params)
+    try:  # serialize_signature_params without its second _check_params (done just above)
+        inner = " ".join([cid.text for cid in components])
+        text = "(" + inner + ")" + _structured_fields.serialize_params(own)
+    except _structured_fields.StructuredFieldError:
+        raise SignatureMalformed("signature parameters cannot be serialised") from None
+    return ParsedSignature(label, tuple(components), own, signature, text)
 
 
 def parse_signatures(message: Any) -> dict[str, ParsedSignature]:
