@@ -211,6 +211,9 @@ class VerifiedSignature:
     #: The nonce as a replay-store claim (charged to the signing key, kept until the signature could
     #: no longer be accepted). Already stored unless ``verify(..., claim_nonce=False)`` was used.
     replay_claim: ReplayClaim | None = field(repr=False, default=None)
+    #: SHA-256 of the body the ``Content-Digest`` check hashed (and found equal to the field's
+    #: ``sha-256`` member); ``None`` when no ``sha-256`` member was checked.
+    body_sha256: bytes | None = field(repr=False, default=None)
 
 
 # --- header helpers ------------------------------------------------------------------------------------
@@ -655,10 +658,11 @@ class RequestVerifier:
         algorithm = key.http_alg
         base = verify_signature(message, parsed, key.key, algorithm)
 
+        body_sha256 = None
         if needs_digest:
             if message.body is None:
                 raise DigestError("the request body is not available to check Content-Digest; pass body=")
-            verify_content_digest(message.header("content-digest"), message.body)
+            body_sha256 = verify_content_digest(message.header("content-digest"), message.body).get("sha-256")
 
         nonce = str(parsed.nonce)
         claim = ReplayClaim.for_nonce(
@@ -682,6 +686,7 @@ class RequestVerifier:
             wit=wit,
             base=base,
             replay_claim=claim,
+            body_sha256=body_sha256,
         )
 
     # checks -------------------------------------------------------------------------------------------

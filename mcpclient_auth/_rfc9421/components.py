@@ -78,7 +78,10 @@ class _Url:
     query: str | None  # None when there is no "?" at all
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_url(url: str) -> _Url:
+    # A server verifies requests to the same few URLs over and over: each distinct URL is parsed once
+    # (the result is immutable; a URL that does not parse raises, and exceptions are not cached).
     match = _URL.fullmatch(url)
     if match is None:
         raise ComponentError("the message URL is not an absolute http(s) URI")

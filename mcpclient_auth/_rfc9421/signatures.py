@@ -14,6 +14,7 @@ profiles on it (and signs its fixed profiles on a faster, direct path).
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,14 +172,13 @@ def _parse_one(
     signature = value[0]
     if not isinstance(signature, bytes):
         raise SignatureMalformed(f"Signature member {label!r} is not a byte sequence")
-    components: list[ComponentId] = []
-    seen: set[tuple[str, frozenset[tuple[str, Any]]]] = set()
-    for name, item_params in items:
-        cid = ComponentId.from_item(name, item_params)
-        if cid.identity in seen:
-            raise SignatureMalformed(f"Signature-Input {label!r} covers {cid.text} twice")
-        seen.add(cid.identity)
-        components.append(cid)
+    # A signer covers the same parameterless components in every request: resolve each distinct
+    # list once (validated, duplicate-checked; a failure is not cached and raises as below).
+    names = tuple([name for name, item_params in items if not item_params and type(name) is str])
+    if len(names) == len(items):
+        components: Sequence[ComponentId] = _plain_components(label, names)
+    else:
+        components = _resolve_components(label, items)
     _check_params(params)
     own = dict(params)
     try:  # serialize_signature_params without its second _check_params (done just above)
@@ -187,6 +187,23 @@ def _parse_one(
     except _structured_fields.StructuredFieldError:
         raise SignatureMalformed("signature parameters cannot be serialised") from None
     return ParsedSignature(label, tuple(components), own, signature, text)
+
+
+def _resolve_components(label: str, items: Sequence[tuple[Any, Mapping[str, Any]]]) -> list[ComponentId]:
+    components: list[ComponentId] = []
+    seen: set[tuple[str, frozenset[tuple[str, Any]]]] = set()
+    for name, item_params in items:
+        cid = ComponentId.from_item(name, item_params)
+        if cid.identity in seen:
+            raise SignatureMalformed(f"Signature-Input {label!r} covers {cid.text} twice")
+        seen.add(cid.identity)
+        components.append(cid)
+    return components
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_components(label: str, names: tuple[str, ...]) -> tuple[ComponentId, ...]:
+    return tuple(_resolve_components(label, [(name, {}) for name in names]))
 
 
 def parse_signatures(message: Any) -> dict[str, ParsedSignature]:

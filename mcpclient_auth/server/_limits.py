@@ -271,7 +271,9 @@ class PreAuthGate:
             chunks: list[bytes] = []
             size = 0
             try:
-                with anyio.fail_after(self.limits.body_timeout):
+                # anyio.fail_after(body_timeout), without its two generator-based context managers:
+                # the same cancel scope, and the same test for "the deadline cancelled it" after.
+                with anyio.CancelScope(deadline=anyio.current_time() + self.limits.body_timeout) as scope:
                     while True:
                         if message is None:
                             if waiting is not None:  # the first receive() waits: under the deadline
@@ -295,6 +297,8 @@ class PreAuthGate:
             finally:
                 if waiting is not None:
                     _close(waiting)  # refused before the suspended receive() was resumed
+            if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
+                raise self._timed_out()
             # One chunk (the usual case for small JSON-RPC bodies) is passed on without a copy.
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -96,3 +96,25 @@ def test_the_common_request_is_built_inline_and_equal() -> None:
     base = signature_base(message, components, "p")
     assert base == reference_base(message, components, "p")
     assert base.split(b"\n")[2:4] == [b'"content-type": application/json', b'"x-a": 1, 2']
+
+
+def test_a_cached_component_list_is_the_one_the_general_loop_builds_and_failures_repeat() -> None:
+    from mcpclient_auth._rfc9421 import parse_signature_fields
+    from mcpclient_auth.errors import ComponentError
+
+    text = 'sig1=("@method" "@target-uri" "content-type");created=1;keyid="k"'
+    first = parse_signature_fields(text, "sig1=:AAAA:")["sig1"].components
+    again = parse_signature_fields(text, "sig1=:AAAA:")["sig1"].components
+    assert first == again == tuple(ComponentId.parse(c) for c in ('"@method"', '"@target-uri"', '"content-type"'))
+    for bad, error in (
+        ('sig1=("@method" "@method");keyid="k"', SignatureMalformed),
+        ('sig1=("@Method");keyid="k"', SignatureMalformed),
+        ('sig1=("@bogus");keyid="k"', ComponentError),
+    ):
+        for _ in range(2):  # a failure is never cached as a success
+            try:
+                parse_signature_fields(bad, "sig1=:AAAA:")
+            except error:
+                pass
+            else:
+                raise AssertionError(f"{bad} was accepted")
