@@ -154,6 +154,18 @@ def install_client_phases(clock: PhaseClock) -> None:
         if name in ResponseTracker.__dict__:  # the event names changed once; time whichever exist
             clock.wrap(ResponseTracker, name, "response path")
     clock.wrap(Ledger, "append", "ledger")
+    _wrap_raw_crypto(clock, "sign")
+
+
+def _wrap_raw_crypto(clock: PhaseClock, operation: str) -> None:
+    """Time the raw ES256 operation (``cryptography``'s sign/verify and the r||s conversion) as a phase
+    of its own, so the phases that contain it show their Python work apart, and the in-situ cost of
+    the crypto can be checked against the cold floor measured beside it."""
+    from mcpclient_auth.keys import ALGORITHMS
+
+    algorithm = type(ALGORITHMS["ES256"])
+    if operation in algorithm.__dict__:
+        clock.wrap(algorithm, operation, f"crypto: raw ES256 {operation} (in situ)")
 
 
 def install_server_phases(clock: PhaseClock) -> None:
@@ -164,7 +176,7 @@ def install_server_phases(clock: PhaseClock) -> None:
     from mcpclient_auth.server._audit import ServerAudit
 
     clock.wrap(verify.IncomingHeaders, "__init__", "pre-checks")
-    clock.wrap(_limits.PreAuthGate, "screen", "pre-checks")
+    clock.wrap(_limits.PreAuthGate, "check", "pre-checks")  # the middleware calls check (screen wraps it)
     clock.wrap(middleware.McpAuthMiddleware, "_url", "pre-checks")
     clock.wrap(middleware.McpAuthMiddleware, "_protected", "pre-checks")
     read_body = _limits.PreAuthGate.read_body
@@ -190,3 +202,4 @@ def install_server_phases(clock: PhaseClock) -> None:
     clock.wrap(verify.McpRequestVerifier, "acommit", "replay, budget, DAG")
     clock.wrap(ServerAudit, "append", "ledger")
     clock.wrap(ServerAudit, "mandate", "ledger")
+    _wrap_raw_crypto(clock, "verify")

@@ -71,43 +71,43 @@ def _refuse_duplicate(key: str, context: str) -> None:
 # a value the full parser would refuse, and returns exactly what it would return (a test holds it to
 # that on generated inputs).
 
-_KEY = rb"[a-z*][a-z0-9_\-.*]*"
-_STRING = rb'"[ !#-\[\]-~]*"'
-_INTEGER = rb"-?[0-9]{1,15}"
-_PARAM = re.compile(rb";(" + _KEY + rb")=(?:(" + _INTEGER + rb")|" + _STRING + rb")")
+_KEY = r"[a-z*][a-z0-9_\-.*]*"
+_STRING = r'"[ !#-\[\]-~]*"'
+_INTEGER = r"-?[0-9]{1,15}"
+# Text patterns, run on ASCII-only text (parse_dictionary checks): every class is an explicit ASCII
+# range, so they match exactly what the same patterns match on the encoded bytes, and no group has
+# to be decoded afterwards.
+_PARAM = re.compile(r";(" + _KEY + r")=(?:(" + _INTEGER + r")|\"([ !#-\[\]-~]*)\")")
 _MEMBER = re.compile(
-    rb"(" + _KEY + rb")="
-    rb"(?:\(((?:" + _STRING + rb"(?: " + _STRING + rb")*)?)\)"  # 2: inner list of sf-strings
-    rb"|:([A-Za-z0-9+/]*={0,2}):"  # 3: sf-binary
-    rb"|(" + _INTEGER + rb")"  # 4: integer
-    rb"|(" + _STRING + rb"))"  # 5: sf-string
-    rb"((?:;" + _KEY + rb"=(?:" + _INTEGER + rb"|" + _STRING + rb"))*)"  # 6: parameters
+    r"(" + _KEY + r")="
+    r"(?:\(((?:" + _STRING + r"(?: " + _STRING + r")*)?)\)"  # 2: inner list of sf-strings
+    r"|:([A-Za-z0-9+/]*={0,2}):"  # 3: sf-binary
+    r"|(" + _INTEGER + r")"  # 4: integer
+    r"|(" + _STRING + r"))"  # 5: sf-string
+    r"((?:;" + _KEY + r"=(?:" + _INTEGER + r"|" + _STRING + r"))*)"  # 6: parameters
 )
-_INNER_STRING = re.compile(rb'"([ !#-\[\]-~]*)"')
 
 
-def _fast_params(text: bytes) -> Params | None:
+def _fast_params(text: str) -> Params | None:
     params: Params = {}
-    for match in _PARAM.finditer(text):
-        name = match.group(1).decode("ascii")
+    # findall: (name, integer, string content) per parameter; an integer has at least one digit, so
+    # an empty integer group means the string branch matched (possibly an empty string).
+    for name, integer, string in _PARAM.findall(text):
         if name in params:
             return None  # repeated: the full parser refuses it with the right message
-        integer = match.group(2)
-        params[name] = (
-            int(integer) if integer is not None else match.group(0)[len(name) + 3 : -1].decode("ascii")
-        )
+        params[name] = int(integer) if integer else string
     return params
 
 
-def _fast_dictionary(data: bytes) -> dict[str, Member] | None:
-    """The dictionary in ``data`` if it has the narrow shape above, else ``None`` (use http-sf)."""
+def _fast_dictionary(data: str) -> dict[str, Member] | None:
+    """The dictionary in ``data`` (ASCII text) if it has the narrow shape above, else ``None``."""
     out: dict[str, Member] = {}
     pos, end = 0, len(data)
     while True:
         match = _MEMBER.match(data, pos)
         if match is None:
             return None
-        key = match.group(1).decode("ascii")
+        key = match.group(1)
         if key in out:
             return None
         params = _fast_params(match.group(6)) if match.group(6) else {}
@@ -116,7 +116,8 @@ def _fast_dictionary(data: bytes) -> dict[str, Member] | None:
         member: Member
         if match.group(2) is not None:  # an inner list (possibly empty)
             items = match.group(2)
-            member = ([(m.group(1).decode("ascii"), {}) for m in _INNER_STRING.finditer(items)], params)
+            # '" "' can only be the gap between two items: an sf-string here holds no '"'.
+            member = ([(name, {}) for name in items[1:-1].split('" "')] if items else [], params)
         elif match.group(3) is not None:
             encoded = match.group(3)
             if len(encoded) % 4:
@@ -125,18 +126,18 @@ def _fast_dictionary(data: bytes) -> dict[str, Member] | None:
                 raw = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 return None
-            if base64.b64encode(raw) != encoded:
+            if base64.b64encode(raw).decode("ascii") != encoded:
                 return None  # non-canonical bits or padding: let the full parser judge
             member = (raw, params)
         elif match.group(4) is not None:
             member = (int(match.group(4)), params)
         else:
-            member = (match.group(5)[1:-1].decode("ascii"), params)
+            member = (match.group(5)[1:-1], params)
         out[key] = member
         pos = match.end()
         if pos == end:
             return out
-        if data[pos : pos + 2] != b", " or pos + 2 >= end:
+        if data[pos : pos + 2] != ", " or pos + 2 >= end:
             return None
         pos += 2
 
@@ -148,7 +149,7 @@ def parse_dictionary(value: str | bytes) -> dict[str, Member]:
     is ``(True, params)``. Repeated dictionary keys and repeated parameter names are refused.
     """
     if type(value) is str and value.isascii():
-        fast = _fast_dictionary(value.encode("ascii"))
+        fast = _fast_dictionary(value)
         if fast is not None:
             return fast
     try:
@@ -199,7 +200,7 @@ def serialize_item(item: Item) -> str:
         raise StructuredFieldError(_describe(exc)) from None
 
 
-_KEY_TEXT = re.compile(_KEY.decode("ascii"))
+_KEY_TEXT = re.compile(_KEY)
 _MAX_INTEGER = 999_999_999_999_999
 
 

@@ -80,7 +80,7 @@ def parse_digest_field(value: str) -> dict[str, bytes]:
 
 def verify_content_digest(
     value: str | None, body: bytes, *, required: Collection[str] = ("sha-256",)
-) -> None:
+) -> dict[str, bytes]:
     """Check a ``Content-Digest`` value against ``body``; raise :class:`DigestError` unless it holds.
 
     The field must carry at least one member whose algorithm is in ``required`` (the algorithms the
@@ -89,6 +89,9 @@ def verify_content_digest(
 
         verify_content_digest(headers.get("Content-Digest"), body)
         verify_content_digest(value, body, required=("sha-256", "sha-512"))   # either is enough
+
+    Returns the body's digests it computed (and found equal to the field's), by algorithm: a caller
+    that needs the body's SHA-256 anyway (the server's ECT ``inp_hash`` check) need not hash it again.
     """
     if value is None:
         raise DigestError("Content-Digest is missing")
@@ -101,9 +104,13 @@ def verify_content_digest(
     if not any(name in digests for name in required):
         raise DigestError(f"Content-Digest carries none of the accepted algorithms {sorted(required)}")
     data = bytes(body)
+    computed: dict[str, bytes] = {}
     for algorithm, expected in digests.items():
         known = DIGEST_ALGORITHMS.get(algorithm)
         if known is None:
             continue
-        if not hmac.compare_digest(known[0](data).digest(), expected):
+        actual = known[0](data).digest()
+        if not hmac.compare_digest(actual, expected):
             raise DigestError(f"Content-Digest ({algorithm}) does not match the body")
+        computed[algorithm] = actual
+    return computed

@@ -37,7 +37,7 @@ from typing import Any
 
 from . import _structured_fields
 from ._rfc9421.components import ComponentId, HttpMessage, target_uri
-from ._rfc9421.signatures import ParsedSignature, parse_signature_fields, verify_signature
+from ._rfc9421.signatures import ParsedField, ParsedSignature, parse_signature_fields, verify_signature
 from .digest import verify_content_digest
 from .errors import (
     ComponentError,
@@ -211,6 +211,9 @@ class VerifiedSignature:
     #: The nonce as a replay-store claim (charged to the signing key, kept until the signature could
     #: no longer be accepted). Already stored unless ``verify(..., claim_nonce=False)`` was used.
     replay_claim: ReplayClaim | None = field(repr=False, default=None)
+    #: SHA-256 of the body the ``Content-Digest`` check hashed (and found equal to the field's
+    #: ``sha-256`` member); ``None`` when no ``sha-256`` member was checked.
+    body_sha256: bytes | None = field(repr=False, default=None)
 
 
 # --- header helpers ------------------------------------------------------------------------------------
@@ -611,6 +614,13 @@ class RequestVerifier:
             self._extra = tuple(ComponentId.parse(c) for c in (required_components or ()))
         except (SignatureMalformed, ComponentError) as exc:
             raise ConfigurationError(f"invalid required component: {exc}") from None
+        # The coverage check runs per request over the same profile: its component ids once.
+        chosen = self._profile
+        self._derived_ids = tuple(ComponentId.of(name) for name in chosen.derived)
+        self._field_ids = tuple(
+            (name, ComponentId.of(name), name in chosen.required_fields) for name in chosen.fields
+        )
+        self._digest_id = ComponentId.of("content-digest")
 
     @property
     def profile(self) -> str:
@@ -620,18 +630,27 @@ class RequestVerifier:
         return f"RequestVerifier(profile={self._profile.name!r}, trust={self._trust!r})"
 
     def verify(
-        self, request: Any, *, body: bytes | None = None, now: float | None = None, claim_nonce: bool = True
+        self,
+        request: Any,
+        *,
+        body: bytes | None = None,
+        now: float | None = None,
+        claim_nonce: bool = True,
+        parsed_input: ParsedField | None = None,
     ) -> VerifiedSignature:
         """Verify the profile's signature on ``request``; see the class docstring for the checks.
 
         The nonce is claimed in the replay store last, after every check here passed. A caller with
         checks of its own (the server verifier) passes ``claim_nonce=False`` and claims
         ``result.replay_claim`` once its own checks passed too, so a request refused later never
-        takes room in the store."""
+        takes room in the store. ``parsed_input``: the ``Signature-Input`` value as the caller parsed
+        it already (used only if it is this request's exact value; see ``ParsedField``)."""
         profile = self._profile
         message = HttpMessage.of(request, body=body)
         current = time.time() if now is None else float(now)
-        signatures = parse_signature_fields(message.header("signature-input"), message.header("signature"))
+        signatures = parse_signature_fields(
+            message.header("signature-input"), message.header("signature"), parsed_input=parsed_input
+        )
         parsed = signatures.get(profile.label)
         if parsed is None:
             raise SignatureMissing(f"no signature labelled {profile.label!r}")
@@ -654,10 +673,11 @@ class RequestVerifier:
         algorithm = key.http_alg
         base = verify_signature(message, parsed, key.key, algorithm)
 
+        body_sha256 = None
         if needs_digest:
             if message.body is None:
                 raise DigestError("the request body is not available to check Content-Digest; pass body=")
-            verify_content_digest(message.header("content-digest"), message.body)
+            body_sha256 = verify_content_digest(message.header("content-digest"), message.body).get("sha-256")
 
         nonce = str(parsed.nonce)
         claim = ReplayClaim.for_nonce(
@@ -681,6 +701,7 @@ class RequestVerifier:
             wit=wit,
             base=base,
             replay_claim=claim,
+            body_sha256=body_sha256,
         )
 
     # checks -------------------------------------------------------------------------------------------
@@ -701,11 +722,11 @@ class RequestVerifier:
         """Refuse signatures that leave a profile component uncovered; return whether a digest is due."""
         covered = {cid.identity for cid in parsed.components}
         profile = self._profile
-        required = [ComponentId.of(name) for name in profile.derived]
-        for name in profile.fields:
+        required = list(self._derived_ids)
+        for name, cid, must in self._field_ids:
             if message.field_lines(name) is not None:
-                required.append(ComponentId.of(name))
-            elif name in profile.required_fields:
+                required.append(cid)
+            elif must:
                 raise SignaturePolicyError(f"the request has no {name!r} header")
         if profile.field_prefixes:
             for name in message.field_names():
@@ -716,7 +737,7 @@ class RequestVerifier:
             method in _BODY_METHODS or bool(message.body) or message.field_lines("content-digest") is not None
         )
         if needs_digest:
-            required.append(ComponentId.of("content-digest"))
+            required.append(self._digest_id)
         required.extend(self._extra)
         for cid in required:
             if cid.identity not in covered:

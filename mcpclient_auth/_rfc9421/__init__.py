@@ -25,6 +25,7 @@ from .components import (
 )
 from .signatures import (
     CreatedSignature,
+    ParsedField,
     ParsedSignature,
     create_signature,
     parse_signature_fields,
@@ -41,6 +42,7 @@ __all__ = [
     "CreatedSignature",
     "HttpMessage",
     "HttpSignatureAlgorithm",
+    "ParsedField",
     "ParsedSignature",
     "component_value",
     "create_signature",

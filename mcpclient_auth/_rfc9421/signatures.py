@@ -14,6 +14,7 @@ profiles on it (and signs its fixed profiles on a faster, direct path).
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from .components import ComponentId, HttpMessage, signature_base
 
 __all__ = [
     "CreatedSignature",
+    "ParsedField",
     "ParsedSignature",
     "create_signature",
     "parse_signature_fields",
@@ -115,19 +117,38 @@ def _check_params(params: Mapping[str, Any]) -> None:
             raise SignatureMalformed(f"signature parameter {name!r} must be an sf-string")
 
 
-def parse_signature_fields(signature_input: str | None, signature: str | None) -> dict[str, ParsedSignature]:
+@dataclass(frozen=True, slots=True)
+class ParsedField:
+    """A field value and what :func:`mcpclient_auth._structured_fields.parse_dictionary` returned for
+    it, for a caller that had to parse ``Signature-Input`` before verifying (the server's pre-auth
+    gate reads the ``keyid`` before the body). :func:`parse_signature_fields` uses ``members`` only
+    when ``value`` is exactly the value it would parse, and parses afresh otherwise."""
+
+    value: str
+    members: Mapping[str, _structured_fields.Member] = field(repr=False)
+
+
+def parse_signature_fields(
+    signature_input: str | None, signature: str | None, *, parsed_input: ParsedField | None = None
+) -> dict[str, ParsedSignature]:
     """Parse ``Signature-Input`` and ``Signature`` values into ``{label: ParsedSignature}``.
 
     Raises :class:`SignatureMissing` when either is absent or empty, :class:`SignatureMalformed` for
     anything that is not a pair of well-formed dictionaries with the same labels, and
     :class:`ComponentError` for component identifiers this implementation cannot resolve.
+    ``parsed_input``: ``Signature-Input`` parsed already (see :class:`ParsedField`).
     """
     if not signature_input or not signature:
         raise SignatureMissing("the request carries no Signature-Input / Signature")
-    try:
-        inputs = _structured_fields.parse_dictionary(signature_input)
-    except _structured_fields.StructuredFieldError as exc:
-        raise SignatureMalformed(f"Signature-Input is not a structured-field dictionary: {exc}") from None
+    inputs: Mapping[str, _structured_fields.Member]
+    if parsed_input is not None and type(parsed_input.value) is str and parsed_input.value == signature_input:
+        # The same text parses to the same members (parse_dictionary is pure): no second parse.
+        inputs = parsed_input.members
+    else:
+        try:
+            inputs = _structured_fields.parse_dictionary(signature_input)
+        except _structured_fields.StructuredFieldError as exc:
+            raise SignatureMalformed(f"Signature-Input is not a structured-field dictionary: {exc}") from None
     try:
         values = _structured_fields.parse_dictionary(signature)
     except _structured_fields.StructuredFieldError as exc:
@@ -151,6 +172,24 @@ def _parse_one(
     signature = value[0]
     if not isinstance(signature, bytes):
         raise SignatureMalformed(f"Signature member {label!r} is not a byte sequence")
+    # A signer covers the same parameterless components in every request: resolve each distinct
+    # list once (validated, duplicate-checked; a failure is not cached and raises as below).
+    names = tuple([name for name, item_params in items if not item_params and type(name) is str])
+    if len(names) == len(items):
+        components: Sequence[ComponentId] = _plain_components(label, names)
+    else:
+        components = _resolve_components(label, items)
+    _check_params(params)
+    own = dict(params)
+    try:  # serialize_signature_params without its second _check_params (done just above)
+        inner = " ".join([cid.text for cid in components])
+        text = "(" + inner + ")" + _structured_fields.serialize_params(own)
+    except _structured_fields.StructuredFieldError:
+        raise SignatureMalformed("signature parameters cannot be serialised") from None
+    return ParsedSignature(label, tuple(components), own, signature, text)
+
+
+def _resolve_components(label: str, items: Sequence[tuple[Any, Mapping[str, Any]]]) -> list[ComponentId]:
     components: list[ComponentId] = []
     seen: set[tuple[str, frozenset[tuple[str, Any]]]] = set()
     for name, item_params in items:
@@ -159,9 +198,12 @@ def _parse_one(
             raise SignatureMalformed(f"Signature-Input {label!r} covers {cid.text} twice")
         seen.add(cid.identity)
         components.append(cid)
-    _check_params(params)
-    text = serialize_signature_params(components, params)
-    return ParsedSignature(label, tuple(components), dict(params), signature, text)
+    return components
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_components(label: str, names: tuple[str, ...]) -> tuple[ComponentId, ...]:
+    return tuple(_resolve_components(label, [(name, {}) for name in names]))
 
 
 def parse_signatures(message: Any) -> dict[str, ParsedSignature]:

@@ -187,7 +187,7 @@ class GrantSource(OwnsIdpClient):
         key = bind_key(self._key(principal, audience, scopes), self.dpop)
         token = self.cache.get(key)
         if token is None:
-            token = await self.cache.fetch(key, lambda: self._request(key, principal, audience))
+            token = await self.cache.join(key, self._request, key, principal, audience)
         check_binding(token, self.dpop)
         expected = key.requested_token_type
         if expected is not None and token.issued_token_type != expected:

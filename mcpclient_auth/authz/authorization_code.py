@@ -322,7 +322,7 @@ class AuthorizationCode(OwnsIdpClient):
         key = self._key(principal, audience, scopes)
         token = self.cache.get(key)
         if token is None:
-            token = await self.cache.fetch(key, lambda: self._acquire(key, principal))
+            token = await self.cache.join(key, self._acquire, key, principal)
         return check_binding(token, self.dpop)
 
     def invalidate(

@@ -5,6 +5,7 @@
     token = cache.get(key)                      # fast path: no await, no lock
     if token is None:
         token = await cache.fetch(key, lambda: request_token(...))   # one request per key at a time
+        token = await cache.join(key, request_token, ...)             # the same, without a closure
 
 Entries live ``expires_in - skew`` seconds and are evicted least-recently-used beyond
 ``max_entries``. Concurrent misses on one key share one in-flight request; when it fails, every
@@ -275,27 +276,47 @@ class TokenCache:
         token = self.get(key)
         if token is not None:
             return token
-        _telemetry.token_miss(self._store.shared)  # marks the token span, if any
+        return await self.join(key, factory)
+
+    def join(
+        self, key: CacheKey, factory: Callable[..., Awaitable[AccessToken]], *args: object
+    ) -> Awaitable[AccessToken]:
+        """:meth:`fetch` without its coroutine: what to await for ``key`` — the cached token, or this
+        caller's own future on the one request in flight (``factory(*args)`` starts it if none is).
+
+            token = await cache.join(key, self._request, key, principal)
+
+        For 1,000 callers on a cold key, each joining caller costs one future here: no coroutine
+        frame of ``fetch`` and no closure over the factory's arguments (the factory runs once, so
+        its arguments are bound only then). The semantics are :meth:`fetch`'s.
+        """
+        token = self.get(key)
         loop = asyncio.get_running_loop()
+        if token is not None:
+            done: asyncio.Future[AccessToken] = loop.create_future()
+            done.set_result(token)
+            return done
+        _telemetry.token_miss(self._store.shared)  # marks the token span, if any
         with self._flight_lock:
             flight = self._flights.get(key)
             if flight is None or not _joinable(flight[0], loop):
                 stale = self._stale.pop(key, None)
-                task = loop.create_task(self._run(key, _telemetry.fetching(factory), stale))
+                start = functools.partial(factory, *args) if args else factory
+                task = loop.create_task(self._run(key, _telemetry.fetching(start), stale))
                 waiters: list[asyncio.Future[AccessToken]] = []
                 # One callback settles every waiter (a shield per caller would schedule one callback,
                 # and two closures, per caller: 1,000 callers on a cold key pay that 1,000 times).
                 task.add_done_callback(functools.partial(_settle, waiters))
                 flight = self._flights[key] = (task, stale, waiters)
         if flight[0].get_loop() is not loop:
-            return await _join_elsewhere(flight[0])  # a sync caller's request, or one on another loop
+            return _join_elsewhere(flight[0])  # a sync caller's request, or one on another loop
         # Each caller awaits its own future, never the task: a cancelled caller cancels only its
         # future, and the request goes on for the others (what asyncio.shield gave, per caller).
         if flight[0].done():  # pragma: no cover - a finished flight has left _flights already
-            return flight[0].result()
+            return flight[0]
         waiter: asyncio.Future[AccessToken] = loop.create_future()
         flight[2].append(waiter)
-        return await waiter
+        return waiter
 
     async def _run(
         self, key: CacheKey, factory: Callable[[], Awaitable[AccessToken]], stale: str | None

@@ -85,7 +85,7 @@ class ClientCredentials(GrantSource):
         key = self._service_key(audience, scopes)
         token = self.cache.get(key)
         if token is None:
-            token = await self.cache.fetch(key, lambda: self._request_service(key))
+            token = await self.cache.join(key, self._request_service, key)
         return check_binding(token, self.dpop)
 
     def invalidate(

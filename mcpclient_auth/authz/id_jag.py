@@ -129,7 +129,7 @@ class IdJag(OwnsIdpClient):
         key = self._key(principal, audience, scopes)
         token = self.cache.get(key)
         if token is None:
-            token = await self.cache.fetch(key, lambda: self._both_legs(key, principal))
+            token = await self.cache.join(key, self._both_legs, key, principal)
         return check_binding(token, self.dpop)
 
     def invalidate(

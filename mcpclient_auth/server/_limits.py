@@ -36,14 +36,15 @@ header timeouts belong to the proxy in front.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from .. import _structured_fields
+from .._rfc9421 import ParsedField
 from ..errors import (
     BodyFramingAmbiguous,
     BodyTimeout,
@@ -59,7 +60,7 @@ from ..errors import (
 from ..keys import TrustStore
 from .verify import VERIFIED_METHODS
 
-__all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits"]
+__all__ = ["BODY_METHODS", "SMALL_BODY", "PreAuthGate", "RequestLimits", "Screened"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -89,6 +90,16 @@ class RequestLimits:
             raise ConfigurationError("body_timeout must be a positive number of seconds")
 
 
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A request that passed :meth:`PreAuthGate.check`: the (trusted, not yet verified) ``keyid`` it
+    names, and its ``Signature-Input`` as parsed to find it — handed to the verifier, which uses
+    the parse only for that exact value (:class:`~mcpclient_auth._rfc9421.ParsedField`)."""
+
+    keyid: str
+    signature_input: ParsedField
+
+
 class _PendingBudget:
     """Counts bodies (per named key, and reserved bytes) being read; refuses instead of queueing."""
 
@@ -101,9 +112,15 @@ class _PendingBudget:
         self.per_key: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    @contextmanager
-    def reserve(self, size: int, keyid: str) -> Iterator[_Reservation]:
-        reservation = _Reservation(self, _charge(size))
+    def reserve(self, size: int, keyid: str) -> _Reservation:
+        """A context manager holding one body read's slot (and ``size`` bytes, charged as
+        :func:`_charge` says) while the body is read; :class:`TooManyPendingBodies` on entry when the
+        budget has no room. A class, not a generator-based ``@contextmanager``: it runs once per
+        request, before anything is authenticated."""
+        return _Reservation(self, _charge(size), keyid)
+
+    def _enter(self, reservation: _Reservation) -> None:
+        keyid = reservation.keyid
         with self._lock:
             for_key = self.per_key.get(keyid, 0)
             if (
@@ -115,17 +132,17 @@ class _PendingBudget:
             self.count += 1
             self.reserved += reservation.charged
             self.per_key[keyid] = for_key + 1
-        try:
-            yield reservation
-        finally:
-            with self._lock:
-                self.count -= 1
-                self.reserved -= reservation.charged
-                left = self.per_key[keyid] - 1
-                if left:
-                    self.per_key[keyid] = left
-                else:
-                    del self.per_key[keyid]
+
+    def _exit(self, reservation: _Reservation) -> None:
+        keyid = reservation.keyid
+        with self._lock:
+            self.count -= 1
+            self.reserved -= reservation.charged
+            left = self.per_key[keyid] - 1
+            if left:
+                self.per_key[keyid] = left
+            else:
+                del self.per_key[keyid]
 
     def grow(self, reservation: _Reservation, charge: int) -> None:
         """Raise ``reservation`` to ``charge`` bytes, or refuse if the budget has no room."""
@@ -138,13 +155,22 @@ class _PendingBudget:
 
 
 class _Reservation:
-    """The bytes one body read holds in the budget; grows (or is refused) as bytes arrive."""
+    """The bytes one body read holds in the budget; grows (or is refused) as bytes arrive. Entering
+    it takes the slot (or refuses), leaving it gives slot and bytes back, however the read ended."""
 
-    __slots__ = ("_budget", "charged")
+    __slots__ = ("_budget", "charged", "keyid")
 
-    def __init__(self, budget: _PendingBudget, charged: int) -> None:
+    def __init__(self, budget: _PendingBudget, charged: int, keyid: str) -> None:
         self._budget = budget
         self.charged = charged
+        self.keyid = keyid
+
+    def __enter__(self) -> _Reservation:
+        self._budget._enter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._budget._exit(self)
 
     def cover(self, received: int) -> None:
         """Make sure the bytes received so far are charged: the declared length is a claim, the
@@ -189,6 +215,11 @@ class PreAuthGate:
     def screen(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | str:
         """The error that makes this request hopeless from its headers alone, or the (trusted, not
         yet verified) ``keyid`` it names."""
+        screened = self.check(method, headers)
+        return screened.keyid if isinstance(screened, Screened) else screened
+
+    def check(self, method: str, headers: Mapping[str, str]) -> McpClientAuthError | Screened:
+        """:meth:`screen`, returning the ``keyid`` with the parsed ``Signature-Input``."""
         if method not in VERIFIED_METHODS:  # before anything else: no body is read for it
             return MethodNotAllowed(f"{method} is not served on the MCP endpoint")
         signature_input = headers.get("signature-input")
@@ -196,9 +227,9 @@ class PreAuthGate:
             return SignatureMissing("no Signature-Input header", code="signature_missing")
         if self.mandate_header not in headers and not _has_bearer(headers.get("authorization")):
             return SignatureMissing(f"no {self.mandate_header} header", code="mandate_missing")
-        keyid = self._keyid(signature_input)
-        if not isinstance(keyid, str):
-            return keyid
+        screened = self._keyid(signature_input)
+        if not isinstance(screened, Screened):
+            return screened
         if method in BODY_METHODS:
             if "transfer-encoding" in headers and "content-length" in headers:
                 # RFC 9112 §6.3: the length is not to be trusted (a smuggling pattern). The HTTP
@@ -209,7 +240,7 @@ class PreAuthGate:
             declared = _content_length(headers)
             if declared is not None and declared > self.limits.max_body_bytes:
                 return BodyTooLarge("the request body exceeds the allowed size")
-        return keyid
+        return screened
 
     async def read_body(self, receive: Receive, headers: Mapping[str, str], keyid: str) -> bytes:
         """The whole body within the limits, or raise :class:`BodyTooLarge`, :class:`BodyTimeout`
@@ -219,12 +250,37 @@ class PreAuthGate:
         declared = None if "transfer-encoding" in headers else _content_length(headers)
         reserve = limit if declared is None else min(declared, limit)
         with self._pending.reserve(reserve, keyid) as reservation:
+            # Fast path: a small body usually arrives with the headers, so the first receive()
+            # returns without waiting. The deadline bounds time spent *waiting* for the body, and a
+            # cancel scope can only interrupt an await that suspends; so the first receive() is run
+            # one step outside the scope (anyio's fail_after costs more than the rest of the read).
+            # If it has to wait, or the body has more chunks, the rest is the strict loop below,
+            # under the full deadline (which then starts a few microseconds late).
+            try:
+                message, waiting = _first_step(receive)
+            except TimeoutError:  # as the strict loop treats one
+                raise self._timed_out() from None
+            if message is not None and not message.get("more_body", False):
+                if message["type"] == "http.disconnect":
+                    return b""
+                chunk: bytes = message.get("body", b"")
+                if len(chunk) > limit:
+                    raise BodyTooLarge("the request body exceeds the allowed size")
+                reservation.cover(len(chunk))  # never hold more than the budget granted
+                return chunk
             chunks: list[bytes] = []
             size = 0
             try:
-                with anyio.fail_after(self.limits.body_timeout):
+                # anyio.fail_after(body_timeout), without its two generator-based context managers:
+                # the same cancel scope, and the same test for "the deadline cancelled it" after.
+                with anyio.CancelScope(deadline=anyio.current_time() + self.limits.body_timeout) as scope:
                     while True:
-                        message = await receive()
+                        if message is None:
+                            if waiting is not None:  # the first receive() waits: under the deadline
+                                pending, waiting = waiting, None
+                                message = await pending
+                            else:
+                                message = await receive()
                         if message["type"] == "http.disconnect":
                             break
                         chunk = message.get("body", b"")
@@ -235,14 +291,21 @@ class PreAuthGate:
                         chunks.append(chunk)
                         if not message.get("more_body", False):
                             break
+                        message = None
             except TimeoutError:
-                raise BodyTimeout(
-                    f"the request body did not arrive within {self.limits.body_timeout:g} s"
-                ) from None
+                raise self._timed_out() from None
+            finally:
+                if waiting is not None:
+                    _close(waiting)  # refused before the suspended receive() was resumed
+            if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
+                raise self._timed_out()
             # One chunk (the usual case for small JSON-RPC bodies) is passed on without a copy.
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _keyid(self, signature_input: str) -> McpClientAuthError | str:
+    def _timed_out(self) -> BodyTimeout:
+        return BodyTimeout(f"the request body did not arrive within {self.limits.body_timeout:g} s")
+
+    def _keyid(self, signature_input: str) -> McpClientAuthError | Screened:
         try:
             members = _structured_fields.parse_dictionary(signature_input)
         except _structured_fields.StructuredFieldError:
@@ -253,7 +316,49 @@ class PreAuthGate:
         keyid = member[1].get("keyid")
         if not isinstance(keyid, str) or keyid not in self.trust:
             return UnknownKey("the signature names no trusted key")
-        return keyid
+        return Screened(keyid, ParsedField(signature_input, members))
+
+
+def _first_step(receive: Receive) -> tuple[Message | None, Awaitable[Message] | None]:
+    """Run ``receive()`` up to its first suspension: ``(message, None)`` when it finished without
+    waiting, else ``(None, awaitable)`` to be awaited under the deadline — the suspended coroutine's
+    remainder (:func:`_resume`), or ``receive()``'s awaitable as it came when that is not a native
+    coroutine (an awaitable we do not know is not stepped)."""
+    awaitable = receive()
+    if type(awaitable) is not types.CoroutineType:
+        return None, awaitable
+    try:
+        yielded = awaitable.send(None)
+    except StopIteration as done:
+        return done.value, None
+    return None, _resume(awaitable, yielded)
+
+
+def _close(awaitable: Awaitable[Message]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+@types.coroutine
+def _resume(coroutine: Coroutine[Any, Any, Message], yielded: Any) -> Generator[Any, Any, Message]:
+    """Finish a coroutine that already suspended on ``yielded``: the delegation ``await`` does (PEP
+    380), written out because its first step ran outside it. What the event loop sends or throws in
+    (a result, a cancel scope's cancellation) goes to the coroutine; closing this closes it."""
+    try:
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                yielded = coroutine.throw(exc)
+            else:
+                yielded = coroutine.send(sent)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        coroutine.close()  # a no-op once it finished
 
 
 def _has_bearer(authorization: str | None) -> bool:

@@ -134,19 +134,26 @@ class SessionBindings:
 
     def watch(self, send: Send, method: str, session_id: str | None, caller: Caller) -> Send:
         """Wrap ``send``: a response that returns a new ``mcp-session-id`` binds it to ``caller``; a
-        successful ``DELETE`` of the session drops its binding."""
+        successful ``DELETE`` of the session drops its binding (:meth:`response_started`)."""
 
         async def watched(message: Message) -> None:
             if message.get("type") == "http.response.start":
-                status = int(message.get("status", 0))
-                returned = _header(message.get("headers") or [])
-                if session_id is None and returned is not None and 200 <= status < 300:
-                    self.bind(returned, caller)
-                elif method == "DELETE" and session_id is not None and 200 <= status < 300:
-                    self.forget(session_id)
+                self.response_started(message, method, session_id, caller)
             await send(message)
 
         return watched
+
+    def response_started(
+        self, message: Message, method: str, session_id: str | None, caller: Caller
+    ) -> None:
+        """What :meth:`watch` does with the ``http.response.start`` message of a request by ``caller``
+        (for a caller that watches ``send`` itself, as the middleware does in one wrapper)."""
+        status = int(message.get("status", 0))
+        returned = _header(message.get("headers") or [])
+        if session_id is None and returned is not None and 200 <= status < 300:
+            self.bind(returned, caller)
+        elif method == "DELETE" and session_id is not None and 200 <= status < 300:
+            self.forget(session_id)
 
 
 def _header(headers: Any) -> str | None:

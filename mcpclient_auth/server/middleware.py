@@ -63,7 +63,7 @@ from ..policy import ActionPolicy
 from ..replay import ReplayStore
 from ._audit import DEFAULT_CHECKPOINT_EVERY, ServerAudit
 from ._inflight import InFlightIds
-from ._limits import BODY_METHODS, PreAuthGate, RequestLimits
+from ._limits import BODY_METHODS, PreAuthGate, RequestLimits, Screened
 from ._listfilter import list_filter_send
 from ._sessions import SESSION_HEADER, Caller, SessionBindings
 from .verify import (
@@ -201,12 +201,12 @@ class McpAuthMiddleware:
             return
 
         headers = IncomingHeaders(scope.get("headers", []))
-        screened = self.gate.screen(method, headers)  # headers only: nothing read, nothing verified
+        screened = self.gate.check(method, headers)  # headers only: nothing read, nothing verified
         refusal = screened if isinstance(screened, McpClientAuthError) else None
         body = b""
-        if isinstance(screened, str) and method in BODY_METHODS:
+        if isinstance(screened, Screened) and method in BODY_METHODS:
             try:
-                body = await self.gate.read_body(receive, headers, screened)
+                body = await self.gate.read_body(receive, headers, screened.keyid)
             except ServerLimitError as exc:
                 refusal = exc
             else:
@@ -219,7 +219,9 @@ class McpAuthMiddleware:
             await _problem(send, status, refusal.code, refusal.message, error=refusal, close=close)
             return
 
-        request = IncomingRequest(method, self._url(scope), headers, body)
+        # The gate's parse of Signature-Input goes to the verifier (used only for that exact value).
+        parsed_input = screened.signature_input if isinstance(screened, Screened) else None
+        request = IncomingRequest(method, self._url(scope), headers, body, signature_input=parsed_input)
         with _telemetry.server_span(method, body, headers):  # no-op unless OpenTelemetry is configured
             await self._verify_and_serve(scope, receive, send, method, request)
 
@@ -240,8 +242,10 @@ class McpAuthMiddleware:
             await _problem(send, status, error.code, error.message, error=error)
             return
 
+        session_id = request.headers.get(SESSION_HEADER)
+        caller = None
         if self.sessions is not None:
-            session_id, caller = request.headers.get(SESSION_HEADER), Caller.of(verified)
+            caller = Caller.of(verified)
             not_yours = self.sessions.admit(session_id, caller)
             if not_yours is not None:
                 _log.info("rejected %s %s: %s", method, scope.get("path"), not_yours.code)
@@ -249,22 +253,24 @@ class McpAuthMiddleware:
                 self._audit_denial(request, denied)
                 await _problem(send, denied.status, not_yours.code, not_yours.message, error=not_yours)
                 return
-            send = self.sessions.watch(send, method, session_id, caller)
 
         pending_key = None
         call = verified.call
-        session_id = request.headers.get(SESSION_HEADER)
         is_request = call is not None and call.kind == "request"
         if self.filter_lists and method == "POST" and session_id and call is not None and is_request:
             pending_key = self.inflight.claim(session_id, call.id)
             if pending_key is None:
+                # (A 400 start never binds or drops a session: sent past the session watch, as before.)
                 collision = RequestIdInFlight("a request with this id is still pending in this MCP session")
                 _log.info("rejected %s %s: %s", method, scope.get("path"), collision.code)
                 denied = Rejection(collision, verified.mandate, call, verified.action)
                 self._audit_denial(request, denied)
                 await _problem(send, denied.status, collision.code, collision.message, error=collision)
                 return
-            send = self.inflight.watch(send, pending_key)
+        if caller is not None or pending_key is not None:
+            # One wrapper for what SessionBindings.watch and InFlightIds.watch do (a layer less per
+            # ASGI message; test_server_send_watch.py holds it to the two nested wrappers).
+            send = _watch(send, self.sessions, method, session_id, caller, self.inflight, pending_key)
         try:
             scope.setdefault("state", {})[STATE_KEY] = verified
             _telemetry.server_accepted(verified)
@@ -344,6 +350,30 @@ class McpAuthMiddleware:
             "url": _without_query(request.url),
         }
         self.audit.append(run=run, kind="denial", meta=meta)
+
+
+def _watch(
+    send: Send,
+    sessions: SessionBindings | None,
+    method: str,
+    session_id: str | None,
+    caller: Caller | None,
+    inflight: InFlightIds,
+    pending_key: tuple[str, str] | None,
+) -> Send:
+    """``send`` watched for the session binding (``sessions.watch``) and the in-flight id
+    (``inflight.watch``: freed just before the response's last chunk goes out), in one layer."""
+
+    async def watched(message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.start":
+            if sessions is not None and caller is not None:
+                sessions.response_started(message, method, session_id, caller)
+        elif kind == "http.response.body" and pending_key is not None and not message.get("more_body", False):
+            inflight.release(pending_key)
+        await send(message)
+
+    return watched
 
 
 def _without_query(url: str) -> str:

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._encoding import sha256_b64url
-from .._rfc9421 import HttpMessage
+from .._encoding import b64url_encode, sha256_b64url
+from .._rfc9421 import HttpMessage, ParsedField
 from ..act import Mandate
 from ..constraints import CallBudget, ConstraintRegistry
 from ..ect import ExecutionContextToken
@@ -151,6 +151,9 @@ class IncomingRequest:
     url: str
     headers: IncomingHeaders
     content: bytes = b""
+    #: ``Signature-Input`` as a pre-authentication screen parsed it already (the middleware's gate):
+    #: the signature check uses that parse only if it is of this request's exact value.
+    signature_input: ParsedField | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +398,9 @@ class McpRequestVerifier:
                 if isinstance(request.headers, IncomingHeaders)
                 else HttpMessage.of(request, body=body)
             )
-            signature = self._signatures.verify(message, now=now, claim_nonce=False)
+            signature = self._signatures.verify(
+                message, now=now, claim_nonce=False, parsed_input=getattr(request, "signature_input", None)
+            )
             mandate = self._mandate(request.headers, now)
             if mandate is not None:
                 self._check_binding(mandate, signature)
@@ -519,7 +524,10 @@ class McpRequestVerifier:
             return None
         # No replay store here: the jti is claimed with the nonce once every check passed.
         ect = ExecutionContextToken.verify(token, self.trust, audience=self.audience, now=now, skew=self.skew)
-        if ect.inp_hash != sha256_b64url(body):
+        # The signature check hashed this same body for Content-Digest (check_unclaimed hands both
+        # the one ``body``): reuse that SHA-256 rather than hash the body a second time.
+        digest = signature.body_sha256
+        if ect.inp_hash != (sha256_b64url(body) if digest is None else b64url_encode(digest)):
             raise ClaimsInvalid(
                 "the ECT's inp_hash does not match the request body", code="inp_hash_mismatch"
             )

@@ -205,6 +205,49 @@ async def test_one_flight_serves_a_crowd_with_some_cancelled_and_late_joiners() 
     assert stuck.in_flight == 0
 
 
+async def test_join_runs_the_factory_once_with_its_arguments_like_fetch() -> None:
+    """Issue #16: the token sources call ``join(key, factory, *args)`` (no closure, no fetch
+    coroutine per caller). One request for the crowd, with the first caller's arguments; a cancelled
+    caller leaves alone; a failure reaches every waiter and is not cached; a hit runs nothing."""
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    calls: list[tuple[CacheKey, int]] = []
+    release = asyncio.Event()
+    failure: list[BaseException] = []
+
+    async def request(k: CacheKey, who: int) -> AccessToken:
+        calls.append((k, who))
+        await release.wait()
+        if failure:
+            raise failure[0]
+        return token(f"tok-{who}", clock.now + 3600)
+
+    async def caller(who: int) -> AccessToken:
+        return await cache.join(key(), request, key(), who)
+
+    crowd = [asyncio.create_task(caller(n)) for n in range(30)]
+    await settle()
+    assert calls == [(key(), 0)] and cache.in_flight == 1
+    crowd[3].cancel()
+    await settle()
+    release.set()
+    results = await asyncio.gather(*crowd, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert {r.token for r in results if not isinstance(r, BaseException)} == {"tok-0"}
+    assert len([r for r in results if isinstance(r, AccessToken)]) == 29
+    assert (await cache.join(key(), request, key(), 99)).token == "tok-0" and len(calls) == 1  # a hit
+
+    cache.invalidate(key())
+    release.clear()
+    failure.append(TokenExchangeUnavailable("idp down"))
+    crowd = [asyncio.create_task(caller(n)) for n in range(10, 20)]
+    await settle()
+    release.set()
+    outcomes = await asyncio.gather(*crowd, return_exceptions=True)
+    assert all(o is failure[0] for o in outcomes) and calls[1:] == [(key(), 10)]
+    assert len(cache) == 0 and cache.in_flight == 0  # never a stale token, nothing cached
+
+
 async def test_a_flight_whose_waiters_all_left_still_fills_the_cache() -> None:
     clock = FakeClock()
     cache = TokenCache(clock=clock)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -564,6 +567,37 @@ def test_jobs_2_finds_exactly_what_jobs_1_finds(tmp_path: Path, actors: Actors) 
     assert key(serial) == key(parallel)
     assert {"token_invalid", "unknown_key", "cap_violation", "unsealed_tail", "chain_broken"} <= checks(serial)
     assert serial.tokens_verified == parallel.tokens_verified
+
+
+def test_jobs_workers_fork_only_from_a_one_thread_process_and_both_ways_agree_with_jobs_1(
+    tmp_path: Path, actors: Actors
+) -> None:
+    """Issue #16: ``--jobs`` workers are forked (no package import per worker) only on Linux from a
+    process with exactly one thread; with another thread alive they are spawned, as before. Either
+    way the report is jobs=1's, field for field, across several worker batches."""
+    from mcpclient_auth.ledger import verify as verify_module
+
+    path = tmp_path / "many.jsonl"
+    with Ledger(path) as ledger:
+        for _ in range(30):  # > _BATCH_ENTRIES entries: several batches per pass
+            write_run(ledger, actors)
+        RunBuilder(ledger, actors).ect("mcp.delete_all")
+    serial = verify_ledger(path, actors.trust, jobs=1).to_dict()
+    assert serial["entries"] > verify_module._BATCH_ENTRIES and "cap_violation" in serial["checks"]
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        assert verify_module._pool_context().get_start_method() == "spawn"
+        spawned = verify_ledger(path, actors.trust, jobs=2).to_dict()
+    finally:
+        release.set()
+        other.join()
+    assert spawned == serial
+    if sys.platform.startswith("linux") and len(os.listdir("/proc/self/task")) == 1:
+        assert verify_module._pool_context().get_start_method() == "fork"
+    assert verify_ledger(path, actors.trust, jobs=2).to_dict() == serial
 
 
 # --- hostile input --------------------------------------------------------------------------------------
