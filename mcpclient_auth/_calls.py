@@ -28,6 +28,7 @@ request here is anything with httpx's request shape (``method``, ``url``, ``head
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import _telemetry
 from ._context import current_principal, discovery_run
 from ._dpop import Credential, credential_for, proof_for
-from ._encoding import sha256_b64url
+from ._encoding import b64url_encode
 from ._journal import InFlight
 from .authz.dpop import DPOP_HEADER
 from .ect import ExecutionContextToken
@@ -346,23 +347,27 @@ def prepare(
     dpop_jti: str | None = None
     if isinstance(authorization, Credential):
         headers["Authorization"] = authorization.header
-        proof = proof_for(authorization, request.method, str(request.url))
-        if proof is not None:
-            headers[DPOP_HEADER] = proof.token
-            dpop_jti = proof.jti
+        if authorization.dpop is not None:  # a bearer token needs no proof (nor the URL for one)
+            proof = proof_for(authorization, request.method, str(request.url))
+            if proof is not None:
+                headers[DPOP_HEADER] = proof.token
+                dpop_jti = proof.jti
     elif authorization is not None:
         headers["Authorization"] = authorization
     inflight: InFlight | None = None
+    body_sha256: bytes | None = None
     call, action = admitted.call, admitted.action
     if call is not None and action is not None:
         pred = run.frontier.begin() if call.is_tool_call else run.frontier.session_pred()
+        # One SHA-256 of the exact body for both the ECT's inp_hash and the Content-Digest.
+        body_sha256 = hashlib.sha256(body).digest()
         ect = ExecutionContextToken.mint(
             run.agent,
             audience=run.ect_audience(endpoint),
             exec_act=action,
             pred=pred,
             wid=run.id,
-            inp_hash=sha256_b64url(body),
+            inp_hash=b64url_encode(body_sha256),
             ttl=run.ect_ttl,
             ect_ext=telemetry.ect_extension() if telemetry is not None else None,
         )
@@ -380,6 +385,6 @@ def prepare(
     target = request.headers
     for name, value in headers.items():
         target[name] = value
-    result = run.signer_for(endpoint).sign(request, body=body)
+    result = run.signer_for(endpoint).sign(request, body=body, body_sha256=body_sha256)
     stamp = (*headers, *(_SIGNATURE_HEADERS if result.content_digest else _SIGNATURE_HEADERS[:2]))
     return Prepared(headers, inflight, stamp)

@@ -84,6 +84,11 @@ def _bound_key(attempt: Attempt) -> DPoP | None:
     return key if isinstance(key, DPoP) else None
 
 
+def proved(attempt: Attempt) -> bool:
+    """True when ``attempt``'s last send carried a DPoP-bound token (and so a proof)."""
+    return _bound_key(attempt) is not None
+
+
 def _request_url(response: Any) -> str | None:
     try:
         return str(response.request.url)
@@ -95,8 +100,10 @@ def learn_nonce(attempt: Attempt, response: Any) -> str | None:
     """Keep the ``DPoP-Nonce`` of an answer to a DPoP-proved send (RFC 9449 §9: any status may carry
     a fresh one); returns the nonce kept, if any."""
     key = _bound_key(attempt)
+    if key is None:
+        return None  # a bearer send (the usual case): no URL to build
     url = _request_url(response)
-    if key is None or url is None:
+    if url is None:
         return None
     nonce = response.headers.get(DPOP_NONCE_HEADER)
     if nonce is None or not key.remember_nonce("rs", url, nonce):

@@ -159,8 +159,9 @@ class RunJournal:
         kind = "error" if isinstance(exc, _TOKEN_UNAVAILABLE) else "denial"
         return self.ledger.append(run=self.run_id, kind=kind, meta=meta)
 
-    def sent(self, inflight: InFlight) -> LedgerEntry:
-        """The request was signed: write its ``ect`` entry and track it until its response ends.
+    def sent(self, inflight: InFlight) -> int:
+        """The request was signed: write its ``ect`` entry (returns its ``seq``) and track the call
+        until its response ends.
 
         Raises :class:`~mcpclient_auth.errors.RunClosed` (nothing written) once the run is closing.
         """
@@ -184,9 +185,7 @@ class RunJournal:
             if self._closed:
                 raise RunClosed(f"run {self.run_id} closed while the call was being prepared")
             self._inflight[id(inflight)] = inflight
-        return self.ledger.append(
-            run=self.run_id, kind="ect", jti=inflight.jti, token=inflight.token, meta=meta
-        )
+        return self.ledger.append_fresh(self.run_id, "ect", inflight.jti, inflight.token, meta)
 
     def claim(self, inflight: InFlight) -> bool:
         """Take the right to write the one outcome entry of ``inflight`` (False if already written)."""
@@ -249,8 +248,9 @@ class RunJournal:
         completed: bool,
         code: str | None = None,
         resumed: bool = False,
-    ) -> LedgerEntry | None:
-        """Write the ``response`` entry (``None``: the call's outcome was already written); a tool
+    ) -> int | None:
+        """Write the ``response`` entry and return its ``seq`` (``None``: the call's outcome was
+        already written); a tool
         call whose answer arrived with a 2xx status joins the frontier. ``code`` marks an answer
         that could not be inspected (``event_too_large``) or that never came on a stream that
         ended (``response_missing``); ``resumed``: the answer arrived on a resumed stream, and
@@ -272,12 +272,12 @@ class RunJournal:
             meta["code"] = code
         if resumed:
             meta["resumed"] = True
-        entry = self.ledger.append(run=self.run_id, kind="response", jti=inflight.jti, meta=meta)
+        seq = self.ledger.append_fresh(self.run_id, "response", inflight.jti, None, meta)
         _telemetry.answered(inflight.telemetry, status, code)
         if completed and 200 <= status < 300 and inflight.is_tool_call and inflight.jti is not None:
             self.frontier.complete(inflight.jti, inflight.pred)
             self._last_action = inflight.action
-        return entry
+        return seq
 
     def error(self, inflight: InFlight, code: str, message: str) -> LedgerEntry | None:
         """Write the ``error`` entry of a call that got no usable response (``None``: already written)."""

@@ -318,6 +318,8 @@ class EndpointSet:
             for path in endpoint.paths:
                 self._index.setdefault((endpoint.origin, path), endpoint)
         self.origins: frozenset[Origin] = frozenset(e.origin for e in self.endpoints)
+        # One verdict object per endpoint path, built here: classify() runs once or twice per request.
+        self._verdicts = {key: EndpointVerdict("endpoint", endpoint) for key, endpoint in self._index.items()}
         # Token / registration endpoints learned from server metadata: replaced, never mutated, so
         # readers on other threads see a consistent set without taking the lock.
         self._learned: frozenset[tuple[Origin, str]] = frozenset()
@@ -345,9 +347,9 @@ class EndpointSet:
             return _OTHER
         if parts.userinfo:
             return _REFUSE  # credentials in a URL to the run's origin: neither sign nor send
-        endpoint = self._index.get((origin, path))
-        if endpoint is not None:
-            return EndpointVerdict("endpoint", endpoint)
+        verdict = self._verdicts.get((origin, path))
+        if verdict is not None:
+            return verdict
         discovery = _discovery_kind(path)
         if discovery is not None:
             return discovery

@@ -21,6 +21,7 @@ Errors (all from :mod:`mcpclient_auth.errors`): :class:`MalformedToken`, :class:
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 from collections.abc import Collection, Mapping
@@ -116,11 +117,15 @@ def encode(identity: Identity, typ: str, claims: Mapping[str, Any]) -> str:
     happen here, the token classes do those.
     """
     payload = _payload_json(claims if type(claims) is dict else dict(claims))
-    signing_input = _protected_header(identity.kid, identity.alg, typ) + base64.urlsafe_b64encode(
-        payload
-    ).rstrip(b"=")
-    signature = base64.urlsafe_b64encode(identity.sign(signing_input)).rstrip(b"=")
-    return (signing_input + b"." + signature).decode("ascii")
+    # base64.urlsafe_b64encode is two Python layers over binascii: called directly (same bytes).
+    signing_input = _protected_header(identity.kid, identity.alg, typ) + binascii.b2a_base64(
+        payload, newline=False
+    ).translate(_URLSAFE).rstrip(b"=")
+    signature = binascii.b2a_base64(identity.sign(signing_input), newline=False).translate(_URLSAFE)
+    return (signing_input + b"." + signature.rstrip(b"=")).decode("ascii")
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 # --- decoding ------------------------------------------------------------------------------------

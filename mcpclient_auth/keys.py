@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -80,6 +80,11 @@ class SigningAlgorithm:
     def sign(self, key: PrivateKey, data: bytes) -> bytes:
         raise NotImplementedError
 
+    def signer(self, key: PrivateKey) -> Callable[[bytes], bytes]:
+        """``sign`` bound to ``key`` (an :class:`Identity` signs with it; its key never changes).
+        Subclasses check the key's type here, once, instead of on every signature."""
+        return lambda data: self.sign(key, data)
+
     def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
         raise NotImplementedError
 
@@ -112,9 +117,16 @@ class _ES256(SigningAlgorithm):
     def sign(self, key: PrivateKey, data: bytes) -> bytes:
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
             raise KeyFormatError("ES256 signs with an EC P-256 private key only")
-        r, s = decode_dss_signature(key.sign(data, self._ecdsa))
         # JWS and RFC 9421 both use the fixed-width raw form r||s, never DER.
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return _raw_ecdsa(key.sign(data, self._ecdsa))
+
+    def signer(self, key: PrivateKey) -> Callable[[bytes], bytes]:
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise KeyFormatError("ES256 signs with an EC P-256 private key only")
+        # Two signatures per MCP call: the type checks above (ABC instance checks) run once per
+        # Identity, not per signature; the key object is fixed for the Identity's lifetime.
+        sign, ecdsa = key.sign, self._ecdsa
+        return lambda data: _raw_ecdsa(sign(data, ecdsa))
 
     def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
         # isinstance() against the ABC runs ABCMeta.__instancecheck__ (a Python frame) on every
@@ -177,6 +189,38 @@ class _ES256(SigningAlgorithm):
         return {"d": b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))}
 
 
+def _der_fits_32(value: bytes) -> bool:
+    """A minimal DER INTEGER body of a positive number below 2**256: no sign bit, at most 32
+    significant bytes, a leading 0x00 only as the sign pad of a byte with its high bit set."""
+    size = len(value)
+    if size == 1:
+        return 0 < value[0] < 0x80
+    if value[0] == 0:
+        return value[1] >= 0x80 and size <= 33
+    return value[0] < 0x80 and size <= 32
+
+
+def _raw_ecdsa(der: bytes) -> bytes:
+    """A P-256 ECDSA signature from DER (``SEQUENCE { INTEGER r, INTEGER s }``) to raw r||s (64 bytes).
+
+    OpenSSL's DER is read directly (slices, no integers built); any shape this fast path is not sure
+    of — long-form lengths, a negative or oversize integer, trailing bytes — goes to the strict
+    ``decode_dss_signature`` path, whose answer (or error) is the reference
+    (``test_raw_ecdsa_fast_path_agrees_with_the_strict_path``).
+    """
+    n = len(der)
+    # 0x30 len 0x02 rlen r... 0x02 slen s...; every P-256 signature fits the short length form.
+    if 8 <= n <= 72 and der[0] == 0x30 and der[1] == n - 2 and der[2] == 0x02:
+        r_len = der[3]
+        s_at = 6 + r_len
+        if 0 < r_len <= 33 and s_at < n and der[s_at - 2] == 0x02 and der[s_at - 1] == n - s_at:
+            r, s = der[4 : s_at - 2], der[s_at:]
+            if _der_fits_32(r) and _der_fits_32(s):
+                return r[-32:].rjust(32, b"\0") + s[-32:].rjust(32, b"\0")
+    r_int, s_int = decode_dss_signature(der)
+    return r_int.to_bytes(32, "big") + s_int.to_bytes(32, "big")
+
+
 class _EdDSA(SigningAlgorithm):
     name = "EdDSA"
     http_name = "ed25519"
@@ -189,6 +233,11 @@ class _EdDSA(SigningAlgorithm):
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise KeyFormatError("EdDSA signs with an Ed25519 private key only")
         return key.sign(data)
+
+    def signer(self, key: PrivateKey) -> Callable[[bytes], bytes]:
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise KeyFormatError("EdDSA signs with an Ed25519 private key only")
+        return key.sign
 
     def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
         if not isinstance(key, ed25519.Ed25519PublicKey) or len(signature) != 64:
@@ -354,11 +403,12 @@ class Identity:
     mandates use as ``sub`` (agents) or ``iss`` (users).
     """
 
-    __slots__ = ("_algorithm", "_key", "_public", "name")
+    __slots__ = ("_algorithm", "_key", "_public", "_sign", "name")
 
     def __init__(self, key: PrivateKey, *, name: str | None = None, kid: str | None = None) -> None:
         self._algorithm = _algorithm_for(key)
         self._key = key
+        self._sign = self._algorithm.signer(key)
         self._public = PublicKey(key.public_key(), kid=kid, name=name)
         self.name: str = name or self._public.kid
         self._public.name = self.name
@@ -442,7 +492,7 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         """A raw signature over ``data`` (r||s for ES256, 64 bytes either way)."""
-        return self._algorithm.sign(self._key, data)
+        return self._sign(data)
 
     def verify(self, data: bytes, signature: bytes) -> bool:
         return self._public.verify(data, signature)

@@ -130,6 +130,28 @@ class ResponseWatcher:
         if self.done or self.too_large or self.id_mismatch or not chunk:
             return self.done
         chunk = bytes(chunk)
+        if (
+            chunk[-1] == 0x0A
+            and not self._partial
+            and not self._pending_cr
+            and self._held + len(chunk) <= self._limit
+        ):
+            # The usual chunk: whole lines (ends in LF, so no line and no CRLF continues in the next
+            # chunk), nothing carried over, too small to overflow (a line adds at most its own length
+            # to what is held). bytes.splitlines breaks at exactly CRLF, LF and CR, in one C pass.
+            # Everything else takes the incremental path below; a differential test holds the two
+            # to the same events, ids, answers and flags (tests/unit/test_sse_watcher.py).
+            for line in chunk.splitlines():
+                if self._line(line):  # the first response: nothing after it is looked at
+                    self._data.clear()
+                    self._held = 0
+                    return self.done
+            return False
+        return self._feed_incremental(chunk)
+
+    def _feed_incremental(self, chunk: bytes) -> bool:
+        """The general path of :meth:`feed`: lines split across chunks, CR/LF across a chunk
+        boundary, and the ``max_event_bytes`` bound checked before any line is copied."""
         size = len(chunk)
         start = 0
         if self._pending_cr:

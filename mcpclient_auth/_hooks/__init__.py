@@ -116,6 +116,7 @@ __all__ = [
 ]
 
 _SSE = "text/event-stream"
+_OUR_EXTENSION_SET = frozenset(OUR_EXTENSIONS)
 
 #: An ``httpx.Request`` or ``httpx2.Request`` (same shape, unrelated classes); likewise responses.
 _Request = Any
@@ -123,15 +124,17 @@ _Response = Any
 
 
 def _tracker_for(response: Any) -> StreamObserver | None:
-    scope = response.request.extensions.get(EXTENSION_LEARN)
+    request = response.request  # a property on httpx and httpx2: read once
+    extensions = request.extensions
+    scope = extensions.get(EXTENSION_LEARN)
     if isinstance(scope, EndpointSet):
         return MetadataCollector(scope) if response.status_code == 200 else None
-    inflight = response.request.extensions.get(EXTENSION_INFLIGHT)
+    inflight = extensions.get(EXTENSION_INFLIGHT)
     if not isinstance(inflight, InFlight) or inflight.finished:
         return _resumed_tracker_for(response)
-    if response.status_code == 401:
+    status = response.status_code
+    if status == 401:
         _learn_metadata_url(inflight.run.endpoint_set, response)
-    watcher: ResponseWatcher | None = None
     call = inflight.call
     if (
         call is not None
@@ -139,9 +142,8 @@ def _tracker_for(response: Any) -> StreamObserver | None:
         and call.id is not None
         and response.headers.get("content-type", "").lower().startswith(_SSE)
     ):
-        watcher = ResponseWatcher(call.id)
-        return ResponseTracker(inflight, response.status_code, watcher, stream_key(response.request))
-    return ResponseTracker(inflight, response.status_code, watcher)
+        return ResponseTracker(inflight, status, ResponseWatcher(call.id), stream_key(request))
+    return ResponseTracker(inflight, status, None)
 
 
 def _resumed_tracker_for(response: Any) -> ResumedStreamTracker | ResumedCallTracker | None:
@@ -184,13 +186,13 @@ def _refused(request: _Request) -> bool:
     return request.extensions.get(EXTENSION_REFUSED) is True
 
 
-def _send_canonical(request: _Request) -> None:
-    """Send an in-scope request to the canonical form of its URI (see :func:`..endpoints.sent_url`).
+def _send_canonical(request: _Request, current: str) -> None:
+    """Send an in-scope request to the canonical form of its URI (see :func:`..endpoints.sent_url`);
+    ``current`` is ``str(request.url)``.
 
     httpx already normalises almost everything; what it keeps (``HTTP://host:80/`` keeps the
     explicit default port) would make the URI on the wire differ from the tokens' ``aud``.
     """
-    current = str(request.url)
     canonical = sent_url(current)
     if canonical == current or canonical == current + "/":
         return
@@ -208,7 +210,7 @@ def _scrub(request: _Request) -> None:
     would sign stale values (say, an old Content-Digest after a 303 turned a POST into a GET).
     """
     extensions = request.extensions
-    if not any(key in extensions for key in OUR_EXTENSIONS):
+    if extensions.keys().isdisjoint(_OUR_EXTENSION_SET):  # one C-level test: the usual first hop
         return
     stamp = extensions.get(EXTENSION_STAMP)
     if isinstance(stamp, tuple):
@@ -368,9 +370,10 @@ class RunHooks:
     def _guard(run: AgentRun, request: _Request) -> Endpoint | None:
         """The endpoint to sign ``request`` for, with its URL made canonical; ``None`` otherwise (an
         authorization-server metadata request is marked for learning, a refusal is marked)."""
-        verdict = run.endpoint_set.classify(str(request.url))
+        url = str(request.url)
+        verdict = run.endpoint_set.classify(url)
         if verdict.kind == "endpoint":
-            _send_canonical(request)
+            _send_canonical(request, url)
             return verdict.endpoint
         if verdict.kind == "refuse":
             request.extensions = {**request.extensions, EXTENSION_REFUSED: True}

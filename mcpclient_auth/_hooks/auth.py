@@ -488,7 +488,8 @@ class AuthFlow:
 
 def _dpop_verdict(attempt: Attempt, response: Any) -> tuple[str, BearerChallenge | None]:
     """:func:`verdict`, after keeping any ``DPoP-Nonce`` the endpoint's answer carries (RFC 9449 §9)."""
-    if _answered_by_endpoint(attempt, response, None):
+    # Only a DPoP-proved send can teach a nonce: a bearer send skips the URL and endpoint lookup.
+    if _dpop.proved(attempt) and _answered_by_endpoint(attempt, response, None):
         _dpop.learn_nonce(attempt, response)
     return verdict(attempt, response)
 

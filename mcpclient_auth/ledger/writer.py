@@ -229,7 +229,36 @@ class Ledger:
             try:
                 if os.fstat(fd).st_size != self._size:
                     self._load_tail(os.fstat(fd).st_size)
-                return self._append_locked(run, kind, jti, token, body)
+                seq, ts, prev = self._write_entry(run, kind, jti, token, body)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, body, prev)
+
+    def append_fresh(
+        self, run: str, kind: str, jti: str | None, token: str | None, meta: dict[str, Any]
+    ) -> int:
+        """:meth:`append` for a caller that built ``meta`` for this one line and hands it over: it is
+        neither copied nor returned, and no :class:`~.format.LedgerEntry` is built; returns the line's
+        ``seq``. Same checks, bytes, locking and durability as :meth:`append` — this is the request
+        path's writer (:class:`~mcpclient_auth._journal.RunJournal`: two lines per MCP call).
+        """
+        if kind not in _APPEND_KINDS:
+            hint = "; use Ledger.seal()" if kind == "seal" else ""
+            raise LedgerFormatError(f"cannot append an entry of kind {kind!r}{hint}")
+        if not isinstance(run, str):
+            raise LedgerFormatError("'run' must be a string")
+        # The body of _locked(), inlined (as in append): the per-request hot path.
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            if self._closed:
+                raise LedgerError("the ledger is closed")
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size != self._size:
+                    self._load_tail(os.fstat(fd).st_size)
+                return self._write_entry(run, kind, jti, token, meta)[0]
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -391,6 +420,19 @@ class Ledger:
         *,
         ts: str | None = None,
     ) -> LedgerEntry:
+        seq, ts, prev = self._write_entry(run, kind, jti, token, meta, ts)
+        return LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev)
+
+    def _write_entry(
+        self,
+        run: str,
+        kind: str,
+        jti: str | None,
+        token: str | None,
+        meta: dict[str, Any],
+        ts: str | None = None,
+    ) -> tuple[int, str, str]:
+        """Encode and write one line (locks held); its ``(seq, ts, prev)``."""
         seq, prev = self._seq + 1, self._last
         if ts is None:
             ts = self._stamps.now()
@@ -404,7 +446,7 @@ class Ledger:
             counts = self._counts
             counts[run] = counts.get(run, 0) + 1
         _telemetry.ledger_appended(kind)
-        return LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev)
+        return seq, ts, prev
 
     def _write(self, data: bytes) -> None:
         fd = self._fd

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpclient_auth.sse import ResponseWatcher
+from mcpclient_auth.sse import ResponseScanner, ResponseWatcher
 
 
 def event(obj: object, newline: str = "\n") -> bytes:
@@ -138,3 +138,124 @@ def test_the_bound_counts_joined_data_lines_and_one_big_chunk() -> None:
 def test_events_under_the_bound_still_complete() -> None:
     w = ResponseWatcher(5, max_event_bytes=max(len(event(RESULT)), len(event(PROGRESS))))
     assert w.feed(event(PROGRESS) + event(RESULT)) and not w.too_large
+
+
+# --- the whole-lines fast path of feed() against the incremental path (issue #16) -------------------
+
+
+class _Incremental(ResponseWatcher):
+    """The watcher as it was before the fast path: every chunk through the incremental parser."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> bool:
+        if self.done or self.too_large or self.id_mismatch or not chunk:
+            return self.done
+        return self._feed_incremental(bytes(chunk))
+
+
+class _IncrementalScanner(ResponseScanner):
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> bool:
+        if self.done or self.too_large or self.id_mismatch or not chunk:
+            return self.done
+        return self._feed_incremental(bytes(chunk))
+
+
+_IDS = st.sampled_from([5, "5", 6, "x", None, 5.0, True, [5], {"a": 5}])
+_MESSAGES = st.one_of(
+    st.builds(lambda i: {"jsonrpc": "2.0", "id": i, "result": {"content": [{"text": "a\nb"}]}}, _IDS),
+    st.builds(lambda i: {"jsonrpc": "2.0", "id": i, "error": {"code": -1, "message": "m"}}, _IDS),
+    st.just(PROGRESS),
+    st.builds(lambda i: {"jsonrpc": "2.0", "id": i, "method": "sampling/create", "result": 1}, _IDS),
+    st.just([RESULT]),
+)
+
+
+@st.composite
+def _lines(draw: st.DrawFn) -> list[str]:
+    kind = draw(st.sampled_from(["event", "comment", "id", "noise", "blank", "type", "multiline", "retry"]))
+    if kind == "event":
+        text = json.dumps(draw(_MESSAGES))
+        space = draw(st.sampled_from(["", " ", "  "]))
+        return [f"data:{space}{text}", ""]
+    if kind == "multiline":
+        text = json.dumps(draw(_MESSAGES), indent=draw(st.sampled_from([None, 1])))
+        return [f"data: {part}" for part in text.split("\n")] + [""]
+    if kind == "comment":
+        return [":" + draw(st.text(alphabet="ab: \t{}\"", max_size=8))]
+    if kind == "id":
+        return ["id:" + draw(st.sampled_from(["", " 7", " 8", "9", " a\0b", " é"]))]
+    if kind == "type":
+        return ["event:" + draw(st.sampled_from([" message", "message", " ping", " ", ""]))]
+    if kind == "retry":
+        return ["retry: 10"]
+    if kind == "blank":
+        return [""]
+    return [draw(st.text(alphabet='data:{}"id 5\t', max_size=12))]
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> bytes:
+    lines = [line for group in draw(st.lists(_lines(), max_size=10)) for line in group]
+    out = []
+    for line in lines:
+        out.append(line + draw(st.sampled_from(["\n", "\r\n", "\r"])))
+    return "".join(out).encode("utf-8")
+
+
+def _state(w: ResponseWatcher) -> tuple[object, ...]:
+    return (w.done, w.too_large, w.id_mismatch, w.last_event_id, w.answer, w.held_bytes)
+
+
+def _same_run(raw: bytes, points: list[int], request_id: str | int, limit: int | None) -> None:
+    chunks = [raw[a:b] for a, b in itertools.pairwise(points)]
+    fast, slow = ResponseWatcher(request_id, max_event_bytes=limit), _Incremental(request_id, max_event_bytes=limit)
+    for chunk in chunks:
+        assert fast.feed(chunk) == slow.feed(chunk)
+        assert _state(fast) == _state(slow)
+    seen: tuple[list[object], list[object]] = ([], [])
+    scanners = (
+        ResponseScanner(lambda *a: seen[0].append(a), max_event_bytes=limit),
+        _IncrementalScanner(lambda *a: seen[1].append(a), max_event_bytes=limit),
+    )
+    for chunk in chunks:
+        assert scanners[0].feed(chunk) == scanners[1].feed(chunk)
+        assert _state(scanners[0]) == _state(scanners[1])
+    assert seen[0] == seen[1]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    raw=_streams(),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
+    request_id=st.sampled_from([5, "5"]),
+    limit=st.sampled_from([None, 40, 120, 400]),
+)
+def test_the_fast_path_finds_what_the_incremental_path_finds(
+    raw: bytes, cuts: list[int], request_id: str | int, limit: int | None
+) -> None:
+    points = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
+    _same_run(raw, points, request_id, limit)
+    _same_run(raw, [0, len(raw)], request_id, limit)  # one chunk: the fast path when it ends in LF
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=_streams(), request_id=st.sampled_from([5, "5"]))
+def test_the_fast_path_agrees_when_split_at_every_byte_and_every_pair(raw: bytes, request_id: str | int) -> None:
+    _same_run(raw, list(range(len(raw) + 1)), request_id, None)
+    for at in range(len(raw) + 1):
+        _same_run(raw, [0, at, len(raw)], request_id, None)
+
+
+def test_whole_line_chunks_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fallback(self: ResponseWatcher, chunk: bytes) -> bool:
+        raise AssertionError("the incremental path ran")
+
+    monkeypatch.setattr(ResponseWatcher, "_feed_incremental", no_fallback)
+    stream = event(PROGRESS, "\r\n") + b": keepalive\r\n" + b"id: 3\r\n" + event(RESULT, "\r\n")
+    w = ResponseWatcher(5)
+    assert w.feed(stream) and w.answer == json.dumps(RESULT).encode() and w.last_event_id == "3"
+    with pytest.raises(AssertionError):
+        ResponseWatcher(5).feed(stream[:-1])  # a chunk ending in CR (or mid-line) is incremental

@@ -1,0 +1,236 @@
+"""The client's per-call fast paths (issue #16, perfclient) give exactly what the strict paths give.
+
+Each test holds one shortcut of the request/response path to the code it replaces, on valid and on
+adversarial inputs; none asserts anything about time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import string
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcpclient_auth import jose, keys
+from mcpclient_auth._encoding import b64url_decode, b64url_encode, compact_json
+from mcpclient_auth.errors import ConfigurationError, KeyFormatError, LedgerError, LedgerFormatError
+from mcpclient_auth.httpsig import RequestSigner
+from mcpclient_auth.keys import ALGORITHMS, Identity
+from mcpclient_auth.ledger import GENESIS_PREV, Ledger, line_hash, parse_line
+
+NOW = 1_780_000_000
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _strict_raw(der: bytes) -> bytes:
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+SCALARS = st.one_of(
+    st.integers(min_value=1, max_value=P256_ORDER - 1),
+    st.integers(min_value=1, max_value=2**64),  # short integers: left padding
+    st.sampled_from([1, 0x7F, 0x80, 0xFF, 2**255 - 1, 2**255, 2**256 - 1, P256_ORDER - 1]),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(SCALARS, SCALARS)
+def test_raw_ecdsa_fast_path_agrees_with_the_strict_path(r: int, s: int) -> None:
+    der = encode_dss_signature(r, s)
+    assert keys._raw_ecdsa(der) == _strict_raw(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=80), SCALARS, SCALARS, st.data())
+def test_raw_ecdsa_on_malformed_der_does_what_the_strict_path_does(
+    noise: bytes, r: int, s: int, data: st.DataObject
+) -> None:
+    good = encode_dss_signature(r, s)
+    # Random bytes, and a valid signature with one byte changed, cut or extended.
+    at = data.draw(st.integers(min_value=0, max_value=len(good) - 1))
+    candidates = [
+        noise,
+        good[:at] + bytes([data.draw(st.integers(0, 255))]) + good[at + 1 :],
+        good[:at],
+        good + noise[:3],
+    ]
+    for der in candidates:
+        try:
+            expected: bytes | type[BaseException] = _strict_raw(der)
+        except (ValueError, OverflowError) as exc:
+            expected = type(exc)
+        try:
+            got: bytes | type[BaseException] = keys._raw_ecdsa(der)
+        except (ValueError, OverflowError) as exc:
+            got = type(exc)
+        assert got == expected
+
+
+@pytest.mark.parametrize(
+    "der",
+    [
+        # r = 2**256 (33 significant bytes): the strict path refuses it, the fast path must not truncate
+        encode_dss_signature(2**256, 1),
+        encode_dss_signature(2**256 + 5, 7),
+        # a negative integer (no 0x00 sign pad)
+        bytes([0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x01]),
+        # long-form length
+        bytes([0x30, 0x81, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]),
+    ],
+)
+def test_raw_ecdsa_never_accepts_what_does_not_fit_32_bytes(der: bytes) -> None:
+    try:
+        expected: object = _strict_raw(der)
+    except (ValueError, OverflowError) as exc:
+        expected = type(exc)
+    try:
+        got: object = keys._raw_ecdsa(der)
+    except (ValueError, OverflowError) as exc:
+        got = type(exc)
+    assert got == expected
+    assert not isinstance(got, bytes) or len(got) == 64
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_identity_signatures_verify_and_the_bound_signer_checks_the_key_type(alg: str) -> None:
+    agent = Identity.generate(alg)
+    for data in (b"", b"x", b"hello" * 300):
+        signature = agent.sign(data)
+        assert len(signature) == 64
+        assert agent.verify(data, signature)
+        assert not agent.verify(data + b"!", signature)
+    other = "EdDSA" if alg == "ES256" else "ES256"
+    with pytest.raises(KeyFormatError):
+        ALGORITHMS[alg].signer(ALGORITHMS[other].generate())
+    with pytest.raises(KeyFormatError):
+        ALGORITHMS[alg].sign(ALGORITHMS[other].generate(), b"x")
+
+
+def test_es256_raw_signature_is_the_der_signature_re_encoded() -> None:
+    agent = Identity.generate("ES256")
+    key = agent.private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    signature = agent.sign(b"data")
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    key.public_key().verify(encode_dss_signature(r, s), b"data", ec.ECDSA(hashes.SHA256()))
+
+
+# --- the ledger's append_fresh (RunJournal's two lines per call) ----------------------------------
+
+
+def _fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcpclient_auth.ledger import writer
+
+    monkeypatch.setattr(writer._Timestamps, "now", lambda self: "2026-12-01T19:00:00.000001Z")
+
+
+LINES: list[tuple[str, str, str | None, str | None, dict[str, object]]] = [
+    ("run-1", "ect", "jti-1", "a.b.c", {"method": "tools/call", "id": 1, "url": "http://127.0.0.1/mcp"}),
+    ("run-1", "response", "jti-1", None, {"status": 200, "out_hash": "h", "bytes": 3, "id": 1}),
+    ("run-2", "denial", None, None, {"code": "x", "text": "é \u2028 \"q\" \\ \x01"}),
+    ("run-1", "error", "jti-1", None, {}),
+]
+
+
+def test_append_fresh_writes_the_bytes_append_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fixed_clock(monkeypatch)
+    with Ledger(tmp_path / "a.jsonl") as a, Ledger(tmp_path / "b.jsonl") as b:
+        for run, kind, jti, token, meta in LINES:
+            entry = a.append(run=run, kind=kind, jti=jti, token=token, meta=meta)
+            assert b.append_fresh(run, kind, jti, token, dict(meta)) == entry.seq
+        assert a.count("run-1") == b.count("run-1") == 3
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    prev = GENESIS_PREV
+    for line in (tmp_path / "b.jsonl").read_bytes().splitlines():
+        assert parse_line(line).prev == prev
+        prev = line_hash(line)
+
+
+def test_append_fresh_refuses_what_append_refuses(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.jsonl")
+    for run, kind, meta in [
+        ("r", "seal", {}),
+        ("r", "checkpoint", {}),
+        ("r", "nonsense", {}),
+        (1, "ect", {}),
+        ("r", "ect", {"x": float("nan")}),
+        ("r", "ect", {"x": object()}),
+    ]:
+        with pytest.raises(LedgerFormatError):
+            ledger.append_fresh(run, kind, None, None, meta)  # type: ignore[arg-type]
+        with pytest.raises(LedgerFormatError):
+            ledger.append(run=run, kind=kind, meta=meta)  # type: ignore[arg-type]
+    with pytest.raises(LedgerFormatError):  # append copies its meta into a dict; append_fresh takes one
+        ledger.append_fresh("r", "ect", None, None, ["not", "a", "dict"])  # type: ignore[arg-type]
+    assert (tmp_path / "l.jsonl").read_bytes() == b""
+    ledger.close()
+    with pytest.raises(LedgerError):
+        ledger.append_fresh("r", "ect", None, None, {})
+
+
+# --- one SHA-256 of the body for inp_hash and Content-Digest --------------------------------------
+
+
+def test_signing_with_the_body_digest_gives_the_same_headers() -> None:
+    agent = Identity.generate()
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}'
+    signed = []
+    for digest in (None, hashlib.sha256(body).digest()):
+        request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=body)
+        RequestSigner(agent).sign(request, body=body, created=NOW, nonce="n-0123456789", body_sha256=digest)
+        signed.append(request.headers)
+    assert signed[0]["content-digest"] == signed[1]["content-digest"]
+    assert signed[0]["signature-input"] == signed[1]["signature-input"]
+    expected = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+    assert signed[1]["content-digest"] == expected
+    assert agent.verify(b"", agent.sign(b""))  # ECDSA is randomised: signatures compared by verifying
+
+
+@pytest.mark.parametrize("digest", [b"", b"x" * 31, b"x" * 33, "x" * 32, bytearray(32)])
+def test_a_body_digest_that_is_no_sha256_is_refused(digest: object) -> None:
+    request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b"{}")
+    with pytest.raises(ConfigurationError):
+        RequestSigner(Identity.generate()).sign(request, body=b"{}", body_sha256=digest)  # type: ignore[arg-type]
+    assert "signature" not in request.headers
+
+
+def test_a_body_digest_without_its_body_is_refused() -> None:
+    request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b"{}")
+    with pytest.raises(ConfigurationError):
+        RequestSigner(Identity.generate()).sign(request, body_sha256=hashlib.sha256(b"{}").digest())
+
+
+# --- base64 straight from binascii ------------------------------------------------------------------
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=200))
+def test_b64url_encode_is_the_base64_module_encoding(data: bytes) -> None:
+    assert b64url_encode(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def test_jws_and_signature_headers_keep_their_encoding() -> None:
+    agent = Identity.generate()
+    token = jose.encode(agent, jose.ECT_TYP, {"iss": "a", "x": "ÿ" * 50, "n": list(range(30))})
+    header, payload, signature = token.split(".")
+    for part in (header, payload, signature):
+        assert "=" not in part and "+" not in part and "/" not in part
+    assert b64url_decode(payload) == compact_json({"iss": "a", "x": "ÿ" * 50, "n": list(range(30))})
+    assert agent.verify(f"{header}.{payload}".encode(), b64url_decode(signature))
+    request = httpx.Request("POST", "http://127.0.0.1:9/mcp", content=b"{}")
+    result = RequestSigner(agent).sign(request, body=b"{}")
+    nonce = result.params["nonce"]
+    assert len(nonce) == 22 and set(nonce) <= set(string.ascii_letters + string.digits + "-_")
+    assert f'nonce="{nonce}"' in request.headers["signature-input"]
+    assert request.headers["signature"] == f"sig1=:{base64.b64encode(result.signature).decode()}:"
+    assert request.headers["content-digest"] == f"sha-256=:{base64.b64encode(hashlib.sha256(b'{}').digest()).decode()}:"
