@@ -202,13 +202,15 @@ def serialize_item(item: Item) -> str:
 
 _KEY_TEXT = re.compile(_KEY)
 _MAX_INTEGER = 999_999_999_999_999
+#: Signature parameter names (RFC 9421 §2.3, wimse-aud): valid sf-keys, so no pattern match per use.
+_KNOWN_KEYS = frozenset({"created", "expires", "nonce", "alg", "keyid", "tag", "wimse-aud"})
 
 
 def _fast_params_text(params: Params) -> str | None:
     # Integers and escape-free strings only (what signature parameters are); else None.
     parts = []
     for name, value in params.items():
-        if type(name) is not str or not _KEY_TEXT.fullmatch(name):
+        if type(name) is not str or (name not in _KNOWN_KEYS and not _KEY_TEXT.fullmatch(name)):
             return None
         if type(value) is int and -_MAX_INTEGER <= value <= _MAX_INTEGER:
             parts.append(f";{name}={value}")

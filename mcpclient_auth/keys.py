@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -56,6 +56,8 @@ PublicKeyObject = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 #: ``ValueError`` for values ``cryptography`` refuses to even try. Both mean "not valid" (``False``),
 #: never a crash; this is the one verify policy of JWS and RFC 9421 signatures alike.
 _NOT_VALID = (InvalidSignature, ValueError)
+#: Concrete classes seen to be ``ec.EllipticCurvePublicKey`` (see _ES256.verify).
+_EC_PUBLIC_TYPES: set[type] = set()
 
 
 class SigningAlgorithm:
@@ -127,15 +129,19 @@ class _ES256(SigningAlgorithm):
         return lambda data: _raw_ecdsa(sign(data, ecdsa))
 
     def verify(self, key: PublicKeyObject, data: bytes, signature: bytes) -> bool:
-        if (
-            not isinstance(key, ec.EllipticCurvePublicKey)
-            or not isinstance(key.curve, ec.SECP256R1)
-            or len(signature) != 64
-        ):
+        # isinstance() against the ABC runs ABCMeta.__instancecheck__ (a Python frame) on every
+        # verification; a concrete class once found to be an EllipticCurvePublicKey is remembered
+        # (ABC membership is never withdrawn). The curve is still checked on every key.
+        if type(key) not in _EC_PUBLIC_TYPES:
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                return False
+            _EC_PUBLIC_TYPES.add(type(key))
+        ec_key = cast(ec.EllipticCurvePublicKey, key)
+        if not isinstance(ec_key.curve, ec.SECP256R1) or len(signature) != 64:
             return False
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
         try:
-            key.verify(encode_dss_signature(r, s), data, self._ecdsa)
+            ec_key.verify(encode_dss_signature(r, s), data, self._ecdsa)
         except _NOT_VALID:
             return False
         return True

@@ -118,3 +118,8 @@ def test_fast_dictionary_gives_what_http_sf_gives(text: str) -> None:
     # The fast path reads these itself (no deferring) and must return exactly http-sf's result.
     fast = _structured_fields._fast_dictionary(text)
     assert fast is not None and fast == _slow(text.encode())
+
+
+def test_the_known_parameter_names_are_sf_keys() -> None:
+    # _fast_params_text skips the key pattern for these names: each must match it.
+    assert all(type(k) is str and _structured_fields._KEY_TEXT.fullmatch(k) for k in _structured_fields._KNOWN_KEYS)

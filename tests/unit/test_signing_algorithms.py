@@ -75,3 +75,14 @@ def test_signing_with_a_key_of_another_type_is_a_typed_error(jose_name: str, htt
             ALGORITHMS[jose_name].sign(key, DATA)  # type: ignore[arg-type]
         with pytest.raises(SignaturePolicyError):
             http_signature_algorithm(http_name).sign(key, DATA)
+
+
+def test_a_p384_key_of_the_remembered_class_still_never_verifies() -> None:
+    # _ES256.verify remembers concrete EC public-key classes; the curve is still checked per key.
+    identity = Identity.generate("ES256")
+    signature = identity.sign(DATA)
+    assert ALGORITHMS["ES256"].verify(identity.public.key, DATA, signature) is True
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    assert type(p384) is type(identity.public.key)  # the same class: only the curve tells them apart
+    assert ALGORITHMS["ES256"].verify(p384, DATA, signature) is False
+    assert ALGORITHMS["ES256"].verify(identity.public.key, DATA, signature[:-1] + bytes([signature[-1] ^ 1])) is False
