@@ -228,7 +228,7 @@ class ResponseWatcher:
         if b'"result"' not in data and b'"error"' not in data:
             return False
         try:
-            message = json.loads(data)
+            message = _loads(data)
         except (ValueError, RecursionError):
             return False
         if not isinstance(message, dict) or "method" in message:
@@ -271,6 +271,18 @@ class ResponseScanner(ResponseWatcher):
         if type(message_id) is int or type(message_id) is str:
             self._on_response(message_id, data, self.last_event_id)
         return False
+
+
+_DECODER = json.JSONDecoder()  # json.loads' default decoder settings
+
+
+def _loads(data: bytes) -> object:
+    """``json.loads(data)``, without its encoding sniffing for the usual message: one that starts
+    with ``{`` and a non-NUL byte is UTF-8 to ``json.detect_encoding`` (no BOM, no UTF-16/32 NUL
+    pattern), which ``json.loads`` then decodes with ``surrogatepass``, exactly as here."""
+    if len(data) > 1 and data[0] == 0x7B and data[1] != 0:
+        return _DECODER.decode(data.decode("utf-8", "surrogatepass"))
+    return json.loads(data)
 
 
 def _same_id(value: object, expected: str | int) -> bool:

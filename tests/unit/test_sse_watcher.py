@@ -259,3 +259,39 @@ def test_whole_line_chunks_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -
     assert w.feed(stream) and w.answer == json.dumps(RESULT).encode() and w.last_event_id == "3"
     with pytest.raises(AssertionError):
         ResponseWatcher(5).feed(stream[:-1])  # a chunk ending in CR (or mid-line) is incremental
+
+
+def _outcome(call: object) -> object:
+    try:
+        return ("ok", call())  # type: ignore[operator]
+    except (ValueError, RecursionError) as exc:
+        return ("error", type(exc).__name__)
+
+
+_JSONISH = st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda b: b"{" + b, st.binary(max_size=40)),
+    st.builds(lambda t: t.encode("utf-8", "surrogatepass"), st.text(max_size=30)),
+    st.builds(
+        lambda o, enc: json.dumps(o, ensure_ascii=False).encode(enc, "surrogatepass"),
+        st.dictionaries(st.text(max_size=5), st.integers()),
+        st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-8-sig"]),
+    ),
+    st.sampled_from(
+        [b"{\x00", b'{"a":"\xed\xa0\x80"}', b'{"a":1} ', b'{"a":1}x', b"[" * 5000, b'{"a":NaN}', b"{\xff}"]
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_JSONISH)
+def test_the_answer_parser_is_json_loads(data: bytes) -> None:
+    from mcpclient_auth import sse
+
+    def ours() -> object:
+        return sse._loads(data)
+
+    def reference() -> object:
+        return json.loads(data)
+
+    assert repr(_outcome(ours)) == repr(_outcome(reference))
