@@ -102,6 +102,8 @@ DURABILITY: dict[str, Durability] = {
 }
 
 _APPEND_KINDS = frozenset(KINDS) - {"seal", "checkpoint"}
+
+_SEEK_END = os.SEEK_END
 _sync = getattr(os, "fdatasync", os.fsync)
 
 
@@ -227,8 +229,12 @@ class Ledger:
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.fstat(fd).st_size != self._size:
-                    self._load_tail(os.fstat(fd).st_size)
+                # The file's size (fstat's st_size) without building a stat_result: the ledger is a
+                # regular file (checked at open), written O_APPEND and read with pread only, so the
+                # offset lseek moves is never used.
+                size = os.lseek(fd, 0, _SEEK_END)
+                if size != self._size:
+                    self._load_tail(size)
                 seq, ts, prev = self._write_entry(run, kind, jti, token, body)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -256,8 +262,9 @@ class Ledger:
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.fstat(fd).st_size != self._size:
-                    self._load_tail(os.fstat(fd).st_size)
+                size = os.lseek(fd, 0, _SEEK_END)  # fstat's st_size, see append()
+                if size != self._size:
+                    self._load_tail(size)
                 return self._write_entry(run, kind, jti, token, meta)[0]
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)

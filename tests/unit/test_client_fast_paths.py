@@ -234,3 +234,30 @@ def test_jws_and_signature_headers_keep_their_encoding() -> None:
     assert f'nonce="{nonce}"' in request.headers["signature-input"]
     assert request.headers["signature"] == f"sig1=:{base64.b64encode(result.signature).decode()}:"
     assert request.headers["content-digest"] == f"sha-256=:{base64.b64encode(hashlib.sha256(b'{}').digest()).decode()}:"
+
+
+def test_append_fresh_sees_what_other_writers_appended(tmp_path: Path) -> None:
+    """The size check before each line (lseek to the end) notices another writer's lines and a torn
+    tail, exactly as the fstat check it replaced: the chain stays whole, the tear is recovered."""
+    path = tmp_path / "shared.jsonl"
+    a, b = Ledger(path), Ledger(path)
+    for i in range(4):
+        a.append_fresh("run-a", "ect", f"a{i}", None, {"i": i})
+        b.append_fresh("run-b", "ect", f"b{i}", None, {"i": i})
+    with open(path, "ab") as raw:
+        raw.write(b'{"v":1,"torn')  # a writer died mid-line
+    a.append_fresh("run-a", "response", "a3", None, {"status": 200})
+    a.close()
+    b.close()
+    lines = path.read_bytes().splitlines()
+    prev = GENESIS_PREV
+    for line in lines:
+        if line.startswith(b'{"v":1,"torn'):
+            continue
+        entry = parse_line(line)
+        if entry.is_recovery:
+            assert entry.meta["torn_bytes"] == len(b'{"v":1,"torn')
+        else:
+            assert entry.prev == prev
+        prev = line_hash(line)
+    assert [parse_line(x).seq for x in lines if not x.startswith(b'{"v":1,"torn')] == list(range(1, 11))
