@@ -290,19 +290,7 @@ class AsyncHashingStream(_StreamWrapper):
     ``AsyncByteStream`` in :mod:`._httpx` / :mod:`._httpx2`)."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                self._tracker.feed(chunk)
-                yield chunk
-        except GeneratorExit:  # the consumer stopped reading: not a failure (on_close() decides)
-            raise
-        except BaseException as exc:
-            self._tracker.on_error(exc)
-            raise
-        self._tracker.on_eof()
+        return _HashingIterator(self._inner, self._tracker)
 
     async def aclose(self) -> None:
         # mcp 2.x closes an SSE response right after the answer event, without exhausting it: the
@@ -311,6 +299,52 @@ class AsyncHashingStream(_StreamWrapper):
             await self._inner.aclose()
         finally:
             self._tracker.on_close()
+
+
+class _HashingIterator:
+    """One pass over the inner stream, reporting each chunk, the end or a failure to the tracker.
+
+    An iterator class, not an async generator: the MCP client stops reading an SSE answer early, and
+    an async generator left suspended is finalised by the event loop with a task of its own (plus a
+    weak-set entry when it starts) — per call. What it reports is what the generator reported: every
+    chunk is fed before it is handed on; reading to the end reports ``on_eof()`` once; any exception
+    from the inner stream or the tracker (cancellation included) reports ``on_error(exc)`` and is
+    re-raised; a consumer that stops early reports nothing (``aclose()`` of the stream decides).
+    """
+
+    __slots__ = ("_ended", "_inner", "_source", "_tracker")
+
+    def __init__(self, source: Any, tracker: StreamObserver) -> None:
+        self._source = source  # the inner stream; iterated from the first __anext__, inside the try
+        self._inner: AsyncIterator[bytes] | None = None
+        self._tracker = tracker
+        self._ended = False
+
+    def __aiter__(self) -> _HashingIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            inner = self._inner
+            if inner is None:
+                inner = self._inner = self._source.__aiter__()
+            chunk = await inner.__anext__()
+            self._tracker.feed(chunk)
+        except StopAsyncIteration:
+            self._ended = True
+            self._tracker.on_eof()
+            raise
+        except BaseException as exc:
+            self._ended = True
+            self._tracker.on_error(exc)
+            raise
+        return chunk
+
+    async def aclose(self) -> None:
+        """The consumer stopped reading (what closing the generator did): nothing to report."""
+        self._ended = True
 
 
 class SyncHashingStream(_StreamWrapper):

@@ -6,9 +6,12 @@ adversarial inputs; none asserts anything about time.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import string
+from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -261,3 +264,139 @@ def test_append_fresh_sees_what_other_writers_appended(tmp_path: Path) -> None:
             assert entry.prev == prev
         prev = line_hash(line)
     assert [parse_line(x).seq for x in lines if not x.startswith(b'{"v":1,"torn')] == list(range(1, 11))
+
+
+# --- the response stream's iterator class reports what the async generator reported ---------------
+
+
+class _Recorder:
+    def __init__(self, fail_on: bytes | None = None) -> None:
+        self.events: list[object] = []
+        self.fail_on = fail_on
+
+    def feed(self, chunk: bytes) -> None:
+        self.events.append(("feed", chunk))
+        if chunk == self.fail_on:
+            raise LedgerError("disk full")
+
+    def on_eof(self) -> None:
+        self.events.append("eof")
+
+    def on_close(self) -> None:
+        self.events.append("close")
+
+    def on_error(self, exc: BaseException) -> None:
+        self.events.append(("error", type(exc).__name__))
+
+
+class _Inner:
+    def __init__(self, chunks: list[bytes], fail_after: int | None, cancel_after: int | None) -> None:
+        self.chunks, self.fail_after, self.cancel_after = chunks, fail_after, cancel_after
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(self.chunks):
+            if i == self.fail_after:
+                raise httpx.ReadError("connection reset")
+            if i == self.cancel_after:
+                raise asyncio.CancelledError
+            yield chunk
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _GeneratorStream:
+    """The wrapper as it was (an async generator), the reference."""
+
+    def __init__(self, inner: _Inner, tracker: _Recorder) -> None:
+        self._inner, self._tracker = inner, tracker
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                self._tracker.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self._tracker.on_error(exc)
+            raise
+        self._tracker.on_eof()
+
+
+async def _consume(stream: Any, stop_after: int | None, again: bool) -> list[object]:
+    """Read like httpx does; a reader that stops early closes the iterator, as the event loop's
+    finaliser does with a suspended generator (its cancellation at loop shutdown is an artefact of
+    async generators: the iterator class has nothing to finalise)."""
+    seen: list[object] = []
+    for _ in range(2 if again else 1):
+        iterator = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                seen.append(chunk)
+                if stop_after is not None and len(seen) > stop_after:
+                    await iterator.aclose()
+                    break
+        except BaseException as exc:  # noqa: BLE001 - the outcome is what is compared
+            seen.append(type(exc).__name__)
+        try:  # an ended iterator stays ended
+            seen.append(await iterator.__anext__())
+        except BaseException as exc:  # noqa: BLE001
+            seen.append(type(exc).__name__)
+    return seen
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    chunks=st.lists(st.sampled_from([b"a", b"bb", b"", b"data: x\n\n"]), max_size=5),
+    fail_after=st.one_of(st.none(), st.integers(0, 5)),
+    cancel_after=st.one_of(st.none(), st.integers(0, 5)),
+    stop_after=st.one_of(st.none(), st.integers(0, 5)),
+    fail_on=st.sampled_from([None, b"bb"]),
+    again=st.booleans(),
+)
+def test_the_stream_iterator_reports_what_the_generator_reported(
+    chunks: list[bytes],
+    fail_after: int | None,
+    cancel_after: int | None,
+    stop_after: int | None,
+    fail_on: bytes | None,
+    again: bool,
+) -> None:
+    from mcpclient_auth._hooks._httpx import AsyncHashingStream
+
+    outcomes = []
+    for make in (_GeneratorStream, AsyncHashingStream):
+        tracker = _Recorder(fail_on)
+        stream = make(_Inner(chunks, fail_after, cancel_after), tracker)  # type: ignore[arg-type]
+        seen = asyncio.run(_consume(stream, stop_after, again))
+        outcomes.append((seen, tracker.events))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_closing_the_stream_reports_close_and_closes_the_inner_stream() -> None:
+    from mcpclient_auth._hooks._httpx import AsyncHashingStream
+
+    closed: list[bool] = []
+
+    class Inner(_Inner):
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    tracker = _Recorder()
+    stream = AsyncHashingStream(Inner([b"a", b"b"], None, None), tracker)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async for _ in stream:
+            break
+        await stream.aclose()
+
+    asyncio.run(main())
+    assert closed == [True] and tracker.events == [("feed", b"a"), "close"]
