@@ -11,8 +11,8 @@ import base64
 import hashlib
 import string
 from collections.abc import AsyncIterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -344,11 +344,11 @@ async def _consume(stream: Any, stop_after: int | None, again: bool) -> list[obj
                 if stop_after is not None and len(seen) > stop_after:
                     await iterator.aclose()
                     break
-        except BaseException as exc:  # noqa: BLE001 - the outcome is what is compared
+        except BaseException as exc:
             seen.append(type(exc).__name__)
         try:  # an ended iterator stays ended
             seen.append(await iterator.__anext__())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             seen.append(type(exc).__name__)
     return seen
 
