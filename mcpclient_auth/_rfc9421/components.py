@@ -160,6 +160,8 @@ class HttpMessage:
         lines = self.field_lines(name)
         if lines is None:
             return None
+        if len(lines) == 1:  # the usual case: no generator, no join
+            return _canonical_line(lines[0])
         return ", ".join(_canonical_line(line) for line in lines)
 
     @classmethod
