@@ -78,10 +78,23 @@ class _Url:
     query: str | None  # None when there is no "?" at all
 
 
-@functools.lru_cache(maxsize=256)
+#: Longer URLs are parsed every time (the cache holds at most 256 URLs of this size).
+_CACHED_URL_MAX = 2048
+
+
 def _parse_url(url: str) -> _Url:
     # A server verifies requests to the same few URLs over and over: each distinct URL is parsed once
-    # (the result is immutable; a URL that does not parse raises, and exceptions are not cached).
+    # (the result is immutable; a URL that does not parse raises, and exceptions are not cached). The
+    # URL comes from the request (Host, path), so only ordinary-sized ones are kept.
+    return _parse_url_cached(url) if len(url) <= _CACHED_URL_MAX else _parse_url_now(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_url_cached(url: str) -> _Url:
+    return _parse_url_now(url)
+
+
+def _parse_url_now(url: str) -> _Url:
     match = _URL.fullmatch(url)
     if match is None:
         raise ComponentError("the message URL is not an absolute http(s) URI")
@@ -160,6 +173,8 @@ class HttpMessage:
         lines = self.field_lines(name)
         if lines is None:
             return None
+        if len(lines) == 1:  # the usual case: no generator, no join
+            return _canonical_line(lines[0])
         return ", ".join(_canonical_line(line) for line in lines)
 
     @classmethod
@@ -285,8 +300,10 @@ class ComponentId:
     @classmethod
     def from_item(cls, name: Any, params: Mapping[str, Any]) -> ComponentId:
         """From a parsed structured-field item; raises a typed error when it is not a component id."""
-        if not params and type(name) is str:
-            return _plain_component(name)  # the common case, validated and serialised once per name
+        if not params and type(name) is str and len(name) <= 256:
+            # the common case, validated and serialised once per name (ordinary-sized names only:
+            # they come from the request, and the cache must not hold large strings)
+            return _plain_component(name)
         return cls._build(name, params)
 
     @classmethod

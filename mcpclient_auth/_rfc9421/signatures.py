@@ -48,6 +48,8 @@ _INT_PARAMS = frozenset({"created", "expires"})
 _STR_PARAMS = frozenset({"nonce", "alg", "keyid", "tag"})
 _MAX_SF_INTEGER = 999_999_999_999_999
 _LABEL = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+#: Longer Signature-Input values are parsed without the component-list cache (see _parse_one).
+_CACHED_INPUT_MAX = 2048
 
 
 @dataclass(frozen=True)
@@ -158,13 +160,14 @@ def parse_signature_fields(
     if inputs.keys() != values.keys():
         raise SignatureMalformed("Signature-Input and Signature name different labels")
     parsed: dict[str, ParsedSignature] = {}
+    cache = len(signature_input) <= _CACHED_INPUT_MAX
     for label, member in inputs.items():
-        parsed[label] = _parse_one(label, member, values[label])
+        parsed[label] = _parse_one(label, member, values[label], cache=cache)
     return parsed
 
 
 def _parse_one(
-    label: str, member: _structured_fields.Member, value: _structured_fields.Member
+    label: str, member: _structured_fields.Member, value: _structured_fields.Member, *, cache: bool = False
 ) -> ParsedSignature:
     items, params = member
     if not isinstance(items, list):
@@ -173,9 +176,11 @@ def _parse_one(
     if not isinstance(signature, bytes):
         raise SignatureMalformed(f"Signature member {label!r} is not a byte sequence")
     # A signer covers the same parameterless components in every request: resolve each distinct
-    # list once (validated, duplicate-checked; a failure is not cached and raises as below).
+    # list once (validated, duplicate-checked; a failure is not cached and raises as below). Only
+    # from a Signature-Input of ordinary size: the names are the sender's, and the cache must not
+    # become a place to park large strings (256 entries of at most _CACHED_INPUT_MAX characters).
     names = tuple([name for name, item_params in items if not item_params and type(name) is str])
-    if len(names) == len(items):
+    if cache and len(names) == len(items):
         components: Sequence[ComponentId] = _plain_components(label, names)
     else:
         components = _resolve_components(label, items)

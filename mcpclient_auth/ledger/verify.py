@@ -80,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import jose
+from .._encoding import b64url_decode, strict_json_loads
 from ..act import ExecutionRecord, Mandate
 from ..constraints import check_known
 from ..dag import check_dag
@@ -97,7 +98,7 @@ from ..errors import (
     TokenSignatureInvalid,
     UnknownKey,
 )
-from ..keys import TrustStore
+from ..keys import Preverified, TrustStore
 from ..policy import PLUMBING_ACTIONS
 from .anchor import AnchorPoint
 from .format import (
@@ -740,6 +741,53 @@ class _RunResult:
 
 # --- where the runs are checked ---------------------------------------------------------------------
 
+#: Entries whose signatures are checked back to back before the entries themselves (measured on a
+#: 2-core VM: 16 gained nothing, 64 ≈ 5-7% of the whole pass, 256 ≈ 4%).
+_PREVERIFY_BATCH = 64
+#: The kinds whose token the run checks verify (a token on any other line is never verified).
+_PREVERIFY_KINDS = frozenset(_KIND_CHECK)
+#: Protected header segment -> its kid (None: unusable); signers reuse one header, so this stays tiny.
+_HEADER_KIDS: dict[str, str | None] = {}
+_UNSEEN = ""  # never a kid: _kid_of answers None for an empty one
+
+
+def _preverify(trust: TrustStore, tokens: Iterable[str | None]) -> Preverified:
+    """Check the signatures of ``tokens`` now, back to back, where their kid names a trusted key.
+
+    ECDSA costs ≈ 13 µs more per token when interleaved with the checks' Python (cold caches) than in
+    a tight loop. This is no check of its own: the strict path (``jose.verify`` and the token
+    classes) runs unchanged afterwards and only finds its ``PublicKey.verify`` answered for a
+    signature found valid here; a token that does not split, names no trusted key, or whose
+    signature is invalid is simply verified there (:class:`~mcpclient_auth.keys.Preverified`)."""
+    batch = Preverified()
+    for token in tokens:
+        if not token:
+            continue
+        head, _, signature = token.rpartition(".")
+        header = head.partition(".")[0]
+        kid = _HEADER_KIDS.get(header, _UNSEEN)
+        if kid is _UNSEEN:
+            if len(_HEADER_KIDS) >= 64:  # bounded (another thread may clear it too: harmless)
+                _HEADER_KIDS.clear()
+            kid = _HEADER_KIDS[header] = _kid_of(header)
+        if kid is None or kid not in trust:
+            continue
+        try:
+            data, raw = head.encode("ascii"), b64url_decode(signature)
+        except ValueError:  # UnicodeEncodeError included: jose.decode refuses that token anyway
+            continue
+        batch.add(trust.get(kid), data, raw)
+    return batch
+
+
+def _kid_of(header: str) -> str | None:
+    try:
+        value = strict_json_loads(b64url_decode(header), error=ValueError, what="the header")
+    except (ValueError, RecursionError):
+        return None
+    kid = value.get("kid") if isinstance(value, dict) else None
+    return kid if isinstance(kid, str) and kid else None
+
 
 class _InlineRuns:
     """jobs=1: each run is checked here, entry by entry, as the file is read."""
@@ -748,17 +796,32 @@ class _InlineRuns:
         self._trust, self._skew, self._done = trust, skew, done
         self._open: dict[str, _RunChecker] = {}
         self._parents: dict[str, Mandate] = {}
+        self._queue: list[LedgerEntry] = []
 
     def feed(self, entry: LedgerEntry) -> None:
-        checker = self._open.get(entry.run)
-        if checker is None:
-            checker = self._open[entry.run] = _RunChecker(entry.run, self._trust, self._skew, self._parents)
-        checker.feed(entry)
-        if entry.kind == "seal":
-            del self._open[entry.run]
-            self._done(checker.finish())
+        # Entries wait in a short queue so their signatures are checked back to back first (see
+        # _preverify); then each is checked exactly as before, in file order.
+        self._queue.append(entry)
+        if len(self._queue) >= _PREVERIFY_BATCH:
+            self._drain()
+
+    def _drain(self) -> None:
+        queue, self._queue = self._queue, []
+        batch = _preverify(self._trust, [entry.token for entry in queue if entry.kind in _PREVERIFY_KINDS])
+        with batch:
+            for entry in queue:
+                checker = self._open.get(entry.run)
+                if checker is None:
+                    checker = self._open[entry.run] = _RunChecker(
+                        entry.run, self._trust, self._skew, self._parents
+                    )
+                checker.feed(entry)
+                if entry.kind == "seal":
+                    del self._open[entry.run]
+                    self._done(checker.finish())
 
     def close(self) -> None:
+        self._drain()
         for checker in self._open.values():
             self._done(checker.finish())
         self._open.clear()
@@ -783,13 +846,20 @@ def _check_runs(runs: list[tuple[str, list[_Wire]]], skew: float) -> list[_RunRe
     """Worker side: check whole runs (tokens and structure), return their results."""
     trust = _WORKER_TRUST
     assert trust is not None, "worker not initialised"
-    results = []
+    checkers: list[_RunChecker] = []
+    queue: list[tuple[_RunChecker, _Wire]] = []
     for run, wires in runs:
         checker = _RunChecker(run, trust, skew, _WORKER_PARENTS)
-        for seq, ts, kind, jti, token, meta, prev in wires:
-            checker.feed(LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, meta, prev))
-        results.append(checker.finish())
-    return results
+        checkers.append(checker)
+        queue.extend((checker, wire) for wire in wires)
+    # As _InlineRuns: the signatures of the next entries back to back, then the entries in order
+    # (each run's own; a run's result depends on its entries alone).
+    for start in range(0, len(queue), _PREVERIFY_BATCH):
+        part = queue[start : start + _PREVERIFY_BATCH]
+        with _preverify(trust, [wire[4] for _, wire in part if wire[2] in _PREVERIFY_KINDS]):
+            for checker, (seq, ts, kind, jti, token, meta, prev) in part:
+                checker.feed(LedgerEntry(LEDGER_VERSION, seq, ts, checker.run, kind, jti, token, meta, prev))
+    return [checker.finish() for checker in checkers]
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

@@ -36,8 +36,7 @@ header timeouts belong to the proxy in front.
 from __future__ import annotations
 
 import threading
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,37 +249,18 @@ class PreAuthGate:
         declared = None if "transfer-encoding" in headers else _content_length(headers)
         reserve = limit if declared is None else min(declared, limit)
         with self._pending.reserve(reserve, keyid) as reservation:
-            # Fast path: a small body usually arrives with the headers, so the first receive()
-            # returns without waiting. The deadline bounds time spent *waiting* for the body, and a
-            # cancel scope can only interrupt an await that suspends; so the first receive() is run
-            # one step outside the scope (anyio's fail_after costs more than the rest of the read).
-            # If it has to wait, or the body has more chunks, the rest is the strict loop below,
-            # under the full deadline (which then starts a few microseconds late).
-            try:
-                message, waiting = _first_step(receive)
-            except TimeoutError:  # as the strict loop treats one
-                raise self._timed_out() from None
-            if message is not None and not message.get("more_body", False):
-                if message["type"] == "http.disconnect":
-                    return b""
-                chunk: bytes = message.get("body", b"")
-                if len(chunk) > limit:
-                    raise BodyTooLarge("the request body exceeds the allowed size")
-                reservation.cover(len(chunk))  # never hold more than the budget granted
-                return chunk
             chunks: list[bytes] = []
             size = 0
             try:
                 # anyio.fail_after(body_timeout), without its two generator-based context managers:
                 # the same cancel scope, and the same test for "the deadline cancelled it" after.
                 with anyio.CancelScope(deadline=anyio.current_time() + self.limits.body_timeout) as scope:
+                    # Every receive() runs inside the deadline's scope, its first step included: a
+                    # receive() that opens cancel scopes of its own (Starlette's BaseHTTPMiddleware
+                    # does) must see them nested in ours, never overlapping (a first step taken
+                    # outside the scope once turned every such request into a 500).
                     while True:
-                        if message is None:
-                            if waiting is not None:  # the first receive() waits: under the deadline
-                                pending, waiting = waiting, None
-                                message = await pending
-                            else:
-                                message = await receive()
+                        message = await receive()
                         if message["type"] == "http.disconnect":
                             break
                         chunk = message.get("body", b"")
@@ -291,12 +271,8 @@ class PreAuthGate:
                         chunks.append(chunk)
                         if not message.get("more_body", False):
                             break
-                        message = None
             except TimeoutError:
                 raise self._timed_out() from None
-            finally:
-                if waiting is not None:
-                    _close(waiting)  # refused before the suspended receive() was resumed
             if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
                 raise self._timed_out()
             # One chunk (the usual case for small JSON-RPC bodies) is passed on without a copy.
@@ -317,48 +293,6 @@ class PreAuthGate:
         if not isinstance(keyid, str) or keyid not in self.trust:
             return UnknownKey("the signature names no trusted key")
         return Screened(keyid, ParsedField(signature_input, members))
-
-
-def _first_step(receive: Receive) -> tuple[Message | None, Awaitable[Message] | None]:
-    """Run ``receive()`` up to its first suspension: ``(message, None)`` when it finished without
-    waiting, else ``(None, awaitable)`` to be awaited under the deadline — the suspended coroutine's
-    remainder (:func:`_resume`), or ``receive()``'s awaitable as it came when that is not a native
-    coroutine (an awaitable we do not know is not stepped)."""
-    awaitable = receive()
-    if type(awaitable) is not types.CoroutineType:
-        return None, awaitable
-    try:
-        yielded = awaitable.send(None)
-    except StopIteration as done:
-        return done.value, None
-    return None, _resume(awaitable, yielded)
-
-
-def _close(awaitable: Awaitable[Message]) -> None:
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()
-
-
-@types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, Message], yielded: Any) -> Generator[Any, Any, Message]:
-    """Finish a coroutine that already suspended on ``yielded``: the delegation ``await`` does (PEP
-    380), written out because its first step ran outside it. What the event loop sends or throws in
-    (a result, a cancel scope's cancellation) goes to the coroutine; closing this closes it."""
-    try:
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                yielded = coroutine.throw(exc)
-            else:
-                yielded = coroutine.send(sent)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    finally:
-        coroutine.close()  # a no-op once it finished
 
 
 def _has_bearer(authorization: str | None) -> bool:

@@ -143,6 +143,9 @@ class McpAuthMiddleware:
     ) -> None:
         self.app = app
         self.paths = tuple(p.rstrip("/") or "/" for p in paths)
+        # _protected runs on every request: the paths as a set and their "below" prefixes, once.
+        self._path_set = frozenset(self.paths)
+        self._below_paths = tuple(p + "/" for p in self.paths)
         self.public_url = public_url.rstrip("/") if public_url else None
         limits = limits or RequestLimits()
         if max_body_bytes is not None:  # the older keyword wins over limits.max_body_bytes
@@ -293,7 +296,8 @@ class McpAuthMiddleware:
         if path.startswith(self.passthrough_prefixes):
             return False
         trimmed = path.rstrip("/") or "/"
-        return any(trimmed == p or trimmed.startswith(p + "/") for p in self.paths)
+        # any(trimmed == p or trimmed.startswith(p + "/") for p in self.paths), without a generator
+        return trimmed in self._path_set or trimmed.startswith(self._below_paths)
 
     def _url(self, scope: Scope) -> str:
         path = scope.get("raw_path") or str(scope.get("path", "")).encode("utf-8")

@@ -357,3 +357,47 @@ def test_verify_arbitrary_json_raises_only_token_errors(header: object, claims: 
     # An empty trust store: every token fails, but only ever with one of our typed errors.
     with pytest.raises(McpClientAuthError):
         jose.verify(token, TrustStore(), typs={jose.ACT_TYP})
+
+
+# --- signatures checked ahead of the strict path (issue #16, ledger verification) -------------------
+
+
+def test_preverified_answers_only_for_the_exact_valid_signature_by_that_key_once_and_in_its_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from mcpclient_auth import keys
+
+    alice, mallory = Identity.generate("ES256", name="alice"), Identity.generate("ES256", name="mallory")
+    data, other = b"header.payload", b"header.payload2"
+    good = alice.sign(data)
+    bad = bytes([good[0] ^ 1]) + good[1:]
+    calls: list[bytes] = []
+    real = keys._ES256.verify
+
+    def counting(self: object, key: object, signed: bytes, signature: bytes) -> bool:
+        calls.append(signature)
+        return real(self, key, signed, signature)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(keys._ES256, "verify", counting)
+    batch = keys.Preverified()
+    batch.add(alice.public, data, good)
+    batch.add(alice.public, data, bad)  # invalid: not remembered
+    assert len(batch) == 1 and len(calls) == 2
+    assert alice.public.verify(data, good) and len(calls) == 3  # outside the block: verified
+    seen_elsewhere: list[bool] = []
+    with batch:
+        assert alice.public.verify(data, good) and len(calls) == 3  # answered, not recomputed
+        assert alice.public.verify(data, good) and len(calls) == 4  # once: then verified again
+        batch.add(alice.public, data, good)
+        assert not mallory.public.verify(data, good)  # another key: verified, and invalid
+        assert not alice.public.verify(other, good)  # other bytes
+        assert not alice.public.verify(data, bad)
+        worker = threading.Thread(target=lambda: seen_elsewhere.append(len(calls) and alice.public.verify(data, good)))
+        before = len(calls)
+        worker.start()
+        worker.join()
+        assert seen_elsewhere == [True] and len(calls) == before + 1  # another thread verifies itself
+    assert len(batch) == 0  # nothing outlives the block
+    assert keys._PREVERIFIED.get() is None

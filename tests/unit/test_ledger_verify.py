@@ -706,3 +706,77 @@ def test_the_verifier_summarises_runs_as_the_reader_does(tmp_path: Path, actors:
         verified.verified = read.verified
         assert verified == read
         assert (verified.purpose, verified.status) == ("Answer HR questions", "completed")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=10_000),
+            st.sampled_from(["flip_signature", "swap_token", "other_header", "foreign_key", "truncate", "same"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_signatures_checked_ahead_change_no_verdict(
+    tmp_path: Path, actors: Actors, edits: list[tuple[int, str]]
+) -> None:
+    """Issue #16: the verifier checks a batch of signatures back to back before the entries
+    (``_preverify``); the strict path then runs unchanged. On valid and tampered ledgers (forged,
+    swapped, foreign-key, re-headed, truncated tokens) the report is the one the strict path alone
+    gives, field for field."""
+    from mcpclient_auth.keys import Preverified
+    from mcpclient_auth.ledger import verify as verify_module
+
+    path = tmp_path / "ahead.jsonl"
+    path.unlink(missing_ok=True)
+    stranger = Identity.generate("ES256", name=actors.agent.name)
+    with Ledger(path) as ledger:
+        for _ in range(3):
+            write_run(ledger, actors)
+    lines = lines_of(path)
+    tokened = [i for i, line in enumerate(lines) if parse_line(line).token]
+    tokens = [parse_line(lines[i]).token for i in tokened]
+    for where, edit in edits:
+        index = tokened[where % len(tokened)]
+        entry = parse_line(lines[index])
+        token = entry.token
+        assert token is not None
+        head, payload, signature = [*token.split("."), "", ""][:3]  # an earlier edit may have cut it
+        if edit == "flip_signature" and signature:
+            token = f"{head}.{payload}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
+        elif edit == "swap_token":
+            token = tokens[(where + 1) % len(tokens)] or token
+        elif edit == "other_header":
+            other = (tokens[(where + 3) % len(tokens)] or token).split(".")[0]
+            token = f"{other}.{payload}.{signature}"
+        elif edit == "foreign_key":
+            forged = stranger.sign(f"{head}.{payload}".encode())
+            token = f"{head}.{payload}.{_b64(forged)}"
+        elif edit == "truncate":
+            token = token[: len(token) // 2]
+        lines[index] = encode_line(dataclasses.replace(entry, token=token))
+    write_lines(path, lines)
+    found: list[int] = []
+    real = verify_module._preverify
+
+    def counted(trust: object, batch_tokens: list[str | None]) -> Preverified:
+        batch = real(trust, batch_tokens)  # type: ignore[arg-type]
+        found.append(len(batch))
+        return batch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify_module, "_preverify", counted)
+        ahead = verify_ledger(path, actors.trust).to_dict()
+    assert sum(found) >= len(tokens) - len(edits)  # the untouched tokens were checked ahead
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify_module, "_preverify", lambda trust, batch_tokens: Preverified())
+        strict = verify_ledger(path, actors.trust).to_dict()
+    assert ahead == strict
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

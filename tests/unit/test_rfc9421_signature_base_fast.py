@@ -118,3 +118,23 @@ def test_a_cached_component_list_is_the_one_the_general_loop_builds_and_failures
                 pass
             else:
                 raise AssertionError(f"{bad} was accepted")
+
+
+def test_the_caches_keep_only_ordinary_sized_request_strings() -> None:
+    # Component names and URLs come from the request: long ones are resolved every time, never kept.
+    from mcpclient_auth._rfc9421 import components, parse_signature_fields, signatures
+
+    long_names = " ".join(f'"x-{i:04d}-{"a" * 300}"' for i in range(8))
+    text = f'sig1=("@method" {long_names});created=1;keyid="k"'
+    assert len(text) > signatures._CACHED_INPUT_MAX
+    before = (signatures._plain_components.cache_info().currsize, components._plain_component.cache_info().currsize)
+    first = parse_signature_fields(text, "sig1=:AAAA:")["sig1"]
+    assert first.components == parse_signature_fields(text, "sig1=:AAAA:")["sig1"].components
+    assert [c.name for c in first.components][1].startswith("x-0000-aaa")
+    after = (signatures._plain_components.cache_info().currsize, components._plain_component.cache_info().currsize)
+    assert after[0] == before[0] and after[1] <= before[1] + 1  # at most "@method"
+    url = "https://h.example/" + "p" * 3000
+    cached = components._parse_url_cached.cache_info().currsize
+    message = HttpMessage(method="GET", url=url)
+    assert signature_base(message, [ComponentId.parse('"@target-uri"')], "p").endswith(b"p" * 3000 + b'\n"@signature-params": p')
+    assert components._parse_url_cached.cache_info().currsize == cached

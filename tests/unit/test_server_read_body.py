@@ -1,5 +1,9 @@
-"""PreAuthGate.read_body: its fast path (a first receive() that returns without waiting is read outside
-the deadline's cancel scope) is held to the strict loop it replaced, on generated and hostile inputs."""
+"""PreAuthGate.read_body: its bare cancel scope (anyio.fail_after without the generator machinery) is
+held to the strict loop it replaced, on generated and hostile inputs; and a receive() that opens cancel
+scopes of its own (Starlette's BaseHTTPMiddleware) is read inside the deadline's scope, nested.
+
+A fast path that ran the first step of receive() outside the scope was tried and removed: its scopes
+overlapped those of such a receive(), and every request behind a BaseHTTPMiddleware became a 500."""
 
 from __future__ import annotations
 
@@ -49,7 +53,9 @@ async def strict_read_body(gate: PreAuthGate, receive: Any, headers: Mapping[str
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise BodyTimeout(f"the request body did not arrive within {gate.limits.body_timeout:g} s") from None
+            raise BodyTimeout(
+                f"the request body did not arrive within {gate.limits.body_timeout:g} s"
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -186,3 +192,59 @@ async def test_a_large_single_chunk_is_charged_to_the_byte_budget() -> None:
     with pytest.raises(ServerLimitError) as refused:
         await the_gate.read_body(script, headers, AGENT.kid)
     assert refused.value.code == "too_many_pending_bodies" and the_gate._pending.reserved == 0
+
+
+async def test_a_receive_with_its_own_cancel_scope_is_read_nested_in_the_deadline() -> None:
+    # A receive() that waits inside a cancel scope of its own: the deadline's scope must be entered
+    # first, so the two nest (anyio raises RuntimeError when scopes overlap).
+    the_gate = gate()
+    first = [True]
+
+    async def receive() -> dict[str, Any]:
+        with anyio.move_on_after(30):
+            if first[0]:
+                first[0] = False
+                await anyio.sleep(0.01)
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    assert await the_gate.read_body(receive, IncomingHeaders(), AGENT.kid) == b"{}"
+    assert the_gate.pending_bodies == 0
+
+
+async def test_the_middleware_behind_a_base_http_middleware_refuses_with_401_not_500() -> None:
+    # Starlette's BaseHTTPMiddleware (FastAPI's @app.middleware("http")) hands on a receive() that
+    # runs in a task group: a forged request behind it is refused as a signature problem, never a 500.
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from mcpclient_auth.server.middleware import McpAuthMiddleware
+
+    async def mcp(request: Request) -> Response:  # pragma: no cover - never reached unsigned
+        return JSONResponse({"ok": True})
+
+    class PassThrough(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+            return await call_next(request)
+
+    inner = McpAuthMiddleware(
+        Starlette(routes=[Route("/mcp", mcp, methods=["POST"])]), trust=TRUST, audience="http://t/mcp"
+    )
+    transport = httpx.ASGITransport(app=PassThrough(inner), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post(
+            "/mcp",
+            content=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+            headers={
+                "content-type": "application/json",
+                "act-mandate": "x.y.z",
+                "signature-input": f'sig1=("@method");keyid="{AGENT.kid}";created=1',
+                "signature": "sig1=:AAAA:",
+            },
+        )
+    assert response.status_code == 401, response.text
+    assert response.json()["type"].startswith("urn:mcpclient-auth:problem:")
