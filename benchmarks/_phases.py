@@ -158,14 +158,17 @@ def install_client_phases(clock: PhaseClock) -> None:
 
 
 def _wrap_raw_crypto(clock: PhaseClock, operation: str) -> None:
-    """Time the raw ES256 operation (``cryptography``'s sign/verify and the r||s conversion) as a phase
-    of its own, so the phases that contain it show their Python work apart, and the in-situ cost of
-    the crypto can be checked against the cold floor measured beside it."""
-    from mcpclient_auth.keys import ALGORITHMS
+    """Time the raw ES256 operation as a phase of its own, so the phases that contain it show their
+    Python work apart, and its in-situ cost can be checked against the cold floor measured beside it.
+    Signing: ``Identity.sign`` (the key's bound ``cryptography`` sign and the r||s conversion, nothing
+    else); verifying: the ES256 algorithm's ``verify``."""
+    from mcpclient_auth.keys import ALGORITHMS, Identity
 
+    if operation == "sign":
+        clock.wrap(Identity, "sign", "crypto: raw ES256 sign (in situ)")
+        return
     algorithm = type(ALGORITHMS["ES256"])
-    if operation in algorithm.__dict__:
-        clock.wrap(algorithm, operation, f"crypto: raw ES256 {operation} (in situ)")
+    clock.wrap(algorithm, operation, f"crypto: raw ES256 {operation} (in situ)")
 
 
 def install_server_phases(clock: PhaseClock) -> None:
