@@ -12,9 +12,12 @@ time per entry on a ledger of ``growth_entries`` entries against one of ~100 ent
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -96,6 +99,40 @@ def _verify_seconds(
     return elapsed, report.entries, report.tokens_verified
 
 
+def _jobs_in_a_fresh_process(path: Path, trust: TrustStore, rounds: int) -> dict[str, float | str]:
+    """``--jobs 1`` and ``--jobs 2`` timed (wall, after the imports) in a fresh one-thread process, the
+    way ``mcpclient-auth ledger verify --jobs N`` runs: this benchmark process has threads by now (the
+    token loop of target 3, the IdP's), so ``verify_ledger`` would spawn its workers here instead of
+    forking them (``ledger.verify._pool_context``), which is not what a user of the CLI gets."""
+    trust_file = path.with_name("trust.json")
+    trust.save(trust_file)
+    script = (
+        "import json, statistics, sys, time\n"
+        "from mcpclient_auth.keys import TrustStore\n"
+        "from mcpclient_auth.ledger import verify_ledger\n"
+        "from mcpclient_auth.ledger.verify import _pool_context\n"
+        "path, trust, rounds = sys.argv[1], TrustStore.from_jwks(sys.argv[2]), int(sys.argv[3])\n"
+        "method = _pool_context().get_start_method()\n"
+        "times = {1: [], 2: []}\n"
+        "for index in range(rounds):\n"
+        "    for jobs in ((1, 2) if index % 2 == 0 else (2, 1)):\n"
+        "        start = time.perf_counter()\n"
+        "        assert verify_ledger(path, trust, jobs=jobs).ok\n"
+        "        times[jobs].append(time.perf_counter() - start)\n"
+        "print(json.dumps({'jobs1_s': statistics.median(times[1]), 'jobs2_s': statistics.median(times[2]),"
+        " 'start_method': method}))\n"
+    )
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(trust_file), str(rounds)],
+        capture_output=True, text=True, timeout=1800, check=True, env=env,
+    )  # fmt: skip
+    result: dict[str, float | str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _children_cpu() -> float:
     """CPU seconds of this process's finished children (the verification workers, once reaped)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -144,10 +181,15 @@ def ledger_verify(config: Config) -> list[Row]:
             Row("4", "verify_ledger tokens per CPU second (--jobs 1)", tokens / t1_cpu, "tokens/s",
                 "raw ES256 verify per CPU second (cryptography)", raw, ">= 0.8", extra)
         )  # fmt: skip
+        # The goal's figure: as the CLI runs it, in a fresh process (fork where safe); the in-process
+        # pair above (which spawns its workers here) stays in extra.
+        fresh = _jobs_in_a_fresh_process(big, trust, max(2, rounds))
         rows.append(
-            Row("4", "verify_ledger --jobs 2 entries/s", entries / t2, "entries/s", "--jobs 1 entries/s",
-                entries / t1, ">= 1.7",
-                extra | {"nproc": len(os.sched_getaffinity(0)),
+            Row("4", "verify_ledger --jobs 2 entries/s (fresh process, as the CLI)",
+                entries / float(fresh["jobs2_s"]), "entries/s", "--jobs 1 entries/s", entries / float(fresh["jobs1_s"]),
+                ">= 1.7",
+                extra | {"nproc": len(os.sched_getaffinity(0)), "start_method": fresh["start_method"],
+                         "in_process_jobs2_over_jobs1": t1 / t2,
                          "jobs1_cpu_s": statistics.median(b[0] for b in bounds),
                          "jobs2_parent_cpu_s": statistics.median(b[1] for b in bounds),
                          "jobs2_workers_cpu_s": statistics.median(b[2] for b in bounds),
