@@ -331,14 +331,29 @@ class _HashingIterator:
             if inner is None:
                 inner = self._inner = self._source.__aiter__()
             chunk = await inner.__anext__()
-            self._tracker.feed(chunk)
         except StopAsyncIteration:
             self._ended = True
             self._tracker.on_eof()
             raise
+        except GeneratorExit:  # as the generator this replaced: not a failure (on_close() decides)
+            self._ended = True
+            raise
         except BaseException as exc:
             self._ended = True
             self._tracker.on_error(exc)
+            raise
+        # The tracker's own failure is never the stream's end: apart from the inner read, so a
+        # StopAsyncIteration raised by it cannot pass for a clean (truncated) end of the body.
+        try:
+            self._tracker.feed(chunk)
+        except GeneratorExit:
+            self._ended = True
+            raise
+        except BaseException as exc:
+            self._ended = True
+            self._tracker.on_error(exc)
+            if isinstance(exc, StopAsyncIteration):  # what an async generator turned it into
+                raise RuntimeError("async generator raised StopAsyncIteration") from exc
             raise
         return chunk
 

@@ -55,7 +55,7 @@ from typing import Any
 from .. import _telemetry
 from ..act import Mandate
 from ..constraints import ConstraintRegistry
-from ..errors import McpClientAuthError, RequestIdInFlight, ServerLimitError
+from ..errors import ConfigurationError, McpClientAuthError, RequestIdInFlight, ServerLimitError
 from ..keys import Identity, TrustStore
 from ..ledger import Ledger
 from ..ledger.anchor import Anchor
@@ -142,10 +142,7 @@ class McpAuthMiddleware:
         ledger_anchor: Anchor | None = None,
     ) -> None:
         self.app = app
-        self.paths = tuple(p.rstrip("/") or "/" for p in paths)
-        # _protected runs on every request: the paths as a set and their "below" prefixes, once.
-        self._path_set = frozenset(self.paths)
-        self._below_paths = tuple(p + "/" for p in self.paths)
+        self.paths = paths  # normalised, with the per-request lookups derived (the setter below)
         self.public_url = public_url.rstrip("/") if public_url else None
         limits = limits or RequestLimits()
         if max_body_bytes is not None:  # the older keyword wins over limits.max_body_bytes
@@ -290,6 +287,23 @@ class McpAuthMiddleware:
                 self.inflight.release(pending_key)
 
     # --- helpers -----------------------------------------------------------------------------------
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The protected paths (and everything below them), without trailing slashes."""
+        return self._paths
+
+    @paths.setter
+    def paths(self, paths: Sequence[str]) -> None:
+        # _protected runs on every request, so the set and the "below" prefixes are derived once —
+        # here, so that assigning new paths protects them at once (a copy made only in __init__
+        # once left reassigned paths unprotected: review 5, F1).
+        if isinstance(paths, str):
+            raise ConfigurationError("paths must be a sequence of paths, not one string")
+        normalised = tuple(p.rstrip("/") or "/" for p in paths)
+        self._paths = normalised
+        self._path_set = frozenset(normalised)
+        self._below_paths = tuple(p + "/" for p in normalised)
 
     def _protected(self, scope: Scope) -> bool:
         path = str(scope.get("path", ""))
