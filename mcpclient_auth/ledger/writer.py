@@ -124,6 +124,15 @@ class _Timestamps:
         return f"{self._prefix}.{micros:06d}Z"
 
 
+
+def _refuse_append(kind: str, run: object) -> None:
+    """The checks :meth:`Ledger.append` and :meth:`Ledger.append_fresh` make before writing."""
+    if kind not in _APPEND_KINDS:
+        hint = "; use Ledger.seal()" if kind == "seal" else ""
+        raise LedgerFormatError(f"cannot append an entry of kind {kind!r}{hint}")
+    if not isinstance(run, str):
+        raise LedgerFormatError("'run' must be a string")
+
 class Ledger:
     """An append-only, hash-chained ledger file (format v1, see :mod:`.format`).
 
@@ -214,13 +223,28 @@ class Ledger:
         ``kind`` is one of :data:`~.format.KINDS` except ``seal`` (use :meth:`seal`). ``token`` is a
         signed ACT/ECT/record — never an access token or any other secret.
         """
-        if kind not in _APPEND_KINDS:
-            hint = "; use Ledger.seal()" if kind == "seal" else ""
-            raise LedgerFormatError(f"cannot append an entry of kind {kind!r}{hint}")
-        if not isinstance(run, str):
-            raise LedgerFormatError("'run' must be a string")
+        _refuse_append(kind, run)
         body = dict(meta) if meta is not None else {}
-        # The body of _locked(), inlined: this is the per-request hot path.
+        seq, ts, prev = self._append_line(run, kind, jti, token, body)
+        return LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, body, prev)
+
+    def append_fresh(
+        self, run: str, kind: str, jti: str | None, token: str | None, meta: dict[str, Any]
+    ) -> int:
+        """:meth:`append` for a caller that built ``meta`` for this one line and hands it over: it is
+        neither copied nor returned, and no :class:`~.format.LedgerEntry` is built; returns the line's
+        ``seq``. Same checks, bytes, locking and durability as :meth:`append` (one implementation,
+        :meth:`_append_line`) — this is the request path's writer
+        (:class:`~mcpclient_auth._journal.RunJournal`: two lines per MCP call).
+        """
+        _refuse_append(kind, run)
+        return self._append_line(run, kind, jti, token, meta)[0]
+
+    def _append_line(
+        self, run: str, kind: str, jti: str | None, token: str | None, meta: dict[str, Any]
+    ) -> tuple[int, str, str]:
+        """Write one checked entry: ``(seq, ts, prev)``. The body of :meth:`_locked`, inlined — this
+        is the per-request hot path of both :meth:`append` and :meth:`append_fresh`."""
         if self._pid != os.getpid():
             self._after_fork()
         with self._lock:
@@ -235,37 +259,7 @@ class Ledger:
                 size = os.lseek(fd, 0, _SEEK_END)
                 if size != self._size:
                     self._load_tail(size)
-                seq, ts, prev = self._write_entry(run, kind, jti, token, body)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        return LedgerEntry(LEDGER_VERSION, seq, ts, run, kind, jti, token, body, prev)
-
-    def append_fresh(
-        self, run: str, kind: str, jti: str | None, token: str | None, meta: dict[str, Any]
-    ) -> int:
-        """:meth:`append` for a caller that built ``meta`` for this one line and hands it over: it is
-        neither copied nor returned, and no :class:`~.format.LedgerEntry` is built; returns the line's
-        ``seq``. Same checks, bytes, locking and durability as :meth:`append` — this is the request
-        path's writer (:class:`~mcpclient_auth._journal.RunJournal`: two lines per MCP call).
-        """
-        if kind not in _APPEND_KINDS:
-            hint = "; use Ledger.seal()" if kind == "seal" else ""
-            raise LedgerFormatError(f"cannot append an entry of kind {kind!r}{hint}")
-        if not isinstance(run, str):
-            raise LedgerFormatError("'run' must be a string")
-        # The body of _locked(), inlined (as in append): the per-request hot path.
-        if self._pid != os.getpid():
-            self._after_fork()
-        with self._lock:
-            if self._closed:
-                raise LedgerError("the ledger is closed")
-            fd = self._fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                size = os.lseek(fd, 0, _SEEK_END)  # fstat's st_size, see append()
-                if size != self._size:
-                    self._load_tail(size)
-                return self._write_entry(run, kind, jti, token, meta)[0]
+                return self._write_entry(run, kind, jti, token, meta)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
