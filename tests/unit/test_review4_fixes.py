@@ -4,7 +4,9 @@ Each test fails on the optimised code as it first landed and passes with the fix
 - review 5, F1: ``McpAuthMiddleware.paths`` reassigned after construction left the new paths unprotected
   (the per-request lookups were copied once in ``__init__``);
 - review 5, I1: a tracker's ``StopAsyncIteration`` (or ``GeneratorExit``) from ``feed`` passed for a clean,
-  truncated end of the body once the response stream became an iterator class.
+  truncated end of the body once the response stream became an iterator class;
+- found by the lead while rereading that fix (older than #16): ``paths=("/",)`` protected "/" alone,
+  since its "below" prefix was "//".
 (Review 4's finding, the body read outside the deadline's scope, is in ``test_server_read_body.py``.)
 """
 
@@ -49,6 +51,15 @@ async def test_paths_assigned_after_construction_are_protected_at_once() -> None
     middleware.paths = ("/mcp", "/admin/")
     assert middleware.paths == ("/mcp", "/admin")  # normalised as the constructor does
     for path in ("/mcp", "/admin", "/admin/x"):
+        assert await _post(middleware, path) == 401, path
+
+
+async def test_the_root_path_protects_everything_below_it() -> None:
+    # "The protected paths and everything below them": "/" is every path (its "below" prefix was
+    # "//" once, which left every path but "/" itself unprotected).
+    middleware = _middleware()
+    middleware.paths = ("/",)
+    for path in ("/", "/mcp", "/admin/x"):
         assert await _post(middleware, path) == 401, path
 
 
