@@ -26,8 +26,10 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
 def test_protected_matches_the_generator_it_replaced(paths: list[str], path: str) -> None:
     middleware = McpAuthMiddleware(_app, trust=TRUST, audience="https://hr.example/mcp", paths=paths)
     trimmed = path.rstrip("/") or "/"
+    # The expression it replaced, with one deliberate change: "/" protects every path (its "below"
+    # prefix was "//"; test_review4_fixes.test_the_root_path_protects_everything_below_it).
     expected = not path.startswith(middleware.passthrough_prefixes) and any(
-        trimmed == p or trimmed.startswith(p + "/") for p in middleware.paths
+        p == "/" or trimmed == p or trimmed.startswith(p + "/") for p in middleware.paths
     )
     assert middleware._protected({"path": path}) == expected
 
