@@ -303,8 +303,9 @@ class McpAuthMiddleware:
         normalised = tuple(p.rstrip("/") or "/" for p in paths)
         self._paths = normalised
         self._path_set = frozenset(normalised)
-        # "Below /" is every path: its prefix is "/" itself, never "//" (which no path starts with).
-        self._below_paths = tuple("/" if p == "/" else p + "/" for p in normalised)
+        # "Below /" is every path: its prefix is "" (every path starts with it), never "//" (which
+        # no path starts with: "/" once protected itself alone).
+        self._below_paths = tuple("" if p == "/" else p + "/" for p in normalised)
 
     def _protected(self, scope: Scope) -> bool:
         path = str(scope.get("path", ""))
